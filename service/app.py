@@ -1,0 +1,109 @@
+"""The app factory: settings in, a FastAPI app out (REST under /v1, OAuth, health, docs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import problems
+from service.auth import oauth
+from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
+from service.collections.rest import collection_router, history_router
+from service.db import make_engine
+from service.domain.registry import COLLECTIONS
+from service.http import JSONOut
+from service.migrate import head_revision
+from service.openapi import custom_openapi
+from service.settings import Settings
+
+API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
+goals built on strengths, milestones, outcome markers, measurements, the strengths log, experiments and
+safety alerts) for EHRs, mood-tracking apps and dashboards. Every operation needs an OAuth 2.0 bearer
+token (client credentials at `/oauth/token`) carrying the SMART v2 scope the operation names."""
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    keys: KeyStore
+    tokens: TokenService
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        from service.lifecycle import prepare_database
+
+        settings = prepare_database(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url or "", settings,
+            set_role=settings.app_role if not settings.migration_database_url else None,
+        )
+        keys = KeyStore(engine, settings)
+        await ensure_signing_key(engine)
+        await keys.load()
+        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings))
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Strengths & Goals API", version="1.0.0", description=API_DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None, default_response_class=JSONOut,
+    )
+    problems.install(app)
+    app.include_router(oauth.router)
+    for coll in COLLECTIONS:
+        app.include_router(collection_router(coll))
+    app.include_router(history_router(COLLECTIONS))
+    _health(app)
+    _docs(app)
+    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _health(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["Health"], operation_id="healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["Health"], operation_id="readyz", include_in_schema=False)
+    async def readyz() -> Any:
+        ctx: AppContext = app.state.ctx
+        try:
+            async with ctx.engine.connect() as conn:
+                version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return problems.problem_response(503, "not_ready", "Not ready", "The database is not reachable")
+        if version != head_revision():
+            return problems.problem_response(503, "not_ready", "Not ready", f"Migrations at {version}, not head")
+        return {"status": "ready", "migration": version}
+
+
+def _docs(app: FastAPI) -> None:
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/static/docs", StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Strengths & Goals API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )

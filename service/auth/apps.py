@@ -1,0 +1,69 @@
+"""Registering organizations and apps (OAuth clients), and checking app secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth.scopes import ScopeError, parse_scopes
+
+
+def hash_secret(secret: str) -> str:
+    """Secrets are 256-bit random strings, so one SHA-256 is the right hash (as for API keys)."""
+    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored: str | None) -> bool:
+    return stored is not None and hmac.compare_digest(hash_secret(secret), stored)
+
+
+async def create_org(conn: AsyncConnection, name: str) -> dict[str, Any]:
+    org_id = uuid4()
+    row = (
+        await conn.execute(
+            text("INSERT INTO organizations (id, name) VALUES (:id, :name) RETURNING id, name, created_at"),
+            {"id": org_id, "name": name},
+        )
+    ).one()
+    return dict(row._mapping)
+
+
+async def create_app_record(
+    conn: AsyncConnection, *, org_id: UUID, name: str, scopes: str, patient_id: UUID | None = None,
+    jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
+) -> dict[str, Any]:
+    """Register an app; returns its credentials (the secret only here, once)."""
+    try:
+        parsed = parse_scopes(scopes)
+    except ScopeError as exc:
+        raise ValueError(str(exc)) from exc
+    if patient_id and any(s.context != "patient" for s in parsed):
+        raise ValueError("an app bound to a patient may hold patient/ scopes only")
+    client_id = "app_" + secrets.token_urlsafe(12)
+    secret = None if (jwks or jwks_url) else "sec_" + secrets.token_urlsafe(32)
+    await conn.execute(
+        text(
+            "INSERT INTO apps (org_id, id, client_id, name, secret_hash, scopes, patient_id, jwks, jwks_url) "
+            "VALUES (:org_id, :id, :client_id, :name, :secret_hash, :scopes, :patient_id, CAST(:jwks AS jsonb), "
+            ":jwks_url)"
+        ),
+        {
+            "org_id": org_id, "id": uuid4(), "client_id": client_id, "name": name,
+            "secret_hash": hash_secret(secret) if secret else None, "scopes": [s.text for s in parsed],
+            "patient_id": patient_id, "jwks": orjson.dumps(jwks).decode() if jwks else None, "jwks_url": jwks_url,
+        },
+    )
+    out: dict[str, Any] = {"client_id": client_id, "org_id": str(org_id), "name": name,
+                           "scopes": " ".join(s.text for s in parsed)}
+    if secret:
+        out["client_secret"] = secret
+    if patient_id:
+        out["patient"] = str(patient_id)
+    return out

@@ -1,0 +1,69 @@
+"""FastAPI dependencies: the bearer token, the principal, and each route's one scope declaration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2, SecurityScopes
+
+from service.auth.principal import Principal
+from service.auth.scopes import RESOURCES, parse_scope, required_scope
+from service.errors import Forbidden, Unauthenticated
+
+PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+class BearerToken(OAuth2):
+    """OAuth 2.0 client-credentials bearer tokens; declared in OpenAPI with every scope we know."""
+
+    def __init__(self) -> None:
+        scopes = {
+            required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in RESOURCES for p in "cruds"
+        }
+        flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=scopes))
+        super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
+                         description="SMART v2 scopes (system/, user/ or patient/ context; v1 aliases accepted)")
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        header = request.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("The Authorization header must carry a Bearer token")
+        return token.strip()
+
+
+bearer = BearerToken()
+
+
+async def authenticate(request: Request, token: Annotated[str | None, Depends(bearer)]) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if token is None:
+        raise Unauthenticated("A bearer token is required", error=None)
+    principal = await request.app.state.ctx.tokens.verify(token)
+    request.state.principal = principal
+    return principal
+
+
+async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    for declared in security_scopes.scopes:
+        scope = parse_scope(declared)
+        assert scope is not None
+        for perm in scope.perms:
+            if not who.allows(scope.name, perm):
+                raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
+                                               who.context))  # type: ignore[arg-type]
+    return who
+
+
+def needs(resource: str, perm: str) -> Any:
+    """The one way a route declares the scope it needs (shown in OpenAPI, checked at request time)."""
+    return Security(authorize, scopes=[required_scope(resource, perm)])
+
+
+Authenticated = Annotated[Principal, Depends(authenticate)]

@@ -1,0 +1,135 @@
+"""The one parser of the SMART v2 scope grammar (with v1 aliases), and what a scope set allows.
+
+Grammar: ``<context>/<Resource>.<perms>`` with context ``system``, ``user`` or ``patient``; resource a
+name of ours, a FHIR alias, or ``*``; perms a non-empty subset of ``cruds`` in that order. SMART v1
+``read`` means ``rs``, ``write`` means ``cud``, ``*`` means ``cruds``. Anything else (``openid``,
+``offline_access``, scopes with query modifiers) is kept as an opaque scope and grants nothing here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Context = Literal["system", "user", "patient"]
+PERMS = "cruds"
+
+RESOURCES: tuple[str, ...] = (
+    "Client", "Strength", "ProtectiveFactor", "Exception", "Goal", "Milestone", "OutcomeMarker",
+    "Measurement", "StrengthUse", "Experiment", "SafetyAlert", "Progress", "Webhook", "AuditEvent",
+)
+# FHIR names used by the FHIR facade, as aliases of ours.
+FHIR_ALIASES: dict[str, tuple[str, ...]] = {
+    "Patient": ("Client",),
+    "Goal": ("Goal",),
+    "Observation": ("Measurement", "Strength", "ProtectiveFactor", "Exception"),
+    "Flag": ("SafetyAlert",),
+}
+V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+_SCOPE = re.compile(r"^(system|user|patient)/([A-Za-z]+|\*)\.([a-z*]+)$")
+
+
+class ScopeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    context: Context
+    name: str  # the resource as written (ours, a FHIR alias, or "*")
+    resources: frozenset[str]  # our resource names; "*" for any
+    perms: frozenset[str]
+    text: str
+
+    def allows(self, resource: str, perm: str) -> bool:
+        return perm in self.perms and ("*" in self.resources or resource in self.resources)
+
+
+def parse_scope(text: str) -> Scope | None:
+    """Parse one scope; ``None`` for a well-formed scope that grants nothing here (e.g. ``openid``).
+
+    Raises ScopeError for a SMART-shaped scope that breaks the grammar (unknown resource, perms out of
+    order or repeated), so a typo is never silently granted or silently ignored.
+    """
+    base = text.split("?", 1)[0]
+    if "?" in text:
+        return None  # query-restricted scopes are experimental in SMART v2; we grant nothing for them
+    match = _SCOPE.match(base)
+    if not match:
+        if "/" in base:
+            raise ScopeError(f"malformed scope: {text}")
+        return None
+    context, resource, perms = match.groups()
+    if perms in V1_PERMS:
+        perm_set = V1_PERMS[perms]
+    else:
+        if not perms or any(p not in PERMS for p in perms):
+            raise ScopeError(f"unknown permissions in scope: {text}")
+        ordered = "".join(p for p in PERMS if p in perms)
+        if ordered != perms:
+            raise ScopeError(f"permissions must be a subset of 'cruds' in that order: {text}")
+        perm_set = perms
+    if resource == "*":
+        resources = frozenset({"*"})
+    elif resource in RESOURCES or resource in FHIR_ALIASES:
+        resources = frozenset((resource,) if resource in RESOURCES else ()) | frozenset(
+            FHIR_ALIASES.get(resource, ())
+        )
+    else:
+        raise ScopeError(f"unknown resource in scope: {text}")
+    return Scope(context=context, name=resource, resources=resources, perms=frozenset(perm_set), text=text)  # type: ignore[arg-type]
+
+
+def parse_scopes(text: str | None) -> list[Scope]:
+    scopes: list[Scope] = []
+    for part in (text or "").split():
+        parsed = parse_scope(part)
+        if parsed is not None:
+            scopes.append(parsed)
+    return scopes
+
+
+def is_valid_scope_string(text: str) -> bool:
+    try:
+        parse_scopes(text)
+    except ScopeError:
+        return False
+    return True
+
+
+def scope_allows(granted: list[Scope], resource: str, perm: str) -> bool:
+    return any(s.allows(resource, perm) for s in granted)
+
+
+def grant(requested: str | None, allowed: str) -> str:
+    """The granted scope: the intersection of what was asked and what the app is allowed.
+
+    Asking for nothing grants everything the app is allowed. The intersection is taken per context,
+    resource and permission, so asking ``system/Client.cruds`` of an app allowed ``system/*.rs``
+    grants ``system/Client.rs``.
+    """
+    allowed_scopes = parse_scopes(allowed)
+    if not requested or not requested.strip():
+        return " ".join(s.text for s in allowed_scopes)
+    granted: list[str] = []
+    for want in parse_scopes(requested):
+        for have in allowed_scopes:
+            if have.context != want.context:
+                continue
+            perms = "".join(p for p in PERMS if p in want.perms and p in have.perms)
+            if not perms:
+                continue
+            if "*" in have.resources or ("*" not in want.resources and want.resources <= have.resources):
+                names = [want.name]
+            elif "*" in want.resources:
+                names = sorted(have.resources)
+            else:
+                names = sorted(want.resources & have.resources)
+            granted.extend(f"{want.context}/{name}.{perms}" for name in names)
+    return " ".join(dict.fromkeys(granted))
+
+
+def required_scope(resource: str, perm: str, context: Context = "system") -> str:
+    return f"{context}/{resource}.{perm}"

@@ -1,0 +1,165 @@
+"""The `strengths-api` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.settings import Settings
+
+
+def _owner_settings() -> Settings:
+    from service.lifecycle import prepare_database
+
+    return prepare_database(Settings())
+
+
+def _with_owner(fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    """Operator commands act as the owner role (they are not tenant requests)."""
+    return asyncio.run(_owner_run(_owner_settings(), fn))
+
+
+async def _owner_run(settings: Settings, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    from service.db import make_engine
+
+    engine = make_engine(settings.migration_database_url or settings.database_url or "", settings, pool=False)
+    try:
+        async with engine.begin() as conn:
+            return await fn(conn)
+    finally:
+        await engine.dispose()
+
+
+def _print(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.lifecycle import export_env, prepare_database
+
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}))
+    export_env(prepared)
+    if args.workers > 1:
+        uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
+                    proxy_headers=False, timeout_graceful_shutdown=25)
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from service.lifecycle import prepare_database
+
+    prepare_database(Settings())
+    _print({"migrated": "head"})
+
+
+def cmd_orgs_create(args: argparse.Namespace) -> None:
+    from service.auth.apps import create_org
+
+    _print(_with_owner(lambda conn: create_org(conn, args.name)))
+
+
+def cmd_apps_create(args: argparse.Namespace) -> None:
+    from service.auth.apps import create_app_record
+
+    jwks = json.loads(Path(args.jwks_file).read_text()) if args.jwks_file else None
+
+    async def run(conn: AsyncConnection) -> Any:
+        return await create_app_record(
+            conn, org_id=UUID(args.org), name=args.name, scopes=args.scopes,
+            patient_id=UUID(args.patient) if args.patient else None, jwks=jwks, jwks_url=args.jwks_url,
+        )
+
+    try:
+        _print(_with_owner(run))
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    from sqlalchemy import text
+
+    from service.auth.tokens import insert_key
+
+    async def run(conn: AsyncConnection) -> Any:
+        await conn.execute(text("UPDATE signing_keys SET active = false, retired_at = now() WHERE active"))
+        return {"kid": await insert_key(conn)}
+
+    _print(_with_owner(run))
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from service.app import create_app
+
+    app = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
+    sys.stdout.write(json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from service.demo import load_demo
+
+    _print(_with_owner(lambda conn: load_demo(conn, org_name=args.org_name)))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="strengths-api", description="Strengths & Goals API")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the API (embedded PostgreSQL unless DATABASE_URL is set)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(fn=cmd_serve)
+
+    sub.add_parser("migrate", help="apply the migrations").set_defaults(fn=cmd_migrate)
+
+    orgs = sub.add_parser("orgs", help="organizations").add_subparsers(dest="orgs_command", required=True)
+    oc = orgs.add_parser("create", help="create an organization; prints it as JSON")
+    oc.add_argument("name")
+    oc.set_defaults(fn=cmd_orgs_create)
+
+    apps = sub.add_parser("apps", help="apps (OAuth clients)").add_subparsers(dest="apps_command", required=True)
+    ac = apps.add_parser("create", help="register an app; prints its credentials once, as JSON")
+    ac.add_argument("--org", required=True)
+    ac.add_argument("--name", required=True)
+    ac.add_argument("--scopes", required=True, help='e.g. "system/*.cruds" or "patient/Measurement.cr"')
+    ac.add_argument("--patient", help="bind the app to one client (patient-context tokens)")
+    group = ac.add_mutually_exclusive_group()
+    group.add_argument("--jwks-url")
+    group.add_argument("--jwks-file")
+    ac.set_defaults(fn=cmd_apps_create)
+
+    keys = sub.add_parser("keys", help="token signing keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("rotate", help="start signing with a new key; the old one verifies until tokens expire") \
+        .set_defaults(fn=cmd_keys_rotate)
+
+    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(fn=cmd_openapi)
+
+    d = sub.add_parser("demo", help="load a realistic demo caseload")
+    d.add_argument("--org-name", default="Riverside Counselling (demo)")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

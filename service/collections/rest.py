@@ -1,0 +1,246 @@
+"""The one router factory: every collection's REST operations, each declaring its scope once.
+
+(No ``from __future__ import annotations`` here: FastAPI must see the real body and output types.)
+"""
+
+import inspect
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, create_model
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth.principal import Principal
+from service.auth.rest import authenticate, needs
+from service.auth.scopes import required_scope
+from service.collections import service
+from service.collections.registry import REGISTRY, Collection
+from service.collections.types import Out
+from service.db import set_tenant
+from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
+from service.http import NO_STORE, JSONOut, StrictRoute
+
+
+async def unit_of_work(
+    request: Request, who: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request, bound to the caller's organization (and patient), committed
+    before the response is sent."""
+    async with request.app.state.ctx.engine.begin() as conn:
+        await set_tenant(conn, who.org_id, who.patient_id)
+        yield conn
+
+
+Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "Malformed request", 401: "Missing or invalid token", 403: "Token lacks the scope",
+        404: "Not found (also: another organization's record)", 405: "Method not allowed",
+        409: "Conflict", 410: "Deleted", 412: "If-Match is stale", 413: "Body too large",
+        415: "Body is not JSON", 422: "Validation failed",
+    }
+    return {c: {"description": texts[c], **PROBLEM} for c in codes}
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def record_response(record: dict[str, Any], status: int = 200, **headers: str) -> JSONOut:
+    return JSONOut(record, status_code=status, headers={"ETag": etag(record["version"]), **NO_STORE, **headers})
+
+
+class HistoryEntry(Out):
+    version: int
+    action: str
+    changed_at: datetime
+    changed_by: str | None
+    record: dict[str, Any]
+
+
+class HistoryPage(Out):
+    data: list[HistoryEntry]
+
+
+def page_model(coll: Collection) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{coll.out.__name__}Page", __base__=Out, data=(list[coll.out], ...), next_cursor=(str | None, None)
+    )
+
+
+def _list_filters(coll: Collection) -> Any:
+    """A dependency whose signature holds exactly the filters this collection supports."""
+    table = coll.table
+    params = [
+        inspect.Parameter("limit", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=Query(50, ge=1, le=500, description="Page size (max 500)")),
+        inspect.Parameter("cursor", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                          default=Query(None, max_length=200, description="Opaque cursor from next_cursor")),
+        inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=AwareDatetime | None,
+                          default=Query(None)),
+    ]
+    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                                    default=Query(None, max_length=1000, description="system|value")))
+    if coll.client_owned:
+        params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
+                                        default=Query(None)))
+    if "status" in table.c:
+        status_type = coll.out.model_fields["status"].annotation
+        params.append(inspect.Parameter("status", inspect.Parameter.KEYWORD_ONLY, annotation=status_type | None,
+                                        default=Query(None)))
+    for name in coll.filters:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
+                                        default=Query(None)))
+
+    def filters(**kwargs: Any) -> dict[str, Any]:
+        if ext_name in kwargs:
+            kwargs["external_id"] = kwargs.pop(ext_name)
+        return kwargs
+
+    filters.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+    return filters
+
+
+def _include_param(coll: Collection) -> Any:
+    allowed = sorted(n.replace("-", "_") for n in coll.children)
+
+    def include(
+        include: str | None = Query(None, max_length=500, description=f"Comma-separated: {', '.join(allowed)}"),
+    ) -> list[str]:
+        if not include:
+            return []
+        names = [n.strip() for n in include.split(",") if n.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise ValidationFailed.on("include", f"Unknown include {', '.join(unknown)}; one of {', '.join(allowed)}",
+                                      "unknown_include")
+        return list(dict.fromkeys(names))
+
+    return include
+
+
+def collection_router(coll: Collection) -> APIRouter:
+    router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
+    Creator = Annotated[Principal, needs(coll.resource, "c")]
+    Reader = Annotated[Principal, needs(coll.resource, "r")]
+    Searcher = Annotated[Principal, needs(coll.resource, "s")]
+    Updater = Annotated[Principal, needs(coll.resource, "u")]
+    Deleter = Annotated[Principal, needs(coll.resource, "d")]
+    CreateBody = coll.create
+    PatchBody = coll.patch
+    Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
+    Include = Annotated[list[str], Depends(_include_param(coll))]
+    IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
+    key = coll.key
+    singular = coll.type_name
+    noun = singular.replace("_", " ")
+    path_id = f"{singular}_id"
+
+    @router.post(
+        "", status_code=201, response_model=coll.out, operation_id=f"create_{singular}",
+        summary=f"Create a {noun}", responses=problems(400, 401, 403, 409, 413, 415, 422),
+    )
+    async def create_record(body: CreateBody, who: Creator, db: Db, request: Request) -> Response:  # type: ignore[valid-type]
+        record = await service.create(db, who, coll, body)
+        return record_response(record, 201, Location=f"/v1/{coll.name}/{record['id']}")
+
+    @router.get(
+        "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",
+        responses=problems(400, 401, 403, 422),
+    )
+    async def list_records(who: Searcher, db: Db, request: Request, filters: Filters) -> Response:
+        limit = filters.pop("limit")
+        cursor = filters.pop("cursor")
+        data, next_cursor = await service.list_page(db, who, coll, filters=filters, limit=limit, cursor=cursor)
+        headers = dict(NO_STORE)
+        if next_cursor:
+            url = request.url.include_query_params(cursor=next_cursor)
+            headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+        return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)
+
+    async def read_record(record_id: UUID, who: Reader, db: Db, include: Include) -> Response:
+        record = await service.get(db, who, coll, record_id)
+        if include:
+            for name in include:
+                child = REGISTRY[name.replace("_", "-")]
+                if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
+                    raise Forbidden(required_scope(child.resource, "s", who.context))  # type: ignore[arg-type]
+            record.update(await service.children(db, who, coll, record_id, include))
+        return record_response(record)
+
+    router.add_api_route(
+        f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=coll.out,
+        operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
+    )
+
+    async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
+                           if_match: IfMatch = None) -> Response:
+        return record_response(await service.patch(db, who, coll, record_id, body, if_match))
+
+    router.add_api_route(
+        f"/{{{path_id}}}", _rename(patch_record, path_id), methods=["PATCH"], response_model=coll.out,
+        operation_id=f"update_{singular}", summary=f"Update a {noun}",
+        responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
+    )
+
+    if coll.deletable:
+        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+            await service.delete(db, who, coll, record_id, if_match)
+            return Response(status_code=204)
+
+        responses = problems(401, 403, 404, 410, 412, 422)
+    else:
+        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+            await service.fetch(db, who, coll, record_id)
+            raise MethodNotAllowed(f"A {noun} cannot be deleted; resolve it instead", headers={"Allow": "GET, PATCH"})
+
+        responses = problems(401, 403, 404, 405, 410, 422)
+    router.add_api_route(
+        f"/{{{path_id}}}", _rename(delete_record, path_id), methods=["DELETE"], status_code=204,
+        response_class=Response,
+        operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
+    )
+    return router
+
+
+def history_router(collections: list[Collection]) -> APIRouter:
+    router = APIRouter(prefix="/v1/history", tags=["History"], route_class=StrictRoute)
+    for coll in collections:
+        router.add_api_route(
+            f"/{coll.name}/{{record_id}}", _history_endpoint(coll), methods=["GET"], response_model=HistoryPage,
+            operation_id=f"history_{coll.type_name}", summary=f"Every version of a {coll.type_name.replace('_', ' ')}",
+            responses=problems(401, 403, 404, 422),
+        )
+    return router
+
+
+def _history_endpoint(coll: Collection) -> Any:
+    Searcher = Annotated[Principal, needs(coll.resource, "s")]
+
+    async def read_history(record_id: UUID, who: Searcher, db: Db) -> Response:
+        return JSONOut({"data": await service.history(db, who, coll, record_id)}, headers=NO_STORE)
+
+    return read_history
+
+
+def _rename(endpoint: Any, path_id: str) -> Any:
+    """Name the path parameter after the collection (``strength_id``), for OpenAPI and its links."""
+    sig = inspect.signature(endpoint)
+    params = [p.replace(name=path_id) if p.name == "record_id" else p for p in sig.parameters.values()]
+
+    async def renamed(**kwargs: Any) -> Any:
+        kwargs["record_id"] = kwargs.pop(path_id)
+        return await endpoint(**kwargs)
+
+    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    renamed.__name__ = endpoint.__name__
+    return renamed
+

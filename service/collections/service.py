@@ -1,0 +1,313 @@
+"""Use cases shared by every collection: validation of references and rules, writes, versions, events.
+
+Services never commit: the caller's unit of work does. Every write goes through ``record_change``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth.principal import Principal
+from service.collections.records import record_change
+from service.collections.registry import REGISTRY, Collection, RuleContext
+from service.collections.repository import decode_cursor, encode_cursor, parse_identifier, readable
+from service.collections.types import uuid7
+from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
+from service.models import ExternalId, History
+
+INTERNAL = ("org_id", "deleted_at")
+MAX_INCLUDE = 500
+
+
+def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str, Any]:
+    data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    deleted_at = data.pop("deleted_at", None)
+    data.pop("org_id", None)
+    data[coll.ext_field] = data.pop("external_ids", None) or []
+    if coll.to_out:
+        data = coll.to_out(data)
+    if with_deleted:
+        data["deleted_at"] = deleted_at
+    return data
+
+
+# ---------------------------------------------------------------- reads
+
+async def fetch(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID,
+                *, for_update: bool = False) -> Any:
+    """The row, or NotFound (other organization or patient included) or Gone (deleted)."""
+    stmt = readable(coll.table, who).where(coll.table.c.id == record_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise NotFound(f"No {coll.type_name.replace('_', ' ')} with id {record_id}")
+    if row.deleted_at is not None:
+        raise Gone(f"The {coll.type_name.replace('_', ' ')} {record_id} was deleted")
+    return row
+
+
+async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> dict[str, Any]:
+    return serialize(coll, await fetch(conn, who, coll, record_id))
+
+
+async def children(
+    conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, names: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        child = REGISTRY[name.replace("_", "-")]
+        fk = coll.children[child.name]
+        table = child.table
+        stmt = (
+            readable(table, who)
+            .where(table.c[fk] == record_id, table.c.deleted_at.is_(None))
+            .order_by(table.c.id)
+            .limit(MAX_INCLUDE)
+        )
+        out[child.key] = [serialize(child, r) for r in (await conn.execute(stmt)).all()]
+    return out
+
+
+def list_statement(
+    who: Principal, coll: Collection, *, filters: dict[str, Any], limit: int, cursor: str | None
+) -> Select[Any]:
+    table = coll.table
+    stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name == "updated_since":
+            stmt = stmt.where(table.c.updated_at >= value)
+        elif name == "external_id":
+            system, ident = parse_identifier(value, "identifier" if coll.name == "clients" else "external_id")
+            ext = ExternalId.__table__
+            stmt = stmt.where(
+                table.c.id.in_(
+                    select(ext.c.record_id).where(
+                        ext.c.org_id == who.org_id, ext.c.collection == coll.name,
+                        ext.c.system == system, ext.c.value == ident,
+                    )
+                )
+            )
+        else:
+            stmt = stmt.where(table.c[name] == value)
+    if cursor:
+        stmt = stmt.where(table.c.id > decode_cursor(cursor))
+    return stmt.order_by(table.c.id).limit(limit + 1)
+
+
+async def list_page(
+    conn: AsyncConnection, who: Principal, coll: Collection, *, filters: dict[str, Any], limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    rows = (await conn.execute(list_statement(who, coll, filters=filters, limit=limit, cursor=cursor))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
+    return [serialize(coll, r) for r in rows], next_cursor
+
+
+async def history(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> list[dict[str, Any]]:
+    hist = History.__table__
+    stmt = readable(hist, who).where(hist.c.collection == coll.name, hist.c.record_id == record_id)
+    rows = (await conn.execute(stmt.order_by(hist.c.version))).all()
+    if not rows:
+        raise NotFound(f"No {coll.type_name.replace('_', ' ')} with id {record_id}")
+    return [
+        {"version": r.version, "action": r.action, "changed_at": r.changed_at, "changed_by": r.changed_by,
+         "record": r.data}
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------- writes
+
+async def _load_refs(
+    conn: AsyncConnection, who: Principal, coll: Collection, data: dict[str, Any], changed: set[str] | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Every referenced record must exist, be live, and belong to the same client (else 422)."""
+    loaded: dict[str, list[dict[str, Any]]] = {}
+    client_id = data.get("client_id")
+    for ref in coll.refs:
+        wanted = ref.ids(data)
+        if not wanted:
+            continue
+        target = REGISTRY[ref.target]
+        stmt = readable(target.table, who).where(
+            target.table.c.id.in_(wanted), target.table.c.deleted_at.is_(None),
+            target.table.c.client_id == client_id,
+        )
+        rows = {r.id: dict(r._mapping) for r in (await conn.execute(stmt)).all()}
+        if changed is None or ref.field.split(".")[0] in changed:
+            errors = [
+                field_error(f"{ref.field}.{i}" if ref.many else ref.field,
+                            f"No {target.type_name.replace('_', ' ')} {ident} of this client", "reference_not_found")
+                for i, ident in enumerate(wanted) if ident not in rows
+            ]
+            if errors:
+                raise ValidationFailed("A referenced record does not exist for this client", errors=errors)
+        loaded[ref.field] = [rows[i] for i in wanted if i in rows]
+    return loaded
+
+
+async def _check_client(conn: AsyncConnection, who: Principal, client_id: UUID) -> None:
+    clients = REGISTRY["clients"].table
+    stmt = readable(clients, who).where(clients.c.id == client_id, clients.c.deleted_at.is_(None))
+    if (await conn.execute(stmt.with_only_columns(clients.c.id))).first() is None:
+        raise ValidationFailed.on("client_id", f"No client {client_id}", "reference_not_found")
+
+
+async def _validate(
+    conn: AsyncConnection, who: Principal, coll: Collection, data: dict[str, Any],
+    current: dict[str, Any] | None, changed: set[str] | None,
+) -> RuleContext:
+    if coll.client_owned and (current is None):
+        await _check_client(conn, who, data["client_id"])
+    refs = await _load_refs(conn, who, coll, data, changed)
+    ctx = RuleContext(conn=conn, who=who, data=data, refs=refs, current=current)
+    for rule in coll.rules:
+        await rule(ctx)
+    return ctx
+
+
+async def _write_external_ids(
+    conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, client_id: UUID | None,
+    ids: list[dict[str, str]], *, replace: bool,
+) -> None:
+    ext = ExternalId.__table__
+    if replace:
+        await conn.execute(
+            ext.delete().where(ext.c.org_id == who.org_id, ext.c.collection == coll.name, ext.c.record_id == record_id)
+        )
+    for i, ident in enumerate(ids):
+        inserted = (await conn.execute(_ext_insert(who, coll, record_id, client_id, ident))).first()
+        if inserted is None:
+            raise Conflict(
+                f"The identifier {ident['system']}|{ident['value']} already names another {coll.type_name}",
+                errors=[field_error(f"{coll.ext_field}.{i}", "identifier already in use", "identifier_in_use")],
+            )
+
+
+def _ext_insert(who: Principal, coll: Collection, record_id: UUID, client_id: UUID | None,
+                ident: dict[str, str]) -> Any:
+    ext = ExternalId.__table__
+    stmt = pg_insert(ext).values(
+        org_id=who.org_id, collection=coll.name, system=ident["system"], value=ident["value"],
+        record_id=record_id, client_id=client_id,
+    )
+    # Re-asserting an identifier this record already holds is fine; another record's is a conflict.
+    return stmt.on_conflict_do_update(
+        index_elements=["org_id", "collection", "system", "value"],
+        set_={"record_id": stmt.excluded.record_id},
+        where=ext.c.record_id == stmt.excluded.record_id,
+    ).returning(ext.c.record_id)
+
+
+def _row_values(coll: Collection, payload: dict[str, Any]) -> dict[str, Any]:
+    values = dict(payload)
+    values.pop(coll.ext_field, None)
+    if coll.to_row:
+        values = coll.to_row(values)
+    return values
+
+
+async def create(
+    conn: AsyncConnection, who: Principal, coll: Collection, body: BaseModel, *, record_id: UUID | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    payload = body.model_dump()
+    if extra:
+        payload.update(extra)
+    ctx = await _validate(conn, who, coll, payload, None, None)
+    ext_ids = payload.get(coll.ext_field) or []
+    values = {**_row_values(coll, payload), **ctx.extra}
+    new_id = record_id or uuid7()
+    values.update(org_id=who.org_id, id=new_id, external_ids=ext_ids)
+    try:
+        row = (await conn.execute(insert(coll.table).values(**values).returning(*coll.table.c))).one()
+    except IntegrityError as exc:  # a unique index of the collection's own (e.g. source+external_id)
+        raise Conflict(f"The {coll.type_name.replace('_', ' ')} conflicts with an existing one") from exc
+    if ext_ids:
+        client_id = new_id if coll.name == "clients" else payload.get("client_id")
+        await _write_external_ids(conn, who, coll, new_id, client_id, ext_ids, replace=False)
+    out = serialize(coll, row)
+    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "created")
+    if coll.after_write:
+        out = await coll.after_write(conn, who, out, "created")
+    return out
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    if if_match is None:
+        return
+    tags = [t.strip() for t in if_match.split(",")]
+    if "*" in tags:
+        return
+    if f'W/"{version}"' not in tags and f'"{version}"' not in tags:
+        raise PreconditionFailed(f"The record is at version {version}")
+
+
+async def patch(
+    conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, body: BaseModel,
+    if_match: str | None,
+) -> dict[str, Any]:
+    current_row = await fetch(conn, who, coll, record_id, for_update=True)
+    check_if_match(if_match, current_row.version)
+    return await apply_update(conn, who, coll, current_row, body.model_dump(exclude_unset=True))
+
+
+async def apply_update(
+    conn: AsyncConnection, who: Principal, coll: Collection, current_row: Any, changes: dict[str, Any]
+) -> dict[str, Any]:
+    current = dict(current_row._mapping)
+    if coll.client_owned and "client_id" in changes and changes["client_id"] != current["client_id"]:
+        raise ValidationFailed.on("client_id", "A record cannot move to another client", "client_id_immutable")
+    ext_ids = changes.pop(coll.ext_field, None)
+    merged = {**current, **_row_values(coll, changes)}
+    ctx = await _validate(conn, who, coll, merged, current, set(changes))
+    values = {**_row_values(coll, changes), **ctx.extra}
+    values.pop("client_id", None)
+    if ext_ids is not None:
+        values["external_ids"] = ext_ids
+    table = coll.table
+    stmt = (
+        update(table)
+        .where(table.c.org_id == who.org_id, table.c.id == current["id"])
+        .values(**values, version=table.c.version + 1, updated_at=func.now())
+        .returning(*table.c)
+    )
+    row = (await conn.execute(stmt)).one()
+    if ext_ids is not None:
+        client_id = row.id if coll.name == "clients" else row.client_id
+        await _write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)
+    out = serialize(coll, row)
+    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "updated")
+    if coll.after_write:
+        out = await coll.after_write(conn, who, out, "updated")
+    return out
+
+
+async def delete(
+    conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, if_match: str | None
+) -> None:
+    current = await fetch(conn, who, coll, record_id, for_update=True)
+    check_if_match(if_match, current.version)
+    table = coll.table
+    row = (
+        await conn.execute(
+            update(table)
+            .where(table.c.org_id == who.org_id, table.c.id == record_id)
+            .values(deleted_at=func.now(), updated_at=func.now(), version=table.c.version + 1)
+            .returning(*table.c)
+        )
+    ).one()
+    await record_change(conn, who, coll.name, serialize(coll, row, with_deleted=True), "deleted")

@@ -1,0 +1,65 @@
+"""Engines, the per-request unit of work and the tenant settings that row-level security keys on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from service.settings import Settings
+
+TENANT_SQL = text(
+    "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true)"
+)
+
+
+def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True) -> AsyncEngine:
+    """An engine whose connections act as the service role.
+
+    With a single owner URL, each new connection switches to the service role with SET ROLE, so the
+    service never acts as the owner of the tables (and row-level security applies).
+    """
+    kwargs: dict[str, Any] = {
+        "connect_args": {
+            "server_settings": {
+                "application_name": "strengths-api",
+                "statement_timeout": str(settings.statement_timeout_ms),
+                "idle_in_transaction_session_timeout": "60000",
+                "timezone": "UTC",
+            },
+        },
+    }
+    if pool:
+        kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                      pool_pre_ping=False)
+    engine = create_async_engine(url, echo=settings.log_sql, **kwargs)
+    if set_role:
+        role = set_role
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _set_role(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f'SET ROLE "{role}"')
+            cursor.close()
+
+    return engine
+
+
+async def set_tenant(conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None) -> None:
+    """Bind the transaction to one organization (and patient): the row-level security key."""
+    await conn.execute(
+        TENANT_SQL, {"org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else ""}
+    )
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None
+) -> AsyncIterator[AsyncConnection]:
+    async with engine.begin() as conn:
+        await set_tenant(conn, org_id, patient_id)
+        yield conn

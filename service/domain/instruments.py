@@ -1,0 +1,114 @@
+"""The instrument registry, as data: adding an instrument is adding an entry here, not a code branch.
+
+Sources (see ../shared/reference/interop.md, sections 1.4 and 1.5):
+- PHQ-9: Kroenke, Spitzer & Williams, J Gen Intern Med 2001;16:606 (items, 0-3 scoring, bands 5/10/15/20);
+  LOINC panel 44249-1, total 44261-6, item 9 44260-8 (US Core PHQ-9 example,
+  HL7/US-Core input/examples/Observation-PHQ9-panel-example-44249-1.json); reliable improvement >= 6 and
+  caseness >= 10 (NHS Talking Therapies / IAPT manual; Gyani et al., BRAT 2013;51:597); MCID 5
+  (Löwe et al., Med Care 2004;42:1194).
+- GAD-7: Spitzer et al., Arch Intern Med 2006;166:1092 (items, 0-3 scoring, bands 5/10/15); LOINC panel
+  69737-5, total 70274-6; reliable improvement >= 4 and caseness >= 8 (IAPT manual); MCID 4
+  (Toussaint et al., J Affect Disord 2020;265:395).
+Item LOINC codes follow the LOINC panels 44249-1 and 69737-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Band:
+    low: int
+    high: int
+    label: str
+
+
+@dataclass(frozen=True)
+class RiskRule:
+    """Opens a safety alert: an item above a value, or a total at or above a value."""
+
+    reason: str
+    item: int | None = None  # 1-based item number
+    item_above: int = 0
+    total_at_least: int | None = None
+
+    def fires(self, items: list[int] | None, total: float) -> bool:
+        if self.item is not None:
+            return bool(items) and len(items) >= self.item and items[self.item - 1] > self.item_above  # type: ignore[arg-type]
+        return self.total_at_least is not None and total >= self.total_at_least
+
+
+@dataclass(frozen=True)
+class InstrumentDef:
+    key: str
+    name: str
+    panel_loinc: str
+    total_loinc: str
+    item_loincs: tuple[str, ...]
+    item_min: int
+    item_max: int
+    bands: tuple[Band, ...]
+    reliable_change: float  # points of change that count as reliable
+    caseness: float  # at or above: a clinical case
+    mcid: float
+    risk: tuple[RiskRule, ...]
+    unit: str = "{score}"
+    direction: str = "lower_is_better"
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_loincs)
+
+    @property
+    def max_total(self) -> int:
+        return self.n_items * self.item_max
+
+    def score(self, items: list[int]) -> int:
+        return sum(items)
+
+    def band(self, total: float) -> str:
+        for band in self.bands:
+            if band.low <= total <= band.high:
+                return band.label
+        return "unknown"
+
+    def risk_reasons(self, items: list[int] | None, total: float) -> list[str]:
+        return [rule.reason for rule in self.risk if rule.fires(items, total)]
+
+
+INSTRUMENTS: dict[str, InstrumentDef] = {
+    "phq9": InstrumentDef(
+        key="phq9",
+        name="PHQ-9",
+        panel_loinc="44249-1",
+        total_loinc="44261-6",
+        item_loincs=("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
+                     "44260-8"),
+        item_min=0,
+        item_max=3,
+        bands=(Band(0, 4, "minimal"), Band(5, 9, "mild"), Band(10, 14, "moderate"),
+               Band(15, 19, "moderately_severe"), Band(20, 27, "severe")),
+        reliable_change=6,
+        caseness=10,
+        mcid=5,
+        risk=(
+            RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", item=9),
+            RiskRule("PHQ-9 total in the severe band (20 or more)", total_at_least=20),
+        ),
+    ),
+    "gad7": InstrumentDef(
+        key="gad7",
+        name="GAD-7",
+        panel_loinc="69737-5",
+        total_loinc="70274-6",
+        item_loincs=("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"),
+        item_min=0,
+        item_max=3,
+        bands=(Band(0, 4, "minimal"), Band(5, 9, "mild"), Band(10, 14, "moderate"), Band(15, 21, "severe")),
+        reliable_change=4,
+        caseness=8,
+        mcid=4,
+        risk=(RiskRule("GAD-7 total in the severe band (15 or more)", total_at_least=15),),
+    ),
+}

@@ -1,0 +1,126 @@
+"""One error hierarchy for the service layer, rendered per transport (REST problem+json here,
+GraphQL extensions and FHIR OperationOutcome in their adapters)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://strengths-api.dev/problems/"
+
+
+class DomainError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors
+        self.headers = headers or {}
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+def field_error(field: str, message: str, code: str) -> dict[str, Any]:
+    """A validation error naming the field by JSON pointer and by dotted location."""
+    parts = [p for p in field.split(".") if p]
+    return {"path": "/" + "/".join(parts), "field": field, "message": message, "code": code}
+
+
+class ValidationFailed(DomainError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+    @classmethod
+    def on(cls, field: str, message: str, code: str | None = None) -> ValidationFailed:
+        err = cls(message, errors=[field_error(field, message, code or cls.code)])
+        return err
+
+
+class RuleViolation(ValidationFailed):
+    """A domain rule of CONTRACT.md section 3; ``reason`` is the domain code."""
+
+    def __init__(self, field: str, message: str, reason: str) -> None:
+        super().__init__(message, errors=[field_error(field, message, reason)])
+        self.reason = reason
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body = super().problem(instance)
+        body["type"] = PROBLEM_BASE + self.reason
+        body["code"] = self.reason
+        return body
+
+
+class MalformedRequest(DomainError):
+    status, code, title = 400, "malformed_request", "The request could not be parsed"
+
+
+class Unauthenticated(DomainError):
+    status, code, title = 401, "unauthenticated", "A valid bearer token is required"
+
+    def __init__(self, detail: str | None = None, *, error: str | None = "invalid_token") -> None:
+        challenge = "Bearer"
+        if error:
+            challenge += f' error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "insufficient_scope", "The token lacks the scope this operation needs"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"This operation needs the scope {scope}",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+        self.scope = scope
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Gone(DomainError):
+    status, code, title = 410, "gone", "The record was deleted"
+
+
+class MethodNotAllowed(DomainError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class PreconditionFailed(DomainError):
+    status, code, title = 412, "precondition_failed", "The record has changed (If-Match is stale)"
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(DomainError):
+    status, code, title = 413, "payload_too_large", "The request body is too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class TooManyRequests(DomainError):
+    status, code, title = 429, "rate_limited", "Too many requests"

@@ -1,0 +1,97 @@
+"""HTTP plumbing shared by every router: orjson responses, strict JSON bodies, problem+json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from service.errors import MalformedRequest, UnsupportedMediaType
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, UUID):  # asyncpg returns its own UUID subclass, which orjson does not know
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dumps(content: Any) -> bytes:
+    return orjson.dumps(content, default=_default)
+
+
+class JSONOut(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+class ProblemOut(JSONOut):
+    media_type = "application/problem+json"
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MalformedRequest(f"Duplicate key in JSON object: {key!r}")
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise MalformedRequest(f"{name} is not a JSON number")
+
+
+def loads_strict(body: bytes) -> Any:
+    """RFC 8259 JSON, stricter than the stdlib: no duplicate keys, no NaN or Infinity."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest("The body is not valid UTF-8") from exc
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        if isinstance(exc, MalformedRequest):
+            raise
+        raise MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class StrictRoute(APIRoute):
+    """Routes whose JSON bodies are parsed strictly, and whose body is refused in any other media type."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        has_body = self.body_field is not None
+
+        async def strict_handler(request: Request) -> Response:
+            if has_body and request.method in ("POST", "PUT", "PATCH"):
+                body = await request.body()
+                if body and not is_json(request.headers.get("content-type")):
+                    raise UnsupportedMediaType("Send the body as application/json")
+                if body:
+                    # Starlette's Request.json() returns this cached value, so FastAPI validates it.
+                    request._json = loads_strict(body)  # type: ignore[attr-defined]
+            return await handler(request)
+
+        return strict_handler

@@ -1,0 +1,38 @@
+"""Getting a database ready before serving: the embedded server (once per `serve`), then migrations."""
+
+from __future__ import annotations
+
+import os
+
+from service import migrate
+from service.settings import Settings
+
+_EMBEDDED: list[object] = []  # keeps the embedded server handle alive for the process
+
+
+def prepare_database(settings: Settings, *, run_migrations: bool = True) -> Settings:
+    """Return settings whose ``database_url`` is ready to serve, migrating it first.
+
+    With no DATABASE_URL, start the embedded PostgreSQL under ``data_dir`` and serve through its
+    non-owner login role; the owner role runs the migrations.
+    """
+    if settings.database_url:
+        owner = settings.migration_database_url or settings.database_url
+        if run_migrations:
+            migrate.upgrade(owner, app_role=settings.app_role)
+        return settings
+    from service.embedded import start_embedded
+
+    server, urls = start_embedded(settings.data_dir, settings.app_role)
+    _EMBEDDED.append(server)
+    if run_migrations:
+        migrate.upgrade(urls.owner_url, app_role=settings.app_role)
+    return settings.model_copy(update={"database_url": urls.app_url, "migration_database_url": urls.owner_url})
+
+
+def export_env(settings: Settings) -> None:
+    """Hand the prepared URLs to worker processes (which read their settings from the environment)."""
+    if settings.database_url:
+        os.environ["DATABASE_URL"] = settings.database_url
+    if settings.migration_database_url:
+        os.environ["MIGRATION_DATABASE_URL"] = settings.migration_database_url

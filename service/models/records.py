@@ -1,0 +1,64 @@
+"""What every write leaves behind: the version history, the change feed and the external-id index."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.models.base import Base
+
+
+class History(Base):
+    """Every version of every record, the deletion included."""
+
+    __tablename__ = "history"
+
+    org_id: Mapped[UUID] = mapped_column(primary_key=True)
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    record_id: Mapped[UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[UUID | None]
+    action: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    changed_by: Mapped[str | None] = mapped_column(Text)
+
+
+class Change(Base):
+    """The change feed: one row per committed create, update or delete, holding no client data.
+
+    ``txid`` is the writing transaction's id; readers never pass the oldest transaction still in
+    progress, so a transaction that commits late cannot be skipped.
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_org_id_txid_seq", "org_id", "txid", "seq"),)
+
+    org_id: Mapped[UUID] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint"))
+    collection: Mapped[str] = mapped_column(Text)
+    record_id: Mapped[UUID]
+    client_id: Mapped[UUID | None]
+    action: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ExternalId(Base):
+    """External identifiers (EHR ids) of records: unique per organization, collection, system and value."""
+
+    __tablename__ = "external_ids"
+    __table_args__ = (Index("ix_external_ids_org_id_record_id", "org_id", "record_id"),)
+
+    org_id: Mapped[UUID] = mapped_column(primary_key=True)
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    system: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    record_id: Mapped[UUID]
+    client_id: Mapped[UUID | None]

@@ -1,0 +1,65 @@
+"""Rendering every error as RFC 9457 problem details; nothing else reaches a client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import PROBLEM_BASE, DomainError, field_error
+from service.http import ProblemOut
+
+log = structlog.get_logger("service.errors")
+
+HTTP_CODES = {400: "malformed_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+              415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited"}
+
+
+def problem_response(status: int, code: str, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                     headers: dict[str, str] | None = None) -> ProblemOut:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
+                            "code": code}
+    if errors is not None:
+        body["errors"] = errors
+    return ProblemOut(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where = loc[0] if loc else "body"
+        parts = loc[1:] if where in ("body", "query", "path", "header") else loc
+        name = ".".join(parts) or where
+        item = field_error(name, str(err.get("msg", "invalid")), str(err.get("type", "invalid")))
+        item["in"] = where
+        out.append(item)
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> ProblemOut:
+        return ProblemOut(exc.problem(), status_code=exc.status, headers={"Cache-Control": "no-store", **exc.headers})
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> ProblemOut:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem_response(422, "validation_error", "The request is not valid", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> ProblemOut:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail),
+                                headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> ProblemOut:
+        log.exception("unhandled error", path=request.url.path, method=request.method)
+        return problem_response(500, "internal_error", "Internal server error",
+                                "The error was logged; no details are given to clients.")

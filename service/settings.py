@@ -1,0 +1,52 @@
+"""Typed settings, read from the environment (or `.env`) once and passed into the app factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://... ; unset means an embedded PostgreSQL under data_dir",
+    )
+    migration_database_url: str | None = Field(
+        default=None, description="Owner role used for migrations; DATABASE_URL is then a non-owner role"
+    )
+    data_dir: Path = PROJECT_ROOT / ".data"
+    app_role: str = "strengths_app"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(default=None, description="External base URL, used as the token issuer")
+
+    token_ttl_seconds: int = 900
+    token_audience: str | None = None
+    signing_alg: str = "ES256"
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    statement_timeout_ms: int = 15000
+
+    max_body_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    log_sql: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+    @property
+    def audience(self) -> str:
+        return self.token_audience or self.base_url
