@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.http import dumps
 from service.settings import Settings
 
 TENANT_SQL = text(
@@ -24,6 +26,8 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
     service never acts as the owner of the tables (and row-level security applies).
     """
     kwargs: dict[str, Any] = {
+        "json_serializer": lambda obj: dumps(obj).decode(),
+        "json_deserializer": orjson.loads,
         "connect_args": {
             "server_settings": {
                 "application_name": "strengths-api",

@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+__all__ = ["ScriptDirectory", "alembic_config", "downgrade", "head_revision", "upgrade"]
+
 from service.settings import PROJECT_ROOT, Settings
 
 

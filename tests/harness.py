@@ -163,7 +163,9 @@ class AuthedClient:
             out.setdefault("Authorization", f"Bearer {self.token}")
         return out
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
         return await self.http.request(method, url, headers=self._headers(headers), **kw)
 
     async def get(self, url: str, **kw: Any) -> httpx.Response:

@@ -1,0 +1,124 @@
+"""Every operation of the OpenAPI document is guarded: no token 401, no scope 403, another organization 404.
+
+The operations are read from the live OpenAPI document, so a route added later is covered without
+editing this file, and a route added without a scope declaration fails it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.collections.registry import REGISTRY
+from tests.factories import COLLECTIONS, PATCHES, body_for, create
+
+PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
+          ("POST", "/oauth/token")}
+
+
+def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    for path, item in app.openapi()["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                out.append((method.upper(), path, op))
+    return out
+
+
+def required_scopes(op: dict[str, Any]) -> list[str]:
+    return [s for req in op.get("security", []) for s in req.get("OAuth2", [])]
+
+
+def unguarded(app: FastAPI) -> list[tuple[str, str]]:
+    """Operations that declare no scope (public discovery and token endpoints aside)."""
+    return [(m, p) for m, p, op in operations(app) if (m, p) not in PUBLIC and not required_scopes(op)]
+
+
+def test_every_operation_declares_a_scope(api):
+    assert unguarded(api.app) == []
+
+
+def test_a_route_without_a_scope_declaration_is_caught(db):
+    from service.app import create_app
+
+    app = create_app(db.settings())
+
+    @app.get("/v1/leak")
+    async def leak() -> dict[str, str]:
+        return {"secret": "no scope"}
+
+    app.openapi_schema = None
+    assert unguarded(app) == [("GET", "/v1/leak")]
+
+
+def collection_of(path: str) -> str:
+    parts = path.strip("/").split("/")
+    return parts[2] if parts[1] == "history" else parts[1]
+
+
+async def seed(c) -> dict[str, dict[str, Any]]:
+    return {name: await create(c, name) for name in COLLECTIONS}
+
+
+def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = False) -> str:
+    coll = collection_of(path)
+    rid = str(uuid.uuid4()) if random_ids else records[coll]["id"]
+    out = path
+    for name in [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]:
+        out = out.replace("{" + name + "}", rid)
+    return out
+
+
+async def test_every_operation_refuses_as_the_contract_says(api):
+    org_a, org_b = await api.org("A"), await api.org("B")
+    a = api.client(await api.token(org_a, "system/*.cruds"))
+    b = api.client(await api.token(org_b, "system/*.cruds"))
+    narrow = api.client(await api.token(org_a, "system/AuditEvent.r"))
+    anonymous = api.client(None)
+    records = await seed(a)
+    checked = 0
+    for method, path, op in operations(api.app):
+        if (method, path) in PUBLIC:
+            continue
+        coll = collection_of(path)
+        body: dict[str, Any] | None = None
+        if method == "POST":
+            body = await body_for(a, coll)
+        elif method == "PATCH":
+            body = PATCHES[coll]
+        url = fill(path, records)
+
+        r = await anonymous.request(method, url, json=body)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+
+        r = await narrow.request(method, url, json=body)
+        assert r.status_code == 403, (method, path, r.status_code)
+        needed = required_scopes(op)[0]
+        assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+        assert f'scope="{needed}"' in r.headers["www-authenticate"], (r.headers["www-authenticate"], needed)
+
+        # Another organization's id answers exactly as an unknown id.
+        theirs = await b.request(method, url, json=body)
+        unknown = await b.request(method, fill(path, records, random_ids=True), json=body)
+        if "{" in path:
+            assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.status_code)
+            assert theirs.json()["code"] == unknown.json()["code"]
+        elif method == "POST" and coll == "clients":  # a new client belongs to B, never to A
+            assert theirs.status_code == 201
+            assert theirs.json()["id"] not in [x["id"] for x in (await a.get("/v1/clients")).json()["data"]]
+        elif method == "POST":  # B posting records under A's client: as for a client that does not exist
+            assert theirs.status_code == 422, (method, path, theirs.text)
+            assert "client_id" in [e["field"] for e in theirs.json()["errors"]]
+        elif method == "GET":
+            assert theirs.status_code == 200
+            a_ids = {r["id"] for r in records.values()} | {r["client_id"] for r in records.values() if "client_id" in r}
+            assert not a_ids & {x["id"] for x in theirs.json()["data"]}, path
+        checked += 1
+    assert checked >= 5 * len(REGISTRY)
+    # Nothing of A's changed.
+    for name, rec in records.items():
+        got = await a.get(f"/v1/{name}/{rec['id']}")
+        assert got.json()["version"] == 1, name

@@ -1,0 +1,100 @@
+"""Bad input is a 4xx problem, never a 500, and writes nothing (../shared/reference/security.md section 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.factories import body_for
+
+ALL = "system/*.cruds"
+TABLES = ["clients", "strengths", "measurements", "history", "changes"]
+
+
+async def counts(api) -> list[int]:
+    return [int(await api.db.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES]
+
+
+RAW_BODIES = {
+    "nan": b'{"display_name": "A", "status": NaN}',
+    "infinity": b'{"client_id": "%s", "marker_id": "%s", "value": Infinity, "observed_at": "2026-01-01T00:00:00Z"}',
+    "duplicate_keys": b'{"display_name": "A", "display_name": "B"}',
+    "invalid_utf8": b'{"display_name": "\xff\xfe"}',
+    "deep_nesting": b'{"display_name": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "huge_int": b'{"display_name": "A", "birth_date": ' + b"9" * 5000 + b"}",
+    "not_json": b"display_name=A",
+    "truncated": b'{"display_name": "A"',
+}
+
+
+@pytest.mark.parametrize("case", list(RAW_BODIES))
+async def test_malformed_bodies(api, case):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.post("/v1/clients", content=RAW_BODIES[case], headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
+    assert r.headers["content-type"] == "application/problem+json"
+    assert {"type", "title", "status", "detail"} <= set(r.json())
+    assert await counts(api) == before
+
+
+@pytest.mark.parametrize(("collection", "field", "value"), [
+    ("clients", "display_name", "a\u0000b"),
+    ("clients", "display_name", "\ud800"),
+    ("clients", "display_name", 42),
+    ("clients", "display_name", ""),
+    ("clients", "birth_date", "0000-01-01"),
+    ("clients", "birth_date", "2026-02-30"),
+    ("clients", "organisation_id", "x"),
+    ("clients", "id", "0192a0a0-0000-7000-8000-000000000000"),
+    ("clients", "status", "1"),
+    ("strengths", "under_stress", "true"),
+    ("strengths", "evidence", ["ok", "bad\u0000"]),
+    ("measurements", "value", "3"),
+    ("measurements", "value", 1e300),
+    ("measurements", "observed_at", "2026-11-20T09:30:00"),
+    ("measurements", "observed_at", "not a time"),
+    ("strength-uses", "rating", 11),
+    ("strength-uses", "rating", 2**40),
+    ("goals", "target", {"comparator": "~", "value": 1}),
+    ("goals", "strength_ids", "not-a-list"),
+    ("milestones", "sequence", 2**31),
+])
+async def test_bad_fields(api, collection, field, value):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = await body_for(c, collection)
+    before = await counts(api)
+    body[field] = value
+    # ASCII-escaped JSON, so lone surrogates travel as \ud800 escapes exactly as a client could send them.
+    r = await c.post(f"/v1/{collection}", content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert any(e["field"].split(".")[0] == field for e in r.json()["errors"]), r.json()
+    assert await counts(api) == before
+
+
+async def test_wrong_media_type_is_415(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    r = await c.post("/v1/clients", content=b'{"display_name": "A"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+
+
+async def test_unknown_fields_rejected_on_patch(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    r = await c.post("/v1/clients", json={"display_name": "A"})
+    p = await c.patch(f"/v1/clients/{r.json()['id']}", json={"org_id": "x"})
+    assert p.status_code == 422
+    assert (await c.get(f"/v1/clients/{r.json()['id']}")).json()["version"] == 1
+
+
+async def test_null_for_required_field_on_patch(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    r = await c.post("/v1/clients", json={"display_name": "A"})
+    p = await c.patch(f"/v1/clients/{r.json()['id']}", json={"display_name": None})
+    assert p.status_code == 422
