@@ -21,6 +21,7 @@ from service.auth import oauth
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
+from service.domain import ingest
 from service.domain.registry import COLLECTIONS
 from service.http import JSONOut
 from service.migrate import head_revision
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.include_router(oauth.router)
+    app.include_router(ingest.router)
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))

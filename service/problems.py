@@ -28,12 +28,21 @@ def problem_response(status: int, code: str, title: str, detail: str, *, errors:
     return ProblemOut(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_problem(raw_errors: Any) -> dict[str, Any]:
+    """A pydantic validation failure as a problem body (used where items are validated one by one)."""
+    errors = _field_errors(raw_errors)
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return {"type": PROBLEM_BASE + "validation_error", "title": "The request is not valid", "status": 422,
+            "detail": detail, "code": "validation_error", "errors": errors}
+
+
+def _field_errors(raw_errors: Any) -> list[dict[str, Any]]:
     out = []
-    for err in exc.errors():
+    for err in raw_errors:
         loc = [str(p) for p in err.get("loc", ())]
-        where = loc[0] if loc else "body"
-        parts = loc[1:] if where in ("body", "query", "path", "header") else loc
+        located = bool(loc) and loc[0] in ("body", "query", "path", "header")
+        where = loc[0] if located else "body"
+        parts = loc[1:] if located else loc
         name = ".".join(parts) or where
         item = field_error(name, str(err.get("msg", "invalid")), str(err.get("type", "invalid")))
         item["in"] = where
@@ -48,7 +57,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> ProblemOut:
-        errors = _validation_errors(exc)
+        errors = _field_errors(exc.errors())
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return problem_response(422, "validation_error", "The request is not valid", detail, errors=errors)
 

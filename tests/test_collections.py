@@ -147,3 +147,16 @@ async def test_unknown_id_is_404_and_bad_id_is_422(api):
     c = api.client(await api.token(org, ALL))
     assert (await c.get(f"/v1/strengths/{uuid.uuid4()}")).status_code == 404
     assert (await c.get("/v1/strengths/not-a-uuid")).status_code == 422
+
+
+async def test_patch_replaces_external_ids(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    s = await create(c, "strengths", external_ids=[{"system": "urn:ehr", "value": "S-1"}])
+    r = await c.patch(f"/v1/strengths/{s['id']}", json={"external_ids": [{"system": "urn:ehr", "value": "S-2"}]})
+    assert r.status_code == 200, r.text
+    assert (await c.get("/v1/strengths", params={"external_id": "urn:ehr|S-1"})).json()["data"] == []
+    found = (await c.get("/v1/strengths", params={"external_id": "urn:ehr|S-2"})).json()["data"]
+    assert [x["id"] for x in found] == [s["id"]]
+    other = await create(c, "strengths", client_id=s["client_id"], external_ids=[{"system": "urn:ehr", "value": "S-1"}])
+    assert other["external_ids"] == [{"system": "urn:ehr", "value": "S-1"}]

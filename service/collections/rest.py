@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +18,7 @@ from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
 from service.collections import service
+from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.types import Out
 from service.db import set_tenant
@@ -47,6 +49,17 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         415: "Body is not JSON", 422: "Validation failed",
     }
     return {c: {"description": texts[c], **PROBLEM} for c in codes}
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)"),
+]
+
+
+def record_client_ids(response: Response) -> list[Any]:
+    record = orjson.loads(bytes(response.body))
+    return [record.get("client_id") or record["id"]]
 
 
 def etag(version: int) -> str:
@@ -148,9 +161,13 @@ def collection_router(coll: Collection) -> APIRouter:
         "", status_code=201, response_model=coll.out, operation_id=f"create_{singular}",
         summary=f"Create a {noun}", responses=problems(400, 401, 403, 409, 413, 415, 422),
     )
-    async def create_record(body: CreateBody, who: Creator, db: Db, request: Request) -> Response:  # type: ignore[valid-type]
-        record = await service.create(db, who, coll, body)
-        return record_response(record, 201, Location=f"/v1/{coll.name}/{record['id']}")
+    async def create_record(body: CreateBody, who: Creator, db: Db, request: Request,  # type: ignore[valid-type]
+                            idempotency_key: IdempotencyKeyHeader = None) -> Response:
+        async def run() -> Response:
+            record = await service.create(db, who, coll, body)
+            return record_response(record, 201, Location=f"/v1/{coll.name}/{record['id']}")
+
+        return await idempotent(request, db, who, run, client_ids=record_client_ids)
 
     @router.get(
         "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",

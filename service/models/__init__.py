@@ -5,11 +5,11 @@ from service.models.client import Client
 from service.models.goal import Goal, Milestone
 from service.models.org import App, Organization, SigningKey
 from service.models.outcome import Measurement, OutcomeMarker, SafetyAlert
-from service.models.records import Change, ExternalId, History
+from service.models.records import Change, ExternalId, History, IdempotencyKey
 from service.models.strength import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
 
 __all__ = [
-    "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
+    "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History", "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "SigningKey", "Strength", "StrengthUse",
 ]

@@ -1,0 +1,195 @@
+"""Batch ingest of measurements from mood-tracking apps: per-item results, one INSERT for the valid rows,
+duplicates by (source, external_id) stored once, safety alerts opened in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+from pydantic import Field, ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth.principal import Principal
+from service.auth.rest import needs
+from service.collections.idempotency import idempotent
+from service.collections.records import record_changes
+from service.collections.registry import RuleContext
+from service.collections.repository import readable
+from service.collections.rest import Db, IdempotencyKeyHeader, problems
+from service.collections.service import serialize
+from service.collections.types import Out, Strict, uuid7
+from service.domain.clients import clients
+from service.domain.outcomes import (
+    a_out,
+    measurement_fits_marker,
+    measurement_to_row,
+    measurements,
+    open_alert_for,
+    outcome_markers,
+    risk_reasons,
+)
+from service.errors import DomainError, ValidationFailed
+from service.http import NO_STORE, JSONOut, StrictRoute
+from service.problems import validation_problem
+
+MAX_BATCH = 1000
+
+router = APIRouter(prefix="/v1/measurements", tags=["Measurements"], route_class=StrictRoute)
+
+
+class BatchIn(Strict):
+    measurements: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description="Up to 1,000 measurements, each shaped as MeasurementIn; each is checked on its own",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/MeasurementIn"}},
+    )
+
+
+class BatchResult(Out):
+    index: int
+    status: Literal["created", "duplicate", "error"]
+    id: UUID | None = None
+    problem: dict[str, Any] | None = None
+    safety_alert: a_out | None = None  # type: ignore[valid-type]
+
+
+class BatchOut(Out):
+    results: list[BatchResult]
+
+
+_INSERT = text(
+    """
+INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
+                          external_id, note)
+SELECT :org, t.id, t.client_id, t.marker_id, t.value, CAST(t.items AS smallint[]), t.observed_at, t.off, t.source,
+       t.external_id, t.note
+FROM unnest(CAST(:ids AS uuid[]), CAST(:clients AS uuid[]), CAST(:markers AS uuid[]), CAST(:vals AS float8[]),
+            CAST(:items AS text[]), CAST(:observed AS timestamptz[]), CAST(:offsets AS smallint[]),
+            CAST(:sources AS text[]), CAST(:exts AS text[]), CAST(:notes AS text[]))
+     AS t(id, client_id, marker_id, value, items, observed_at, off, source, external_id, note)
+ON CONFLICT (org_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
+RETURNING *
+"""
+)
+_EXISTING = text(
+    "SELECT id, source, external_id FROM measurements WHERE org_id = :org "
+    "AND (source, external_id) IN (SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:exts AS text[])))"
+)
+
+
+def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
+    problem = exc.problem() if isinstance(exc, DomainError) else validation_problem(exc.errors())
+    return {"index": index, "status": "error", "problem": problem}
+
+
+async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    for i, raw in enumerate(items):
+        try:
+            parsed.append((i, measurements.create.model_validate(raw).model_dump()))
+        except ValidationError as exc:
+            results[i] = _error(i, exc)
+
+    marker_ids = list({p["marker_id"] for _, p in parsed})
+    client_ids = list({p["client_id"] for _, p in parsed})
+    mt, ct = outcome_markers.table, clients.table
+    markers = {r.id: dict(r._mapping) for r in (await conn.execute(
+        readable(mt, who).where(mt.c.id.in_(marker_ids), mt.c.deleted_at.is_(None)))).all()} if parsed else {}
+    live_clients = set((await conn.execute(
+        select(ct.c.id).where(ct.c.org_id == who.org_id, ct.c.id.in_(client_ids), ct.c.deleted_at.is_(None))
+        .where(ct.c.id == who.patient_id if who.patient_id else True))).scalars()) if parsed else set()
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    first_of: dict[tuple[str, str], int] = {}
+    duplicates_in_batch: dict[int, int] = {}
+    for i, payload in parsed:
+        try:
+            if payload["client_id"] not in live_clients:
+                raise ValidationFailed.on("client_id", f"No client {payload['client_id']}", "reference_not_found")
+            marker = markers.get(payload["marker_id"])
+            if marker is None or marker["client_id"] != payload["client_id"]:
+                raise ValidationFailed.on("marker_id", "No outcome marker of this client", "reference_not_found")
+            ctx = RuleContext(conn=conn, who=who, data=payload, refs={"marker_id": [marker]})
+            await measurement_fits_marker(ctx)
+        except DomainError as exc:
+            results[i] = _error(i, exc)
+            continue
+        values = measurement_to_row({**payload, **ctx.extra})
+        key = (values.get("source"), values.get("external_id"))
+        if key[1] is not None:
+            if key in first_of:
+                duplicates_in_batch[i] = first_of[key]
+                continue
+            first_of[key] = i  # type: ignore[index]
+        rows.append((i, values))
+
+    inserted = await _insert(conn, who, [v for _, v in rows])
+    by_id = {r["id"]: r for r in inserted}
+    created: list[dict[str, Any]] = []
+    missing: list[tuple[int, tuple[Any, Any]]] = []
+    for i, values in rows:
+        row = by_id.get(values["id"])
+        if row is not None:
+            record = serialize(measurements, row)
+            created.append(record)
+            results[i] = {"index": i, "status": "created", "id": record["id"], "record": record}
+        else:
+            missing.append((i, (values["source"], values["external_id"])))
+    if missing:
+        existing = {(r.source, r.external_id): r.id for r in (await conn.execute(_EXISTING, {
+            "org": who.org_id, "sources": [k[0] for _, k in missing], "exts": [k[1] for _, k in missing]})).all()}
+        for i, key in missing:
+            results[i] = {"index": i, "status": "duplicate", "id": existing.get(key)}
+    for i, first in duplicates_in_batch.items():
+        results[i] = {"index": i, "status": "duplicate", "id": (results[first] or {}).get("id")}
+
+    await record_changes(conn, who, measurements.name, [{**r, "deleted_at": None} for r in created], "created")
+    for result in results:
+        if result and result["status"] == "created":
+            record = result.pop("record")
+            marker = markers[record["marker_id"]]
+            reasons = risk_reasons(marker, record.get("items"), record["value"])
+            if reasons:
+                result["safety_alert"] = await open_alert_for(conn, who, record, reasons)
+    return [r for r in results if r is not None]
+
+
+async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    for row in rows:
+        row["id"] = uuid7()
+    params = {
+        "org": who.org_id,
+        "ids": [r["id"] for r in rows],
+        "clients": [r["client_id"] for r in rows],
+        "markers": [r["marker_id"] for r in rows],
+        "vals": [r["value"] for r in rows],
+        "items": ["{" + ",".join(map(str, r["items"])) + "}" if r.get("items") is not None else None for r in rows],
+        "observed": [r["observed_at"] for r in rows],
+        "offsets": [r.get("observed_offset", 0) for r in rows],
+        "sources": [r.get("source") for r in rows],
+        "exts": [r.get("external_id") for r in rows],
+        "notes": [r.get("note") for r in rows],
+    }
+    return [dict(r._mapping) for r in (await conn.execute(_INSERT, params)).all()]
+
+
+Ingester = Annotated[Principal, needs("Measurement", "c")]
+
+
+@router.post("/batch", response_model=BatchOut, operation_id="create_measurements_batch",
+             summary="Post up to 1,000 measurements; each item gets its own result",
+             responses=problems(400, 401, 403, 409, 413, 415, 422))
+async def post_batch(body: BatchIn, who: Ingester, db: Db, request: Request,
+                     idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    async def run() -> Response:
+        return JSONOut({"results": await ingest(db, who, body.measurements)}, headers=NO_STORE)
+
+    def client_ids(response: Response) -> list[Any]:
+        return list({m.get("client_id") for m in body.measurements if isinstance(m.get("client_id"), str)})
+
+    return await idempotent(request, db, who, run, client_ids=client_ids)
