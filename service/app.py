@@ -27,6 +27,7 @@ from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.settings import Settings
+from service.sync import changes
 
 API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
 goals built on strengths, milestones, outcome markers, measurements, the strengths log, experiments and
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(oauth.router)
     app.include_router(ingest.router)
+    app.include_router(changes.router)
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))

@@ -21,6 +21,8 @@ class BearerToken(OAuth2):
     def __init__(self) -> None:
         scopes = {
             required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in RESOURCES for p in "cruds"
+        } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in RESOURCES} | {
+            required_scope("*", p): f"{PERM_WORDS[p]} any resource the token may" for p in "cs"
         }
         flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=scopes))
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
@@ -59,6 +61,25 @@ async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, D
                 raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
                                                who.context))  # type: ignore[arg-type]
     return who
+
+
+async def authorize_any(
+    security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]
+) -> Principal:
+    """For operations spanning resources (change feed, bulk): the permission on at least one resource;
+    each record is then checked against the token's scopes one by one."""
+    for declared in security_scopes.scopes:
+        scope = parse_scope(declared)
+        assert scope is not None
+        for perm in scope.perms:
+            if not any(who.allows(resource, perm) for resource in RESOURCES):
+                raise Forbidden(required_scope("*", perm, who.context))  # type: ignore[arg-type]
+    return who
+
+
+def needs_any(perm: str) -> Any:
+    """Declares ``system/*.<perm>`` in OpenAPI; satisfied by ``perm`` on any one resource."""
+    return Security(authorize_any, scopes=[required_scope("*", perm)])
 
 
 def needs(resource: str, perm: str) -> Any:

@@ -20,6 +20,7 @@ from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
+from service.collections.repository import parse_identifier
 from service.collections.types import Out
 from service.db import set_tenant
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
@@ -147,6 +148,7 @@ def collection_router(coll: Collection) -> APIRouter:
     Searcher = Annotated[Principal, needs(coll.resource, "s")]
     Updater = Annotated[Principal, needs(coll.resource, "u")]
     Deleter = Annotated[Principal, needs(coll.resource, "d")]
+    Upserter = Annotated[Principal, needs(coll.resource, "cu")]
     CreateBody = coll.create
     PatchBody = coll.patch
     Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
@@ -206,6 +208,22 @@ def collection_router(coll: Collection) -> APIRouter:
         f"/{{{path_id}}}", _rename(patch_record, path_id), methods=["PATCH"], response_model=coll.out,
         operation_id=f"update_{singular}", summary=f"Update a {noun}",
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
+    )
+
+    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    ext_query = Query(alias=ext_name, max_length=1000, description="system|value (for measurements: source|id)")
+
+    async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]
+                            identifier: str = ext_query, if_match: IfMatch = None) -> Response:
+        system, value = parse_identifier(identifier, ext_name)
+        record, created = await service.upsert(db, who, coll, system, value, body, if_match)
+        return record_response(record, 201 if created else 200)
+
+    router.add_api_route(
+        "", upsert_record, methods=["PUT"], response_model=coll.out, operation_id=f"upsert_{singular}",
+        summary=f"Create or update the {noun} an external identifier names",
+        responses={201: {"description": "Created", "model": coll.out},
+                   **problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422)},
     )
 
     if coll.deletable:

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -311,3 +311,72 @@ async def delete(
         )
     ).one()
     await record_change(conn, who, coll.name, serialize(coll, row, with_deleted=True), "deleted")
+
+
+# ---------------------------------------------------------------- sync by external identifier
+
+_CLAIM = text(
+    "INSERT INTO external_ids (org_id, collection, system, value, record_id, client_id) "
+    "VALUES (:org, :collection, :system, :value, :record_id, :client_id) "
+    "ON CONFLICT DO NOTHING RETURNING record_id"
+)
+_OWNER = text(
+    "SELECT record_id FROM external_ids WHERE org_id = :org AND collection = :collection AND system = :system "
+    "AND value = :value"
+)
+
+
+async def upsert(
+    conn: AsyncConnection, who: Principal, coll: Collection, system: str, value: str, body: BaseModel,
+    if_match: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Create or update the record an external identifier names (FHIR conditional update).
+
+    Exactly one record is ever created for an identifier, however many PUTs race: the identifier is
+    claimed by inserting it into a unique index first; a concurrent PUT waits on that index entry and
+    then updates the record the winner created. A retired identifier (its record deleted) answers 410.
+    """
+    payload = body.model_dump()
+    if coll.name == "measurements":
+        return await _upsert_measurement(conn, who, coll, system, value, payload, if_match)
+    ident = {"system": system, "value": value}
+    ext_ids = payload.get(coll.ext_field) or []
+    if ident not in ext_ids:
+        payload[coll.ext_field] = [*ext_ids, ident]
+    new_id = uuid7()
+    claim = {"org": who.org_id, "collection": coll.name, "system": system, "value": value, "record_id": new_id,
+             "client_id": new_id if coll.name == "clients" else payload.get("client_id")}
+    claimed = (await conn.execute(_CLAIM, claim)).first()
+    if claimed is not None:
+        if if_match not in (None, "*"):
+            raise PreconditionFailed("No record has this identifier yet")
+        return await create(conn, who, coll, coll.create.model_validate(payload), record_id=new_id), True
+    record_id = (await conn.execute(_OWNER, claim)).scalar_one()
+    current = await fetch(conn, who, coll, record_id, for_update=True)
+    check_if_match(if_match, current.version)
+    return await apply_update(conn, who, coll, current, payload), False
+
+
+async def _upsert_measurement(
+    conn: AsyncConnection, who: Principal, coll: Collection, source: str, external_id: str,
+    payload: dict[str, Any], if_match: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Measurements are named by (source, external_id), which their own unique index keeps unique."""
+    payload.update(source=source, external_id=external_id)
+    table = coll.table
+    find = readable(table, who).where(table.c.source == source, table.c.external_id == external_id)
+    for _attempt in range(2):
+        row = (await conn.execute(find.with_for_update())).first()
+        if row is not None:
+            if row.deleted_at is not None:
+                raise Gone(f"The measurement {source}|{external_id} was deleted")
+            check_if_match(if_match, row.version)
+            return await apply_update(conn, who, coll, row, payload), False
+        if if_match not in (None, "*"):
+            raise PreconditionFailed("No record has this identifier yet")
+        try:
+            async with conn.begin_nested():
+                return await create(conn, who, coll, coll.create.model_validate(payload)), True
+        except Conflict:
+            continue  # a concurrent PUT created it first: update that one
+    raise Conflict("The measurement is being written concurrently; retry")
