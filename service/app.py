@@ -27,7 +27,7 @@ from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.settings import Settings
-from service.sync import changes
+from service.sync import bulk, changes
 
 API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
 goals built on strengths, milestones, outcome markers, measurements, the strengths log, experiments and
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(ingest.router)
     app.include_router(changes.router)
+    app.include_router(bulk.router)
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))

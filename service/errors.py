@@ -51,8 +51,8 @@ class ValidationFailed(DomainError):
 
     @classmethod
     def on(cls, field: str, message: str, code: str | None = None) -> ValidationFailed:
-        err = cls(message, errors=[field_error(field, message, code or cls.code)])
-        return err
+        """One field's failure; its code is also the problem's code (and the last segment of its type)."""
+        return RuleViolation(field, message, code or cls.code)
 
 
 class RuleViolation(ValidationFailed):
