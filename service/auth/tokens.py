@@ -16,13 +16,15 @@ from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth.assertions import AssertionError_, unverified_parts
+from service.auth.external import ExternalIssuers
 from service.auth.principal import Principal
 from service.auth.scopes import ScopeError, parse_scopes
 from service.errors import Unauthenticated
 from service.settings import Settings
 
 ALGORITHMS = ["ES256"]
-CACHE_SECONDS = 30
+CACHE_SECONDS = 5  # a verified token is reused for at most this long; revocation is checked on every call
 CACHE_SIZE = 20_000
 
 
@@ -88,11 +90,15 @@ class KeyStore:
         return {"keys": [k.as_dict(private=False) for k in self.keyset.keys]}
 
 
+REVOKED_SQL = text("SELECT token_revoked(:jti)")
+
+
 class TokenService:
     def __init__(self, keys: KeyStore, settings: Settings) -> None:
         self.keys = keys
         self.settings = settings
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.external = ExternalIssuers(settings.external_issuers)
 
     def issue(self, *, org_id: UUID, client_id: str, scope: str, patient_id: UUID | None) -> tuple[str, int]:
         key = self.keys.current
@@ -118,15 +124,40 @@ class TokenService:
         return token, ttl
 
     async def verify(self, token: str) -> Principal:
+        """The principal of a valid, unrevoked token, or Unauthenticated.
+
+        Signature and claims checks are cached for a few seconds per token; revocation is not: every
+        call asks the database (one primary-key lookup through ``token_revoked()``), so a token revoked
+        on any instance is refused at once on all of them.
+        """
         now = time.time()
         hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
-            return hit[1]
-        principal = await self._verify(token)
-        self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+            principal = hit[1]
+        else:
+            principal = await self._verify_any(token)
+            self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        ours = principal.issuer == self.settings.issuer
+        if ours and principal.token_id and await self.is_revoked(principal.token_id):
+            self._cache.pop(token, None)
+            raise Unauthenticated("The token has been revoked")
         return principal
+
+    async def is_revoked(self, jti: str) -> bool:
+        async with self.keys.engine.connect() as conn:
+            return bool((await conn.execute(REVOKED_SQL, {"jti": jti})).scalar())
+
+    async def _verify_any(self, token: str) -> Principal:
+        try:
+            _, claims = unverified_parts(token)
+        except AssertionError_ as exc:
+            raise Unauthenticated("The token is not a JWT") from exc
+        issuer = claims.get("iss")
+        if issuer != self.settings.issuer and isinstance(issuer, str) and issuer in self.external:
+            return await self.external.verify(token, issuer)
+        return await self._verify(token)
 
     async def _verify(self, token: str) -> Principal:
         try:
