@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.settings import Settings
 
 TENANT_SQL = text(
-    "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true)"
+    "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
+    "token_revoked(:jti)"
 )
 
 
@@ -49,11 +50,22 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
     return engine
 
 
-async def set_tenant(conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None) -> None:
-    """Bind the transaction to one organization (and patient): the row-level security key."""
-    await conn.execute(
-        TENANT_SQL, {"org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else ""}
-    )
+async def set_tenant(
+    conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None, token_id: str | None = None
+) -> None:
+    """Bind the transaction to one organization (and patient): the row-level security key.
+
+    Given the request's access-token id, the same statement checks that the token is not revoked
+    (one primary-key lookup, no extra round trip) and refuses the request if it is.
+    """
+    row = (await conn.execute(
+        TENANT_SQL,
+        {"org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else "", "jti": token_id or ""},
+    )).one()
+    if token_id and row[2]:
+        from service.errors import Unauthenticated
+
+        raise Unauthenticated("The token has been revoked")
 
 
 @asynccontextmanager

@@ -123,12 +123,14 @@ class TokenService:
         token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
         return token, ttl
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, check_revocation: bool = True) -> Principal:
         """The principal of a valid, unrevoked token, or Unauthenticated.
 
         Signature and claims checks are cached for a few seconds per token; revocation is not: every
         call asks the database (one primary-key lookup through ``token_revoked()``), so a token revoked
-        on any instance is refused at once on all of them.
+        on any instance is refused at once on all of them. A caller that runs the check itself, folded
+        into its transaction's first statement (``set_tenant(..., token_id)``), passes
+        ``check_revocation=False`` and saves the round trip.
         """
         now = time.time()
         hit = self._cache.get(token)
@@ -139,11 +141,15 @@ class TokenService:
             self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        ours = principal.issuer == self.settings.issuer
-        if ours and principal.token_id and await self.is_revoked(principal.token_id):
+        jti = self.revocable_id(principal)
+        if check_revocation and jti and await self.is_revoked(jti):
             self._cache.pop(token, None)
             raise Unauthenticated("The token has been revoked")
         return principal
+
+    def revocable_id(self, who: Principal) -> str | None:
+        """The jti under which this service would have recorded the token's revocation (ours only)."""
+        return who.token_id if who.issuer == self.settings.issuer else None
 
     async def is_revoked(self, jti: str) -> bool:
         async with self.keys.engine.connect() as conn:
