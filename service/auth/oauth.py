@@ -30,6 +30,7 @@ router = APIRouter(tags=["OAuth"])
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 GRANT_TYPES = ["client_credentials"]
+KEY_RELOAD_SECONDS = 60.0
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
@@ -211,6 +212,7 @@ async def _token(request: Request) -> JSONOut:
         raise OAuthError("unsupported_grant_type", "Only client_credentials is supported")
     app = await authenticate_app(request, form)
     ctx = request.app.state.ctx
+    await ctx.keys.refresh_if_stale(KEY_RELOAD_SECONDS)  # picks up `keys rotate` run elsewhere
     requested = form.get("scope")
     try:
         parse_scopes(requested)
