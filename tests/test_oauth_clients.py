@@ -161,3 +161,20 @@ async def test_assertion_and_secret_together_is_refused(api):
     resp = await api.http.post("/oauth/token", data=form)
     assert resp.status_code in (400, 401)
     assert form["client_assertion_type"] == ASSERTION_TYPE
+
+
+async def test_authlib_client_introspects_and_revokes(api):
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    meta = await discover(api)
+    async with oauth_client(api, client_id=creds["client_id"], client_secret=creds["client_secret"],
+                            token_endpoint_auth_method="client_secret_basic",
+                            revocation_endpoint_auth_method="client_secret_basic") as client:
+        token = await client.fetch_token(meta["token_endpoint"], grant_type="client_credentials")
+        resp = await client.introspect_token(meta["introspection_endpoint"], token=token["access_token"])
+        assert resp.json()["active"] is True
+        resp = await client.revoke_token(meta["revocation_endpoint"], token=token["access_token"])
+        assert resp.status_code == 200
+        resp = await client.introspect_token(meta["introspection_endpoint"], token=token["access_token"])
+        assert resp.json() == {"active": False}
+        assert (await client.get("/v1/clients")).status_code == 401
