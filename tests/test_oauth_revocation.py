@@ -118,3 +118,20 @@ async def test_revocation_holds_for_adapters_that_verify_tokens_themselves(api):
     with pytest.raises(Unauthenticated):
         await tokens.verify(token)
     assert await api.db.fetchval("SELECT count(*) FROM revoked_tokens") == 1
+
+
+async def test_tokens_of_a_disabled_app_are_refused_at_once(api):
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    token = await secret_token(api, creds)
+    assert (await api.client(token).get("/v1/clients")).status_code == 200
+    conn = await api.db.connect()
+    try:
+        await conn.execute("UPDATE apps SET disabled_at = now() WHERE client_id = $1", creds["client_id"])
+    finally:
+        await conn.close()
+    resp = await api.client(token).get("/v1/clients")
+    assert resp.status_code == 401
+    resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                               auth=(creds["client_id"], creds["client_secret"]))
+    assert (resp.status_code, resp.json()["error"]) == (401, "invalid_client")

@@ -2,7 +2,8 @@
 
 Both tables are per organization and under row-level security. The per-request revocation check
 runs before the organization is known to the transaction, so it goes through ``token_revoked()``, a
-SECURITY DEFINER function that answers one yes/no question about one jti and nothing else.
+SECURITY DEFINER function that answers one yes/no question (is this token revoked, or its app
+disabled?) and nothing else.
 
 Revision ID: 0003
 Revises: 0002
@@ -55,16 +56,17 @@ def upgrade() -> None:
             f"CREATE POLICY tenant_isolation ON {table} USING (org_id = app_org()) WITH CHECK (org_id = app_org())"
         )
     op.execute("""
-CREATE FUNCTION token_revoked(p_jti text) RETURNS boolean
+CREATE FUNCTION token_revoked(p_jti text, p_client_id text) RETURNS boolean
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
-  AS $$ SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = p_jti) $$;
+  AS $$ SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = p_jti)
+            OR EXISTS (SELECT 1 FROM apps WHERE client_id = p_client_id AND disabled_at IS NOT NULL) $$;
 """)
-    op.execute("REVOKE ALL ON FUNCTION token_revoked(text) FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION token_revoked(text) TO {r}")
+    op.execute("REVOKE ALL ON FUNCTION token_revoked(text, text) FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION token_revoked(text, text) TO {r}")
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION token_revoked(text)")
+    op.execute("DROP FUNCTION token_revoked(text, text)")
     op.drop_table("revoked_tokens")
     op.drop_index("ix_used_assertions_expires_at", table_name="used_assertions")
     op.drop_table("used_assertions")

@@ -90,7 +90,7 @@ class KeyStore:
         return {"keys": [k.as_dict(private=False) for k in self.keyset.keys]}
 
 
-REVOKED_SQL = text("SELECT token_revoked(:jti)")
+REVOKED_SQL = text("SELECT token_revoked(:jti, :app)")
 
 
 class TokenService:
@@ -129,7 +129,7 @@ class TokenService:
         Signature and claims checks are cached for a few seconds per token; revocation is not: every
         call asks the database (one primary-key lookup through ``token_revoked()``), so a token revoked
         on any instance is refused at once on all of them. A caller that runs the check itself, folded
-        into its transaction's first statement (``set_tenant(..., token_id)``), passes
+        into its transaction's first statement (``set_tenant(..., token)``), passes
         ``check_revocation=False`` and saves the round trip.
         """
         now = time.time()
@@ -141,19 +141,19 @@ class TokenService:
             self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        jti = self.revocable_id(principal)
-        if check_revocation and jti and await self.is_revoked(jti):
+        key = self.revocation_key(principal)
+        if check_revocation and key and await self.is_revoked(*key):
             self._cache.pop(token, None)
-            raise Unauthenticated("The token has been revoked")
+            raise Unauthenticated("The token has been revoked (or its app disabled)")
         return principal
 
-    def revocable_id(self, who: Principal) -> str | None:
-        """The jti under which this service would have recorded the token's revocation (ours only)."""
-        return who.token_id if who.issuer == self.settings.issuer else None
+    def revocation_key(self, who: Principal) -> tuple[str, str] | None:
+        """(jti, client_id) under which revocation of the token or of its app is recorded (ours only)."""
+        return (who.token_id or "", who.app_id) if who.issuer == self.settings.issuer else None
 
-    async def is_revoked(self, jti: str) -> bool:
+    async def is_revoked(self, jti: str, client_id: str) -> bool:
         async with self.keys.engine.connect() as conn:
-            return bool((await conn.execute(REVOKED_SQL, {"jti": jti})).scalar())
+            return bool((await conn.execute(REVOKED_SQL, {"jti": jti, "app": client_id})).scalar())
 
     async def _verify_any(self, token: str) -> Principal:
         try:

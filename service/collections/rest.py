@@ -30,7 +30,7 @@ async def unit_of_work(
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
     async with request.app.state.ctx.engine.begin() as conn:
-        await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocable_id(who))
+        await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocation_key(who))
         yield conn
 
 
