@@ -178,3 +178,15 @@ async def test_authlib_client_introspects_and_revokes(api):
         resp = await client.introspect_token(meta["introspection_endpoint"], token=token["access_token"])
         assert resp.json() == {"active": False}
         assert (await client.get("/v1/clients")).status_code == 401
+
+
+async def test_the_same_assertion_sent_concurrently_gets_one_token(api):
+    """The primary key of used_assertions is the replay check, so a race cannot mint two tokens."""
+    import asyncio
+
+    org = await api.org()
+    key = rsa_key()
+    creds = await register(api, org, "system/Client.rs", jwks=public_jwks(key))
+    form = assertion_form(key, creds["client_id"])
+    results = await asyncio.gather(*(api.http.post("/oauth/token", data=form) for _ in range(6)))
+    assert sorted(r.status_code for r in results) == [200, 401, 401, 401, 401, 401]

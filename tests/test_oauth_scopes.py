@@ -121,7 +121,10 @@ def test_grant_examples():
     assert grant("system/Client.cruds", "system/*.rs") == "system/Client.rs"
     assert grant("system/*.rs", "system/Client.r system/Goal.cruds") == "system/Client.r system/Goal.rs"
     assert grant("patient/Client.rs", "system/*.cruds") == ""
-    assert grant("system/Observation.read", "system/Measurement.rs") == "system/Measurement.rs"
+    assert grant("system/Observation.read", "system/Measurement.rs") == "system/Measurement.read"
+    assert grant("system/Client.read", "system/*.cruds") == "system/Client.read"  # v1 asked, v1 returned
+    assert grant("system/Client.write", "system/Client.cu") == "system/Client.cu"  # not whole: v2 letters
+    assert grant("system/Client.*", "system/*.cruds") == "system/Client.*"
     assert grant("system/Patient.rs", "system/Client.r") == "system/Patient.r"
 
 
