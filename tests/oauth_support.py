@@ -54,13 +54,14 @@ async def register(api: Api, org: Org, scopes: str, *, patient: UUID | None = No
 
 
 def assertion(key: Any, client_id: str, *, alg: str | None = None, aud: str = TOKEN_URL, lifetime: int = 240,
-              jti: str | None = None, kid: str | None = None, **claims: Any) -> str:
+              jti: str | None = None, kid: str | None = None, headers: dict[str, Any] | None = None,
+              **claims: Any) -> str:
     now = int(time.time())
     alg = alg or ("RS384" if isinstance(key, RSAKey) else "ES384")
     body = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + lifetime,
             "jti": secrets.token_urlsafe(16) if jti is None else jti, **claims}
     body = {k: v for k, v in body.items() if v != ""}  # an empty value means: leave the claim out
-    header = {"alg": alg, "kid": kid or key.kid, "typ": "JWT"}
+    header = {"alg": alg, "kid": kid or key.kid, "typ": "JWT", **(headers or {})}
     return jwt.encode(header, body, key, algorithms=[alg])
 
 

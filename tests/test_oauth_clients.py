@@ -115,6 +115,8 @@ async def test_assertion_refusals_are_401_invalid_client(api):
                    "client_assertion": assertion(key, cid, jti="")},
         "wrong assertion type": {**assertion_form(key, cid), "client_assertion_type": "urn:x"},
         "client_id differs": {**assertion_form(key, cid), "client_id": "app_other"},
+        "unregistered jku": assertion_form(key, cid, headers={"jku": "https://evil.example/jwks"}),
+        "not yet valid": assertion_form(key, cid, nbf=int(time.time()) + 200),
     }
     for why, form in cases.items():
         status, body = await token_status(api, form)

@@ -135,3 +135,26 @@ async def test_tokens_of_a_disabled_app_are_refused_at_once(api):
     resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"},
                                auth=(creds["client_id"], creds["client_secret"]))
     assert (resp.status_code, resp.json()["error"]) == (401, "invalid_client")
+
+
+async def test_revocation_purges_rows_of_long_expired_tokens(api):
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    conn = await api.db.connect()
+    try:
+        await conn.execute("INSERT INTO revoked_tokens (jti, org_id, client_id, expires_at) "
+                           "VALUES ('old', $1, $2, now() - interval '2 hours')", org.id, creds["client_id"])
+    finally:
+        await conn.close()
+    token = await secret_token(api, creds)
+    await api.http.post("/oauth/revoke", data={"token": token}, auth=(creds["client_id"], creds["client_secret"]))
+    assert [r["jti"] for r in await api.db.fetch("SELECT jti FROM revoked_tokens")] != ["old"]
+    assert await api.db.fetchval("SELECT count(*) FROM revoked_tokens WHERE jti = 'old'") == 0
+
+
+async def test_basic_credentials_with_another_client_id_in_the_form_are_refused(api):
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": "app_x"},
+                               auth=(creds["client_id"], creds["client_secret"]))
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")

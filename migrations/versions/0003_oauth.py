@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("jti", name="pk_revoked_tokens"),
     )
     op.execute(f"GRANT SELECT, INSERT, DELETE ON used_assertions TO {r}")
-    op.execute(f"GRANT SELECT, INSERT ON revoked_tokens TO {r}")
+    op.execute(f"GRANT SELECT, INSERT, DELETE ON revoked_tokens TO {r}")
     for table in ("used_assertions", "revoked_tokens"):
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(

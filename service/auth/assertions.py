@@ -79,11 +79,16 @@ class JwksCache:
     async def _fetch(self, url: str) -> KeySet:
         try:
             async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, transport=self._transport,
-                                         follow_redirects=False) as http:
-                resp = await http.get(url, headers={"Accept": "application/json"})
-            if resp.status_code != 200 or len(resp.content) > JWKS_MAX_BYTES:
-                raise AssertionError_(f"The app's JWKS URL answered {resp.status_code}")
-            return _import(resp.json())
+                                         follow_redirects=False) as http, \
+                    http.stream("GET", url, headers={"Accept": "application/json"}) as resp:
+                if resp.status_code != 200:
+                    raise AssertionError_(f"The app's JWKS URL answered {resp.status_code}")
+                body = b""
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > JWKS_MAX_BYTES:
+                        raise AssertionError_("The app's JWKS document is too large")
+            return _import(orjson.loads(body))
         except (httpx.HTTPError, ValueError) as exc:
             raise AssertionError_("The app's JWKS URL could not be read") from exc
 

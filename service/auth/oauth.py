@@ -122,6 +122,8 @@ async def authenticate_app(request: Request, form: dict[str, str]) -> Any:
     header = request.headers.get("authorization")
     if header:
         client_id, secret = _basic_credentials(header, form)
+        if form.get("client_id", client_id) != client_id:
+            raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
     elif "client_assertion_type" in form or "client_assertion" in form:
         return await _assertion_app(request, form)
     elif "client_id" in form and "client_secret" in form:
@@ -318,6 +320,7 @@ async def revoke(request: Request) -> JSONOut:
     ctx = request.app.state.ctx
     if who is not None and who.token_id and who.app_id == app.client_id and who.issuer == ctx.settings.issuer:
         async with tenant_transaction(ctx.engine, app.org_id) as conn:
+            await conn.execute(text("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 hour'"))
             await conn.execute(
                 text("INSERT INTO revoked_tokens (jti, org_id, client_id, expires_at) "
                      "VALUES (:jti, :org, :cid, to_timestamp(:exp)) ON CONFLICT (jti) DO NOTHING"),
