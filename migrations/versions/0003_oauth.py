@@ -5,6 +5,12 @@ runs before the organization is known to the transaction, so it goes through ``t
 SECURITY DEFINER function that answers one yes/no question (is this token revoked, or its app
 disabled?) and nothing else.
 
+It also rewrites 0002's ``patient_scope`` policies as a CASE. Written as ``app_patient() IS NULL OR
+col = app_patient()`` the planner estimated the policy to keep 0.5 % of an organization's rows, so a
+page of 50 clients became a bitmap scan of the whole organization plus a sort (7.5 ms instead of
+0.75 ms for 4,000 clients per organization); the CASE form is estimated at one half and keeps the
+primary-key index scan (0.55 ms), with the same rows visible.
+
 Revision ID: 0003
 Revises: 0002
 """
@@ -25,8 +31,26 @@ def role() -> str:
     return str(config.attributes.get("app_role", "strengths_app")) if config else "strengths_app"
 
 
+PATIENT_SCOPED = [
+    "clients", "strengths", "protective_factors", "exceptions", "goals", "milestones", "outcome_markers",
+    "measurements", "strength_uses", "experiments", "safety_alerts", "history", "changes", "external_ids",
+]
+
+
+def _patient_policies(case_form: bool) -> None:
+    for table in PATIENT_SCOPED:
+        col = "id" if table == "clients" else "client_id"
+        if case_form:
+            cond = f"CASE WHEN app_patient() IS NULL THEN true ELSE {col} = app_patient() END"
+        else:
+            cond = f"app_patient() IS NULL OR {col} = app_patient()"
+        op.execute(f"DROP POLICY patient_scope ON {table}")
+        op.execute(f"CREATE POLICY patient_scope ON {table} AS RESTRICTIVE USING ({cond}) WITH CHECK ({cond})")
+
+
 def upgrade() -> None:
     r = role()
+    _patient_policies(case_form=True)
     op.create_table(
         "used_assertions",
         sa.Column("org_id", sa.Uuid(), nullable=False),
@@ -66,6 +90,7 @@ CREATE FUNCTION token_revoked(p_jti text, p_client_id text) RETURNS boolean
 
 
 def downgrade() -> None:
+    _patient_policies(case_form=False)
     op.execute("DROP FUNCTION token_revoked(text, text)")
     op.drop_table("revoked_tokens")
     op.drop_index("ix_used_assertions_expires_at", table_name="used_assertions")
