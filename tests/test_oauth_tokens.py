@@ -102,3 +102,25 @@ async def test_token_without_the_scope_is_403_naming_it(api):
     resp = await api.client(await api.token(org, "system/Goal.rs")).get(LIST)
     assert resp.status_code == 403
     assert resp.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="system/Client.s"'
+
+
+async def test_token_response_shape_and_headers(api):
+    from tests.oauth_support import register
+
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    auth = (creds["client_id"], creds["client_secret"])
+    resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=auth)
+    assert resp.status_code == 200
+    assert resp.headers["cache-control"] == "no-store"
+    assert resp.headers["pragma"] == "no-cache"
+    body = resp.json()
+    assert body["token_type"] == "Bearer"
+    assert isinstance(body["expires_in"], int)
+    assert 0 < body["expires_in"] <= 900
+    assert body["scope"] == "system/Client.rs"
+    resp = await api.http.post("/oauth/token", data={"grant_type": "password"}, auth=auth)
+    assert (resp.status_code, resp.json()["error"]) == (400, "unsupported_grant_type")
+    resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                               auth=(creds["client_id"], "x"))
+    assert (resp.status_code, resp.json()["error"]) == (401, "invalid_client")
