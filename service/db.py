@@ -15,7 +15,8 @@ from service.http import dumps
 from service.settings import Settings
 
 TENANT_SQL = text(
-    "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true)"
+    "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
+    "token_revoked(:jti, :app)"
 )
 
 
@@ -53,11 +54,23 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
     return engine
 
 
-async def set_tenant(conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None) -> None:
-    """Bind the transaction to one organization (and patient): the row-level security key."""
-    await conn.execute(
-        TENANT_SQL, {"org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else ""}
-    )
+async def set_tenant(
+    conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None = None
+) -> None:
+    """Bind the transaction to one organization (and patient): the row-level security key.
+
+    Given the request's access token as (jti, client_id), the same statement checks that the token is
+    not revoked nor its app disabled (two index lookups, no extra round trip) and refuses it if so.
+    """
+    params = {
+        "org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else "",
+        "jti": token[0] if token else "", "app": token[1] if token else "",
+    }
+    row = (await conn.execute(TENANT_SQL, params)).one()
+    if token and row[2]:
+        from service.errors import Unauthenticated
+
+        raise Unauthenticated("The token has been revoked (or its app disabled)")
 
 
 @asynccontextmanager

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ExternalIssuer(BaseModel):
+    """An operator-trusted authorization server whose JWTs this service accepts (resource-server mode)."""
+
+    issuer: str
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    audience: str
+    org_claim: str = "org_id"
+    patient_claim: str | None = "patient"
+    scope_claim: str = "scope"
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "ES256", "ES384"])
 
 
 class Settings(BaseSettings):
@@ -30,6 +43,9 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 900
     token_audience: str | None = None
     signing_alg: str = "ES256"
+    external_issuers: list[ExternalIssuer] = Field(
+        default_factory=list, description="JSON list of {issuer, jwks_url | jwks_file, audience, org_claim, ...}"
+    )
 
     db_pool_size: int = 10
     db_max_overflow: int = 10

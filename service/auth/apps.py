@@ -6,9 +6,12 @@ import hashlib
 import hmac
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import orjson
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +25,24 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, stored: str | None) -> bool:
     return stored is not None and hmac.compare_digest(hash_secret(secret), stored)
+
+
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+def public_jwks_document(document: Any) -> dict[str, Any]:
+    """A registered JWKS must be a valid key set of public keys, each with its own kid."""
+    try:
+        keys = KeySet.import_key_set(document)
+    except (JoseError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the JWKS is not a valid key set: {exc}") from exc
+    raw = document.get("keys", []) if isinstance(document, dict) else []
+    if any(not isinstance(k, dict) or not k.get("kid") or PRIVATE_MEMBERS & set(k) for k in raw):
+        raise ValueError("every JWKS key needs a kid, and only public (RSA or EC) keys may be registered")
+    kids = [k.kid for k in keys.keys]
+    if len(set(kids)) != len(kids):
+        raise ValueError("kid values must be unique in the JWKS")
+    return {"keys": raw}
 
 
 async def create_org(conn: AsyncConnection, name: str) -> dict[str, Any]:
@@ -46,6 +67,15 @@ async def create_app_record(
         raise ValueError(str(exc)) from exc
     if patient_id and any(s.context != "patient" for s in parsed):
         raise ValueError("an app bound to a patient may hold patient/ scopes only")
+    if patient_id is not None:
+        found = (await conn.execute(text("SELECT 1 FROM clients WHERE org_id = :org AND id = :id"),
+                                    {"org": org_id, "id": patient_id})).first()
+        if found is None:
+            raise ValueError(f"the organization has no client {patient_id}")
+    if jwks is not None:
+        jwks = public_jwks_document(jwks)
+    if jwks_url is not None and urlsplit(jwks_url).scheme not in ("https", "http"):
+        raise ValueError("the JWKS URL must be an http(s) URL")
     client_id = "app_" + secrets.token_urlsafe(12)
     secret = None if (jwks or jwks_url) else "sec_" + secrets.token_urlsafe(32)
     await conn.execute(

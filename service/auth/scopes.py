@@ -108,7 +108,7 @@ def grant(requested: str | None, allowed: str) -> str:
 
     Asking for nothing grants everything the app is allowed. The intersection is taken per context,
     resource and permission, so asking ``system/Client.cruds`` of an app allowed ``system/*.rs``
-    grants ``system/Client.rs``.
+    grants ``system/Client.rs``. A v1 scope granted whole is returned in its v1 form.
     """
     allowed_scopes = parse_scopes(allowed)
     if not requested or not requested.strip():
@@ -121,6 +121,9 @@ def grant(requested: str | None, allowed: str) -> str:
             perms = "".join(p for p in PERMS if p in want.perms and p in have.perms)
             if not perms:
                 continue
+            asked_as = want.text.rsplit(".", 1)[1]
+            if V1_PERMS.get(asked_as) == perms:
+                perms = asked_as  # SMART: v1 scopes asked, v1 scopes returned
             if "*" in have.resources or ("*" not in want.resources and want.resources <= have.resources):
                 names = [want.name]
             elif "*" in want.resources:

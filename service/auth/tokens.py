@@ -16,13 +16,15 @@ from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth.assertions import AssertionError_, unverified_parts
+from service.auth.external import ExternalIssuers
 from service.auth.principal import Principal
 from service.auth.scopes import ScopeError, parse_scopes
 from service.errors import Unauthenticated
 from service.settings import Settings
 
 ALGORITHMS = ["ES256"]
-CACHE_SECONDS = 30
+CACHE_SECONDS = 5  # a verified token is reused for at most this long; revocation is checked on every call
 CACHE_SIZE = 20_000
 
 
@@ -88,11 +90,15 @@ class KeyStore:
         return {"keys": [k.as_dict(private=False) for k in self.keyset.keys]}
 
 
+REVOKED_SQL = text("SELECT token_revoked(:jti, :app)")
+
+
 class TokenService:
     def __init__(self, keys: KeyStore, settings: Settings) -> None:
         self.keys = keys
         self.settings = settings
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.external = ExternalIssuers(settings.external_issuers)
 
     def issue(self, *, org_id: UUID, client_id: str, scope: str, patient_id: UUID | None) -> tuple[str, int]:
         key = self.keys.current
@@ -117,16 +123,47 @@ class TokenService:
         token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
         return token, ttl
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, check_revocation: bool = True) -> Principal:
+        """The principal of a valid, unrevoked token, or Unauthenticated.
+
+        Signature and claims checks are cached for a few seconds per token; revocation is not: every
+        call asks the database (one primary-key lookup through ``token_revoked()``), so a token revoked
+        on any instance is refused at once on all of them. A caller that runs the check itself, folded
+        into its transaction's first statement (``set_tenant(..., token)``), passes
+        ``check_revocation=False`` and saves the round trip.
+        """
         now = time.time()
         hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
-            return hit[1]
-        principal = await self._verify(token)
-        self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+            principal = hit[1]
+        else:
+            principal = await self._verify_any(token)
+            self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        key = self.revocation_key(principal)
+        if check_revocation and key and await self.is_revoked(*key):
+            self._cache.pop(token, None)
+            raise Unauthenticated("The token has been revoked (or its app disabled)")
         return principal
+
+    def revocation_key(self, who: Principal) -> tuple[str, str] | None:
+        """(jti, client_id) under which revocation of the token or of its app is recorded (ours only)."""
+        return (who.token_id or "", who.app_id) if who.issuer == self.settings.issuer else None
+
+    async def is_revoked(self, jti: str, client_id: str) -> bool:
+        async with self.keys.engine.connect() as conn:
+            return bool((await conn.execute(REVOKED_SQL, {"jti": jti, "app": client_id})).scalar())
+
+    async def _verify_any(self, token: str) -> Principal:
+        try:
+            _, claims = unverified_parts(token)
+        except AssertionError_ as exc:
+            raise Unauthenticated("The token is not a JWT") from exc
+        issuer = claims.get("iss")
+        if issuer != self.settings.issuer and isinstance(issuer, str) and issuer in self.external:
+            return await self.external.verify(token, issuer)
+        return await self._verify(token)
 
     async def _verify(self, token: str) -> Principal:
         try:

@@ -33,8 +33,11 @@ async def unit_of_work(
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
     async with request.app.state.ctx.engine.begin() as conn:
-        await set_tenant(conn, who.org_id, who.patient_id)
+        await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocation_key(who))
         yield conn
+
+
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]

@@ -3,6 +3,7 @@
 from service.models.base import Base
 from service.models.client import Client
 from service.models.goal import Goal, Milestone
+from service.models.oauth import RevokedToken, UsedAssertion
 from service.models.org import App, Organization, SigningKey
 from service.models.outcome import Measurement, OutcomeMarker, SafetyAlert
 from service.models.records import Change, ExternalId, History, IdempotencyKey
@@ -11,5 +12,5 @@ from service.models.strength import Exception_, Experiment, ProtectiveFactor, St
 __all__ = [
     "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History", "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
-    "SigningKey", "Strength", "StrengthUse",
+    "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
 ]
