@@ -15,7 +15,8 @@ from service.collections.registry import REGISTRY
 from tests.factories import COLLECTIONS, PATCHES, body_for, create
 
 PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
-          ("POST", "/oauth/token")}
+          ("POST", "/oauth/token"), ("GET", "/fhir/R4/.well-known/smart-configuration"),
+          ("POST", "/oauth/introspect"), ("POST", "/oauth/revoke")}  # the last two authenticate the app itself
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:

@@ -23,6 +23,7 @@ from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import parse_identifier, readable
+from service.collections.rest import problems
 from service.db import set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
@@ -178,9 +179,7 @@ Exporter = Annotated[Principal, needs_any("s")]
 
 
 @router.post("/import", operation_id="bulk_import", summary="Import NDJSON lines of any collection",
-             openapi_extra=NDJSON_BODY, responses={**NDJSON_OUT, 401: {"description": "Missing or invalid token"},
-                                                   403: {"description": "Token lacks the scope"},
-                                                   415: {"description": "Body is not NDJSON"}})
+             openapi_extra=NDJSON_BODY, responses={**NDJSON_OUT, **problems(400, 401, 403, 415, 422)})
 async def bulk_import(request: Request, who: Importer) -> DuplexStreamingResponse:
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media not in (NDJSON, "application/ndjson", "application/jsonl"):
@@ -205,8 +204,7 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
 
 
 @router.get("/export", operation_id="bulk_export", summary="Export records as NDJSON",
-            responses={**NDJSON_OUT, 401: {"description": "Missing or invalid token"},
-                       403: {"description": "Token lacks the scope"}, 422: {"description": "Validation failed"}})
+            responses={**NDJSON_OUT, **problems(400, 401, 403, 422)})
 async def bulk_export(
     request: Request, who: Exporter,
     types: str | None = Query(None, max_length=500, description="Comma-separated types; default all readable"),
