@@ -188,3 +188,28 @@ async def test_other_organization_and_missing_scope_answer_operation_outcome(api
     mine = api.client(await api.token(org, "patient/Patient.rs patient/Observation.rs", patient=pid))
     assert [p["id"] for p in await all_pages(mine, f"{FHIR}/Patient")] == [pid]
     outcome(await mine.get(f"{FHIR}/Patient/{second['id']}"), 404)
+
+
+async def test_versions_history_and_a_repeated_identifier(api):
+    org, c, client, marker = await _setup(api)
+    pid = client["id"]
+    body = phq9(pid, [0] * 9, identifier=[{"system": "urn:app:mood", "value": "resp-9"}])
+    assert (await c.post(f"{FHIR}/Observation", json=body)).status_code == 201
+    again = outcome(await c.post(f"{FHIR}/Observation", json=body), 409)
+    assert again["issue"][0]["code"] == "conflict"
+    assert len((await c.get(f"/v1/measurements?client_id={pid}")).json()["data"]) == 1
+    goal = await create(c, "goals", client_id=pid)
+    await c.patch(f"/v1/goals/{goal['id']}", json={"lifecycle": "on_hold", "achievement": "no_change"})
+    now = (await c.get(f"{FHIR}/Goal/{goal['id']}")).json()
+    assert now["meta"]["versionId"] == "2"
+    assert now["lifecycleStatus"] == "on-hold"
+    assert now["achievementStatus"]["coding"][0]["code"] == "no-change"
+    first = (await c.get(f"{FHIR}/Goal/{goal['id']}/_history/1")).json()
+    assert first["lifecycleStatus"] == "active"
+    assert first["meta"]["versionId"] == "1"
+    hist = (await c.get(f"{FHIR}/Goal/{goal['id']}/_history")).json()
+    validate(hist)
+    assert [e["resource"]["meta"]["versionId"] for e in hist["entry"]] == ["2", "1"]
+    assert [e["request"]["method"] for e in hist["entry"]] == ["PUT", "POST"]
+    assert [g["id"] for g in await all_pages(c, f"{FHIR}/Goal?patient={pid}&lifecycle-status=on-hold")] == [goal["id"]]
+    assert await all_pages(c, f"{FHIR}/Goal?patient={pid}&lifecycle-status=active") == []
