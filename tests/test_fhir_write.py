@@ -213,3 +213,18 @@ async def test_versions_history_and_a_repeated_identifier(api):
     assert [e["request"]["method"] for e in hist["entry"]] == ["PUT", "POST"]
     assert [g["id"] for g in await all_pages(c, f"{FHIR}/Goal?patient={pid}&lifecycle-status=on-hold")] == [goal["id"]]
     assert await all_pages(c, f"{FHIR}/Goal?patient={pid}&lifecycle-status=active") == []
+
+
+async def test_unsupported_methods_ids_and_paths(api):
+    org, c, client, marker = await _setup(api)
+    pid = client["id"]
+    r = await c.delete(f"{FHIR}/Patient/{pid}")
+    outcome(r, 405)
+    assert r.headers["allow"] == "GET"
+    outcome(await c.put(f"{FHIR}/Observation", json={}), 405)
+    outcome(await c.get(f"{FHIR}/Observation/a/b/c/d"), 404)
+    outcome(await c.get(f"{FHIR}/Observation/strength-{pid}"), 404)  # a client's id is no strength
+    strength = await create(c, "strengths", client_id=pid)
+    by_id = await all_pages(c, f"{FHIR}/Observation?_id=strength-{strength['id']},{strength['id']}&_format=json")
+    assert [o["id"] for o in by_id] == [f"strength-{strength['id']}"]
+    assert [p["id"] for p in await all_pages(c, f"{FHIR}/Patient?_id={pid}")] == [pid]

@@ -102,8 +102,8 @@ async def _marker(conn: AsyncConnection, who: Principal, client_id: UUID, code: 
     return service.serialize(markers, rows[0])
 
 
-async def measurement_body(conn: AsyncConnection, who: Principal, body: Any) -> tuple[Any, dict[str, Any]]:
-    """The measurement create body for an Observation, and its marker."""
+async def measurement_body(conn: AsyncConnection, who: Principal, body: Any) -> Any:
+    """The measurement create body for an Observation."""
     if not isinstance(body, dict) or body.get("resourceType") != "Observation":
         raise MalformedRequest("The body must be an Observation resource")
     if body.get("status") == "entered-in-error":
@@ -151,7 +151,7 @@ async def measurement_body(conn: AsyncConnection, who: Principal, body: Any) -> 
         data["note"] = "\n".join(notes)
     coll = REGISTRY["measurements"]
     try:
-        return coll.create.model_validate(data), marker
+        return coll.create.model_validate(data)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():

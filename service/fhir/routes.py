@@ -3,8 +3,10 @@ Observation and Flag, plus create of Observation. Each operation declares its sc
 (an alias of ours, CONTRACT.md section 2)."""
 
 import inspect
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, Security
@@ -16,11 +18,11 @@ from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
 from service.collections import service
 from service.collections.registry import REGISTRY
 from service.collections.rest import Db
-from service.errors import Forbidden, Gone, NotFound
+from service.errors import Forbidden, Gone, MethodNotAllowed, NotFound, UnsupportedMediaType, ValidationFailed
 from service.fhir import codes, mapping, search
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
-from service.http import loads_strict
+from service.http import is_json, loads_strict
 
 PREFIX = "/fhir/R4"
 FHIR_VERSION = "4.0.1"
@@ -186,6 +188,11 @@ SEARCH_PARAMS: dict[str, list[tuple[str, str]]] = {
     "Flag": [("patient", "Patient/<id>"), ("status", "active | inactive"), ("category", "safety")],
 }
 REPEATABLE = {"date", "_lastUpdated"}
+IGNORED = {"_format", "_pretty"}  # accepted and ignored: we answer JSON only
+# Paths we serve with some method: another method on them is a 405, anything else a 404.
+KNOWN_PATH = re.compile(
+    r"^(?:(?:Patient|Goal|Observation|Flag)(?:/[^/]+(?:/_history(?:/[^/]+)?)?)?|CodeSystem/[^/]+|metadata)$"
+)
 
 
 def search_params(fhir_type: str) -> list[tuple[str, str]]:
@@ -209,7 +216,7 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
     for name, value in request.query_params.multi_items():
         if name in known:
             params.setdefault(name, []).append(value)
-        elif "handling=strict" in request.headers.get("prefer", ""):
+        elif name not in IGNORED and "handling=strict" in request.headers.get("prefer", ""):
             raise search.BadSearch(f"Unknown search parameter {name} for {fhir_type}")
     count = _count(params)
     descending = False
@@ -228,11 +235,10 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
     resources = await to_resources(db, who, page.records)
     base = base_url(request)
     kept = [(k, v) for k, v in request.query_params.multi_items() if k in known and k != "_cursor"]
-    self_url = request.url.replace(query="").include_query_params()
-    links = [{"relation": "self", "url": str(request.url.replace(query=_query(kept + _cursor_of(params))))}]
+    links = [{"relation": "self", "url": str(request.url.replace(query=urlencode(kept + _cursor_of(params))))}]
     if page.next_cursor:
-        links.append({"relation": "next", "url": str(self_url.replace(query=_query(
-            kept + [("_cursor", page.next_cursor)])))})
+        links.append({"relation": "next",
+                      "url": str(request.url.replace(query=urlencode(kept + [("_cursor", page.next_cursor)])))})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle", "type": "searchset",
         "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
@@ -247,12 +253,6 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
 
 def _cursor_of(params: dict[str, list[str]]) -> list[tuple[str, str]]:
     return [("_cursor", params["_cursor"][-1])] if "_cursor" in params else []
-
-
-def _query(pairs: list[tuple[str, str]]) -> str:
-    from urllib.parse import urlencode
-
-    return urlencode(pairs)
 
 
 def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
@@ -358,25 +358,22 @@ def fhir_router() -> APIRouter:
     )
     async def create_observation(who: Creator, db: Db, request: Request) -> Response:
         check(who, "measurements", "c")
-        raw = await request.body()
-        from service.http import is_json
         if not is_json(request.headers.get("content-type")):
-            from service.errors import UnsupportedMediaType
             raise UnsupportedMediaType("Send the Observation as application/fhir+json")
-        body, _marker = await measurement_body(db, who, loads_strict(raw))
+        body = await measurement_body(db, who, loads_strict(await request.body()))
         try:
             record = await service.create(db, who, REGISTRY["measurements"], body)
-        except Exception as exc:
-            from service.errors import ValidationFailed
-            if isinstance(exc, ValidationFailed):
-                raise with_fhir_paths(exc) from None
-            raise
+        except ValidationFailed as exc:
+            raise with_fhir_paths(exc) from None
         resource = (await to_resources(db, who, [("measurements", record)]))[0]
         location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
         return resource_response(resource, 201, Location=location)
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def unknown(rest: str) -> Response:
+    async def unknown(rest: str, request: Request) -> Response:
+        if KNOWN_PATH.match(rest):
+            raise MethodNotAllowed(f"{request.method} {PREFIX}/{rest} is not supported by this server",
+                                   headers={"Allow": "POST, GET" if rest == "Observation" else "GET"})
         return outcome_response(404, f"This server does not support {PREFIX}/{rest}")
 
     return router

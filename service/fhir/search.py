@@ -45,6 +45,7 @@ from service.domain.enums import AlertStatus, GoalLifecycle
 from service.domain.instruments import INSTRUMENTS
 from service.errors import MalformedRequest
 from service.fhir import codes as c
+from service.fhir.mapping import OBSERVATION_KINDS, parse_observation_id
 from service.models import ExternalId
 
 MAX_COUNT = 500
@@ -181,12 +182,14 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
     live = [p for p in parts if not any(isinstance(cond, False_) for cond in p.conditions)]
     if not live:
         return Page([], None)
+    order_of = {name: i for i, name in enumerate(REGISTRY)}  # a stable number per collection, for the cursor
+    by_order = {order_of[p.collection]: p.collection for p in live}
     selects: list[Select[Any]] = []
     for part in live:
         table = REGISTRY[part.collection].table
         stmt = readable(table, who).where(table.c.deleted_at.is_(None), *part.conditions)
         selects.append(stmt.with_only_columns(
-            cast(literal(parts.index(part)), Integer).label("k"), table.c.id.label("id"),
+            cast(literal(order_of[part.collection]), Integer).label("k"), table.c.id.label("id"),
             part.sort(table).label("d")))
     sub = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery()
     key = tuple_(sub.c.d, sub.c.k, sub.c.id)
@@ -204,10 +207,10 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
         by_kind.setdefault(row.k, []).append(row.id)
     loaded: dict[tuple[int, UUID], dict[str, Any]] = {}
     for k, ids in by_kind.items():
-        coll = REGISTRY[parts[k].collection]
+        coll = REGISTRY[by_order[k]]
         for rec in (await conn.execute(readable(coll.table, who).where(coll.table.c.id.in_(ids)))).all():
             loaded[(k, rec.id)] = serialize(coll, rec)
-    records = [(parts[r.k].collection, loaded[(r.k, r.id)]) for r in rows if (r.k, r.id) in loaded]
+    records = [(by_order[r.k], loaded[(r.k, r.id)]) for r in rows if (r.k, r.id) in loaded]
     next_cursor = encode_cursor((rows[-1].d, rows[-1].k, rows[-1].id)) if more and rows else None
     return Page(records, next_cursor)
 
@@ -230,9 +233,20 @@ def _common(part: Part, who: Principal, params: dict[str, list[str]]) -> Part:
     for raw in params.get("identifier", []):
         part.conditions.append(identifier_condition(part.collection, table, who, raw))
     for raw in params.get("_id", []):
-        ids = [reference_id(v, "_") for v in raw.split(",")]
+        ids = [_own_id(part.collection, v) for v in raw.split(",")]
         part.conditions.append(table.c.id.in_([i for i in ids if i]) if any(ids) else false())
     return part
+
+
+def _own_id(collection: str, value: str) -> UUID | None:
+    """The record id a resource id names, when it names one of this collection."""
+    if collection in OBSERVATION_KINDS:
+        found = parse_observation_id(value)
+        return found[1] if found and found[0] == collection else None
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
 
 
 def _patient(part: Part, params: dict[str, list[str]], names: tuple[str, ...] = ("patient", "subject")) -> Part:
