@@ -37,8 +37,9 @@ def outcome(status: int, diagnostics: str, *, code: str | None = None, reason: s
     details = {"coding": [{"system": "https://strengths-api.dev/problems", "code": reason}]} if reason else None
     issues: list[dict[str, Any]] = []
     for where, message in expressions or []:
-        issue: dict[str, Any] = {"severity": "error", "code": issue_code, "diagnostics": message,
-                                 "expression": [where]}
+        issue: dict[str, Any] = {"severity": "error", "code": issue_code, "diagnostics": message or diagnostics}
+        if where:
+            issue["expression"] = [where]
         if details:
             issue["details"] = details
         issues.append(issue)
