@@ -228,3 +228,33 @@ async def test_unsupported_methods_ids_and_paths(api):
     by_id = await all_pages(c, f"{FHIR}/Observation?_id=strength-{strength['id']},{strength['id']}&_format=json")
     assert [o["id"] for o in by_id] == [f"strength-{strength['id']}"]
     assert [p["id"] for p in await all_pages(c, f"{FHIR}/Patient?_id={pid}")] == [pid]
+
+
+async def test_gad7_with_integer_items_and_paging_while_others_write(api):
+    org, c, client, _phq = await _setup(api)
+    pid = client["id"]
+    await create(c, "outcome-markers", client_id=pid, kind="instrument", name="GAD-7", instrument="gad7")
+    items = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"]
+    gad = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{pid}"},
+           "code": {"coding": [{"system": "http://loinc.org", "code": "69737-5"}]},
+           "effectiveDateTime": "2026-11-01T08:00:00+00:00",
+           "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "valueInteger": 3}
+                         for code in items]}
+    r = await c.post(f"{FHIR}/Observation", json=gad)
+    assert r.status_code == 201, r.text
+    assert r.json()["component"][-1]["valueQuantity"]["value"] == 21
+    flags = await all_pages(c, f"{FHIR}/Flag?patient={pid}&status=active")  # severe band: an alert
+    assert len(flags) == 1
+    # Keyset paging: records written between pages neither repeat nor shift what is still to come.
+    marker = await create(c, "outcome-markers", client_id=pid)
+    for day in range(1, 7):
+        await create(c, "measurements", client_id=pid, marker_id=marker["id"], value=day,
+                     observed_at=f"2026-10-{day:02d}T12:00:00+00:00")
+    first = (await c.get(f"{FHIR}/Observation?patient={pid}&code={marker['id']}&_count=3")).json()
+    await create(c, "measurements", client_id=pid, marker_id=marker["id"], value=9,
+                 observed_at="2026-09-01T12:00:00+00:00")  # sorts before everything already paged
+    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    rest = await all_pages(c, nxt.removeprefix("http://testserver"))
+    values = [e["resource"]["valueQuantity"]["value"] for e in first["entry"]] + [
+        o["valueQuantity"]["value"] for o in rest]
+    assert values == [1, 2, 3, 4, 5, 6]
