@@ -258,3 +258,20 @@ async def test_gad7_with_integer_items_and_paging_while_others_write(api):
     values = [e["resource"]["valueQuantity"]["value"] for e in first["entry"]] + [
         o["valueQuantity"]["value"] for o in rest]
     assert values == [1, 2, 3, 4, 5, 6]
+
+
+async def test_conditional_create_with_if_none_exist_is_exactly_once(api):
+    import asyncio
+
+    org, c, client, _phq = await _setup(api)
+    pid = client["id"]
+    body = phq9(pid, [0] * 9, identifier=[{"system": "urn:app:mood", "value": "resp-42"}])
+    cond = {"If-None-Exist": "identifier=urn:app:mood|resp-42"}
+    replies = await asyncio.gather(*(c.post(f"{FHIR}/Observation", json=body, headers=cond) for _ in range(5)))
+    assert sorted(r.status_code for r in replies) == [200, 200, 200, 200, 201], [r.text for r in replies]
+    assert len({r.json()["id"] for r in replies}) == 1
+    assert len((await c.get(f"/v1/measurements?client_id={pid}")).json()["data"]) == 1
+    again = await c.post(f"{FHIR}/Observation", json=body, headers=cond)
+    assert again.status_code == 200
+    assert again.json()["id"] == replies[0].json()["id"]
+    outcome(await c.post(f"{FHIR}/Observation", json=body, headers={"If-None-Exist": "code=44249-1"}), 400)

@@ -6,10 +6,10 @@ import inspect
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response, Security
+from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.security import SecurityScopes
 
 from service.auth.principal import Principal
@@ -18,7 +18,16 @@ from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
 from service.collections import service
 from service.collections.registry import REGISTRY
 from service.collections.rest import Db
-from service.errors import Forbidden, Gone, MethodNotAllowed, NotFound, UnsupportedMediaType, ValidationFailed
+from service.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from service.fhir import codes, mapping, search
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
@@ -32,6 +41,7 @@ OUTCOME_SCHEMA = {"type": "object", "description": "FHIR OperationOutcome", "req
 TEXTS = {400: "Bad search parameter or malformed body", 401: "Missing or invalid token",
          403: "Token lacks the scope", 404: "Not found (also: another organization's record)",
          409: "Conflict (the source and external id already name a measurement)", 410: "Deleted",
+         412: "If-None-Exist matches several resources",
          413: "Body too large", 415: "Body is not JSON", 422: "Not a valid resource"}
 
 
@@ -352,19 +362,32 @@ def fhir_router() -> APIRouter:
     @router.post(
         "/Observation", status_code=201, operation_id="fhir_create_observation", response_model=None,
         summary="Create an Observation (a measurement; may open a safety alert, found as a Flag)",
-        responses=fhir_responses(201, "The created Observation", 400, 401, 403, 409, 413, 415, 422),
+        responses={**fhir_responses(201, "The created Observation", 400, 401, 403, 409, 412, 413, 415, 422),
+                   200: fhir_responses(200, "If-None-Exist matched one Observation: it, and nothing created")[200]},
         openapi_extra={"requestBody": {"required": True, "content": {FHIR_JSON: {"schema": {
             "type": "object", "description": "A FHIR R4 Observation", "required": ["resourceType"]}}}}},
     )
-    async def create_observation(who: Creator, db: Db, request: Request) -> Response:
+    async def create_observation(who: Creator, db: Db, request: Request, if_none_exist: IfNoneExist = None,
+                                 ) -> Response:
         check(who, "measurements", "c")
         if not is_json(request.headers.get("content-type")):
             raise UnsupportedMediaType("Send the Observation as application/fhir+json")
+        condition = _condition(if_none_exist) if if_none_exist is not None else None
+        if condition and (found := await _existing(db, who, request, condition)) is not None:
+            return found
         body = await measurement_body(db, who, loads_strict(await request.body()))
         try:
-            record = await service.create(db, who, REGISTRY["measurements"], body)
+            if condition:  # a concurrent twin may win the unique index: then answer with its record
+                async with db.begin_nested():
+                    record = await service.create(db, who, REGISTRY["measurements"], body)
+            else:
+                record = await service.create(db, who, REGISTRY["measurements"], body)
         except ValidationFailed as exc:
             raise with_fhir_paths(exc) from None
+        except Conflict:
+            if condition and (found := await _existing(db, who, request, condition)) is not None:
+                return found
+            raise
         resource = (await to_resources(db, who, [("measurements", record)]))[0]
         location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
         return resource_response(resource, 201, Location=location)
@@ -377,6 +400,30 @@ def fhir_router() -> APIRouter:
         return outcome_response(404, f"This server does not support {PREFIX}/{rest}")
 
     return router
+
+
+IfNoneExist = Annotated[str | None, Header(
+    alias="If-None-Exist", max_length=1000,
+    description="Conditional create: identifier=system|value; a match is answered 200 and nothing is created")]
+
+
+def _condition(header: str) -> str:
+    pairs = parse_qsl(header.removeprefix("?"), keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
+        raise search.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
+    return pairs[0][1]
+
+
+async def _existing(db: Any, who: Principal, request: Request, identifier: str) -> Response | None:
+    parts = search.observation_parts(who, {"identifier": [identifier]}, ["measurements"])
+    page = await search.run(db, who, parts, count=2, cursor=None)
+    if len(page.records) > 1:
+        raise PreconditionFailed(f"If-None-Exist matches several Observations ({identifier})")
+    if not page.records:
+        return None
+    resource = (await to_resources(db, who, page.records))[0]
+    return resource_response(resource, 200, Location=f"{base_url(request)}/Observation/{resource['id']}/_history/"
+                                                     f"{resource['meta']['versionId']}")
 
 
 def _resource_routes(router: APIRouter, fhir_type: str) -> None:
