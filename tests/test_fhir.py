@@ -116,3 +116,18 @@ async def test_date_prefixes_and_last_updated(api):
     assert day
     assert await all_pages(c, f"{FHIR}/Patient?_lastUpdated=lt2000-01-01") == []
     assert len(await all_pages(c, f"{FHIR}/Patient?_lastUpdated=ge2000-01-01")) == 3
+
+
+def test_fhir_operations_document_operation_outcome_and_every_ref_resolves(api):
+    doc = api.app.openapi()
+    text = str(doc)
+    for ref in {part.split("'")[0] for part in text.split("'$ref': '")[1:]}:
+        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
+    fhir_ops = [(p, op) for p, item in doc["paths"].items() if p.startswith("/fhir/") for op in item.values()]
+    assert len(fhir_ops) >= 19
+    for path, op in fhir_ops:
+        if path in ("/fhir/R4/metadata", "/fhir/R4/CodeSystem/{code_system_id}"):
+            continue
+        assert op["security"][0]["OAuth2"][0].split("/")[1].split(".")[0] in {"Patient", "Goal", "Observation", "Flag"}
+        for code in ("401", "403"):
+            assert FHIR_JSON in op["responses"][code]["content"], (path, code)
