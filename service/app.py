@@ -23,6 +23,7 @@ from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain import ingest
 from service.domain.registry import COLLECTIONS
+from service.fhir.routes import fhir_router
 from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))
+    app.include_router(fhir_router())
     _health(app)
     _docs(app)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

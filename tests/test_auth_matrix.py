@@ -16,7 +16,10 @@ from tests.factories import COLLECTIONS, PATCHES, body_for, create
 
 PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
           ("POST", "/oauth/token"), ("GET", "/fhir/R4/.well-known/smart-configuration"),
-          ("POST", "/oauth/introspect"), ("POST", "/oauth/revoke")}  # the last two authenticate the app itself
+          ("POST", "/oauth/introspect"), ("POST", "/oauth/revoke"),  # these two authenticate the app itself
+          # FHIR discovery and terminology: no client data (SMART App Launch: metadata is public).
+          ("GET", "/fhir/R4/metadata"), ("GET", "/fhir/R4/CodeSystem/{code_system_id}")}
+FHIR_COLLECTIONS = {"Patient": "clients", "Goal": "goals", "Observation": "measurements", "Flag": "safety-alerts"}
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -56,7 +59,23 @@ def test_a_route_without_a_scope_declaration_is_caught(db):
 
 def collection_of(path: str) -> str:
     parts = path.strip("/").split("/")
+    if parts[0] == "fhir":
+        return FHIR_COLLECTIONS[parts[2]]
     return parts[2] if parts[1] == "history" else parts[1]
+
+
+def fhir_observation(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A FHIR Observation of A's measurement marker (POST /fhir/R4/Observation)."""
+    m = records["measurements"]
+    return {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{m['client_id']}"},
+            "code": {"coding": [{"system": "https://strengths-api.dev/fhir/CodeSystem/outcome-marker",
+                                 "code": m["marker_id"]}]},
+            "effectiveDateTime": "2026-11-20T09:30:00+01:00", "valueQuantity": {"value": 4}}
+
+
+def error_code(r) -> str:
+    body = r.json()
+    return body["issue"][0]["code"] if body.get("resourceType") == "OperationOutcome" else body["code"]
 
 
 async def seed(c) -> dict[str, dict[str, Any]]:
@@ -70,7 +89,7 @@ def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = Fa
     rid = str(uuid.uuid4()) if random_ids else records[coll]["id"]
     out = path
     for name in [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]:
-        out = out.replace("{" + name + "}", rid)
+        out = out.replace("{" + name + "}", "1" if name == "version_id" else rid)
     return out
 
 
@@ -87,7 +106,10 @@ async def test_every_operation_refuses_as_the_contract_says(api):
             continue
         coll = collection_of(path)
         body: dict[str, Any] | None = None
-        if method in ("POST", "PUT") and coll in PATCHES:
+        fhir = path.startswith("/fhir/")
+        if method == "POST" and fhir:
+            body = fhir_observation(records)
+        elif method in ("POST", "PUT") and coll in PATCHES:
             body = await body_for(a, coll)
         elif method == "PATCH":
             body = PATCHES[coll]
@@ -108,17 +130,23 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         unknown = await b.request(method, fill(path, records, random_ids=True), json=body)
         if "{" in path:
             assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.status_code)
-            assert theirs.json()["code"] == unknown.json()["code"]
+            assert error_code(theirs) == error_code(unknown)
         elif method == "POST" and coll == "clients":  # a new client belongs to B, never to A
             assert theirs.status_code == 201
             assert theirs.json()["id"] not in [x["id"] for x in (await a.get("/v1/clients")).json()["data"]]
+        elif method == "POST" and fhir:  # an Observation about A's patient: as for a patient that does not exist
+            assert theirs.status_code == 422, (method, path, theirs.text)
+            assert theirs.json()["resourceType"] == "OperationOutcome"
+            assert theirs.json()["issue"][0]["expression"] == ["Observation.subject"]
         elif method == "POST":  # B posting records under A's client: as for a client that does not exist
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert "client_id" in [e["field"] for e in theirs.json()["errors"]]
         elif method == "GET":
             assert theirs.status_code == 200
             a_ids = {r["id"] for r in records.values()} | {r["client_id"] for r in records.values() if "client_id" in r}
-            assert not a_ids & {x["id"] for x in theirs.json()["data"]}, path
+            found = ({e["resource"]["id"].rpartition("-")[2] if len(e["resource"]["id"]) > 36 else e["resource"]["id"]
+                      for e in theirs.json().get("entry", [])} if fhir else {x["id"] for x in theirs.json()["data"]})
+            assert not a_ids & found, path
         checked += 1
     assert checked >= 5 * len(REGISTRY)
     # Nothing of A's changed.

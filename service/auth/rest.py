@@ -9,7 +9,7 @@ from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 
 from service.auth.principal import Principal
-from service.auth.scopes import RESOURCES, parse_scope, required_scope
+from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
 from service.errors import Forbidden, Unauthenticated
 
 PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -24,6 +24,11 @@ class BearerToken(OAuth2):
         } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in RESOURCES} | {
             required_scope("*", p): f"{PERM_WORDS[p]} any resource the token may" for p in "cs"
         }
+        # FHIR resource names, aliases of ours, as the FHIR facade declares them (CONTRACT.md section 2).
+        scopes.update({
+            required_scope(alias, p): f"{PERM_WORDS[p]} {alias} (FHIR alias of {', '.join(ours)})"
+            for alias, ours in FHIR_ALIASES.items() if alias not in RESOURCES for p in "cruds"
+        })
         flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=scopes))
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
                          description="SMART v2 scopes (system/, user/ or patient/ context; v1 aliases accepted)")

@@ -1,0 +1,462 @@
+"""The `/fhir/R4` router: metadata, CodeSystem, and read / vread / history / search of Patient, Goal,
+Observation and Flag, plus create of Observation. Each operation declares its scope once, by FHIR name
+(an alias of ours, CONTRACT.md section 2)."""
+
+import inspect
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request, Response, Security
+from fastapi.security import SecurityScopes
+
+from service.auth.principal import Principal
+from service.auth.rest import authenticate
+from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
+from service.collections import service
+from service.collections.registry import REGISTRY
+from service.collections.rest import Db
+from service.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from service.fhir import codes, mapping, search
+from service.fhir.create import measurement_body, with_fhir_paths
+from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
+from service.http import is_json, loads_strict
+
+PREFIX = "/fhir/R4"
+FHIR_VERSION = "4.0.1"
+
+OUTCOME_SCHEMA = {"type": "object", "description": "FHIR OperationOutcome", "required": ["resourceType", "issue"],
+                  "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}}}
+TEXTS = {400: "Bad search parameter or malformed body", 401: "Missing or invalid token",
+         403: "Token lacks the scope", 404: "Not found (also: another organization's record)",
+         409: "Conflict (the source and external id already name a measurement)", 410: "Deleted",
+         412: "If-None-Exist matches several resources",
+         413: "Body too large", 415: "Body is not JSON", 422: "Not a valid resource"}
+
+
+def fhir_responses(ok: int, description: str, *codes_: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {
+        ok: {"description": description,
+             "content": {FHIR_JSON: {"schema": {"type": "object", "description": "A FHIR R4 resource"}}}}}
+    for code in codes_:
+        out[code] = {"description": TEXTS[code], "content": {FHIR_JSON: {"schema": OUTCOME_SCHEMA}}}
+    return out
+
+
+# ---------------------------------------------------------------- scopes
+
+
+async def fhir_authorize(security_scopes: SecurityScopes,
+                         who: Annotated[Principal, Security(authenticate)]) -> Principal:
+    """A FHIR scope is met when the token allows any of the resources the alias stands for; which one a
+    record needs (a strength Observation needs Strength) is checked again per record."""
+    for declared in security_scopes.scopes:
+        scope = parse_scope(declared)
+        assert scope is not None
+        for perm in scope.perms:
+            if not any(who.allows(ours, perm) for ours in FHIR_ALIASES[scope.name]):
+                raise Forbidden(required_scope(scope.name, perm, who.context))  # type: ignore[arg-type]
+    return who
+
+
+def fhir_needs(fhir_type: str, perm: str) -> Any:
+    return Security(fhir_authorize, scopes=[required_scope(fhir_type, perm)])
+
+
+def check(who: Principal, collection: str, perm: str) -> None:
+    resource = REGISTRY[collection].resource
+    if not who.allows(resource, perm):
+        raise Forbidden(required_scope(resource, perm, who.context))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- resources out
+
+
+async def to_resources(db: Any, who: Principal, records: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Map records (current rows or history snapshots) to resources, loading markers once per page."""
+    marker_ids: set[Any] = set()
+    for collection, rec in records:
+        if collection == "measurements":
+            marker_ids.add(rec["marker_id"])
+        elif collection == "goals" and (rec.get("target") or {}).get("marker_id"):
+            marker_ids.add(rec["target"]["marker_id"])
+    markers = {k: mapping.as_json(v) for k, v in (await search.load_markers(db, who, marker_ids)).items()}
+    out = []
+    for collection, rec in records:
+        data = mapping.as_json(rec)
+        if collection == "measurements":
+            out.append(mapping.measurement(data, markers[str(data["marker_id"])]))
+        elif collection == "goals":
+            out.append(mapping.goal(data, markers))
+        else:
+            out.append(mapping.SIMPLE[collection](data))
+    return out
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def resource_response(resource: dict[str, Any], status: int = 200, **headers: str) -> FhirOut:
+    meta = resource["meta"]
+    return FhirOut(resource, status_code=status, headers={
+        "ETag": f'W/"{meta["versionId"]}"', "Cache-Control": "no-store", **headers})
+
+
+# ---------------------------------------------------------------- reads
+
+
+def _uuid(text: str, what: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise NotFound(f"No {what} with id {text}") from None
+
+
+def locate(fhir_type: str, resource_id: str, who: Principal, perm: str) -> tuple[str, UUID]:
+    if fhir_type == "Observation":
+        found = mapping.parse_observation_id(resource_id)
+        if found is None:
+            raise NotFound(f"No Observation with id {resource_id}")
+        check(who, found[0], perm)
+        return found
+    collection = {"Patient": "clients", "Goal": "goals", "Flag": "safety-alerts"}[fhir_type]
+    return collection, _uuid(resource_id, fhir_type)
+
+
+async def read(fhir_type: str, resource_id: str, who: Principal, db: Any) -> Response:
+    collection, rid = locate(fhir_type, resource_id, who, "r")
+    record = await service.get(db, who, REGISTRY[collection], rid)
+    return resource_response((await to_resources(db, who, [(collection, record)]))[0])
+
+
+async def versions(fhir_type: str, resource_id: str, who: Principal, db: Any, perm: str) -> tuple[str, list[Any]]:
+    collection, rid = locate(fhir_type, resource_id, who, perm)
+    entries = await service.history(db, who, REGISTRY[collection], rid)
+    return collection, entries
+
+
+async def vread(fhir_type: str, resource_id: str, vid: str, who: Principal, db: Any) -> Response:
+    collection, entries = await versions(fhir_type, resource_id, who, db, "r")
+    entry = next((e for e in entries if str(e["version"]) == vid), None)
+    if entry is None:
+        raise NotFound(f"{fhir_type}/{resource_id} has no version {vid}")
+    if entry["action"] == "deleted":
+        raise Gone(f"{fhir_type}/{resource_id} was deleted at version {vid}")
+    return resource_response((await to_resources(db, who, [(collection, entry["record"])]))[0])
+
+
+async def instance_history(fhir_type: str, resource_id: str, who: Principal, db: Any, request: Request) -> Response:
+    collection, entries = await versions(fhir_type, resource_id, who, db, "s")
+    live = [e for e in entries if e["action"] != "deleted"]
+    resources = iter(await to_resources(db, who, [(collection, e["record"]) for e in live]))
+    base = base_url(request)
+    items = []
+    for e in entries:
+        url = f"{fhir_type}/{resource_id}"
+        item: dict[str, Any] = {
+            "fullUrl": f"{base}/{url}",
+            "request": {"method": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[e["action"]],
+                        "url": fhir_type if e["action"] == "created" else url},
+            "response": {"status": {"created": "201 Created", "updated": "200 OK", "deleted": "204 No Content"}
+                         [e["action"]], "etag": f'W/"{e["version"]}"',
+                         "lastModified": mapping.as_json({"t": e["changed_at"]})["t"]},
+        }
+        if e["action"] != "deleted":
+            item["resource"] = next(resources)
+        items.append(item)
+    items.reverse()  # newest first (FHIR http.html#history)
+    bundle = {"resourceType": "Bundle", "type": "history", "total": len(items),
+              "link": [{"relation": "self", "url": str(request.url)}], "entry": items}
+    return FhirOut(bundle, headers={"Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------- search
+
+COMMON_PARAMS = [("_count", "Page size (default 50, at most 500)"), ("_cursor", "Opaque paging cursor (from next)"),
+                 ("_lastUpdated", "Date with prefix eq, ne, gt, lt, ge or le; may repeat"),
+                 ("identifier", "system|value"), ("_id", "Resource ids, comma-separated")]
+SEARCH_PARAMS: dict[str, list[tuple[str, str]]] = {
+    "Patient": [],
+    "Goal": [("patient", "Patient/<id>"), ("subject", "Patient/<id>"),
+             ("lifecycle-status", "proposed | active | on-hold | completed | cancelled")],
+    "Observation": [("patient", "Patient/<id>"), ("subject", "Patient/<id>"), ("category", "[system|]code"),
+                    ("code", "[system|]code, comma-separated for any of"),
+                    ("date", "effective date with prefix eq, ne, gt, lt, ge or le; may repeat"),
+                    ("_sort", "date or -date")],
+    "Flag": [("patient", "Patient/<id>"), ("status", "active | inactive"), ("category", "safety")],
+}
+REPEATABLE = {"date", "_lastUpdated"}
+IGNORED = {"_format", "_pretty"}  # accepted and ignored: we answer JSON only
+# Paths we serve with some method: another method on them is a 405, anything else a 404.
+KNOWN_PATH = re.compile(
+    r"^(?:(?:Patient|Goal|Observation|Flag)(?:/[^/]+(?:/_history(?:/[^/]+)?)?)?|CodeSystem/[^/]+|metadata)$"
+)
+
+
+def search_params(fhir_type: str) -> list[tuple[str, str]]:
+    return COMMON_PARAMS + SEARCH_PARAMS[fhir_type]
+
+
+def _count(params: dict[str, list[str]]) -> int:
+    raw = params.get("_count", [str(search.DEFAULT_COUNT)])[-1]
+    try:
+        count = int(raw)
+    except ValueError:
+        raise search.BadSearch("_count must be a whole number") from None
+    if count < 1:
+        raise search.BadSearch("_count must be at least 1")
+    return min(count, search.MAX_COUNT)
+
+
+async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) -> Response:
+    known = {name for name, _ in search_params(fhir_type)}
+    params: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        if name in known:
+            params.setdefault(name, []).append(value)
+        elif name not in IGNORED and "handling=strict" in request.headers.get("prefer", ""):
+            raise search.BadSearch(f"Unknown search parameter {name} for {fhir_type}")
+    count = _count(params)
+    descending = False
+    for raw in params.get("_sort", []):
+        if raw not in ("date", "-date"):
+            raise search.BadSearch("_sort supports date and -date")
+        descending = raw == "-date"
+    if fhir_type == "Observation":
+        kinds = [k for k, res in search.OBSERVATION_RESOURCES.items() if who.allows(res, "s")]
+        parts = search.observation_parts(who, params, kinds)
+    else:
+        parts = {"Patient": search.patient_parts, "Goal": search.goal_parts, "Flag": search.flag_parts}[fhir_type](
+            who, params)
+    page = await search.run(db, who, parts, count=count, cursor=params.get("_cursor", [None])[-1],
+                            descending=descending)
+    resources = await to_resources(db, who, page.records)
+    base = base_url(request)
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k in known and k != "_cursor"]
+    links = [{"relation": "self", "url": str(request.url.replace(query=urlencode(kept + _cursor_of(params))))}]
+    if page.next_cursor:
+        links.append({"relation": "next",
+                      "url": str(request.url.replace(query=urlencode(kept + [("_cursor", page.next_cursor)])))})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle", "type": "searchset",
+        "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
+        "link": links,
+        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                  for r in resources],
+    }
+    if not page.next_cursor and "_cursor" not in params:
+        bundle["total"] = len(resources)  # known for free on a single page
+    return FhirOut(bundle, headers={"Cache-Control": "no-store"})
+
+
+def _cursor_of(params: dict[str, list[str]]) -> list[tuple[str, str]]:
+    return [("_cursor", params["_cursor"][-1])] if "_cursor" in params else []
+
+
+def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
+    """Declare the search parameters for OpenAPI (they are parsed from the query string, repeats included)."""
+    sig = inspect.signature(endpoint)
+    extra = [
+        inspect.Parameter(f"p_{name.replace('-', '_')}", inspect.Parameter.KEYWORD_ONLY,
+                          annotation=list[str] | None if name in REPEATABLE else str | None,
+                          default=Query(None, alias=name, description=desc, max_length=None if name in REPEATABLE
+                                        else 2000))
+        for name, desc in params
+    ]
+
+    async def documented(**kwargs: Any) -> Any:
+        return await endpoint(**{k: v for k, v in kwargs.items() if not k.startswith("p_")})
+
+    documented.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    documented.__name__ = endpoint.__name__
+    return documented
+
+
+# ---------------------------------------------------------------- the router
+
+
+def capability_statement(request: Request) -> dict[str, Any]:
+    issuer = request.app.state.ctx.settings.issuer
+
+    def resource(fhir_type: str, interactions: list[str], profile_note: str) -> dict[str, Any]:
+        return {
+            "type": fhir_type, "documentation": profile_note,
+            "interaction": [{"code": i} for i in interactions],
+            "versioning": "versioned", "readHistory": True, "updateCreate": False,
+            "searchParam": [{"name": n, "type": _param_type(n), "documentation": d}
+                            for n, d in search_params(fhir_type) if n not in ("_count", "_cursor", "_sort")],
+        }
+
+    reads = ["read", "vread", "history-instance", "search-type"]
+    return {
+        "resourceType": "CapabilityStatement", "id": "strengths-api", "status": "active",
+        "date": "2026-11-22", "publisher": "Strengths & Goals API", "kind": "instance",
+        "software": {"name": "Strengths & Goals API", "version": request.app.version},
+        "implementation": {"description": "FHIR R4 facade over strengths-based therapy records",
+                           "url": base_url(request)},
+        "fhirVersion": FHIR_VERSION, "format": [FHIR_JSON, "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Paging through Bundle.link next (opaque cursor); _sort=date|-date on Observation.",
+            "security": {
+                "cors": False,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                         "code": "SMART-on-FHIR"}]}],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": f"{issuer}/oauth/token"}],
+                }],
+                "description": "OAuth 2.0 client credentials; SMART v2 scopes with FHIR resource names as aliases.",
+            },
+            "resource": [
+                resource("Patient", reads, "Clients"),
+                resource("Goal", reads, "Goals built on strengths (workflow-protectiveFactor)"),
+                resource("Observation", [*reads, "create"],
+                         "Measurements (PHQ-9/GAD-7 as panels), strengths, protective factors and exceptions"),
+                resource("Flag", reads, "Safety alerts (category safety)"),
+                {"type": "CodeSystem", "interaction": [{"code": "read"}],
+                 "documentation": "Our code systems: " + ", ".join(codes.CODE_SYSTEM_IDS)},
+            ],
+        }],
+    }
+
+
+def _param_type(name: str) -> str:
+    return {"date": "date", "_lastUpdated": "date", "patient": "reference", "subject": "reference",
+            "_id": "token"}.get(name, "token")
+
+
+def fhir_router() -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], route_class=FhirRoute, default_response_class=FhirOut)
+
+    @router.get("/metadata", operation_id="fhir_capabilities", summary="CapabilityStatement",
+                responses=fhir_responses(200, "What this server supports"), response_model=None)
+    async def metadata(request: Request) -> Response:
+        return FhirOut(capability_statement(request), headers={"Cache-Control": "public, max-age=300"})
+
+    @router.get("/CodeSystem/{code_system_id}", operation_id="fhir_read_codesystem", summary="Read a CodeSystem",
+                responses=fhir_responses(200, "A CodeSystem of ours", 404), response_model=None)
+    async def read_code_system(code_system_id: str) -> Response:
+        resource = codes.code_system(code_system_id)
+        if resource is None:
+            raise NotFound(f"No CodeSystem {code_system_id}; ours are {', '.join(codes.CODE_SYSTEM_IDS)}")
+        return FhirOut(resource, headers={"Cache-Control": "public, max-age=3600"})
+
+    for fhir_type in ("Patient", "Goal", "Observation", "Flag"):
+        _resource_routes(router, fhir_type)
+
+    Creator = Annotated[Principal, fhir_needs("Observation", "c")]
+
+    @router.post(
+        "/Observation", status_code=201, operation_id="fhir_create_observation", response_model=None,
+        summary="Create an Observation (a measurement; may open a safety alert, found as a Flag)",
+        responses={**fhir_responses(201, "The created Observation", 400, 401, 403, 409, 412, 413, 415, 422),
+                   200: fhir_responses(200, "If-None-Exist matched one Observation: it, and nothing created")[200]},
+        openapi_extra={"requestBody": {"required": True, "content": {FHIR_JSON: {"schema": {
+            "type": "object", "description": "A FHIR R4 Observation", "required": ["resourceType"]}}}}},
+    )
+    async def create_observation(who: Creator, db: Db, request: Request, if_none_exist: IfNoneExist = None,
+                                 ) -> Response:
+        check(who, "measurements", "c")
+        if not is_json(request.headers.get("content-type")):
+            raise UnsupportedMediaType("Send the Observation as application/fhir+json")
+        condition = _condition(if_none_exist) if if_none_exist is not None else None
+        if condition and (found := await _existing(db, who, request, condition)) is not None:
+            return found
+        body = await measurement_body(db, who, loads_strict(await request.body()))
+        try:
+            if condition:  # a concurrent twin may win the unique index: then answer with its record
+                async with db.begin_nested():
+                    record = await service.create(db, who, REGISTRY["measurements"], body)
+            else:
+                record = await service.create(db, who, REGISTRY["measurements"], body)
+        except ValidationFailed as exc:
+            raise with_fhir_paths(exc) from None
+        except Conflict:
+            if condition and (found := await _existing(db, who, request, condition)) is not None:
+                return found
+            raise
+        resource = (await to_resources(db, who, [("measurements", record)]))[0]
+        location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
+        return resource_response(resource, 201, Location=location)
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown(rest: str, request: Request) -> Response:
+        if KNOWN_PATH.match(rest):
+            raise MethodNotAllowed(f"{request.method} {PREFIX}/{rest} is not supported by this server",
+                                   headers={"Allow": "POST, GET" if rest == "Observation" else "GET"})
+        return outcome_response(404, f"This server does not support {PREFIX}/{rest}")
+
+    return router
+
+
+IfNoneExist = Annotated[str | None, Header(
+    alias="If-None-Exist", max_length=1000,
+    description="Conditional create: identifier=system|value; a match is answered 200 and nothing is created")]
+
+
+def _condition(header: str) -> str:
+    pairs = parse_qsl(header.removeprefix("?"), keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
+        raise search.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
+    return pairs[0][1]
+
+
+async def _existing(db: Any, who: Principal, request: Request, identifier: str) -> Response | None:
+    parts = search.observation_parts(who, {"identifier": [identifier]}, ["measurements"])
+    page = await search.run(db, who, parts, count=2, cursor=None)
+    if len(page.records) > 1:
+        raise PreconditionFailed(f"If-None-Exist matches several Observations ({identifier})")
+    if not page.records:
+        return None
+    resource = (await to_resources(db, who, page.records))[0]
+    return resource_response(resource, 200, Location=f"{base_url(request)}/Observation/{resource['id']}/_history/"
+                                                     f"{resource['meta']['versionId']}")
+
+
+def _resource_routes(router: APIRouter, fhir_type: str) -> None:
+    Reader = Annotated[Principal, fhir_needs(fhir_type, "r")]
+    Searcher = Annotated[Principal, fhir_needs(fhir_type, "s")]
+    lower = fhir_type.lower()
+    errors_one = (401, 403, 404, 410)
+
+    async def search_type(who: Searcher, db: Db, request: Request) -> Response:
+        return await run_search(fhir_type, who, db, request)
+
+    router.add_api_route(f"/{fhir_type}", _documented(search_type, search_params(fhir_type)), methods=["GET"],
+                         operation_id=f"fhir_search_{lower}", summary=f"Search {fhir_type}", response_model=None,
+                         responses=fhir_responses(200, "A searchset Bundle", 400, 401, 403))
+
+    async def read_one(resource_id: str, who: Reader, db: Db) -> Response:
+        return await read(fhir_type, resource_id, who, db)
+
+    router.add_api_route(f"/{fhir_type}/{{resource_id}}", read_one, methods=["GET"], response_model=None,
+                         operation_id=f"fhir_read_{lower}", summary=f"Read a {fhir_type}",
+                         responses=fhir_responses(200, f"The {fhir_type}", *errors_one))
+
+    async def history_one(resource_id: str, who: Searcher, db: Db, request: Request) -> Response:
+        return await instance_history(fhir_type, resource_id, who, db, request)
+
+    router.add_api_route(f"/{fhir_type}/{{resource_id}}/_history", history_one, methods=["GET"], response_model=None,
+                         operation_id=f"fhir_history_{lower}", summary=f"Every version of a {fhir_type}",
+                         responses=fhir_responses(200, "A history Bundle", 401, 403, 404))
+
+    async def vread_one(resource_id: str, version_id: str, who: Reader, db: Db) -> Response:
+        return await vread(fhir_type, resource_id, version_id, who, db)
+
+    router.add_api_route(f"/{fhir_type}/{{resource_id}}/_history/{{version_id}}", vread_one, methods=["GET"],
+                         response_model=None, operation_id=f"fhir_vread_{lower}",
+                         summary=f"One version of a {fhir_type}",
+                         responses=fhir_responses(200, f"The {fhir_type} at that version", *errors_one))
