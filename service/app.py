@@ -25,6 +25,7 @@ from service.domain.registry import COLLECTIONS
 from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
+from service.progress.rest import router as progress_router
 from service.settings import Settings
 
 API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))
+    app.include_router(progress_router)
     _health(app)
     _docs(app)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
