@@ -53,7 +53,7 @@ def _fmt(value: float) -> str:
 
 
 def _nice_step(span: float) -> float:
-    raw = span / 5 or 1
+    raw = span / 6 or 1
     magnitude = 10 ** len(str(int(raw))) / 10 if raw >= 1 else 0.1
     for m in (1, 2, 2.5, 5, 10):
         if raw <= m * magnitude:
@@ -61,11 +61,25 @@ def _nice_step(span: float) -> float:
     return 10 * magnitude
 
 
+DEFAULT_MARKER = text("""
+SELECT m.id FROM outcome_markers m
+LEFT JOIN goals g ON g.org_id = m.org_id AND g.id = m.goal_id AND g.deleted_at IS NULL
+WHERE m.org_id = :org AND m.client_id = :client AND m.deleted_at IS NULL
+ORDER BY g.id IS NULL, g.start_date NULLS LAST, g.created_at, m.created_at, m.id
+LIMIT 1
+""")
+
+
 async def progress_chart(
-    conn: AsyncConnection, who: Principal, client_id: UUID, marker_id: UUID,
+    conn: AsyncConnection, who: Principal, client_id: UUID, marker_id: UUID | None = None,
     *, since: datetime | None = None, until: datetime | None = None,
 ) -> str:
+    """Without ``marker_id``, the client's first goal-linked marker (else its first marker)."""
     await check_client(conn, who, client_id)
+    if marker_id is None:
+        marker_id = (await conn.execute(DEFAULT_MARKER, {"org": who.org_id, "client": client_id})).scalar()
+        if marker_id is None:
+            raise NotFound(f"The client {client_id} has no outcome marker to chart")
     marker = await service.fetch(conn, who, REGISTRY["outcome-markers"], marker_id)
     if marker.client_id != client_id:
         raise NotFound(f"No outcome marker with id {marker_id}")
@@ -82,13 +96,18 @@ def render(
     marker: dict[str, Any], points: list[tuple[datetime, float]], milestones: list[tuple[datetime, str, str]],
     *, since: datetime | None = None, until: datetime | None = None,
 ) -> str:
-    name, unit = marker["name"], marker.get("unit") or ""
     spec = INSTRUMENTS.get(marker.get("instrument") or "")
+    name, unit = marker["name"], (spec.unit if spec else marker.get("unit")) or ""
+    if unit.startswith("{") and unit.endswith("}"):  # a UCUM annotation such as {score}: show the word
+        unit = unit[1:-1]
     # x: the requested range, else the measurements' range (a day either side of a single point)
     t0 = since.astimezone(UTC) if since else (points[0][0] if points else datetime.now(UTC) - timedelta(days=28))
     t1 = until.astimezone(UTC) if until else (points[-1][0] if points else t0 + timedelta(days=28))
     if t1 <= t0:
         t0, t1 = t0 - timedelta(days=1), t1 + timedelta(days=1)
+    elif not (since and until):  # a little room so the first and last points are not cut by the frame
+        margin = (t1 - t0) * 0.03
+        t0, t1 = (t0 if since else t0 - margin), (t1 if until else t1 + margin)
     values = [v for _, v in points]
     lo = marker.get("min") if marker.get("min") is not None else min(values, default=0.0)
     hi = marker.get("max") if marker.get("max") is not None else max(values, default=1.0)
@@ -144,7 +163,7 @@ def render(
                 "x": str(LEFT), "y": str(y(top_v)), "width": str(pw), "height": str(round(y(bottom_v) - y(top_v), 1)),
                 "fill": colour, "fill-opacity": "0.12", "class": "band",
             })
-            ET.SubElement(bands, "text", {"x": str(LEFT + pw - 4), "y": str(y(top_v) + 11), "text-anchor": "end",
+            ET.SubElement(bands, "text", {"x": str(LEFT + 4), "y": str(y(top_v) + 11), "text-anchor": "start",
                                           "fill": "#555555", "font-size": "9"}).text = band.label.replace("_", " ")
 
     axes = ET.SubElement(svg, "g", {"class": "axes", "stroke": "#333333"})
@@ -170,7 +189,7 @@ def render(
                                 "transform": f"rotate(-90 14 {TOP + ph / 2})"}).text = f"{name}{unit_text}"
 
     marks = ET.SubElement(svg, "g", {"class": "milestones"})
-    for at, title_, status in shown:
+    for i, (at, title_, status) in enumerate(shown):
         mx = str(x(at))
         attrs = {"x1": mx, "y1": str(TOP), "x2": mx, "y2": str(TOP + ph), "stroke": "#1565c0", "class": "milestone"}
         if status != "done":
@@ -178,7 +197,9 @@ def render(
         line = ET.SubElement(marks, "line", attrs)
         ET.SubElement(line, "title").text = f"Milestone: {title_}"
         label = title_ if len(title_) <= 28 else title_[:27] + "…"
-        ET.SubElement(marks, "text", {"x": str(x(at) + 3), "y": str(TOP + 10), "fill": "#1565c0",
+        right = x(at) > LEFT + pw * 0.7  # labels near the right edge go to the left of their line
+        ET.SubElement(marks, "text", {"x": str(x(at) + (-3 if right else 3)), "y": str(TOP + 10 + 11 * (i % 3)),
+                                      "text-anchor": "end" if right else "start", "fill": "#1565c0",
                                       "font-size": "9"}).text = label
 
     series = ET.SubElement(svg, "g", {"class": "series"})

@@ -86,7 +86,7 @@ SVG_RESPONSE = {200: {"description": "An accessible SVG chart", "content": {"ima
 )
 async def read_chart(
     client_id: UUID, who: Reader, db: Db,
-    marker_id: Annotated[UUID, Query(description="The marker to chart")],
+    marker_id: Annotated[UUID | None, Query(description="The marker to chart (default: the first goal's)")] = None,
     since: Annotated[AwareDatetime | None, Query(description="From (default: the first measurement)")] = None,
     until: Annotated[AwareDatetime | None, Query(description="To (default: the last measurement)")] = None,
 ) -> Response:

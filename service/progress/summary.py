@@ -68,6 +68,12 @@ def _q(value: str) -> str:
     return "\u201c" + " ".join(value.split()) + "\u201d"
 
 
+def _verb_phrase(description: str) -> str:
+    """'Asks a friend...' -> 'asks a friend...', to follow 'client'; acronyms keep their case."""
+    d = description.strip().rstrip(".")
+    return d[0].lower() + d[1:] if len(d) > 1 and d[0].isupper() and not d[1].isupper() else d
+
+
 def _strength_name(s: dict[str, Any]) -> str:
     kind = "identified strength" if s["status"] == "confirmed" else "possible strength"
     return f"{s['label']} ({kind})"
@@ -122,7 +128,7 @@ def quality_hints(record: dict[str, Any], goals: list[GoalProgress]) -> list[Qua
 def _marker_sentence(m: MarkerProgress) -> str | None:
     if m.baseline is None or m.latest is None:
         return None
-    unit = "" if not m.unit or m.unit == "{score}" else f" {m.unit}"
+    unit = "" if not m.unit or m.instrument or m.unit.startswith("{") else f" {m.unit}"
     name = INSTRUMENTS[m.instrument].name if m.instrument in INSTRUMENTS else m.name
     if m.change == 0:
         move = f"{name} stayed at {_n(m.latest)}{unit}"
@@ -177,7 +183,7 @@ async def clinical_summary(
             continue
         line = f"{_strength_name(s)}, {s['domain']} {s['kind'].replace('_', ' ')}"
         if _behavioural(s["description"], s["label"]):
-            line += f": client {s['description'].strip().rstrip('.')}"
+            line += f": client {_verb_phrase(s['description'])}"
         if s["context"]:
             line += f"; shows up {s['context'].strip().rstrip('.')}"
         if s["under_stress"]:
