@@ -48,10 +48,14 @@ async def caseload_summary(
     stale_days: int = DEFAULT_STALE_DAYS, off_track_days: int = DEFAULT_OFF_TRACK_DAYS,
 ) -> CaseloadSummary:
     """The token's organization (or patient), optionally restricted to ``client_ids``: one statement."""
-    params = {
-        "org": who.org_id, "client_ids": client_ids or None, "patient": who.patient_id,
-        "since": since, "until": until, "stale_days": stale_days, "off_days": off_track_days,
+    params: dict[str, Any] = {
+        "org": who.org_id, "since": since, "until": until, "stale_days": stale_days, "off_days": off_track_days,
         **sql.instrument_params(),
     }
-    row = (await conn.execute(text(sql.CASELOAD_SUMMARY), params)).one()
+    if client_ids:
+        params["client_ids"] = list(client_ids)
+    if who.patient_id:
+        params["patient"] = who.patient_id
+    statement = sql.caseload_summary(listed=bool(client_ids), patient=who.patient_id is not None)
+    row = (await conn.execute(text(statement), params)).one()
     return CaseloadSummary(**dict(row._mapping), stale_days=stale_days, off_track_days=off_track_days)

@@ -18,10 +18,10 @@ from service.domain.instruments import INSTRUMENTS
 ONE_CLIENT = "cl AS (SELECT CAST(:client_id AS uuid) AS id)"
 CASELOAD = """cl AS (
   SELECT c.id FROM clients c
-  WHERE c.org_id = :org AND c.deleted_at IS NULL
-    AND (CAST(:client_ids AS uuid[]) IS NULL OR c.id = ANY(CAST(:client_ids AS uuid[])))
-    AND (CAST(:patient AS uuid) IS NULL OR c.id = CAST(:patient AS uuid))
+  WHERE c.org_id = :org AND c.deleted_at IS NULL{restrict}
 )"""
+ONLY_LISTED = "\n    AND c.id = ANY(CAST(:client_ids AS uuid[]))"
+ONLY_PATIENT = "\n    AND c.id = CAST(:patient AS uuid)"
 
 MARKER_CTES = """
 inst AS (
@@ -44,39 +44,39 @@ links AS (
    AND (m.goal_id = g.goal_id OR m.id = g.target_marker)
 ),
 obs AS (
-  SELECT l.goal_id, l.marker_id, x.id, x.value, x.observed_at,
+  SELECT l.goal_id, l.client_id, l.lifecycle, l.marker_id, l.name, l.unit, l.kind, l.instrument, l.direction,
+         l.sign, x.id AS mid, x.value, x.observed_at,
          coalesce(
            min(x.observed_at) FILTER (WHERE l.start_date IS NULL OR x.observed_at >= l.start_date) OVER w,
            max(x.observed_at) FILTER (WHERE x.observed_at < l.start_date) OVER w
          ) AS baseline_at
-  FROM links l JOIN measurements x
+  FROM links l LEFT JOIN measurements x
     ON x.org_id = :org AND x.marker_id = l.marker_id AND x.deleted_at IS NULL
   WINDOW w AS (PARTITION BY l.goal_id, l.marker_id)
 ),
 agg AS (
-  SELECT goal_id, marker_id, count(*) AS n, max(baseline_at) AS baseline_at,
-         (array_agg(value ORDER BY observed_at, id) FILTER (WHERE observed_at = baseline_at))[1] AS baseline,
-         (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS latest,
+  SELECT goal_id, client_id, lifecycle, marker_id, name, unit, kind, instrument, direction, sign,
+         count(mid) AS n, max(baseline_at) AS baseline_at,
+         (array_agg(value ORDER BY observed_at, mid) FILTER (WHERE observed_at = baseline_at))[1] AS baseline,
+         (array_agg(value ORDER BY observed_at DESC, mid DESC) FILTER (WHERE mid IS NOT NULL))[1] AS latest,
          max(observed_at) AS last_measured,
          regr_slope(value, extract(epoch FROM observed_at)::float8)
            FILTER (WHERE observed_at >= baseline_at) * 604800.0 AS slope_per_week,
-         (array_agg(value ORDER BY observed_at DESC, id DESC)
+         (array_agg(value ORDER BY observed_at DESC, mid DESC)
            FILTER (WHERE observed_at <= now() - make_interval(days => :off_days)))[1] AS ref_before,
-         (array_agg(value ORDER BY observed_at, id)
+         (array_agg(value ORDER BY observed_at, mid)
            FILTER (WHERE observed_at > now() - make_interval(days => :off_days)))[1] AS first_recent
-  FROM obs GROUP BY goal_id, marker_id
+  FROM obs GROUP BY goal_id, client_id, lifecycle, marker_id, name, unit, kind, instrument, direction, sign
 ),
 marks AS (
-  SELECT l.*, a.n, a.baseline, a.baseline_at, a.latest, a.last_measured, a.slope_per_week,
+  SELECT a.*,
          a.latest - a.baseline AS change,
-         l.sign * (a.latest - a.baseline) AS improvement,
+         a.sign * (a.latest - a.baseline) AS improvement,
          inst.caseness,
          inst.sd * sqrt(2.0::float8) * sqrt(1.0::float8 - inst.r) AS s_diff,
-         l.sign * (a.latest - coalesce(a.ref_before, a.first_recent)) AS recent_improvement,
+         a.sign * (a.latest - coalesce(a.ref_before, a.first_recent)) AS recent_improvement,
          a.ref_before IS NOT NULL AS spans_window
-  FROM links l
-  LEFT JOIN agg a ON a.goal_id = l.goal_id AND a.marker_id = l.marker_id
-  LEFT JOIN inst ON inst.key = l.instrument
+  FROM agg a LEFT JOIN inst ON inst.key = a.instrument
 ),
 rated AS (
   SELECT m.*,
@@ -94,11 +94,11 @@ rated AS (
   FROM marks m
 ),
 goal_track AS (
-  SELECT g.goal_id, g.client_id,
-         coalesce(g.lifecycle = 'active' AND bool_or(r.spans_window)
-                  AND NOT coalesce(bool_or(r.recent_improvement > 0), false), false) AS off_track
-  FROM g LEFT JOIN rated r ON r.goal_id = g.goal_id
-  GROUP BY g.goal_id, g.client_id, g.lifecycle
+  -- goals without a linked marker are never off track, so they need no row here
+  SELECT goal_id, client_id,
+         coalesce(lifecycle = 'active' AND bool_or(spans_window)
+                  AND NOT coalesce(bool_or(recent_improvement > 0), false), false) AS off_track
+  FROM rated GROUP BY goal_id, client_id, lifecycle
 ),
 open_alerts AS (
   SELECT a.client_id, count(*) AS n
@@ -109,7 +109,7 @@ open_alerts AS (
 
 MARKER_JSON = """json_build_object(
   'marker_id', r.marker_id, 'name', r.name, 'unit', r.unit, 'kind', r.kind, 'instrument', r.instrument,
-  'direction', r.direction, 'measurement_count', coalesce(r.n, 0), 'baseline', r.baseline,
+  'direction', r.direction, 'measurement_count', r.n, 'baseline', r.baseline,
   'baseline_at', r.baseline_at, 'latest', r.latest, 'last_measured', r.last_measured, 'change', r.change,
   'improvement', r.improvement, 'improved', r.improvement > 0, 'slope_per_week', r.slope_per_week,
   'recent_improvement', r.recent_improvement, 'rci', r.rci, 's_diff', r.s_diff, 'caseness', r.caseness,
@@ -121,14 +121,14 @@ SELECT
   (SELECT coalesce(sum(n), 0) FROM open_alerts) AS open_alerts,
   (SELECT coalesce(json_agg(x ORDER BY x.ord, x.goal_id), '[]'::json) FROM (
     SELECT goal.id AS goal_id, goal.description, goal.lifecycle, goal.achievement, goal.start_date,
-           goal.target_date, goal.target, gt.off_track,
+           goal.target_date, goal.target, coalesce(gt.off_track, false) AS off_track,
            coalesce(ms.done, 0) AS milestones_done, coalesce(ms.total, 0) AS milestones_total,
            ms.next_due AS next_milestone,
            coalesce(st.strengths, '[]'::json) AS strengths,
            coalesce(mk.markers, '[]'::json) AS markers,
            row_number() OVER (ORDER BY goal.start_date NULLS LAST, goal.created_at, goal.id) AS ord
     FROM goals goal
-    JOIN goal_track gt ON gt.goal_id = goal.id
+    LEFT JOIN goal_track gt ON gt.goal_id = goal.id
     LEFT JOIN LATERAL (
       SELECT count(*) FILTER (WHERE mi.status = 'done') AS done, count(*) AS total,
              (array_agg(json_build_object('id', mi.id, 'title', mi.title, 'due_date', mi.due_date,
@@ -146,10 +146,10 @@ SELECT
       SELECT json_agg({MARKER_JSON} ORDER BY r.name, r.marker_id) AS markers
       FROM rated r WHERE r.goal_id = goal.id
     ) mk ON true
-    WHERE goal.org_id = :org
+    WHERE goal.org_id = :org AND goal.client_id = CAST(:client_id AS uuid) AND goal.deleted_at IS NULL
   ) x) AS goals"""
 
-CASELOAD_SUMMARY = f"""WITH {CASELOAD}, {MARKER_CTES}
+CASELOAD_SUMMARY_TEMPLATE = f"""WITH {CASELOAD}, {MARKER_CTES}
 SELECT
   (SELECT count(*) FROM cl) AS clients,
   (SELECT coalesce(json_agg(client_id ORDER BY client_id), '[]'::json) FROM open_alerts) AS safety_priority_clients,
@@ -164,7 +164,7 @@ SELECT
      'improving', count(*) FILTER (WHERE improvement > 0),
      'worsening', count(*) FILTER (WHERE improvement < 0),
      'unchanged', count(*) FILTER (WHERE improvement = 0),
-     'not_measured', count(*) FILTER (WHERE n IS NULL))
+     'not_measured', count(*) FILTER (WHERE n = 0))
    FROM rated) AS by_trend,
   (SELECT count(*) FROM goal_track WHERE off_track) AS off_track_count,
   (SELECT coalesce(json_agg(json_build_object('goal_id', gt.goal_id, 'client_id', gt.client_id,
@@ -182,6 +182,11 @@ SELECT
      AND NOT EXISTS (SELECT 1 FROM measurements x
                      WHERE x.org_id = :org AND x.marker_id = m.id AND x.deleted_at IS NULL
                        AND x.observed_at >= now() - make_interval(days => :stale_days))) AS stale_markers"""
+
+
+def caseload_summary(*, listed: bool, patient: bool) -> str:
+    restrict = (ONLY_LISTED if listed else "") + (ONLY_PATIENT if patient else "")
+    return CASELOAD_SUMMARY_TEMPLATE.replace("{restrict}", restrict)
 
 
 def instrument_params() -> dict[str, Any]:
