@@ -97,10 +97,34 @@ async def test_caseload_summary_is_one_statement(api, c):
         statements.clear()
         assert (await c.get(f"/v1/clients/{cid}/progress")).status_code == 200
         progress_statements = [s for s in statements if "set_config" not in s]
+        statements.clear()
+        assert (await c.get(f"/v1/clients/{cid}/summary")).status_code == 200
+        clinical_statements = [s for s in statements if "set_config" not in s]
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(summary_statements) == 1, summary_statements
-    assert len(progress_statements) == 2, progress_statements
+    assert len(progress_statements) == 2, progress_statements  # the client (404/410), then the progress
+    assert len(clinical_statements) == 3, clinical_statements  # the client, the progress, the rest of the record
+
+
+async def test_periods_must_be_in_order_and_patient_tokens_see_their_patient(api, org, c):
+    cid = (await create(c, "clients"))["id"]
+    await phq9_series(c, cid, [(18, ago(56)), (9, ago(2))])
+    other = (await create(c, "clients"))["id"]
+    await phq9_series(c, other, [(12, ago(56)), (10, ago(2))])
+    period = {"since": "2026-10-02T00:00:00Z", "until": "2026-10-01T00:00:00Z"}
+    r = await c.get("/v1/progress/summary", params=period)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "since"
+    assert (await c.get(f"/v1/clients/{cid}/progress.svg", params=period)).status_code == 422
+    assert (await c.get("/v1/progress/summary", params={"since": "2026-10-01"})).status_code == 422  # no zone
+    patient = api.client(await api.token(org, "patient/Progress.rs", patient=cid))
+    s = (await patient.get("/v1/progress/summary")).json()
+    assert s["clients"] == 1
+    assert s["by_label"]["recovered"] == 1
+    assert s["by_label"]["no_reliable_change"] == 0
+    s = (await patient.get("/v1/progress/summary", params={"client_id": other})).json()
+    assert s["clients"] == 0
 
 
 # ---------------------------------------------------------------- clinical summary

@@ -1,8 +1,8 @@
 """Progress use cases, transport-free: REST calls them, and a GraphQL adapter can call them too.
 
 Each is a fixed number of statements whatever the size of the record or the caseload:
-``client_progress`` 3 (the client, then one statement for alerts, goals, milestones, strengths and
-markers), ``caseload_summary`` 1.
+``client_progress`` 2 (the client, then one statement for alerts, goals, milestones, strengths and
+markers), ``caseload_summary`` 1 (besides the unit of work's tenant ``set_config``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY
+from service.errors import ValidationFailed
 from service.progress import sql
 from service.progress.schemas import CaseloadSummary, ClientProgress
 
@@ -33,6 +34,13 @@ async def client_progress(
     conn: AsyncConnection, who: Principal, client_id: UUID, *, off_track_days: int = DEFAULT_OFF_TRACK_DAYS,
 ) -> ClientProgress:
     await check_client(conn, who, client_id)
+    return await progress_of_live_client(conn, who, client_id, off_track_days=off_track_days)
+
+
+async def progress_of_live_client(
+    conn: AsyncConnection, who: Principal, client_id: UUID, *, off_track_days: int = DEFAULT_OFF_TRACK_DAYS,
+) -> ClientProgress:
+    """``client_progress`` for a client the caller has already checked: one statement."""
     params = sql.client_params(who.org_id, client_id, off_track_days)
     row = (await conn.execute(text(sql.CLIENT_PROGRESS), params)).one()
     goals = [{k: v for k, v in g.items() if k != "ord"} for g in row.goals]
@@ -48,6 +56,8 @@ async def caseload_summary(
     stale_days: int = DEFAULT_STALE_DAYS, off_track_days: int = DEFAULT_OFF_TRACK_DAYS,
 ) -> CaseloadSummary:
     """The token's organization (or patient), optionally restricted to ``client_ids``: one statement."""
+    if since and until and since > until:
+        raise ValidationFailed.on("since", "since is after until", "since_after_until")
     params: dict[str, Any] = {
         "org": who.org_id, "since": since, "until": until, "stale_days": stale_days, "off_days": off_track_days,
         **sql.instrument_params(),

@@ -3,6 +3,8 @@ language, plus hints where the record falls short of good practice.
 
 Deterministic: the same data (and the same ``since``) gives the same text; the only time in it is
 ``since``. Three statements: the client, the progress statement, and one for the rest of the record.
+(``since`` filters strength uses by ``occurred_at``, milestones by ``completed_at`` and done experiments by
+their last change, ``updated_at``: experiments have no completion time of their own.)
 """
 
 from __future__ import annotations
@@ -167,10 +169,10 @@ async def clinical_summary(
     off_track_days: int = progress.DEFAULT_OFF_TRACK_DAYS,
 ) -> ClinicalSummary:
     since = since or (datetime.now(UTC) - timedelta(days=30)).date()
-    prog = await progress.client_progress(conn, who, client_id, off_track_days=off_track_days)
+    client = await progress.check_client(conn, who, client_id)
+    prog = await progress.progress_of_live_client(conn, who, client_id, off_track_days=off_track_days)
     since_ts = datetime(since.year, since.month, since.day, tzinfo=UTC)
     row = (await conn.execute(RECORD, {"org": who.org_id, "client": client_id, "since": since_ts})).one()
-    client = await progress.check_client(conn, who, client_id)
     record = dict(row._mapping)
     strengths = {s["id"]: s for s in record["strengths"]}
     day = since.isoformat()
