@@ -296,3 +296,18 @@ async def test_scopes_other_organizations_and_deleted_clients(api, org, c):
     for path in paths:
         assert (await c.get(path)).status_code == 410, path
     assert (await c.get("/v1/progress/summary")).json()["clients"] == 1
+
+
+async def test_clinical_summary_says_targets_and_units_in_words(c):
+    cid = (await create(c, "clients"))["id"]
+    goal, marker = await goal_with_marker(c, cid, goal={"description": "Walk to the shop before 9am"},
+                                          name="Mornings out by 9am", unit="/wk", min=0, max=7)
+    r = await c.patch(f"/v1/goals/{goal['id']}", json={"target": {
+        "marker_id": marker["id"], "comparator": ">=", "value": 3, "period": "P1W", "duration": "P4W"}})
+    assert r.status_code == 200, r.text
+    for value, day in ((1, 40), (4, 3)):
+        await create(c, "measurements", client_id=cid, marker_id=marker["id"], value=value, observed_at=ago(day))
+    body = (await c.get(f"/v1/clients/{cid}/summary")).json()
+    assert "Target: Mornings out by 9am: at least 3 per week, held for 4 weeks." in body["text"]
+    assert "Mornings out by 9am rose from 1 to 4 per week, an improvement (2 measurements" in body["text"]
+    assert "goal_without_target" not in {h["code"] for h in body["quality_hints"]}

@@ -72,8 +72,29 @@ def _q(value: str) -> str:
 
 def _verb_phrase(description: str) -> str:
     """'Asks a friend...' -> 'asks a friend...', to follow 'client'; acronyms keep their case."""
-    d = description.strip().rstrip(".")
+    d = " ".join(description.split()).rstrip(".")
     return d[0].lower() + d[1:] if len(d) > 1 and d[0].isupper() and not d[1].isupper() else d
+
+
+COMPARATORS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than", "=": "exactly"}
+UNIT_WORDS = {"/wk": "per week", "/d": "per day", "/mo": "per month", "/h": "per hour"}
+DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+def _duration(value: str) -> str:
+    """ISO 8601 durations in words: P1W -> 'week' (as in 'per week'), P4W -> '4 weeks'."""
+    m = DURATION.match(value or "")
+    if not m:
+        return value
+    parts = [f"{int(n)} {unit}{'s' if int(n) != 1 else ''}"
+             for n, unit in zip(m.groups(), ("year", "month", "week", "day"), strict=True) if n and int(n)]
+    return ", ".join(parts).removeprefix("1 ") if len(parts) == 1 else ", ".join(parts)
+
+
+def _unit(unit: str | None, instrument: str | None) -> str:
+    if not unit or instrument or unit.startswith("{"):
+        return ""
+    return " " + UNIT_WORDS.get(unit, unit)
 
 
 def _strength_name(s: dict[str, Any]) -> str:
@@ -130,8 +151,11 @@ def quality_hints(record: dict[str, Any], goals: list[GoalProgress]) -> list[Qua
 def _marker_sentence(m: MarkerProgress) -> str | None:
     if m.baseline is None or m.latest is None:
         return None
-    unit = "" if not m.unit or m.instrument or m.unit.startswith("{") else f" {m.unit}"
+    unit = _unit(m.unit, m.instrument)
     name = INSTRUMENTS[m.instrument].name if m.instrument in INSTRUMENTS else m.name
+    when = m.last_measured.date().isoformat() if m.last_measured else "?"
+    if m.measurement_count == 1:
+        return f"{name} measured once so far: {_n(m.latest)}{unit} on {when}; no change to judge yet."
     if m.change == 0:
         move = f"{name} stayed at {_n(m.latest)}{unit}"
     else:
@@ -152,16 +176,18 @@ def _marker_sentence(m: MarkerProgress) -> str | None:
     else:
         verdict = "no change"
     count = f"{m.measurement_count} measurement{'s' if m.measurement_count != 1 else ''}"
-    return f"{move}, {verdict} ({count}, last on {m.last_measured.date().isoformat() if m.last_measured else '?'})."
+    return f"{move}, {verdict} ({count}, last on {when})."
 
 
 def _target_text(target: dict[str, Any], markers: list[MarkerProgress]) -> str:
     names = {str(m.marker_id): m for m in markers}
     marker = names.get(str(target.get("marker_id")))
     what = marker.name if marker else "the target marker"
-    period = f" per {target['period']}" if target.get("period") else ""
-    duration = f", held for {target['duration']}" if target.get("duration") else ""
-    return f"{what} {target['comparator']} {_n(target['value'])}{period}{duration}"
+    unit = _unit(marker.unit, marker.instrument) if marker and not target.get("period") else ""
+    period = f" per {_duration(target['period'])}" if target.get("period") else ""
+    duration = f", held for {_duration(target['duration'])}" if target.get("duration") else ""
+    comparator = COMPARATORS.get(target["comparator"], target["comparator"])
+    return f"{what}: {comparator} {_n(target['value'])}{unit}{period}{duration}"
 
 
 async def clinical_summary(
@@ -179,7 +205,7 @@ async def clinical_summary(
 
     assessment: list[str] = []
     if client.preferred_future:
-        assessment.append(f"Preferred future, in the client's words: {_q(client.preferred_future)}.")
+        assessment.append(f"Preferred future, in the client's words: {_q(client.preferred_future.strip())}")
     for s in record["strengths"]:
         if s["status"] == "retired":
             continue
@@ -187,7 +213,7 @@ async def clinical_summary(
         if _behavioural(s["description"], s["label"]):
             line += f": client {_verb_phrase(s['description'])}"
         if s["context"]:
-            line += f"; shows up {s['context'].strip().rstrip('.')}"
+            line += f"; shows up {_verb_phrase(s['context'])}"
         if s["under_stress"]:
             line += "; also shows up under stress"
         if s["evidence"]:
@@ -200,7 +226,7 @@ async def clinical_summary(
                           f"{p['description'].strip().rstrip('.')}.")
     for e in record["exceptions"]:
         conditions = ", ".join(c.replace("_", " ") for c in e["conditions"])
-        assessment.append(f"Exception: {e['problem'].strip()} is smaller when {e['description'].strip().rstrip('.')}"
+        assessment.append(f"Exception to {_q(e['problem'].strip())}: {_verb_phrase(e['description'])}"
                           + (f" (conditions: {conditions})" if conditions else "") + ".")
     if not assessment:
         assessment.append("No strengths recorded yet.")
