@@ -207,6 +207,8 @@ async def test_safety_priority_comes_first(c):
     assert list(body)[0] == "safety_priority"
     assert body["safety_priority"] is True
     assert body["open_safety_alerts"] == 1
+    assert [a["id"] for a in body["safety_alerts"]] == [r["safety_alert"]["id"]]
+    assert "item 9" in body["safety_alerts"][0]["reason"]
     await c.patch(f"/v1/safety-alerts/{r['safety_alert']['id']}", json={"status": "resolved"})
     assert (await progress(c, cid))["safety_priority"] is False
 

@@ -138,6 +138,8 @@ async def test_clinical_summary_is_strengths_based_deterministic_and_hints(c):
                            context="at work", evidence=["Fixed the rota clash with a coworker"])
     motivated = await create(c, "strengths", client_id=cid, label="motivated", description=None, domain="personal",
                              kind="character")
+    caring = await create(c, "strengths", client_id=cid, label="caring", description="Is a very kind and caring person",
+                          domain="relational", kind="character", status="confirmed", evidence=["Visits her aunt"])
     goal, marker = await goal_with_marker(c, cid, goal={"description": "Take the bus to work three days a week",
                                                         "lifecycle": "active", "start_date": "2026-09-01"},
                                           kind="instrument", instrument="phq9", name="PHQ-9")
@@ -177,6 +179,8 @@ async def test_clinical_summary_is_strengths_based_deterministic_and_hints(c):
     hints = {(h["code"], h["record_id"]) for h in body["quality_hints"]}
     assert ("strength_not_behavioural", motivated["id"]) in hints
     assert ("hypothesis_without_evidence", motivated["id"]) in hints
+    assert ("strength_not_behavioural", caring["id"]) in hints  # adjectives are not behaviour
+    assert ("hypothesis_without_evidence", caring["id"]) not in hints  # confirmed, with a lived example
     assert ("goal_without_target", goal["id"]) in hints
     assert ("milestone_not_observable", vague["id"]) in hints
     assert not {h for h in hints if h[1] == solving["id"]}  # the behavioural, confirmed strength is fine
@@ -187,6 +191,7 @@ async def test_clinical_summary_puts_safety_first(c):
     await create(c, "safety-alerts", client_id=cid, reason="Clinician concern")
     body = (await c.get(f"/v1/clients/{cid}/summary")).json()
     assert body["sections"][0]["title"] == "Safety"
+    assert "Clinician concern" in body["sections"][0]["lines"][1]
     assert body["safety_priority"] is True
     assert body["text"].split("\n\n")[1].startswith("Safety")
 

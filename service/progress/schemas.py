@@ -69,9 +69,16 @@ class GoalProgress(Out):
     markers: list[MarkerProgress]
 
 
+class OpenAlert(Out):
+    id: UUID
+    reason: str
+    opened_at: datetime
+
+
 class ClientProgress(Out):
     safety_priority: bool = Field(description="The client has an open safety alert: review it first")
     open_safety_alerts: int
+    safety_alerts: list[OpenAlert] = Field(description="The open alerts, oldest first")
     client_id: UUID
     off_track_days: int
     goals: list[GoalProgress]

@@ -45,7 +45,8 @@ async def progress_of_live_client(
     row = (await conn.execute(text(sql.CLIENT_PROGRESS), params)).one()
     goals = [{k: v for k, v in g.items() if k != "ord"} for g in row.goals]
     return ClientProgress(
-        safety_priority=row.open_alerts > 0, open_safety_alerts=row.open_alerts, client_id=client_id,
+        safety_priority=row.open_alerts > 0, open_safety_alerts=row.open_alerts, safety_alerts=row.alerts,
+        client_id=client_id,
         off_track_days=off_track_days, goals=goals,  # type: ignore[arg-type]
     )
 

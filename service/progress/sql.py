@@ -119,6 +119,11 @@ MARKER_JSON = """json_build_object(
 CLIENT_PROGRESS = f"""WITH {ONE_CLIENT}, {MARKER_CTES}
 SELECT
   (SELECT coalesce(sum(n), 0) FROM open_alerts) AS open_alerts,
+  (SELECT coalesce(json_agg(json_build_object('id', a.id, 'reason', a.reason, 'opened_at', a.created_at)
+                            ORDER BY a.created_at, a.id), '[]'::json)
+   FROM safety_alerts a
+   WHERE a.org_id = :org AND a.client_id = CAST(:client_id AS uuid) AND a.status = 'open'
+     AND a.deleted_at IS NULL) AS alerts,
   (SELECT coalesce(json_agg(x ORDER BY x.ord, x.goal_id), '[]'::json) FROM (
     SELECT goal.id AS goal_id, goal.description, goal.lifecycle, goal.achievement, goal.start_date,
            goal.target_date, goal.target, coalesce(gt.off_track, false) AS off_track,

@@ -102,9 +102,15 @@ def _strength_name(s: dict[str, Any]) -> str:
     return f"{s['label']} ({kind})"
 
 
+FILLER = {"is", "are", "very", "really", "quite", "so", "a", "an", "the", "and", "person", "client", "she", "he",
+          "they", "always", "generally", "usually", "often", "extremely", "highly", "pretty"}
+
+
 def _behavioural(description: str | None, label: str) -> bool:
+    """Says what the client does: more than a trait label ('motivated', 'is very motivated', 'kind and caring')."""
     d = (description or "").strip()
-    return len(d.split()) >= 3 and d.lower() != label.strip().lower()
+    words = [w for w in re.findall(r"[a-z0-9'-]+", d.lower()) if w not in FILLER]
+    return len(words) >= 3 and d.lower() != label.strip().lower()
 
 
 def _observable(criteria: str | None) -> bool:
@@ -291,7 +297,10 @@ async def clinical_summary(
     if prog.safety_priority:
         n = prog.open_safety_alerts
         sections.append(SummarySection(title="Safety", lines=[
-            f"{n} open safety alert{'s' if n != 1 else ''}: review the alert and the safety plan first."]))
+            f"{n} open safety alert{'s' if n != 1 else ''}: review before anything else and update the safety plan.",
+            *(f"Open since {a.opened_at.date().isoformat()}: {a.reason.strip().rstrip('.')}."
+              for a in prog.safety_alerts),
+        ]))
     sections += [
         SummarySection(title="Assessment", lines=assessment),
         SummarySection(title="Goals", lines=goal_lines),
