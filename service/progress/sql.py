@@ -36,16 +36,15 @@ g AS (
   WHERE goal.org_id = :org AND goal.deleted_at IS NULL
 ),
 links AS (
-  SELECT g.goal_id, g.client_id, g.start_date, g.lifecycle, m.id AS marker_id, m.name, m.unit, m.kind,
-         m.instrument, m.direction,
+  SELECT g.goal_id, g.client_id, g.start_date, g.lifecycle, m.id AS marker_id, m.instrument, m.direction,
          CASE m.direction WHEN 'lower_is_better' THEN -1.0::float8 ELSE 1.0::float8 END AS sign
   FROM g JOIN outcome_markers m
     ON m.org_id = :org AND m.client_id = g.client_id AND m.deleted_at IS NULL
    AND (m.goal_id = g.goal_id OR m.id = g.target_marker)
 ),
 obs AS (
-  SELECT l.goal_id, l.client_id, l.lifecycle, l.marker_id, l.name, l.unit, l.kind, l.instrument, l.direction,
-         l.sign, x.id AS mid, x.value, x.observed_at,
+  SELECT l.goal_id, l.client_id, l.lifecycle, l.marker_id, l.instrument, l.direction, l.sign,
+         x.id AS mid, x.value, x.observed_at,
          coalesce(
            min(x.observed_at) FILTER (WHERE l.start_date IS NULL OR x.observed_at >= l.start_date) OVER w,
            max(x.observed_at) FILTER (WHERE x.observed_at < l.start_date) OVER w
@@ -55,7 +54,7 @@ obs AS (
   WINDOW w AS (PARTITION BY l.goal_id, l.marker_id)
 ),
 agg AS (
-  SELECT goal_id, client_id, lifecycle, marker_id, name, unit, kind, instrument, direction, sign,
+  SELECT goal_id, client_id, lifecycle, marker_id, instrument, direction, sign,
          count(mid) AS n, max(baseline_at) AS baseline_at,
          (array_agg(value ORDER BY observed_at, mid) FILTER (WHERE observed_at = baseline_at))[1] AS baseline,
          (array_agg(value ORDER BY observed_at DESC, mid DESC) FILTER (WHERE mid IS NOT NULL))[1] AS latest,
@@ -66,7 +65,7 @@ agg AS (
            FILTER (WHERE observed_at <= now() - make_interval(days => :off_days)))[1] AS ref_before,
          (array_agg(value ORDER BY observed_at, mid)
            FILTER (WHERE observed_at > now() - make_interval(days => :off_days)))[1] AS first_recent
-  FROM obs GROUP BY goal_id, client_id, lifecycle, marker_id, name, unit, kind, instrument, direction, sign
+  FROM obs GROUP BY goal_id, client_id, lifecycle, marker_id, instrument, direction, sign
 ),
 marks AS (
   SELECT a.*,
@@ -108,7 +107,7 @@ open_alerts AS (
 )"""
 
 MARKER_JSON = """json_build_object(
-  'marker_id', r.marker_id, 'name', r.name, 'unit', r.unit, 'kind', r.kind, 'instrument', r.instrument,
+  'marker_id', r.marker_id, 'name', om.name, 'unit', om.unit, 'kind', om.kind, 'instrument', r.instrument,
   'direction', r.direction, 'measurement_count', r.n, 'baseline', r.baseline,
   'baseline_at', r.baseline_at, 'latest', r.latest, 'last_measured', r.last_measured, 'change', r.change,
   'improvement', r.improvement, 'improved', r.improvement > 0, 'slope_per_week', r.slope_per_week,
@@ -148,8 +147,9 @@ SELECT
       FROM strengths s WHERE s.org_id = :org AND s.id = ANY(goal.strength_ids) AND s.deleted_at IS NULL
     ) st ON true
     LEFT JOIN LATERAL (
-      SELECT json_agg({MARKER_JSON} ORDER BY r.name, r.marker_id) AS markers
-      FROM rated r WHERE r.goal_id = goal.id
+      SELECT json_agg({MARKER_JSON} ORDER BY om.name, r.marker_id) AS markers
+      FROM rated r JOIN outcome_markers om ON om.org_id = :org AND om.id = r.marker_id
+      WHERE r.goal_id = goal.id
     ) mk ON true
     WHERE goal.org_id = :org AND goal.client_id = CAST(:client_id AS uuid) AND goal.deleted_at IS NULL
   ) x) AS goals"""
