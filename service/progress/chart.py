@@ -21,6 +21,7 @@ from service.collections.registry import REGISTRY
 from service.domain.instruments import INSTRUMENTS
 from service.errors import NotFound, ValidationFailed
 from service.progress.service import check_client
+from service.progress.summary import UNIT_WORDS
 
 W, H = 640, 320
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 36, 52
@@ -102,9 +103,11 @@ def render(
     name, unit = marker["name"], (spec.unit if spec else marker.get("unit")) or ""
     if unit.startswith("{") and unit.endswith("}"):  # a UCUM annotation such as {score}: show the word
         unit = unit[1:-1]
-    # x: the requested range, else the measurements' range (a day either side of a single point)
-    t0 = since.astimezone(UTC) if since else (points[0][0] if points else datetime.now(UTC) - timedelta(days=28))
-    t1 = until.astimezone(UTC) if until else (points[-1][0] if points else t0 + timedelta(days=28))
+    unit = UNIT_WORDS.get(unit, unit)
+    # x: the requested range, else the measurements' and milestones' range (a day either side of one point)
+    times = [t for t, _ in points] + [at for at, _, _ in milestones]
+    t0 = since.astimezone(UTC) if since else (min(times) if times else datetime.now(UTC) - timedelta(days=28))
+    t1 = until.astimezone(UTC) if until else (max(times) if times else t0 + timedelta(days=28))
     if t1 <= t0:
         t0, t1 = t0 - timedelta(days=1), t1 + timedelta(days=1)
     elif not (since and until):  # a little room so the first and last points are not cut by the frame
@@ -202,6 +205,7 @@ def render(
         right = x(at) > LEFT + pw * 0.7  # labels near the right edge go to the left of their line
         ET.SubElement(marks, "text", {"x": str(x(at) + (-3 if right else 3)), "y": str(TOP + 10 + 11 * (i % 3)),
                                       "text-anchor": "end" if right else "start", "fill": "#1565c0",
+                                      "stroke": "#ffffff", "stroke-width": "3", "paint-order": "stroke",
                                       "font-size": "9"}).text = label
 
     series = ET.SubElement(svg, "g", {"class": "series"})
