@@ -27,6 +27,7 @@ from service.fhir.routes import fhir_router
 from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
+from service.progress.rest import router as progress_router
 from service.settings import Settings
 from service.sync import bulk, changes
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))
     app.include_router(fhir_router())
+    app.include_router(progress_router)
     _health(app)
     _docs(app)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     statement_timeout_ms: int = 15000
 
+    progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
+    progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")
+
     max_body_bytes: int = 1_000_000
     log_level: str = "INFO"
     log_sql: bool = False

@@ -86,7 +86,7 @@ def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = Fa
     if "{" not in path:
         return path
     coll = collection_of(path)
-    rid = str(uuid.uuid4()) if random_ids else records[coll]["id"]
+    rid = str(uuid.uuid4()) if random_ids or "{" not in path else records[coll]["id"]
     out = path
     for name in [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]:
         out = out.replace("{" + name + "}", "1" if name == "version_id" else rid)
@@ -141,6 +141,10 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         elif method == "POST":  # B posting records under A's client: as for a client that does not exist
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert "client_id" in [e["field"] for e in theirs.json()["errors"]]
+        elif method == "GET" and "data" not in theirs.json():  # a summary (e.g. the caseload's): none of A's ids
+            assert theirs.status_code == 200
+            a_ids = {r["id"] for r in records.values()} | {r["client_id"] for r in records.values() if "client_id" in r}
+            assert not any(i in theirs.text for i in a_ids), path
         elif method == "GET":
             assert theirs.status_code == 200
             a_ids = {r["id"] for r in records.values()} | {r["client_id"] for r in records.values() if "client_id" in r}

@@ -10,10 +10,24 @@ Sources (see ../shared/reference/interop.md, sections 1.4 and 1.5):
   69737-5, total 70274-6; reliable improvement >= 4 and caseness >= 8 (IAPT manual); MCID 4
   (Toussaint et al., J Affect Disord 2020;265:395).
 Item LOINC codes follow the LOINC panels 44249-1 and 69737-5.
+
+Reliable change (Jacobson & Truax, J Consult Clin Psychol 1991;59:12, with the sqrt(2) of Christensen &
+Mendoza 1986; see interop.md section 1.5): S_diff = SD * sqrt(2) * sqrt(1 - r), RCI = (post - pre) / S_diff,
+reliable when |RCI| > 1.96. Each instrument carries the SD and reliability r it is computed with:
+- PHQ-9: r = 0.84, the 48-hour test-retest reliability (Kroenke, Spitzer & Williams 2001, above);
+  SD = 5.5, a pre-treatment (clinical) SD as assumed in interop.md section 1.5, which reproduces the IAPT
+  reliable-change threshold of 6 points (1.96 * 3.11 = 6.1). Verify against a published clinical sample
+  before relying on it; the value is data here, not code.
+- GAD-7: r = 0.83, the test-retest intraclass correlation (Spitzer et al. 2006, above); SD = 3.41, the
+  general-population SD of Löwe et al., Med Care 2008;46:266 (quoted from memory, to verify), which gives
+  1.96 * S_diff = 3.9, i.e. the IAPT reliable-change threshold of 4 points.
+Clinically significant change uses the caseness cut-off (criterion c is not used: Jacobson & Truax's
+normative means are not in the reference): PHQ-9 >= 10, GAD-7 >= 8 (IAPT manual, as above).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -53,6 +67,9 @@ class InstrumentDef:
     caseness: float  # at or above: a clinical case
     mcid: float
     risk: tuple[RiskRule, ...]
+    sd: float  # the standard deviation the reliable change index is computed with (see the module doc)
+    reliability: float  # test-retest reliability r_xx (see the module doc)
+    citation: str = ""
     unit: str = "{score}"
     direction: str = "lower_is_better"
 
@@ -73,6 +90,11 @@ class InstrumentDef:
                 return band.label
         return "unknown"
 
+    @property
+    def s_diff(self) -> float:
+        """The standard error of the difference between two scores (Jacobson & Truax)."""
+        return self.sd * math.sqrt(2) * math.sqrt(1 - self.reliability)
+
     def risk_reasons(self, items: list[int] | None, total: float) -> list[str]:
         return [rule.reason for rule in self.risk if rule.fires(items, total)]
 
@@ -92,6 +114,10 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         reliable_change=6,
         caseness=10,
         mcid=5,
+        sd=5.5,
+        reliability=0.84,
+        citation="r: Kroenke et al., J Gen Intern Med 2001;16:606 (test-retest 0.84); SD 5.5: clinical SD as in "
+                 "interop.md 1.5 (reproduces the IAPT threshold of 6); caseness 10: IAPT manual",
         risk=(
             RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", item=9),
             RiskRule("PHQ-9 total in the severe band (20 or more)", total_at_least=20),
@@ -109,6 +135,10 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         reliable_change=4,
         caseness=8,
         mcid=4,
+        sd=3.41,
+        reliability=0.83,
+        citation="r: Spitzer et al., Arch Intern Med 2006;166:1092 (test-retest ICC 0.83); SD 3.41: Löwe et al., "
+                 "Med Care 2008;46:266; caseness 8: IAPT manual",
         risk=(RiskRule("GAD-7 total in the severe band (15 or more)", total_at_least=15),),
     ),
 }
