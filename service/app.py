@@ -22,6 +22,7 @@ from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain.registry import COLLECTIONS
+from service.graphql import graphql_router
 from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))
+    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _health(app)
     _docs(app)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

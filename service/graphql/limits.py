@@ -1,0 +1,132 @@
+"""Abuse limits applied while validating a document, before any resolver runs: depth, aliases (fragments
+included), tokens, and a cost where the list sizes (``first``) multiply through nesting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLNamedType,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    VariableNode,
+    get_named_type,
+)
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+
+from service.graphql.errors import should_mask
+
+MAX_DEPTH = 12
+MAX_ALIASES = 30
+MAX_TOKENS = 5_000
+MAX_COST = 50_000
+DEFAULT_FIRST = 20  # nested connections
+ROOT_FIRST = 50  # root connections, as REST's default limit
+MAX_FIRST = 500  # as REST's maximum limit
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _Cost:
+    """Sum over connection fields of the product of the ``first`` of every enclosing connection."""
+
+    def __init__(self, context: ValidationContext, variables: dict[str, Any], budget: int) -> None:
+        self.context = context
+        self.variables = variables
+        self.budget = budget
+        self.total = 0
+
+    def first(self, node: FieldNode, default: Any) -> int:
+        for arg in node.arguments or ():
+            if arg.name.value != "first":
+                continue
+            value = arg.value
+            if isinstance(value, VariableNode):
+                found = self.variables.get(value.name.value)
+                return max(int(found), 1) if isinstance(found, int) else MAX_FIRST
+            if isinstance(value, IntValueNode):
+                return max(int(value.value), 1)
+            return MAX_FIRST
+        return max(int(default), 1) if isinstance(default, int) else DEFAULT_FIRST
+
+    def walk(self, parent: GraphQLNamedType | None, selections: SelectionSetNode, multiplier: int,
+             fragments: frozenset[str]) -> None:
+        schema = self.context.schema
+        for sel in selections.selections:
+            if isinstance(sel, FieldNode):
+                fields = getattr(parent, "fields", None) or {}
+                definition = fields.get(sel.name.value)
+                if definition is None:
+                    continue
+                factor = multiplier
+                if "first" in definition.args:
+                    factor = multiplier * self.first(sel, definition.args["first"].default_value)
+                    self.total += factor
+                    if self.total > self.budget:
+                        raise _OverBudget
+                if sel.selection_set:
+                    self.walk(get_named_type(definition.type), sel.selection_set, factor, fragments)
+            elif isinstance(sel, InlineFragmentNode):
+                target = schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+                self.walk(target, sel.selection_set, multiplier, fragments)
+            elif isinstance(sel, FragmentSpreadNode):
+                name = sel.name.value
+                fragment = self.context.get_fragment(name)
+                if fragment is None or name in fragments:
+                    continue  # other rules report unknown or cyclic fragments
+                target = schema.get_type(fragment.type_condition.name.value)
+                self.walk(target, fragment.selection_set, multiplier, fragments | {name})
+
+
+def cost_rule(max_cost: int, variables: dict[str, Any]) -> type[ValidationRule]:
+    class CostRule(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            schema = self.context.schema
+            root = schema.mutation_type if node.operation == OperationType.MUTATION else schema.query_type
+            cost = _Cost(self.context, variables, max_cost)
+            try:
+                cost.walk(root, node.selection_set, 1, frozenset())
+            except _OverBudget:
+                self.report_error(GraphQLError(
+                    f"The query may return more than {max_cost} records (the 'first' of nested connections "
+                    "multiply); ask for smaller pages", node,
+                    extensions={"code": "QUERY_TOO_COSTLY", "reason": "cost_limit", "limit": max_cost},
+                ))
+
+    return CostRule
+
+
+class CostLimiter(SchemaExtension):
+    """Refuses documents whose worst-case number of records exceeds ``max_cost`` (variables included)."""
+
+    def __init__(self, max_cost: int = MAX_COST) -> None:
+        self.max_cost = max_cost
+
+    def on_operation(self) -> Iterator[None]:
+        ctx = self.execution_context
+        rule = cost_rule(self.max_cost, dict(ctx.variables or {}))
+        ctx.validation_rules = (*ctx.validation_rules, rule)
+        yield
+
+
+def extensions() -> list[Callable[[], SchemaExtension]]:
+    """Factories, so each request gets its own extension instances."""
+    return [
+        partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+        partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
+        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+        partial(CostLimiter, max_cost=MAX_COST),
+        partial(MaskErrors, should_mask_error=should_mask),
+    ]

@@ -1,0 +1,89 @@
+"""GraphQL over the service layer: reads, nested relations, mutations and their errors."""
+
+from __future__ import annotations
+
+from tests.gqlkit import ALL, error_codes, gql, one_of_each
+
+
+async def test_client_with_nested_relations(api):
+    org = await api.org()
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    body = await gql(c, """
+      query($id: UUID!) {
+        client(id: $id) {
+          id displayName status
+          goals { edges { node { description milestones { edges { node { title } } }
+                                 strengths { label } outcomeMarkers { edges { node { name } } } } } }
+          strengths { edges { cursor node { label client { id } } } pageInfo { hasNextPage endCursor } }
+          outcomeMarkers { edges { node { name latestMeasurement { value observedAt } } } }
+          safetyAlerts { edges { node { reason status } } }
+        }
+      }""", {"id": ids["clients"]})
+    assert "errors" not in body, body
+    client = body["data"]["client"]
+    assert client["id"] == ids["clients"]
+    assert client["status"] == "active"
+    goal = client["goals"]["edges"][0]["node"]
+    assert goal["milestones"]["edges"][0]["node"]["title"] == "first walk"
+    assert goal["strengths"][0]["label"] == "asks for help"
+    assert client["outcomeMarkers"]["edges"][0]["node"]["latestMeasurement"]["value"] == 2
+    assert client["strengths"]["pageInfo"] == {"hasNextPage": False,
+                                               "endCursor": client["strengths"]["edges"][0]["cursor"]}
+
+
+async def test_list_filters_and_paging(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    for name in ("A", "B", "C"):
+        await gql(c, 'mutation($n: String!) { createClient(input: {displayName: $n}) { id } }', {"n": name})
+    page = await gql(c, "{ clients(first: 2) { edges { node { displayName } } pageInfo { hasNextPage endCursor } } }")
+    data = page["data"]["clients"]
+    assert [e["node"]["displayName"] for e in data["edges"]] == ["A", "B"]
+    assert data["pageInfo"]["hasNextPage"]
+    rest = await gql(c, "query($a: String) { clients(first: 2, after: $a) { edges { node { displayName } } } }",
+                     {"a": data["pageInfo"]["endCursor"]})
+    assert [e["node"]["displayName"] for e in rest["data"]["clients"]["edges"]] == ["C"]
+    paused = await gql(c, "{ clients(status: paused) { edges { node { id } } } }")
+    assert paused["data"]["clients"]["edges"] == []
+
+
+async def test_mutations_validate_like_rest(api):
+    org = await api.org()
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    body = await gql(c, 'mutation($c: UUID!) { createGoal(input: {clientId: $c, description: "Sleep by 11"}) '
+                        '{ id } }', {"c": ids["clients"]})
+    assert body["data"]["createGoal"] is None
+    assert error_codes(body) == [("BAD_USER_INPUT", "goal_without_strength")]
+    assert body["errors"][0]["extensions"]["errors"][0]["field"] == "strengthIds"
+    bad = await gql(c, 'mutation($c: UUID!) { createStrength(input: {clientId: $c, domain: personal, kind: skill, '
+                       'label: ""}) { id } }', {"c": ids["clients"]})
+    assert error_codes(bad) == [("BAD_USER_INPUT", "validation_error")]
+    assert bad["errors"][0]["extensions"]["errors"][0]["field"] == "input.label"
+    ok = await gql(c, """mutation($id: UUID!) { updateStrength(id: $id, input: {status: confirmed}, expectedVersion: 1)
+                         { status version } }""", {"id": ids["strengths"]})
+    assert ok["data"]["updateStrength"] == {"status": "confirmed", "version": 2}
+    stale = await gql(c, """mutation($id: UUID!) { updateStrength(id: $id, input: {label: "x"}, expectedVersion: 1)
+                            { version } }""", {"id": ids["strengths"]})
+    assert error_codes(stale) == [("PRECONDITION_FAILED", "precondition_failed")]
+    gone = await gql(c, "mutation($id: UUID!) { deleteStrength(id: $id) }", {"id": ids["strengths"]})
+    assert gone["data"]["deleteStrength"] == ids["strengths"]
+    after = await gql(c, "query($id: UUID!) { strength(id: $id) { id } }", {"id": ids["strengths"]})
+    assert after == {"data": {"strength": None}}
+
+
+async def test_phq9_mutation_returns_its_safety_alert(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    ids = await one_of_each(api, org)
+    marker = await gql(c, """mutation($c: UUID!) { createOutcomeMarker(input: {clientId: $c, kind: instrument,
+                             name: "PHQ-9", instrument: phq9}) { id max } }""", {"c": ids["clients"]})
+    mid = marker["data"]["createOutcomeMarker"]["id"]
+    body = await gql(c, """mutation($c: UUID!, $m: UUID!) { createMeasurement(input: {clientId: $c, markerId: $m,
+                           items: [0,0,0,0,0,0,0,0,1], observedAt: "2026-01-05T10:00:00+01:00"})
+                           { value observedAt safetyAlert { status reason } } }""", {"c": ids["clients"], "m": mid})
+    assert "errors" not in body, body
+    created = body["data"]["createMeasurement"]
+    assert created["value"] == 1
+    assert created["safetyAlert"]["status"] == "open"
