@@ -59,3 +59,45 @@ async def one_of_each(api: Api, org: Org) -> dict[str, str]:
         "safety-alerts": (await post(c, "safety-alerts", {"client_id": cid, "reason": "clinician concern"}))["id"],
     }
     return ids
+
+
+DASHBOARD = """
+query Dashboard($n: Int!, $after: String) {
+  clients(first: $n, after: $after) {
+    edges { node {
+      id displayName status
+      strengths(first: 10) { edges { node { label domain status } } }
+      goals(first: 10) { edges { node {
+        description lifecycle achievement
+        strengths { label }
+        milestones(first: 10) { edges { node { title status sequence } } }
+      } } }
+      outcomeMarkers(first: 10) { edges { node { name unit direction latestMeasurement { value observedAt } } } }
+    } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+async def seed_caseload(api: Api, org: Org, n: int = 20) -> list[str]:
+    """``n`` clients, each with a strength, a goal built on it with two milestones, and a marker measured
+    twice (so "latest" means something)."""
+    c = api.client(await api.token(org, ALL))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = []
+    for i in range(n):
+        cid = (await post(c, "clients", {"display_name": f"Client {i:02d}"}))["id"]
+        sid = (await post(c, "strengths", {"client_id": cid, "domain": "personal", "kind": "skill",
+                                           "label": f"strength {i}"}))["id"]
+        gid = (await post(c, "goals", {"client_id": cid, "description": f"goal {i}", "strength_ids": [sid]}))["id"]
+        for step in (1, 2):
+            await post(c, "milestones", {"client_id": cid, "goal_id": gid, "title": f"step {step}",
+                                         "completion_criteria": "observable", "sequence": step})
+        mid = (await post(c, "outcome-markers", {"client_id": cid, "kind": "frequency", "name": "walks",
+                                                 "unit": "/wk", "goal_id": gid}))["id"]
+        for week, value in ((0, 1), (1, 3)):
+            await post(c, "measurements", {"client_id": cid, "marker_id": mid, "value": value,
+                                           "observed_at": (start + timedelta(weeks=week)).isoformat()})
+        ids.append(cid)
+    return ids
