@@ -38,6 +38,9 @@ def from_domain(exc: DomainError) -> GraphQLError:
     """A GraphQL error for a domain error (NotFound and Gone never get here: they resolve to null)."""
     reason = str(exc.problem()["code"])
     if isinstance(exc, ValidationFailed):
+        codes = {e.get("code") for e in exc.errors or []}
+        if reason == ValidationFailed.code and len(codes) == 1:
+            reason = str(codes.pop())  # e.g. reference_not_found: more useful than the generic code
         return user_input_error(exc.detail, reason, exc.errors or [])
     if isinstance(exc, Forbidden):
         return forbidden(exc.scope)
