@@ -3,6 +3,8 @@ are refused; a request without a valid token is an HTTP 401."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from service.graphql.context import GraphQLContext
@@ -111,14 +113,27 @@ async def test_batching_is_off(client):
     assert resp.status_code == 400
 
 
-async def test_get_runs_queries_but_never_mutations(client):
-    ok = await client.get("/graphql", params={"query": "{ clients { edges { node { id } } } }"})
-    assert ok.status_code == 200, ok.text
+async def test_get_never_runs_queries_or_mutations(client):
     mutation = 'mutation { createClient(input: {displayName: "x"}) { id } }'
-    resp = await client.get("/graphql", params={"query": mutation})
-    assert resp.status_code in (400, 405)
+    for query in ("{ clients { edges { node { id } } } }", mutation):
+        resp = await client.get("/graphql", params={"query": query})
+        assert resp.status_code == 405, resp.text
+        assert resp.headers["allow"] == "POST"
     listed = await gql(client, "{ clients { edges { node { id } } } }")
     assert listed["data"]["clients"]["edges"] == []
+
+
+async def test_graphiql_is_served_without_a_cdn(api):
+    page = await api.http.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "https://" not in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) == 4
+    for url in assets:
+        resp = await api.http.get(url)
+        assert resp.status_code == 200, url
+        assert len(resp.content) > 1000
+    assert (await api.http.get("/graphql/assets/..%2F..%2F__init__.py")).status_code == 404
 
 
 async def test_missing_or_bad_token_is_http_401(api):

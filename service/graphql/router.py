@@ -1,4 +1,4 @@
-"""/graphql: bearer token required (HTTP 401 otherwise), batching off, mutations never via GET."""
+"""/graphql: bearer token required (HTTP 401 otherwise), batching off, POST only (GET is the IDE)."""
 
 from typing import Annotated
 
@@ -8,6 +8,7 @@ from strawberry.fastapi import GraphQLRouter
 from service.auth.principal import Principal
 from service.auth.rest import authenticate
 from service.graphql.context import GraphQLContext
+from service.graphql.ide import ide_router
 from service.graphql.schema import build_schema
 
 
@@ -19,5 +20,9 @@ async def get_context(
 
 
 def graphql_router() -> GraphQLRouter[GraphQLContext, None]:
-    # GraphiQL is off: Strawberry's page loads React and GraphiQL from a CDN, which hospital networks block.
-    return GraphQLRouter(build_schema(), graphql_ide=None, allow_queries_via_get=True, context_getter=get_context)
+    """POST /graphql for GraphQL; GET /graphql serves GraphiQL (its assets from the service, not a CDN)."""
+    router: GraphQLRouter[GraphQLContext, None] = GraphQLRouter(
+        build_schema(), graphql_ide=None, allow_queries_via_get=False, context_getter=get_context,
+    )
+    router.routes[0:0] = ide_router().routes  # first, so GET /graphql is the IDE rather than a GET query
+    return router
