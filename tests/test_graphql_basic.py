@@ -87,3 +87,17 @@ async def test_phq9_mutation_returns_its_safety_alert(api):
     created = body["data"]["createMeasurement"]
     assert created["value"] == 1
     assert created["safetyAlert"]["status"] == "open"
+
+
+async def test_unexpected_errors_are_masked(api, monkeypatch):
+    from service.collections import service
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("secret detail: patient Ana")
+
+    monkeypatch.setattr(service, "list_page", broken)
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = await gql(c, "{ clients { edges { node { id } } } }")
+    assert body["errors"][0]["message"] == "Unexpected error."
+    assert "secret" not in str(body)
