@@ -29,9 +29,9 @@ from service.graphql.errors import forbidden
 def wrap(value: Any) -> Any:
     """Serialized records (dicts, JSON) as objects Strawberry's default resolvers can read attributes of."""
     if isinstance(value, dict):
-        return SimpleNamespace(**{k: wrap(v) for k, v in value.items()})
+        return SimpleNamespace(**{k: wrap(v) if isinstance(v, dict | list) else v for k, v in value.items()})
     if isinstance(value, list):
-        return [wrap(v) for v in value]
+        return [wrap(v) if isinstance(v, dict | list) else v for v in value]
     return value
 
 

@@ -4,7 +4,7 @@ included), tokens, and a cost where the list sizes (``first``) multiply through 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from graphql import (
@@ -22,7 +22,14 @@ from graphql import (
     VariableNode,
     get_named_type,
 )
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from service.graphql.errors import should_mask
 
@@ -90,7 +97,11 @@ class _Cost:
                 self.walk(target, fragment.selection_set, multiplier, fragments | {name})
 
 
-def cost_rule(max_cost: int, variables: dict[str, Any]) -> type[ValidationRule]:
+@lru_cache(maxsize=256)
+def cost_rule(max_cost: int, int_variables: tuple[tuple[str, int], ...]) -> type[ValidationRule]:
+    """One rule class per (limit, integer variables), so validation results stay cacheable per document."""
+    variables = dict(int_variables)
+
     class CostRule(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             schema = self.context.schema
@@ -108,25 +119,31 @@ def cost_rule(max_cost: int, variables: dict[str, Any]) -> type[ValidationRule]:
     return CostRule
 
 
-class CostLimiter(SchemaExtension):
-    """Refuses documents whose worst-case number of records exceeds ``max_cost`` (variables included)."""
+# Built once: Strawberry's limiters make a new rule class per instance, which would defeat the validation cache.
+STATIC_RULES = (
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+)
 
-    def __init__(self, max_cost: int = MAX_COST) -> None:
-        self.max_cost = max_cost
+
+class Limits(SchemaExtension):
+    """Tokens (while parsing), then depth, aliases (fragments included) and cost (variables included)
+    while validating: all before execution."""
 
     def on_operation(self) -> Iterator[None]:
         ctx = self.execution_context
-        rule = cost_rule(self.max_cost, dict(ctx.variables or {}))
-        ctx.validation_rules = (*ctx.validation_rules, rule)
+        ctx.parse_options["max_tokens"] = MAX_TOKENS
+        ints = tuple(sorted((k, v) for k, v in (ctx.variables or {}).items()
+                            if isinstance(v, int) and not isinstance(v, bool)))
+        ctx.validation_rules = (*ctx.validation_rules, *STATIC_RULES, cost_rule(MAX_COST, ints))
         yield
 
 
 def extensions() -> list[Callable[[], SchemaExtension]]:
-    """Factories, so each request gets its own extension instances."""
+    """Factories, so each request gets its own extension instances (the caches are module-level)."""
     return [
-        partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
-        partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
-        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        partial(CostLimiter, max_cost=MAX_COST),
+        Limits,
+        partial(ParserCache, maxsize=256),
+        partial(ValidationCache, maxsize=256),
         partial(MaskErrors, should_mask_error=should_mask),
     ]
