@@ -101,3 +101,28 @@ async def test_unexpected_errors_are_masked(api, monkeypatch):
     body = await gql(c, "{ clients { edges { node { id } } } }")
     assert body["errors"][0]["message"] == "Unexpected error."
     assert "secret" not in str(body)
+
+
+async def test_rest_filters(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    a = await gql(c, 'mutation { createClient(input: {displayName: "A", identifiers: [{system: "mrn", value: "1"}]})'
+                     ' { id } }')
+    cid = a["data"]["createClient"]["id"]
+    await gql(c, 'mutation { createClient(input: {displayName: "B"}) { id } }')
+    found = await gql(c, '{ clients(identifier: "mrn|1") { edges { node { id identifiers { system value } } } } }')
+    assert [e["node"]["id"] for e in found["data"]["clients"]["edges"]] == [cid]
+    made = await gql(c, 'mutation($c: UUID!) { createStrength(input: {clientId: $c, domain: personal, kind: value, '
+                        'label: "honesty", externalIds: [{system: "ehr", value: "s1"}]}) { id } }', {"c": cid})
+    sid = made["data"]["createStrength"]["id"]
+    by_ext = await gql(c, '{ strengths(externalId: "ehr|s1") { edges { node { id } } } }')
+    assert [e["node"]["id"] for e in by_ext["data"]["strengths"]["edges"]] == [sid]
+    by_client = await gql(c, "query($c: UUID!) { strengths(clientId: $c, status: hypothesis) "
+                             "{ edges { node { id } } } }", {"c": cid})
+    assert len(by_client["data"]["strengths"]["edges"]) == 1
+    later = await gql(c, '{ strengths(updatedSince: "2999-01-01T00:00:00+00:00") { edges { node { id } } } }')
+    assert later["data"]["strengths"]["edges"] == []
+    naive = await gql(c, '{ strengths(updatedSince: "2020-01-01T00:00:00") { edges { node { id } } } }')
+    assert error_codes(naive) == [("BAD_USER_INPUT", "timezone_required")]
+    bad = await gql(c, '{ strengths(externalId: "no-bar") { edges { node { id } } } }')
+    assert error_codes(bad) == [("BAD_USER_INPUT", "invalid_identifier")]
