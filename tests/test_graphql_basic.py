@@ -126,3 +126,21 @@ async def test_rest_filters(api):
     assert error_codes(naive) == [("BAD_USER_INPUT", "timezone_required")]
     bad = await gql(c, '{ strengths(externalId: "no-bar") { edges { node { id } } } }')
     assert error_codes(bad) == [("BAD_USER_INPUT", "invalid_identifier")]
+
+
+async def test_nested_connection_paging(api):
+    org = await api.org()
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    for title in ("second walk", "third walk"):
+        await gql(c, 'mutation($c: UUID!, $g: UUID!) { createMilestone(input: {clientId: $c, goalId: $g, '
+                     'title: $t, completionCriteria: "done"}) { id } }'.replace("$t", f'"{title}"'),
+                  {"c": ids["clients"], "g": ids["goals"]})
+    query = """query($g: UUID!, $a: String) { goal(id: $g) { milestones(first: 2, after: $a) {
+                 edges { node { title } } pageInfo { hasNextPage endCursor } } } }"""
+    first = (await gql(c, query, {"g": ids["goals"]}))["data"]["goal"]["milestones"]
+    assert [e["node"]["title"] for e in first["edges"]] == ["first walk", "second walk"]
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = (await gql(c, query, {"g": ids["goals"], "a": first["pageInfo"]["endCursor"]}))["data"]["goal"]
+    assert [e["node"]["title"] for e in rest["milestones"]["edges"]] == ["third walk"]
+    assert rest["milestones"]["pageInfo"]["hasNextPage"] is False

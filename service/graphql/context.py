@@ -8,11 +8,12 @@ must never share one AsyncConnection.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
@@ -44,6 +45,21 @@ def record(coll: Collection, row: Any) -> SimpleNamespace:
     data = dict(row._mapping)
     data.pop("_rn", None)
     return record_obj(coll, serialize(coll, data))
+
+
+@lru_cache(maxsize=1024)
+def _children_statement(child_name: str, fk: str, org_id: UUID, patient_id: UUID | None, with_after: bool) -> Any:
+    """Live children of many parents, at most ``per_parent`` each, in id order: one statement, built from
+    the principal-aware ``readable()`` once per tenant (building the windowed subquery is not cheap)."""
+    table = REGISTRY[child_name].table
+    who = Principal(org_id=org_id, app_id="", subject="", patient_id=patient_id)
+    base = readable(table, who).where(table.c[fk].in_(bindparam("parents", expanding=True)),
+                                      table.c.deleted_at.is_(None))
+    if with_after:
+        base = base.where(table.c.id > bindparam("after"))
+    rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
+    sub = base.add_columns(rn).subquery()
+    return select(sub).where(sub.c._rn <= bindparam("per_parent")).order_by(sub.c[fk], sub.c.id)
 
 
 class GraphQLContext(BaseContext):
@@ -90,17 +106,14 @@ class GraphQLContext(BaseContext):
                  ) -> DataLoader[UUID, list[SimpleNamespace]]:
         """Up to ``first + 1`` live children per parent, in id order, in one statement for all parents."""
         after_id = decode_cursor(after) if after else None
+        stmt = _children_statement(child.name, fk, self.who.org_id, self.who.patient_id, after_id is not None)
 
         async def load(parent_ids: Sequence[UUID]) -> list[list[SimpleNamespace]]:
-            table = child.table
-            base = readable(table, self.who).where(table.c[fk].in_(list(parent_ids)), table.c.deleted_at.is_(None))
+            params: dict[str, Any] = {"parents": list(parent_ids), "per_parent": first + 1}
             if after_id is not None:
-                base = base.where(table.c.id > after_id)
-            rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
-            sub = base.add_columns(rn).subquery()
-            stmt = select(sub).where(sub.c._rn <= first + 1).order_by(sub.c[fk], sub.c.id)
+                params["after"] = after_id
             async with self.transaction() as conn:
-                rows = (await conn.execute(stmt)).all()
+                rows = (await conn.execute(stmt, params)).all()
             grouped: dict[UUID, list[SimpleNamespace]] = {}
             for r in rows:
                 grouped.setdefault(r._mapping[fk], []).append(record(child, r))
