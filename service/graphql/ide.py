@@ -42,7 +42,7 @@ PAGE = """<!DOCTYPE html>
     ReactDOM.render(
       React.createElement(GraphiQL, {
         fetcher,
-        headerEditorEnabled: true,
+        isHeadersEditorEnabled: true,
         shouldPersistHeaders: false,
         defaultEditorToolsVisibility: "headers",
         headers: '{"Authorization": "Bearer <paste a token from /oauth/token>"}',
