@@ -7,6 +7,9 @@ the GraphQL stack's cost (parsing, validation, Strawberry execution, DataLoaders
 against the database work alone. The raw side replays the exact statements and parameters the app
 sent for one dashboard query (captured with before_cursor_execute), transaction by transaction, as the
 service role on asyncpg connections, so row-level security costs both sides the same.
+
+It also times what a compiled path would execute (COMPILED: the whole dashboard as one SQL statement
+that builds the response JSON, the PostGraphile approach) and checks that its result equals GraphQL's.
 """
 
 from __future__ import annotations
@@ -62,6 +65,52 @@ def _transactions(statements: list[tuple[str, Any]]) -> list[list[tuple[str, tup
     return groups
 
 
+# What a compiled path would execute: the whole dashboard as one SQL statement building the JSON response
+# (the shape of DASHBOARD), so the database does the nesting and Python only forwards bytes.
+COMPILED = """
+SELECT json_build_object('clients', json_build_object('edges', coalesce(json_agg(json_build_object('node',
+  json_build_object('id', c.id, 'displayName', c.display_name, 'status', c.status,
+    'strengths', json_build_object('edges', (
+      SELECT coalesce(json_agg(json_build_object('node', json_build_object(
+               'label', s.label, 'domain', s.domain, 'status', s.status)) ORDER BY s.id), '[]')
+      FROM (SELECT * FROM strengths s WHERE s.org_id = $2 AND s.client_id = c.id AND s.deleted_at IS NULL
+            ORDER BY s.id LIMIT 10) s)),
+    'goals', json_build_object('edges', (
+      SELECT coalesce(json_agg(json_build_object('node', json_build_object(
+               'description', g.description, 'lifecycle', g.lifecycle, 'achievement', g.achievement,
+               'strengths', (SELECT coalesce(json_agg(json_build_object('label', s2.label) ORDER BY s2.id), '[]')
+                             FROM strengths s2 WHERE s2.org_id = $2 AND s2.id = ANY(g.strength_ids)
+                             AND s2.deleted_at IS NULL),
+               'milestones', json_build_object('edges', (
+                 SELECT coalesce(json_agg(json_build_object('node', json_build_object(
+                          'title', m.title, 'status', m.status, 'sequence', m.sequence)) ORDER BY m.id), '[]')
+                 FROM (SELECT * FROM milestones m WHERE m.org_id = $2 AND m.goal_id = g.id
+                       AND m.deleted_at IS NULL ORDER BY m.id LIMIT 10) m)))) ORDER BY g.id), '[]')
+      FROM (SELECT * FROM goals g WHERE g.org_id = $2 AND g.client_id = c.id AND g.deleted_at IS NULL
+            ORDER BY g.id LIMIT 10) g)),
+    'outcomeMarkers', json_build_object('edges', (
+      SELECT coalesce(json_agg(json_build_object('node', json_build_object(
+               'name', o.name, 'unit', o.unit, 'direction', o.direction,
+               'latestMeasurement', (SELECT json_build_object('value', x.value, 'observedAt', x.observed_at)
+                                     FROM measurements x WHERE x.org_id = $2 AND x.marker_id = o.id
+                                     AND x.deleted_at IS NULL ORDER BY x.observed_at DESC, x.id DESC LIMIT 1)))
+             ORDER BY o.id), '[]')
+      FROM (SELECT * FROM outcome_markers o WHERE o.org_id = $2 AND o.client_id = c.id AND o.deleted_at IS NULL
+            ORDER BY o.id LIMIT 10) o))
+  )) ORDER BY c.id), '[]')))
+FROM (SELECT * FROM clients c WHERE c.org_id = $2 AND c.deleted_at IS NULL ORDER BY c.id LIMIT $1) c
+"""
+
+
+def _normal(value: Any) -> Any:
+    """Numbers as floats; timestamps (formatted differently) and pageInfo (not compiled here) dropped."""
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items() if k not in ("observedAt", "pageInfo")}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 async def run(seconds: float, concurrency: int, n_clients: int, page: int) -> dict[str, Any]:
     server = TestServer.start(PROJECT_ROOT / ".data" / "bench")
     server.make_template("bench_w2_tmpl")
@@ -99,6 +148,20 @@ async def run(seconds: float, concurrency: int, n_clients: int, page: int) -> di
 
                 await _for(2, concurrency, raw_once)
                 raw_rps = await _for(seconds, concurrency, raw_once)
+
+                async def compiled_once(i: int) -> None:
+                    conn = conns[i]
+                    async with conn.transaction():
+                        await conn.fetch(groups[0][0][0], *groups[0][0][1])  # set_tenant, as the app does
+                        await conn.fetchval(COMPILED, page, org.id)
+
+                graphql_data = (await api.http.post("/graphql", json=payload, headers=headers)).json()["data"]
+                async with conns[0].transaction():
+                    await conns[0].fetch(groups[0][0][0], *groups[0][0][1])
+                    compiled_data = json.loads(await conns[0].fetchval(COMPILED, page, org.id))
+                same = _normal(compiled_data) == _normal(graphql_data)
+                await _for(2, concurrency, compiled_once)
+                compiled_rps = await _for(seconds, concurrency, compiled_once)
             finally:
                 for conn in conns:
                     await conn.close()
@@ -110,6 +173,9 @@ async def run(seconds: float, concurrency: int, n_clients: int, page: int) -> di
         "statements_per_query": len(captured), "transactions_per_query": len(groups),
         "graphql_queries_per_second": round(graphql_rps, 1), "raw_asyncpg_per_second": round(raw_rps, 1),
         "ratio": round(graphql_rps / raw_rps, 3),
+        "compiled_single_statement_per_second": round(compiled_rps, 1),
+        "compiled_vs_raw": round(compiled_rps / raw_rps, 3),
+        "compiled_result_equals_graphql": same,
     }
 
 
