@@ -142,6 +142,7 @@ async def test_missing_or_bad_token_is_http_401(api):
         assert resp.status_code == 401, resp.text
         assert resp.headers["www-authenticate"].startswith("Bearer")
         assert resp.headers["content-type"].startswith("application/problem+json")
+        assert resp.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 async def test_introspection_needs_a_token(api):
