@@ -100,6 +100,7 @@ async def test_unexpected_errors_are_masked(api, monkeypatch):
     c = api.client(await api.token(org, ALL))
     body = await gql(c, "{ clients { edges { node { id } } } }")
     assert body["errors"][0]["message"] == "Unexpected error."
+    assert body["errors"][0]["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
     assert "secret" not in str(body)
 
 

@@ -148,3 +148,15 @@ async def test_missing_or_bad_token_is_http_401(api):
 async def test_introspection_needs_a_token(api):
     resp = await api.http.post("/graphql", json={"query": "{ __schema { types { name } } }"})
     assert resp.status_code == 401
+
+
+async def test_every_error_has_a_code(client):
+    cases = {
+        "{ clients { edges { node { nope } } } }": "GRAPHQL_VALIDATION_FAILED",
+        "{ clients { ": "GRAPHQL_PARSE_FAILED",
+    }
+    for query, code in cases.items():
+        body = await gql(client, query)
+        assert body["errors"][0]["extensions"]["code"] == code, body
+    body = await gql(client, "query($id: UUID!) { client(id: $id) { id } }", {"id": "not-a-uuid"})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
 from graphql import GraphQLError
 from pydantic import ValidationError
+from strawberry.extensions import SchemaExtension
 
 from service.errors import Conflict, DomainError, Forbidden, PreconditionFailed, ValidationFailed, field_error
 
@@ -69,3 +71,33 @@ def should_mask(error: GraphQLError) -> bool:
         return False
     log.error("unexpected error in a resolver", path=error.path, exc_info=original)
     return True
+
+
+def _code_for(error: GraphQLError) -> str:
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable"):
+        return "BAD_USER_INPUT"  # a variable of the wrong type or missing
+    if error.path is not None or error.original_error is not None:
+        return "INTERNAL_SERVER_ERROR"  # raised while executing without a code of ours: masked
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+def _tag(error: GraphQLError) -> None:
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": _code_for(error)}
+
+
+class ErrorCodes(SchemaExtension):
+    """Every error carries extensions.code, including those graphql-core raises while parsing, validating
+    and coercing variables."""
+
+    def on_operation(self) -> Iterator[None]:
+        try:
+            yield
+        except GraphQLError as error:  # Strawberry throws parse errors into the operation hooks
+            _tag(error)
+            raise
+        ctx = self.execution_context
+        for error in [*(getattr(ctx.result, "errors", None) or ()), *(ctx.pre_execution_errors or ())]:
+            _tag(error)

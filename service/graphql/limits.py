@@ -31,7 +31,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from service.graphql.errors import should_mask
+from service.graphql.errors import ErrorCodes, should_mask
 
 MAX_DEPTH = 12
 MAX_ALIASES = 30
@@ -142,6 +142,7 @@ class Limits(SchemaExtension):
 def extensions() -> list[Callable[[], SchemaExtension]]:
     """Factories, so each request gets its own extension instances (the caches are module-level)."""
     return [
+        ErrorCodes,  # first: its code after the yield runs last, once MaskErrors has masked
         Limits,
         partial(ParserCache, maxsize=256),
         partial(ValidationCache, maxsize=256),
