@@ -215,3 +215,16 @@ async def test_relations_need_their_own_scope(api, world):
         if codes != [("FORBIDDEN", [camel(coll.type_name), fname])] or record is None or record[fname] is not None:
             problems.append((coll.name, fname, body))
     assert problems == []
+
+
+async def test_nested_loaders_never_cross_tenants(api, world):
+    """Even a corrupted reference to another org's record (written behind the service's back) resolves
+    to nothing: every DataLoader reads through readable() under row-level security."""
+    a, b = world["a_ids"], world["b_ids"]
+    await api.db.fetch("UPDATE goals SET strength_ids = strength_ids || $1::uuid WHERE id = $2::uuid",
+                       b["strengths"], a["goals"])
+    client = api.client(await api.token(world["a"], ALL))
+    body = await gql(client, "query($g: UUID!) { goal(id: $g) { strengthIds strengths { id } } }", {"g": a["goals"]})
+    goal = body["data"]["goal"]
+    assert b["strengths"] in goal["strengthIds"]
+    assert [s["id"] for s in goal["strengths"]] == [a["strengths"]]
