@@ -145,3 +145,17 @@ async def test_nested_connection_paging(api):
     rest = (await gql(c, query, {"g": ids["goals"], "a": first["pageInfo"]["endCursor"]}))["data"]["goal"]
     assert [e["node"]["title"] for e in rest["milestones"]["edges"]] == ["third walk"]
     assert rest["milestones"]["pageInfo"]["hasNextPage"] is False
+
+
+async def test_node_finds_any_record_it_may_read(api):
+    org = await api.org()
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    query = "query($id: UUID!) { node(id: $id) { __typename id ... on Goal { description } } }"
+    for name, ident in ids.items():
+        body = await gql(c, query, {"id": ident})
+        assert body["data"]["node"]["id"] == ident, (name, body)
+    goal = await gql(c, query, {"id": ids["goals"]})
+    assert goal["data"]["node"] == {"__typename": "Goal", "id": ids["goals"], "description": "Walk twice a week"}
+    only_clients = api.client(await api.token(org, "system/Client.r"))
+    assert (await gql(only_clients, query, {"id": ids["goals"]}))["data"]["node"] is None

@@ -38,7 +38,9 @@ def wrap(value: Any) -> Any:
 
 def record_obj(coll: Collection, data: dict[str, Any]) -> SimpleNamespace:
     """A serialized record as an object; output-only fields it lacks (e.g. safety_alert) are null."""
-    return wrap({**dict.fromkeys(coll.out.model_fields), **data})  # type: ignore[no-any-return]
+    obj = wrap({**dict.fromkeys(coll.out.model_fields), **data})
+    obj._collection = coll.name  # lets the Node interface tell record types apart
+    return obj  # type: ignore[no-any-return]
 
 
 def record(coll: Collection, row: Any) -> SimpleNamespace:

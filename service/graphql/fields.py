@@ -5,6 +5,7 @@ calls the service layer (service.create / patch / delete / list_page): no second
 access filtering. NotFound and Gone resolve to null, as CONTRACT.md section 5 says.
 """
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,9 @@ from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import encode_cursor
 from service.errors import DomainError, Gone, NotFound, ValidationFailed
 from service.graphql.context import GraphQLContext, record_obj, wrap
-from service.graphql.errors import from_domain, from_pydantic
+from service.graphql.errors import forbidden, from_domain, from_pydantic
 from service.graphql.limits import DEFAULT_FIRST, MAX_FIRST, ROOT_FIRST
-from service.graphql.typegen import PageInfo, Types, plain
+from service.graphql.typegen import Node, PageInfo, Types, plain
 
 Resolver = Callable[..., Awaitable[Any]]
 P = inspect.Parameter
@@ -180,6 +181,19 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
         coll.key: field(many, types.connections[coll.name], params, root=False,
                         description=f"{coll.title}, in id order, with the REST filters"),
     }
+
+
+def node_field() -> Any:
+    async def node(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        readable = [c for c in REGISTRY.values() if ctx.who.allows(c.resource, "r")]
+        if not readable:
+            raise forbidden(f"{ctx.who.context}/*.r")
+        found = await asyncio.gather(*(ctx.by_id(c).load(kwargs["id"]) for c in readable))
+        return next((r for r in found if r is not None), None)
+
+    return field(node, Node | None, [("id", UUID, P.empty)], root=False,
+                 description="Any record by id, among the collections the token may read; null if none has it")
 
 
 # ---------------------------------------------------------------- mutations

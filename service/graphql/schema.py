@@ -18,6 +18,7 @@ def _decorate(types_: Types) -> None:
         types_.fill_fields(cls, coll.out)
         for name, value in fields.relations(types_, coll).items():
             setattr(cls, name, value)
+        cls.is_type_of = classmethod(_is_type_of(coll.name))
         strawberry.type(cls, description=coll.description)
         edge = types_.edges[coll.name]
         edge.__annotations__ = {"node": cls, "cursor": str}
@@ -25,6 +26,15 @@ def _decorate(types_: Types) -> None:
         conn = types_.connections[coll.name]
         conn.__annotations__ = {"edges": list[edge], "page_info": PageInfo}  # type: ignore[valid-type]
         strawberry.type(conn, description=f"A page of {coll.title.lower()}")
+
+
+def _is_type_of(name: str) -> Any:
+    """Records are namespaces, not instances: they name their collection (see context.record_obj)."""
+
+    def is_type_of(cls: Any, obj: Any, info: Any) -> bool:
+        return getattr(obj, "_collection", name) == name
+
+    return is_type_of
 
 
 def _root(name: str, members: dict[str, Any], description: str) -> Any:
@@ -40,6 +50,7 @@ def build_schema() -> strawberry.Schema:
     _decorate(types_)
     queries: dict[str, Any] = {}
     mutations: dict[str, Any] = {}
+    queries["node"] = fields.node_field()
     for coll in REGISTRY.values():
         queries.update(fields.query_fields(types_, coll))
         mutations.update(fields.mutation_fields(types_, coll))

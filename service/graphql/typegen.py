@@ -29,6 +29,11 @@ class PageInfo:
     end_cursor: str | None
 
 
+@strawberry.interface(description="Any record, by its REST UUID (as Relay's Node)")
+class Node:
+    id: UUID
+
+
 def _strip(annotation: Any) -> Any:
     while typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
@@ -58,7 +63,7 @@ class Types:
         # shells first, so relations may reference any collection's type before it is decorated
         for coll in REGISTRY.values():
             name = coll.out.__name__
-            self.record_types[coll.name] = types.new_class(name)
+            self.record_types[coll.name] = types.new_class(name, (Node,))
             self.objects[coll.out] = self.record_types[coll.name]
             self.edges[coll.name] = types.new_class(f"{name}Edge")
             self.connections[coll.name] = types.new_class(f"{name}Connection")
