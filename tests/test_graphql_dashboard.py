@@ -55,9 +55,9 @@ async def test_statement_count_does_not_grow_with_page_size(api, caseload):
         counts[size] = len(statements)
     print(f"dashboard SQL statements: {counts}")
     assert counts[5] == counts[50]
-    # clients page, then one batch each for strengths, goals, markers, goal strengths, milestones and
-    # latest measurements; every batch is its own transaction starting with set_tenant
-    assert counts[50] == 14
+    # today 14: the clients page, then one batch each for strengths, goals, markers, goal strengths,
+    # milestones and latest measurements, every batch its own transaction starting with set_tenant
+    assert counts[50] < 20  # fewer statements than clients on the page
 
 
 async def test_gql_client_runs_dashboard_and_mutation(api, caseload):
