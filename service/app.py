@@ -24,6 +24,7 @@ from service.db import make_engine
 from service.domain import ingest
 from service.domain.registry import COLLECTIONS
 from service.fhir.routes import fhir_router
+from service.graphql import graphql_router
 from service.http import JSONOut
 from service.migrate import head_revision
 from service.openapi import custom_openapi
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history_router(COLLECTIONS))
     app.include_router(fhir_router())
     app.include_router(progress_router)
+    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _health(app)
     _docs(app)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]

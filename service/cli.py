@@ -110,6 +110,12 @@ def cmd_openapi(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n")
 
 
+def cmd_graphql_schema(args: argparse.Namespace) -> None:
+    from service.graphql import schema_sdl
+
+    sys.stdout.write(schema_sdl())
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from service.demo import load_demo
 
@@ -149,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
         .set_defaults(fn=cmd_keys_rotate)
 
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(fn=cmd_openapi)
+
+    sub.add_parser("graphql-schema", help="print the GraphQL schema (SDL)").set_defaults(fn=cmd_graphql_schema)
 
     d = sub.add_parser("demo", help="load a realistic demo caseload")
     d.add_argument("--org-name", default="Riverside Counselling (demo)")

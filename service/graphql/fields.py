@@ -1,0 +1,255 @@
+"""Resolvers generated per collection: relations of a record type, root queries and mutations.
+
+Each resolver checks its scope once (a cached lookup in the context), then reads through a DataLoader or
+calls the service layer (service.create / patch / delete / list_page): no second copy of validation or
+access filtering. NotFound and Gone resolve to null, as CONTRACT.md section 5 says.
+"""
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import strawberry
+from pydantic import ValidationError
+
+from service.collections import service
+from service.collections.registry import REGISTRY, Collection
+from service.collections.repository import encode_cursor
+from service.errors import DomainError, Gone, NotFound, ValidationFailed
+from service.graphql.context import GraphQLContext, record_obj, wrap
+from service.graphql.errors import forbidden, from_domain, from_pydantic
+from service.graphql.limits import DEFAULT_FIRST, MAX_FIRST, ROOT_FIRST
+from service.graphql.typegen import Node, PageInfo, Types, plain
+
+Resolver = Callable[..., Awaitable[Any]]
+P = inspect.Parameter
+
+
+def _guarded(fn: Resolver) -> Resolver:
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except (NotFound, Gone):
+            return None
+        except DomainError as exc:
+            raise from_domain(exc) from exc
+
+    return run
+
+
+def field(fn: Resolver, returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
+          description: str | None = None) -> Any:
+    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments."""
+    sig = [P("root", P.POSITIONAL_OR_KEYWORD)] if root else []
+    sig.append(P("info", P.POSITIONAL_OR_KEYWORD, annotation=strawberry.Info))
+    sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
+            params or []]
+    wrapped = _guarded(fn)
+    wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
+    wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
+    return strawberry.field(resolver=wrapped, description=description)
+
+
+def _ctx(info: Any) -> GraphQLContext:
+    return info.context  # type: ignore[no-any-return]
+
+
+def _check_first(first: int) -> None:
+    if not 1 <= first <= MAX_FIRST:
+        raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
+
+
+def connection(types: Types, coll: Collection, nodes: list[Any], has_next: bool) -> Any:
+    edge = types.edges[coll.name]
+    edges = [edge(node=n, cursor=encode_cursor(n.id)) for n in nodes]
+    page = PageInfo(has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None)
+    return types.connections[coll.name](edges=edges, page_info=page)
+
+
+# ---------------------------------------------------------------- relations of a record type
+
+
+def relations(types: Types, coll: Collection) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if coll.client_owned:
+        out["client"] = _ref_one(types, "client_id", REGISTRY["clients"])
+    for ref in coll.refs:
+        if "." in ref.field:
+            continue
+        target = REGISTRY[ref.target]
+        if ref.many:
+            out[ref.field.removesuffix("_ids") + "s"] = _ref_many(types, ref.field, target)
+        else:
+            out[ref.field.removesuffix("_id")] = _ref_one(types, ref.field, target)
+    for child_name, fk in coll.children.items():
+        child = REGISTRY[child_name]
+        out[child.key] = _children(types, child, fk)
+    if coll.name == "outcome-markers":
+        out["latest_measurement"] = _latest_measurement(types)
+    return out
+
+
+def _ref_one(types: Types, attr: str, target: Collection) -> Any:
+    async def resolve(root: Any, info: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(target.resource, "r")
+        ident = getattr(root, attr, None)
+        return None if ident is None else await ctx.by_id(target).load(ident)
+
+    return field(resolve, types.record_types[target.name] | None,
+                 description=f"The {target.type_name.replace('_', ' ')} named by {attr}")
+
+
+def _ref_many(types: Types, attr: str, target: Collection) -> Any:
+    async def resolve(root: Any, info: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(target.resource, "r")
+        found = await ctx.by_id(target).load_many(list(getattr(root, attr, None) or []))
+        return [r for r in found if r is not None]
+
+    return field(resolve, list[types.record_types[target.name]] | None,  # type: ignore[misc]
+                 description=f"The {target.title.lower()} named by {attr}")
+
+
+def _children(types: Types, child: Collection, fk: str) -> Any:
+    async def resolve(root: Any, info: Any, first: int, after: str | None) -> Any:
+        ctx = _ctx(info)
+        ctx.require(child.resource, "s")
+        _check_first(first)
+        rows = await ctx.children(child, fk, first, after).load(root.id)
+        return connection(types, child, rows[:first], len(rows) > first)
+
+    return field(resolve, types.connections[child.name] | None,
+                 [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
+                 description=f"Live {child.title.lower()} of this record, in id order")
+
+
+def _latest_measurement(types: Types) -> Any:
+    coll = REGISTRY["measurements"]
+
+    async def resolve(root: Any, info: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "s")
+        return await ctx.latest_measurement().load(root.id)
+
+    return field(resolve, types.record_types[coll.name] | None,
+                 description="The most recent measurement of this marker (by observed_at)")
+
+
+# ---------------------------------------------------------------- root queries
+
+
+def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
+    record_type = types.record_types[coll.name]
+
+    async def one(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "r")
+        return await ctx.by_id(coll).load(kwargs["id"])
+
+    async def many(info: Any, first: int, after: str | None, **filters: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "s")
+        _check_first(first)
+        if "identifier" in filters:
+            filters["external_id"] = filters.pop("identifier")
+        since = filters.get("updated_since")
+        if isinstance(since, datetime) and since.utcoffset() is None:
+            raise ValidationFailed.on("updated_since", "A timestamp needs a time zone offset", "timezone_required")
+        async with ctx.transaction() as conn:
+            data, next_cursor = await service.list_page(conn, ctx.who, coll, filters=filters, limit=first,
+                                                        cursor=after)
+        return connection(types, coll, [record_obj(coll, d) for d in data], next_cursor is not None)
+
+    params: list[tuple[str, Any, Any]] = [("first", int, ROOT_FIRST), ("after", str | None, None)]
+    if coll.client_owned:
+        params.append(("client_id", UUID | None, None))
+    if "status" in coll.table.c:
+        params.append(("status", types.output(coll.out.model_fields["status"].annotation) | None, None))
+    params.append(("updated_since", datetime | None, None))
+    params.append(("identifier" if coll.name == "clients" else "external_id", str | None, None))
+    params += [(name, UUID | None, None) for name in coll.filters]
+    noun = coll.type_name.replace("_", " ")
+    return {
+        coll.type_name: field(one, record_type | None, [("id", UUID, P.empty)], root=False,
+                              description=f"A {noun} by id; null if it does not exist, was deleted, or is not yours"),
+        coll.key: field(many, types.connections[coll.name], params, root=False,
+                        description=f"{coll.title}, in id order, with the REST filters"),
+    }
+
+
+def node_field() -> Any:
+    async def node(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        readable = [c for c in REGISTRY.values() if ctx.who.allows(c.resource, "r")]
+        if not readable:
+            raise forbidden(f"{ctx.who.context}/*.r")
+        found = await asyncio.gather(*(ctx.by_id(c).load(kwargs["id"]) for c in readable))
+        return next((r for r in found if r is not None), None)
+
+    return field(node, Node | None, [("id", UUID, P.empty)], root=False,
+                 description="Any record by id, among the collections the token may read; null if none has it")
+
+
+# ---------------------------------------------------------------- mutations
+
+
+def _validate(model: Any, data: Any) -> Any:
+    try:
+        return model.model_validate(plain(data))
+    except ValidationError as exc:
+        raise from_pydantic(exc) from exc
+
+
+def _if_match(expected_version: int | None) -> str | None:
+    return None if expected_version is None else f'W/"{expected_version}"'
+
+
+def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
+    record_type = types.record_types[coll.name]
+    noun = coll.type_name.replace("_", " ")
+
+    async def create(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "c")
+        body = _validate(coll.create, kwargs["input"])
+        async with ctx.transaction() as conn:
+            return record_obj(coll, await service.create(conn, ctx.who, coll, body))
+
+    async def update(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "u")
+        body = _validate(coll.patch, kwargs["input"])
+        async with ctx.transaction() as conn:
+            out = await service.patch(conn, ctx.who, coll, kwargs["id"], body, _if_match(kwargs["expected_version"]))
+        return record_obj(coll, out)
+
+    async def delete(info: Any, **kwargs: Any) -> Any:
+        ctx = _ctx(info)
+        ctx.require(coll.resource, "d")
+        async with ctx.transaction() as conn:
+            await service.delete(conn, ctx.who, coll, kwargs["id"], _if_match(kwargs["expected_version"]))
+        return kwargs["id"]
+
+    version = ("expected_version", int | None, None)
+    fields = {
+        f"create_{coll.type_name}": field(
+            create, record_type | None, [("input", types.create_input(coll), P.empty)], root=False,
+            description=f"Create a {noun} (the same validation as POST /v1/{coll.name})"),
+        f"update_{coll.type_name}": field(
+            update, record_type | None, [("id", UUID, P.empty), ("input", types.patch_input(coll), P.empty), version],
+            root=False, description=f"Update a {noun}; null if it does not exist or is not yours"),
+    }
+    if coll.deletable:
+        fields[f"delete_{coll.type_name}"] = field(
+            delete, UUID | None, [("id", UUID, P.empty), version], root=False,
+            description=f"Delete a {noun}; returns its id, or null if it does not exist or is not yours")
+    return fields
+
+
+__all__ = ["connection", "mutation_fields", "query_fields", "relations", "wrap"]

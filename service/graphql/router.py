@@ -1,0 +1,45 @@
+"""/graphql: bearer token required (HTTP 401 otherwise), batching off, POST only (GET is the IDE)."""
+
+from typing import Any
+
+from fastapi import Request, Response
+from strawberry.fastapi import GraphQLRouter
+
+from service.auth.rest import authenticate, bearer
+from service.errors import Unauthenticated
+from service.graphql.context import GraphQLContext
+from service.graphql.ide import ide_router
+from service.graphql.schema import build_schema
+
+
+class GraphQLUnauthenticated(Unauthenticated):
+    """HTTP 401 (with WWW-Authenticate) whose problem+json body also reads as a GraphQL error response."""
+
+    def __init__(self, cause: Unauthenticated) -> None:
+        super().__init__(cause.detail)
+        self.headers = cause.headers
+        self.reason = "invalid_token" if "invalid_token" in cause.headers.get("WWW-Authenticate", "") else \
+            "missing_token"
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body = super().problem(instance)
+        body["errors"] = [{"message": self.detail, "extensions": {"code": "UNAUTHENTICATED", "reason": self.reason}}]
+        return body
+
+
+async def get_context(request: Request, response: Response) -> GraphQLContext:
+    try:
+        who = await authenticate(request, await bearer(request))
+    except Unauthenticated as exc:
+        raise GraphQLUnauthenticated(exc) from exc
+    response.headers["Cache-Control"] = "no-store"
+    return GraphQLContext(who, request.app.state.ctx)
+
+
+def graphql_router() -> GraphQLRouter[GraphQLContext, None]:
+    """POST /graphql for GraphQL; GET /graphql serves GraphiQL (its assets from the service, not a CDN)."""
+    router: GraphQLRouter[GraphQLContext, None] = GraphQLRouter(
+        build_schema(), graphql_ide=None, allow_queries_via_get=False, context_getter=get_context,
+    )
+    router.routes[0:0] = ide_router().routes  # first, so GET /graphql is the IDE rather than a GET query
+    return router
