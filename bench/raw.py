@@ -1,0 +1,151 @@
+"""The raw twin: the captured statements replayed with raw asyncpg, at the same concurrency, in the same run.
+
+Every statement is sent as the service sent it: simple-protocol statements (``BEGIN;``, ``COMMIT;``) with
+``execute``, extended-protocol ones with ``fetch`` on asyncpg's prepared-statement cache (as SQLAlchemy's
+asyncpg dialect does), with the captured parameter values; only the values that rotate (the client id)
+are swapped for the ones of the request being replayed. The connection is the service role's, with the
+service's connection settings, through a pool of the service's size (pool_size .. pool_size + max_overflow).
+Rows are fetched and dropped: no HTTP, no ORM, no serialisation. That is the ceiling the ratio is taken to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from bench.capture import Statement
+from bench.loadgen import Result, percentile
+from service.settings import Settings
+
+Plan = list[tuple[str, tuple[Any, ...] | None]]  # (sql, args or None for a simple query)
+
+
+def _array(text: str, conv: Any) -> list[Any]:
+    inner = text.strip()[1:-1]
+    if not inner:
+        return []
+    return [None if v == "NULL" else conv(v.strip('"')) for v in inner.split(",")]
+
+
+_CONVERT: dict[str, Any] = {
+    "uuid": UUID, "int2": int, "int4": int, "int8": int, "float4": float, "float8": float, "numeric": Decimal,
+    "bool": lambda v: v.lower() in ("t", "true", "on", "1", "yes"),
+    "date": date.fromisoformat, "timestamptz": datetime.fromisoformat, "timestamp": datetime.fromisoformat,
+}
+
+
+def convert(value: str | None, type_name: str) -> Any:
+    """A logged parameter (text) as the Python value asyncpg encodes for the parameter's type."""
+    if value is None:
+        return None
+    if type_name.startswith("_"):
+        return _array(value, _CONVERT.get(type_name[1:], str))
+    return _CONVERT.get(type_name, str)(value)
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """The service's connection settings (service/db.py make_engine)."""
+    return {"application_name": "strengths-bench-raw", "statement_timeout": str(settings.statement_timeout_ms),
+            "idle_in_transaction_session_timeout": "60000", "timezone": "UTC"}
+
+
+async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
+                      variants: list[dict[str, str]]) -> list[Plan]:
+    """One plan per request variant: the captured statements with the rotating values swapped in.
+
+    ``variants[0]`` holds the values the captured request was sent with; ``variants[i]`` the ones to use
+    instead (e.g. ``{"client_id": "..."}``).
+    """
+    conn = await asyncpg.connect(dsn, server_settings=server_settings(settings))
+    try:
+        types: list[list[str] | None] = []
+        for st in statements:
+            if st.extended:
+                prepared = await conn.prepare(st.sql)
+                types.append([t.name for t in prepared.get_parameters()])
+            else:
+                types.append(None)
+    finally:
+        await conn.close()
+    captured = variants[0]
+    plans: list[Plan] = []
+    for variant in variants:
+        swap = {captured[k]: variant[k] for k in captured}
+        plan: Plan = []
+        for st, tys in zip(statements, types, strict=True):
+            if st.params is None or tys is None:
+                plan.append((st.sql, None))
+                continue
+            args = tuple(convert(swap.get(v, v) if v is not None else None, t)
+                         for v, t in zip(st.params, tys, strict=True))
+            plan.append((st.sql, args))
+        plans.append(plan)
+    return plans
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """No reset query on release: SQLAlchemy's pool sends none after a committed transaction either (asyncpg's
+    default would add a round trip, RESET ALL and friends, to every request of the twin)."""
+
+
+async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
+               warmup: float) -> Result:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min(settings.db_pool_size, concurrency),
+        max_size=settings.db_pool_size + settings.db_max_overflow, server_settings=server_settings(settings),
+        reset=_no_reset,
+    )
+    assert pool is not None
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    count = 0
+    start = time.perf_counter() + warmup
+    stop = start + duration
+
+    async def worker() -> None:
+        nonlocal count
+        rng = random.Random()
+        while time.perf_counter() < stop:
+            plan = plans[rng.randrange(len(plans))]
+            t0 = time.perf_counter()
+            try:
+                async with pool.acquire() as conn:
+                    for sql, args in plan:
+                        if args is None:
+                            await conn.execute(sql)
+                        else:
+                            await conn.fetch(sql, *args)
+            except (asyncpg.PostgresError, OSError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            t1 = time.perf_counter()
+            if t0 >= start and t1 <= stop:
+                count += 1
+                latencies.append(t1 - t0)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await pool.close()
+    latencies.sort()
+    return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
+                  p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
+                  duration_s=duration, tool=f"asyncpg c{concurrency}", error_detail=errors)
+
+
+def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
+            warmup: float) -> Result:
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    return runner(_run(dsn, settings, plans, concurrency, duration, warmup))  # type: ignore[no-any-return]

@@ -1,0 +1,242 @@
+"""`python -m bench.run --repeats N`: seed, capture, measure, write bench/results/latest.{json,md}.
+
+See bench/README.md. In short: the service runs as `strengths-api serve` (one worker) on the bench's own
+embedded PostgreSQL (DATA_DIR=.data/bench); a caseload is seeded once and reused; an app is registered with
+`strengths-api apps create` and a token obtained from /oauth/token; for each workload the statements the
+service sends are captured from PostgreSQL's log, then the HTTP load and the raw-asyncpg twin of those
+statements are measured back to back in the same run, ``repeats`` times; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench import capture, loadgen, raw
+from bench.env import APP_ROLE, Database, Service, cli, machine, token
+from bench.seed import ensure_seed
+from bench.workloads import WORKLOADS, Context, Variant, Workload
+from service.settings import PROJECT_ROOT
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=1, help="measure each workload N times; medians reported")
+    p.add_argument("--clients", type=int, default=2000, help="size of the seeded caseload (issue 14: 2,000)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each measured run")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent connections (HTTP and raw)")
+    p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
+                   help="auto: wrk when installed, else the Python generator")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1")
+    p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / ".data" / "bench")
+    p.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "results")
+    return p.parse_args(argv)
+
+
+def send(ctx: Context, v: Variant) -> httpx.Response:
+    r = v.request
+    return httpx.request(r.method, ctx.base_url + r.path, headers=r.headers, content=r.body, timeout=30)
+
+
+def capture_statements(db: Database, svc: Service, ctx: Context, w: Workload) -> list[capture.Statement]:
+    variants = w.variants(ctx)
+    warm = send(ctx, variants[-1])
+    if warm.status_code >= 300:
+        raise RuntimeError(f"{w.name}: warm-up request answered {warm.status_code}: {warm.text[:500]}")
+    start = capture.log_size(db.log_path)
+    resp = send(ctx, variants[0])
+    text = capture.read_log(db.log_path, start)
+    if resp.status_code >= 300:
+        raise RuntimeError(f"{w.name}: captured request answered {resp.status_code}: {resp.text[:500]}")
+    statements = capture.only_backend(capture.parse_log(text))
+    if not statements:
+        raise RuntimeError(f"{w.name}: no statements in the PostgreSQL log ({db.log_path}) for the request")
+    return statements
+
+
+async def pg_version(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def measure_http(tool: str, ctx: Context, requests: list[loadgen.Request], args: argparse.Namespace,
+                 work_dir: Path) -> loadgen.Result:
+    if tool == "wrk":
+        if args.warmup > 0:
+            loadgen.run_wrk(ctx.base_url, requests, concurrency=args.concurrency, duration=max(1.0, args.warmup),
+                            threads=args.threads, work_dir=work_dir)
+        return loadgen.run_wrk(ctx.base_url, requests, concurrency=args.concurrency, duration=args.duration,
+                               threads=args.threads, work_dir=work_dir)
+    return loadgen.run_python(ctx.base_url, requests, concurrency=args.concurrency, duration=args.duration,
+                              warmup=args.warmup)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    workloads = [WORKLOADS[n] for n in names]
+    tool = "wrk" if args.generator == "wrk" or (args.generator == "auto" and loadgen.wrk_available()) else "python"
+    if tool == "wrk" and not loadgen.wrk_available():
+        raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
+    data_dir = args.data_dir.resolve()
+    work_dir = data_dir / "work"
+    mach = machine()
+
+    log(f"embedded PostgreSQL and migrations in {data_dir}")
+    db = Database.start(data_dir)
+    asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))  # in case a run was cut short
+    seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients))
+    log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
+        f"in {seed.seconds:.1f} s (org {seed.org_id})")
+    creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
+                           "--scopes", " ".join(sorted({s for w in workloads for s in w.scopes.split()}))))
+
+    # 1. capture: a service instance whose connections log every statement
+    captured: dict[str, list[capture.Statement]] = {}
+    asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, True))
+    try:
+        with Service(data_dir) as svc:
+            ctx = Context(svc.base_url, token(svc.base_url, creds["client_id"], creds["client_secret"]),
+                          seed.org_id, seed.client_ids)
+            for w in workloads:
+                captured[w.name] = capture_statements(db, svc, ctx, w)
+                log(f"{w.name}: captured {len(captured[w.name])} statements")
+    finally:
+        asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))
+
+    # 2. measure: a fresh instance (nothing logged), HTTP then raw twin, per workload, per repeat
+    runs: dict[str, list[dict[str, Any]]] = {w.name: [] for w in workloads}
+    ceilings: list[loadgen.Result] = []
+    with Service(data_dir) as svc:
+        for rep in range(args.repeats):
+            ctx = Context(svc.base_url, token(svc.base_url, creds["client_id"], creds["client_secret"]),
+                          seed.org_id, seed.client_ids)
+            ceiling = measure_http(tool, ctx, [loadgen.Request("GET", "/healthz")], args, work_dir)
+            ceilings.append(ceiling)
+            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling (GET /healthz) {ceiling.rps:.0f} rps")
+            for w in workloads:
+                variants = w.variants(ctx)
+                plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
+                                                    [v.subst for v in variants]))
+                http = measure_http(tool, ctx, [v.request for v in variants], args, work_dir)
+                twin = raw.run_raw(db.app_dsn, db.settings, plans, concurrency=args.concurrency,
+                                   duration=args.duration, warmup=args.warmup)
+                ratio = http.rps / twin.rps if twin.rps else 0.0
+                runs[w.name].append({"http": http.as_dict(), "raw": twin.as_dict(), "ratio": round(ratio, 3)})
+                log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
+                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors), raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
+
+    mach.update(
+        loadavg_end=[round(x, 2) for x in os.getloadavg()],
+        postgres=asyncio.run(pg_version(db.owner_dsn)),
+        wrk=loadgen.wrk_version(),
+    )
+    result: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": mach,
+        "config": {
+            "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
+            "concurrency": args.concurrency, "generator": tool, "service_workers": 1,
+            "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
+            "clients": len(seed.client_ids), "seeded": seed.created,
+        },
+        "generator": {
+            "tool": ceilings[0].tool if ceilings else tool,
+            "ceiling_rps": round(median([c.rps for c in ceilings]), 1),
+            "ceiling_p50_ms": round(median([c.p50_ms for c in ceilings]), 2),
+            "ceiling_p99_ms": round(median([c.p99_ms for c in ceilings]), 2),
+            "ceiling_endpoint": "GET /healthz (no token, no database)",
+        },
+        "workloads": {},
+    }
+    for w in workloads:
+        reps = runs[w.name]
+        result["workloads"][w.name] = {
+            "title": w.title,
+            "request": w.description,
+            "rps": round(median([r["http"]["rps"] for r in reps]), 1),
+            "p50_ms": round(median([r["http"]["p50_ms"] for r in reps]), 2),
+            "p99_ms": round(median([r["http"]["p99_ms"] for r in reps]), 2),
+            "errors": int(median([r["http"]["errors"] for r in reps])),
+            "raw_rps": round(median([r["raw"]["rps"] for r in reps]), 1),
+            "raw_p50_ms": round(median([r["raw"]["p50_ms"] for r in reps]), 2),
+            "raw_p99_ms": round(median([r["raw"]["p99_ms"] for r in reps]), 2),
+            "ratio": round(median([r["ratio"] for r in reps]), 3),
+            "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
+                           for s in captured[w.name]],
+            "runs": reps,
+        }
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_results(result, args.out_dir)
+    log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'} and latest.md")
+    sys.stdout.write(markdown(result) + "\n")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, c, g = result["machine"], result["config"], result["generator"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated {result['generated_at']} by `python -m bench.run --repeats {c['repeats']}` "
+        f"(medians of {c['repeats']} repeat(s); {c['duration_s']:g} s per run after {c['warmup_s']:g} s warm-up, "
+        f"concurrency {c['concurrency']}, {c['service_workers']} service worker, pool {c['db_pool']}, "
+        f"{c['clients']} seeded clients).",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m.get('memory_gb')} GB, {m['os']}, "
+        f"Python {m['python']}, PostgreSQL {m.get('postgres')} (embedded); load average "
+        f"{m['loadavg_start']} at start, {m.get('loadavg_end')} at end (shared machine: compare ratios, "
+        f"not absolute numbers). Commit {m.get('git_commit', '?')}.",
+        "",
+        f"Load generator: {g['tool']}{' (' + m['wrk'] + ')' if c['generator'] == 'wrk' and m.get('wrk') else ''}; "
+        f"its ceiling on {g['ceiling_endpoint']}: {g['ceiling_rps']:.0f} rps "
+        f"(p50 {g['ceiling_p50_ms']:.2f} ms, p99 {g['ceiling_p99_ms']:.2f} ms).",
+        "",
+        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, w in result["workloads"].items():
+        lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
+                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} |")
+    lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
+              "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
+    return "\n".join(lines)
+
+
+def write_results(result: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "latest.md").write_text(markdown(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
