@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,9 +23,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 from bench import capture, loadgen, raw
-from bench.env import APP_ROLE, Database, Service, cli, machine, token
+from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
 from bench.seed import ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
 from service.settings import PROJECT_ROOT
@@ -80,20 +82,46 @@ async def pg_version(dsn: str) -> str:
         await conn.close()
 
 
-def measure_http(tool: str, ctx: Context, requests: list[loadgen.Request], args: argparse.Namespace,
-                 work_dir: Path) -> loadgen.Result:
-    if tool == "wrk":
-        if args.warmup > 0:
-            loadgen.run_wrk(ctx.base_url, requests, concurrency=args.concurrency, duration=max(1.0, args.warmup),
-                            threads=args.threads, work_dir=work_dir)
-        return loadgen.run_wrk(ctx.base_url, requests, concurrency=args.concurrency, duration=args.duration,
-                               threads=args.threads, work_dir=work_dir)
-    return loadgen.run_python(ctx.base_url, requests, concurrency=args.concurrency, duration=args.duration,
-                              warmup=args.warmup)
+def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args: argparse.Namespace,
+                 work_dir: Path, pid: int | None = None) -> tuple[loadgen.Result, float | None]:
+    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it."""
+    kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads}
+    if args.warmup > 0:
+        loadgen.run_load(tool, base_url, requests, duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup,
+                         **kw)
+    proc = psutil.Process(pid) if pid else None
+    cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+    result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
+    cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc else None
+    return result, cpu
+
+
+def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> loadgen.Result:
+    """The generator against a fixed-reply server in its own process: the generator's own ceiling."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.static_server", str(port)], cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        result, _ = measure_http(tool, f"http://127.0.0.1:{port}", [loadgen.Request("GET", "/")], args, work_dir)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def per_request_ms(cpu: float | None, result: loadgen.Result) -> float | None:
+    return round(cpu * 1000 / result.requests, 3) if cpu is not None and result.requests else None
 
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
+
+
+def _median_opt(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(median(present), 3) if present else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -136,24 +164,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 2. measure: a fresh instance (nothing logged), HTTP then raw twin, per workload, per repeat
     runs: dict[str, list[dict[str, Any]]] = {w.name: [] for w in workloads}
     ceilings: list[loadgen.Result] = []
+    healthz: list[loadgen.Result] = []
     with Service(data_dir) as svc:
         for rep in range(args.repeats):
             ctx = Context(svc.base_url, token(svc.base_url, creds["client_id"], creds["client_secret"]),
                           seed.org_id, seed.client_ids)
-            ceiling = measure_http(tool, ctx, [loadgen.Request("GET", "/healthz")], args, work_dir)
-            ceilings.append(ceiling)
-            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling (GET /healthz) {ceiling.rps:.0f} rps")
+            ceilings.append(generator_ceiling(tool, args, work_dir))
+            healthz.append(measure_http(tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args, work_dir)[0])
+            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling {ceilings[-1].rps:.0f} rps (fixed-reply server), "
+                f"service GET /healthz {healthz[-1].rps:.0f} rps")
             for w in workloads:
                 variants = w.variants(ctx)
                 plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
                                                     [v.subst for v in variants]))
-                http = measure_http(tool, ctx, [v.request for v in variants], args, work_dir)
+                http, cpu = measure_http(tool, svc.base_url, [v.request for v in variants], args, work_dir, svc.pid)
+                cpu_raw0 = time.process_time()
                 twin = raw.run_raw(db.app_dsn, db.settings, plans, concurrency=args.concurrency,
                                    duration=args.duration, warmup=args.warmup)
+                cpu_raw = time.process_time() - cpu_raw0
                 ratio = http.rps / twin.rps if twin.rps else 0.0
-                runs[w.name].append({"http": http.as_dict(), "raw": twin.as_dict(), "ratio": round(ratio, 3)})
+                runs[w.name].append({
+                    "http": {**http.as_dict(), "service_cpu_ms_per_req": per_request_ms(cpu, http),
+                             "service_cpu_util": round(cpu / http.duration_s, 2) if cpu is not None else None},
+                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": per_request_ms(cpu_raw, twin)},
+                    "ratio": round(ratio, 3),
+                })
                 log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
-                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors), raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
+                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU "
+                    f"{per_request_ms(cpu, http)} ms/request), raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
 
     mach.update(
         loadavg_end=[round(x, 2) for x in os.getloadavg()],
@@ -174,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ceiling_rps": round(median([c.rps for c in ceilings]), 1),
             "ceiling_p50_ms": round(median([c.p50_ms for c in ceilings]), 2),
             "ceiling_p99_ms": round(median([c.p99_ms for c in ceilings]), 2),
-            "ceiling_endpoint": "GET /healthz (no token, no database)",
+            "ceiling_endpoint": "a fixed-reply HTTP server in its own process (bench/static_server.py)",
+            "service_healthz_rps": round(median([h.rps for h in healthz]), 1),
         },
         "workloads": {},
     }
@@ -191,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw_p50_ms": round(median([r["raw"]["p50_ms"] for r in reps]), 2),
             "raw_p99_ms": round(median([r["raw"]["p99_ms"] for r in reps]), 2),
             "ratio": round(median([r["ratio"] for r in reps]), 3),
+            "service_cpu_ms_per_req": _median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
+            "service_cpu_util": _median_opt([r["http"]["service_cpu_util"] for r in reps]),
+            "raw_client_cpu_ms_per_req": _median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
             "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
                            for s in captured[w.name]],
             "runs": reps,
@@ -219,14 +261,17 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Load generator: {g['tool']}{' (' + m['wrk'] + ')' if c['generator'] == 'wrk' and m.get('wrk') else ''}; "
         f"its ceiling on {g['ceiling_endpoint']}: {g['ceiling_rps']:.0f} rps "
-        f"(p50 {g['ceiling_p50_ms']:.2f} ms, p99 {g['ceiling_p99_ms']:.2f} ms).",
+        f"(p50 {g['ceiling_p50_ms']:.2f} ms, p99 {g['ceiling_p99_ms']:.2f} ms); the service's own GET /healthz "
+        f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps.",
         "",
-        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | service CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, w in result["workloads"].items():
+        cpu = w.get("service_cpu_ms_per_req")
         lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
-                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} |")
+                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} | "
+                     f"{'-' if cpu is None else f'{cpu:.2f}'} |")
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
               "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
     return "\n".join(lines)
