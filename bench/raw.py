@@ -130,14 +130,23 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
                 count += 1
                 latencies.append(t1 - t0)
 
+    cpu: list[float] = []
+
+    async def mark_cpu() -> None:  # this process's CPU time over the measured window only
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        cpu.append(time.process_time())
+        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+        cpu.append(time.process_time())
+
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(mark_cpu(), *(worker() for _ in range(concurrency)))
     finally:
         await pool.close()
     latencies.sort()
     return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
                   p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
-                  duration_s=duration, tool=f"asyncpg c{concurrency}", error_detail=errors)
+                  duration_s=duration, tool=f"asyncpg c{concurrency}", error_detail=errors,
+                  cpu_s=cpu[1] - cpu[0])
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import psutil
 
 from bench import capture, loadgen, raw
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
-from bench.seed import ensure_seed
+from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
 from service.settings import PROJECT_ROOT
 
@@ -83,7 +84,7 @@ async def pg_version(dsn: str) -> str:
 
 
 def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args: argparse.Namespace,
-                 work_dir: Path, pid: int | None = None) -> tuple[loadgen.Result, float | None]:
+                 work_dir: Path, pid: int | None = None) -> loadgen.Result:
     """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it."""
     kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads}
     if args.warmup > 0:
@@ -92,8 +93,9 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
     proc = psutil.Process(pid) if pid else None
     cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
-    cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc else None
-    return result, cpu
+    if proc:
+        result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
+    return result
 
 
 def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> loadgen.Result:
@@ -104,29 +106,39 @@ def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> lo
     try:
         assert proc.stdout is not None
         proc.stdout.readline()  # "ready"
-        result, _ = measure_http(tool, f"http://127.0.0.1:{port}", [loadgen.Request("GET", "/")], args, work_dir)
-        return result
+        return measure_http(tool, f"http://127.0.0.1:{port}", [loadgen.Request("GET", "/")], args, work_dir)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def per_request_ms(cpu: float | None, result: loadgen.Result) -> float | None:
-    return round(cpu * 1000 / result.requests, 3) if cpu is not None and result.requests else None
 
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
-def _median_opt(values: list[float | None]) -> float | None:
+def median_opt(values: list[Any]) -> float | None:
     present = [v for v in values if v is not None]
     return round(median(present), 3) if present else None
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    started = time.perf_counter()
+@dataclass
+class Setup:
+    args: argparse.Namespace
+    tool: str
+    workloads: list[Workload]
+    data_dir: Path
+    work_dir: Path
+    db: Database
+    seed: Seed
+    creds: dict[str, str]
+
+    def context(self, svc: Service) -> Context:
+        """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
+        return Context(svc.base_url, token(svc.base_url, self.creds["client_id"], self.creds["client_secret"]),
+                       self.seed.org_id, self.seed.client_ids)
+
+
+def prepare(args: argparse.Namespace) -> Setup:
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
@@ -136,89 +148,100 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if tool == "wrk" and not loadgen.wrk_available():
         raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
     data_dir = args.data_dir.resolve()
-    work_dir = data_dir / "work"
-    mach = machine()
-
     log(f"embedded PostgreSQL and migrations in {data_dir}")
     db = Database.start(data_dir)
     asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))  # in case a run was cut short
     seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients))
     log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
         f"in {seed.seconds:.1f} s (org {seed.org_id})")
+    scopes = " ".join(sorted({s for w in workloads for s in w.scopes.split()}))
     creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
-                           "--scopes", " ".join(sorted({s for w in workloads for s in w.scopes.split()}))))
+                           "--scopes", scopes))
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds)
 
-    # 1. capture: a service instance whose connections log every statement
+
+def capture_all(setup: Setup) -> dict[str, list[capture.Statement]]:
+    """A service instance whose connections log every statement; the statements of each workload's request."""
     captured: dict[str, list[capture.Statement]] = {}
-    asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, True))
+    asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
     try:
-        with Service(data_dir) as svc:
-            ctx = Context(svc.base_url, token(svc.base_url, creds["client_id"], creds["client_secret"]),
-                          seed.org_id, seed.client_ids)
-            for w in workloads:
-                captured[w.name] = capture_statements(db, svc, ctx, w)
+        with Service(setup.data_dir) as svc:
+            ctx = setup.context(svc)
+            for w in setup.workloads:
+                captured[w.name] = capture_statements(setup.db, svc, ctx, w)
                 log(f"{w.name}: captured {len(captured[w.name])} statements")
     finally:
-        asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))
+        asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
+    return captured
 
-    # 2. measure: a fresh instance (nothing logged), HTTP then raw twin, per workload, per repeat
-    runs: dict[str, list[dict[str, Any]]] = {w.name: [] for w in workloads}
-    ceilings: list[loadgen.Result] = []
-    healthz: list[loadgen.Result] = []
-    with Service(data_dir) as svc:
+
+@dataclass
+class Measurements:
+    runs: dict[str, list[dict[str, Any]]]
+    ceilings: list[loadgen.Result]
+    healthz: list[loadgen.Result]
+
+
+def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> Measurements:
+    """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
+    HTTP load and right after it the raw twin."""
+    args, db = setup.args, setup.db
+    out = Measurements({w.name: [] for w in setup.workloads}, [], [])
+    with Service(setup.data_dir) as svc:
         for rep in range(args.repeats):
-            ctx = Context(svc.base_url, token(svc.base_url, creds["client_id"], creds["client_secret"]),
-                          seed.org_id, seed.client_ids)
-            ceilings.append(generator_ceiling(tool, args, work_dir))
-            healthz.append(measure_http(tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args, work_dir)[0])
-            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling {ceilings[-1].rps:.0f} rps (fixed-reply server), "
-                f"service GET /healthz {healthz[-1].rps:.0f} rps")
-            for w in workloads:
+            ctx = setup.context(svc)
+            out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
+            out.healthz.append(measure_http(setup.tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args,
+                                            setup.work_dir))
+            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling {out.ceilings[-1].rps:.0f} rps (fixed-reply "
+                f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps")
+            for w in setup.workloads:
                 variants = w.variants(ctx)
                 plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
                                                     [v.subst for v in variants]))
-                http, cpu = measure_http(tool, svc.base_url, [v.request for v in variants], args, work_dir, svc.pid)
-                cpu_raw0 = time.process_time()
+                http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
+                                    svc.pid)
                 twin = raw.run_raw(db.app_dsn, db.settings, plans, concurrency=args.concurrency,
                                    duration=args.duration, warmup=args.warmup)
-                cpu_raw = time.process_time() - cpu_raw0
                 ratio = http.rps / twin.rps if twin.rps else 0.0
-                runs[w.name].append({
-                    "http": {**http.as_dict(), "service_cpu_ms_per_req": per_request_ms(cpu, http),
-                             "service_cpu_util": round(cpu / http.duration_s, 2) if cpu is not None else None},
-                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": per_request_ms(cpu_raw, twin)},
+                out.runs[w.name].append({
+                    "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
+                             "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None},
+                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req},
                     "ratio": round(ratio, 3),
                 })
                 log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
-                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU "
-                    f"{per_request_ms(cpu, http)} ms/request), raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
+                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU {http.cpu_ms_per_req} ms/request), "
+                    f"raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
+    return out
 
-    mach.update(
-        loadavg_end=[round(x, 2) for x in os.getloadavg()],
-        postgres=asyncio.run(pg_version(db.owner_dsn)),
-        wrk=loadgen.wrk_version(),
-    )
+
+def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[capture.Statement]],
+              m: Measurements) -> dict[str, Any]:
+    args, db = setup.args, setup.db
+    mach.update(loadavg_end=[round(x, 2) for x in os.getloadavg()], postgres=asyncio.run(pg_version(db.owner_dsn)),
+                wrk=loadgen.wrk_version())
     result: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": mach,
         "config": {
             "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
-            "concurrency": args.concurrency, "generator": tool, "service_workers": 1,
+            "concurrency": args.concurrency, "generator": setup.tool, "service_workers": 1,
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
-            "clients": len(seed.client_ids), "seeded": seed.created,
+            "clients": len(setup.seed.client_ids), "seeded": setup.seed.created,
         },
         "generator": {
-            "tool": ceilings[0].tool if ceilings else tool,
-            "ceiling_rps": round(median([c.rps for c in ceilings]), 1),
-            "ceiling_p50_ms": round(median([c.p50_ms for c in ceilings]), 2),
-            "ceiling_p99_ms": round(median([c.p99_ms for c in ceilings]), 2),
+            "tool": m.ceilings[0].tool if m.ceilings else setup.tool,
+            "ceiling_rps": round(median([c.rps for c in m.ceilings]), 1),
+            "ceiling_p50_ms": round(median([c.p50_ms for c in m.ceilings]), 2),
+            "ceiling_p99_ms": round(median([c.p99_ms for c in m.ceilings]), 2),
             "ceiling_endpoint": "a fixed-reply HTTP server in its own process (bench/static_server.py)",
-            "service_healthz_rps": round(median([h.rps for h in healthz]), 1),
+            "service_healthz_rps": round(median([h.rps for h in m.healthz]), 1),
         },
         "workloads": {},
     }
-    for w in workloads:
-        reps = runs[w.name]
+    for w in setup.workloads:
+        reps = m.runs[w.name]
         result["workloads"][w.name] = {
             "title": w.title,
             "request": w.description,
@@ -230,13 +253,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw_p50_ms": round(median([r["raw"]["p50_ms"] for r in reps]), 2),
             "raw_p99_ms": round(median([r["raw"]["p99_ms"] for r in reps]), 2),
             "ratio": round(median([r["ratio"] for r in reps]), 3),
-            "service_cpu_ms_per_req": _median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
-            "service_cpu_util": _median_opt([r["http"]["service_cpu_util"] for r in reps]),
-            "raw_client_cpu_ms_per_req": _median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
+            "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
+            "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
+            "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
             "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
                            for s in captured[w.name]],
             "runs": reps,
         }
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    mach = machine()
+    setup = prepare(args)
+    captured = capture_all(setup)
+    measurements = measure_all(setup, captured)
+    result = summarize(setup, mach, captured, measurements)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_results(result, args.out_dir)
     log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'} and latest.md")
