@@ -192,9 +192,10 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
             ctx = setup.context(svc)
             out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
             out.healthz.append(measure_http(setup.tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args,
-                                            setup.work_dir))
+                                            setup.work_dir, svc.pid))
             log(f"repeat {rep + 1}/{args.repeats}: generator ceiling {out.ceilings[-1].rps:.0f} rps (fixed-reply "
-                f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps")
+                f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps "
+                f"({out.healthz[-1].cpu_ms_per_req} ms CPU/request)")
             for w in setup.workloads:
                 variants = w.variants(ctx)
                 plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
@@ -237,6 +238,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
             "ceiling_p99_ms": round(median([c.p99_ms for c in m.ceilings]), 2),
             "ceiling_endpoint": "a fixed-reply HTTP server in its own process (bench/static_server.py)",
             "service_healthz_rps": round(median([h.rps for h in m.healthz]), 1),
+            "service_healthz_cpu_ms_per_req": median_opt([h.cpu_ms_per_req for h in m.healthz]),
         },
         "workloads": {},
     }
@@ -296,7 +298,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Load generator: {g['tool']}{' (' + m['wrk'] + ')' if c['generator'] == 'wrk' and m.get('wrk') else ''}; "
         f"its ceiling on {g['ceiling_endpoint']}: {g['ceiling_rps']:.0f} rps "
         f"(p50 {g['ceiling_p50_ms']:.2f} ms, p99 {g['ceiling_p99_ms']:.2f} ms); the service's own GET /healthz "
-        f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps.",
+        f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps, "
+        f"{g.get('service_healthz_cpu_ms_per_req')} ms of service CPU per request.",
         "",
         "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | service CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
