@@ -90,6 +90,14 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
     return plans
 
 
+async def _mark_cpu(start: float, stop: float, cpu: list[float]) -> None:
+    """This process's CPU time at the start and the end of the measured window."""
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    cpu.append(time.process_time())
+    await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+    cpu.append(time.process_time())
+
+
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """No reset query on release: SQLAlchemy's pool sends none after a committed transaction either (asyncpg's
     default would add a round trip, RESET ALL and friends, to every request of the twin)."""
@@ -131,15 +139,8 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
                 latencies.append(t1 - t0)
 
     cpu: list[float] = []
-
-    async def mark_cpu() -> None:  # this process's CPU time over the measured window only
-        await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        cpu.append(time.process_time())
-        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
-        cpu.append(time.process_time())
-
     try:
-        await asyncio.gather(mark_cpu(), *(worker() for _ in range(concurrency)))
+        await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
     finally:
         await pool.close()
     latencies.sort()
@@ -158,3 +159,61 @@ def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     return runner(_run(dsn, settings, plans, concurrency, duration, warmup))  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- the same statements through SQLAlchemy
+
+async def _run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
+                          warmup: float) -> Result:
+    """The twin through the service's own engine (service.db.make_engine: same pool, same connect settings):
+    ``engine.begin()`` sends BEGIN/COMMIT, ``exec_driver_sql`` the captured text and values. The gap between
+    this and the raw twin is SQLAlchemy's adapter; the gap between this and HTTP is everything else."""
+    from service.db import make_engine
+
+    engine = make_engine(url, settings)
+    plans_x = [[(sql, args) for sql, args in plan if args is not None] for plan in plans]
+    latencies: list[float] = []
+    count = 0
+    errors: dict[str, int] = {}
+    start = time.perf_counter() + warmup
+    stop = start + duration
+
+    async def worker() -> None:
+        nonlocal count
+        rng = random.Random()
+        while time.perf_counter() < stop:
+            plan = plans_x[rng.randrange(len(plans_x))]
+            t0 = time.perf_counter()
+            try:
+                async with engine.begin() as conn:
+                    for sql, args in plan:
+                        (await conn.exec_driver_sql(sql, args)).all()
+            except Exception as exc:  # noqa: BLE001 - counted, not fatal
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            t1 = time.perf_counter()
+            if t0 >= start and t1 <= stop:
+                count += 1
+                latencies.append(t1 - t0)
+
+    cpu: list[float] = []
+    try:
+        await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
+    finally:
+        await engine.dispose()
+    latencies.sort()
+    return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
+                  p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
+                  duration_s=duration, tool=f"sqlalchemy c{concurrency}", error_detail=errors,
+                  cpu_s=cpu[1] - cpu[0])
+
+
+def run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
+                   warmup: float) -> Result:
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    return runner(_run_sqlalchemy(url, settings, plans, concurrency, duration, warmup))  # type: ignore[no-any-return]

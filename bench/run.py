@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench import capture, loadgen, raw
+from bench import capture, loadgen, profile, raw
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
 from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto: wrk when installed, else the Python generator")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1")
+    p.add_argument("--ladder", action="store_true",
+                   help="also replay the captured statements through the service's SQLAlchemy engine (no HTTP)")
+    p.add_argument("--profile", action="store_true",
+                   help="after measuring, py-spy the service during one more HTTP run of each workload")
     p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / ".data" / "bench")
     p.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "results")
     return p.parse_args(argv)
@@ -180,6 +184,7 @@ class Measurements:
     runs: dict[str, list[dict[str, Any]]]
     ceilings: list[loadgen.Result]
     healthz: list[loadgen.Result]
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> Measurements:
@@ -213,8 +218,36 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
                 })
                 log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
                     f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU {http.cpu_ms_per_req} ms/request), "
-                    f"raw {twin.rps:.0f} rps, ratio {ratio:.2f}")
+                    f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
+                if args.ladder:
+                    sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
+                                            concurrency=args.concurrency, duration=args.duration,
+                                            warmup=args.warmup)
+                    out.runs[w.name][-1]["sqlalchemy"] = {**sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
+                                                          "ratio_to_raw": round(sa.rps / twin.rps, 3)}
+                    log(f"repeat {rep + 1}/{args.repeats}: {w.name} same statements through SQLAlchemy "
+                        f"{sa.rps:.0f} rps ({sa.errors} errors, client CPU {sa.cpu_ms_per_req} ms/request), "
+                        f"{sa.rps / twin.rps:.2f} of raw")
+        if args.profile and svc.pid:
+            ctx = setup.context(svc)
+            for w in setup.workloads:
+                out.profiles[w.name] = profile_http(setup, svc.pid, ctx, w)
     return out
+
+
+def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
+    """py-spy on the service during an extra HTTP run (not one of the measured ones)."""
+    collapsed = setup.args.out_dir / "raw" / f"{w.name}-pyspy.txt"
+    spy = profile.start(pid, setup.args.duration, collapsed)
+    result = loadgen.run_load(setup.tool, ctx.base_url, [v.request for v in w.variants(ctx)],
+                              concurrency=setup.args.concurrency, duration=setup.args.duration,
+                              work_dir=setup.work_dir, threads=setup.args.threads)
+    spy.wait(timeout=setup.args.duration + 60)
+    summary = profile.summarize(collapsed) if collapsed.exists() else {"samples": 0}
+    summary["rps_while_profiled"] = round(result.rps, 1)
+    log(f"{w.name}: profiled {summary['samples']} samples -> {collapsed}; self time by package "
+        f"{summary.get('self_pct_by_package')}")
+    return summary
 
 
 def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[capture.Statement]],
@@ -262,6 +295,13 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
                            for s in captured[w.name]],
             "runs": reps,
         }
+        if any("sqlalchemy" in r for r in reps):
+            result["workloads"][w.name]["sqlalchemy_rps"] = round(
+                median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
+            result["workloads"][w.name]["sqlalchemy_ratio_to_raw"] = round(
+                median([r["sqlalchemy"]["ratio_to_raw"] for r in reps if "sqlalchemy" in r]), 3)
+        if w.name in m.profiles:
+            result["workloads"][w.name]["profile"] = m.profiles[w.name]
     return result
 
 
