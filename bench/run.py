@@ -259,6 +259,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": mach,
         "config": {
+            "command": getattr(args, "command", "python -m bench.run"),
             "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
             "concurrency": args.concurrency, "generator": setup.tool, "service_workers": 1,
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
@@ -307,6 +308,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    args.command = " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
     mach = machine()
     setup = prepare(args)
@@ -325,7 +327,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Generated {result['generated_at']} by `python -m bench.run --repeats {c['repeats']}` "
+        f"Generated {result['generated_at']} by `{c.get('command', 'python -m bench.run')}` "
         f"(medians of {c['repeats']} repeat(s); {c['duration_s']:g} s per run after {c['warmup_s']:g} s warm-up, "
         f"concurrency {c['concurrency']}, {c['service_workers']} service worker, pool {c['db_pool']}, "
         f"{c['clients']} seeded clients).",
@@ -349,6 +351,17 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
                      f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} | "
                      f"{'-' if cpu is None else f'{cpu:.2f}'} |")
+    for name, w in result["workloads"].items():
+        if "sqlalchemy_rps" in w:
+            sa_cpu = median_opt([r["sqlalchemy"].get("client_cpu_ms_per_req") for r in w["runs"] if "sqlalchemy" in r])
+            lines += ["", f"{name} ladder (CPU ms per request in parentheses): raw asyncpg {w['raw_rps']:.0f} rps "
+                      f"({w.get('raw_client_cpu_ms_per_req')}), the same statements through the service's SQLAlchemy "
+                      f"engine {w['sqlalchemy_rps']:.0f} rps ({sa_cpu}; {w['sqlalchemy_ratio_to_raw']:.2f} of raw), "
+                      f"the service over HTTP {w['rps']:.0f} rps ({w.get('service_cpu_ms_per_req')}; "
+                      f"{w['ratio']:.2f} of raw)."]
+        if "profile" in w:
+            lines += ["", f"{name} profile (py-spy, self time by package, % of samples): "
+                      + ", ".join(f"{k} {v}" for k, v in w["profile"].get("self_pct_by_package", {}).items())]
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
               "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
     return "\n".join(lines)
