@@ -31,7 +31,7 @@ def start(pid: int, duration: float, out: Path, rate: int = 100) -> subprocess.P
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(max(1, round(duration))), "-r", str(rate),
-                             "-f", "raw", "-o", str(out), "--nonblocking"],
+                             "-f", "raw", "-o", str(out), "--nonblocking", "--subprocesses"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -161,6 +161,36 @@ def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int
     return runner(_run(dsn, settings, plans, concurrency, duration, warmup))  # type: ignore[no-any-return]
 
 
+def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float]) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup = job
+    return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup)
+
+
+def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
+                      duration: float, warmup: float) -> Result:
+    """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
+    between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
+    median of the processes' p50s and p99 the worst of their p99s."""
+    if processes <= 1:
+        return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    jobs = [(dsn, settings, plans, share, duration, warmup) for share in shares if share]
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_raw_process, jobs))
+    p50s = sorted(r.p50_ms for r in parts)
+    errors: dict[str, int] = {}
+    for r in parts:
+        for k, v in r.error_detail.items():
+            errors[k] = errors.get(k, 0) + v
+    return Result(rps=sum(r.rps for r in parts), p50_ms=p50s[len(p50s) // 2], p99_ms=max(r.p99_ms for r in parts),
+                  errors=sum(r.errors for r in parts), requests=sum(r.requests for r in parts), duration_s=duration,
+                  tool=f"asyncpg {len(parts)} processes c{concurrency}", error_detail=errors,
+                  cpu_s=sum(r.cpu_s or 0.0 for r in parts))
+
+
 # ---------------------------------------------------------------- the same statements through SQLAlchemy
 
 async def _run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,

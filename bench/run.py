@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
                    help="auto: wrk when installed, else the Python generator")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--workers", type=int, default=1,
+                   help="service worker processes; the raw twin then runs in as many processes")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1")
     p.add_argument("--ladder", action="store_true",
                    help="also replay the captured statements through the service's SQLAlchemy engine (no HTTP)")
@@ -94,12 +96,23 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
     if args.warmup > 0:
         loadgen.run_load(tool, base_url, requests, duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup,
                          **kw)
-    proc = psutil.Process(pid) if pid else None
-    cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+    cpu0 = process_tree_cpu(pid) if pid else 0.0
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
-    if proc:
-        result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
+    if pid:
+        result.cpu_s = process_tree_cpu(pid) - cpu0
     return result
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (uvicorn's workers when --workers > 1)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> loadgen.Result:
@@ -192,7 +205,7 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
     out = Measurements({w.name: [] for w in setup.workloads}, [], [])
-    with Service(setup.data_dir) as svc:
+    with Service(setup.data_dir, workers=args.workers) as svc:
         for rep in range(args.repeats):
             ctx = setup.context(svc)
             out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
@@ -207,8 +220,9 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
                                                     [v.subst for v in variants]))
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid)
-                twin = raw.run_raw(db.app_dsn, db.settings, plans, concurrency=args.concurrency,
-                                   duration=args.duration, warmup=args.warmup)
+                twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
+                                             concurrency=args.concurrency, duration=args.duration,
+                                             warmup=args.warmup)
                 ratio = http.rps / twin.rps if twin.rps else 0.0
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
@@ -261,7 +275,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
         "config": {
             "command": getattr(args, "command", "python -m bench.run"),
             "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
-            "concurrency": args.concurrency, "generator": setup.tool, "service_workers": 1,
+            "concurrency": args.concurrency, "generator": setup.tool, "service_workers": args.workers,
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
             "clients": len(setup.seed.client_ids), "seeded": setup.seed.created,
         },
@@ -329,7 +343,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Generated {result['generated_at']} by `{c.get('command', 'python -m bench.run')}` "
         f"(medians of {c['repeats']} repeat(s); {c['duration_s']:g} s per run after {c['warmup_s']:g} s warm-up, "
-        f"concurrency {c['concurrency']}, {c['service_workers']} service worker, pool {c['db_pool']}, "
+        f"concurrency {c['concurrency']}, {c['service_workers']} service worker(s) against as many raw processes, "
+        f"pool {c['db_pool']} per process, "
         f"{c['clients']} seeded clients).",
         "",
         f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m.get('memory_gb')} GB, {m['os']}, "
