@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench import capture, loadgen, profile, raw
+from bench import capture, chart, loadgen, profile, raw
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
 from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
@@ -377,6 +377,7 @@ def markdown(result: dict[str, Any]) -> str:
         if "profile" in w:
             lines += ["", f"{name} profile (py-spy, self time by package, % of samples): "
                       + ", ".join(f"{k} {v}" for k, v in w["profile"].get("self_pct_by_package", {}).items())]
+    lines += ["", "![throughput and ratios](latest.svg)"]
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
               "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
     return "\n".join(lines)
@@ -386,6 +387,7 @@ def write_results(result: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "latest.md").write_text(markdown(result) + "\n")
+    (out_dir / "latest.svg").write_text(chart.svg(result))
 
 
 if __name__ == "__main__":
