@@ -69,4 +69,13 @@ def summarize(collapsed: Path, top: int = 15) -> dict[str, Any]:
 
     return {"samples": total, "self_pct_by_package": pct(by_package, 20),
             "inclusive_pct_by_package": pct(inclusive, 20), "self_pct_top_frames": pct(by_frame, top),
-            "file": str(collapsed)}
+            "file": _relative(collapsed)}
+
+
+def _relative(path: Path) -> str:
+    from service.settings import PROJECT_ROOT
+
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
