@@ -1,0 +1,96 @@
+"""Capturing the very statements the service sends for one request, from PostgreSQL's own log.
+
+For the capture only, the service role gets ``log_statement = 'all'`` (ALTER ROLE, as the superuser of the
+bench's own embedded server), a service instance is started (its connections pick the setting up at
+login), the request is sent once to warm the connection, then once more between two marks of the server
+log. PostgreSQL logs every simple query (``statement: BEGIN``) and every extended-protocol execution with
+its bound parameter values (``execute <name>: SELECT ...`` / ``DETAIL: Parameters: $1 = '...'``): exactly
+the text and values that reached the server, after SQLAlchemy and asyncpg did their work. The setting is
+reset before the measured service starts, so nothing is logged while measuring.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\] ([A-Z]+):  (.*)$")
+_PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')", re.S)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement as the server received it: a simple query, or an extended-protocol execution."""
+
+    sql: str
+    params: tuple[str | None, ...] | None = None  # None: simple query protocol; else the bound values as text
+    backend_pid: int = 0
+
+    @property
+    def extended(self) -> bool:
+        return self.params is not None
+
+
+async def set_statement_logging(superuser_dsn: str, role: str, on: bool) -> None:
+    conn = await asyncpg.connect(superuser_dsn)
+    try:
+        if on:
+            await conn.execute(f"ALTER ROLE {role} SET log_statement = 'all'")
+        else:
+            await conn.execute(f"ALTER ROLE {role} RESET log_statement")
+    finally:
+        await conn.close()
+
+
+def log_size(log_path: Path) -> int:
+    return log_path.stat().st_size if log_path.exists() else 0
+
+
+def read_log(log_path: Path, start: int, settle: float = 0.3) -> str:
+    time.sleep(settle)  # the logger writes asynchronously to the file
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        return f.read().decode("utf-8", errors="replace")
+
+
+def parse_log(text: str) -> list[Statement]:
+    """The statements in a stretch of a PostgreSQL stderr log (default ``log_line_prefix`` '%m [%p] ')."""
+    entries: list[tuple[int, str, str]] = []  # (pid, level, message)
+    for line in text.splitlines():
+        m = _PREFIX.match(line)
+        if m:
+            entries.append((int(m.group(1)), m.group(2), m.group(3)))
+        elif entries:  # a continuation line of a multi-line statement (the logger prefixes a tab)
+            pid, level, message = entries[-1]
+            entries[-1] = (pid, level, f"{message}\n{line[1:] if line.startswith(chr(9)) else line}")
+    out: list[Statement] = []
+    pending: dict[int, int] = {}  # pid -> index in out of an execute awaiting its DETAIL
+    for pid, level, message in entries:
+        if level == "LOG" and message.startswith("statement: "):
+            out.append(Statement(message[len("statement: "):], None, pid))
+        elif level == "LOG" and message.startswith("execute "):
+            name_sql = message[len("execute "):]
+            _, _, sql = name_sql.partition(": ")
+            pending[pid] = len(out)
+            out.append(Statement(sql, (), pid))
+        elif level == "DETAIL" and message.startswith("Parameters: ") and pid in pending:
+            idx = pending.pop(pid)
+            values: dict[int, str | None] = {}
+            for m in _PARAM.finditer(message[len("Parameters: "):]):
+                raw = m.group(2)
+                values[int(m.group(1))] = None if raw == "NULL" else raw[1:-1].replace("''", "'")
+            params = tuple(values.get(i) for i in range(1, max(values, default=0) + 1))
+            out[idx] = Statement(out[idx].sql, params, pid)
+    return out
+
+
+def only_backend(statements: list[Statement]) -> list[Statement]:
+    """The statements of the one backend that served the request (there should be only one)."""
+    pids = {s.backend_pid for s in statements}
+    if len(pids) > 1:
+        raise RuntimeError(f"statements from {len(pids)} backends in the capture window; expected one")
+    return statements

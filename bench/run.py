@@ -1,0 +1,394 @@
+"""`python -m bench.run --repeats N`: seed, capture, measure, write bench/results/latest.{json,md}.
+
+See bench/README.md. In short: the service runs as `strengths-api serve` (one worker) on the bench's own
+embedded PostgreSQL (DATA_DIR=.data/bench); a caseload is seeded once and reused; an app is registered with
+`strengths-api apps create` and a token obtained from /oauth/token; for each workload the statements the
+service sends are captured from PostgreSQL's log, then the HTTP load and the raw-asyncpg twin of those
+statements are measured back to back in the same run, ``repeats`` times; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+
+from bench import capture, chart, loadgen, profile, raw
+from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
+from bench.seed import Seed, ensure_seed
+from bench.workloads import WORKLOADS, Context, Variant, Workload
+from service.settings import PROJECT_ROOT
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=1, help="measure each workload N times; medians reported")
+    p.add_argument("--clients", type=int, default=2000, help="size of the seeded caseload (issue 14: 2,000)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each measured run")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent connections (HTTP and raw)")
+    p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
+                   help="auto: wrk when installed, else the Python generator")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--workers", type=int, default=1,
+                   help="service worker processes; the raw twin then runs in as many processes")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1")
+    p.add_argument("--ladder", action="store_true",
+                   help="also replay the captured statements through the service's SQLAlchemy engine (no HTTP)")
+    p.add_argument("--profile", action="store_true",
+                   help="after measuring, py-spy the service during one more HTTP run of each workload")
+    p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / ".data" / "bench")
+    p.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "results")
+    return p.parse_args(argv)
+
+
+def send(ctx: Context, v: Variant) -> httpx.Response:
+    r = v.request
+    return httpx.request(r.method, ctx.base_url + r.path, headers=r.headers, content=r.body, timeout=30)
+
+
+def capture_statements(db: Database, svc: Service, ctx: Context, w: Workload) -> list[capture.Statement]:
+    variants = w.variants(ctx)
+    warm = send(ctx, variants[-1])
+    if warm.status_code >= 300:
+        raise RuntimeError(f"{w.name}: warm-up request answered {warm.status_code}: {warm.text[:500]}")
+    start = capture.log_size(db.log_path)
+    resp = send(ctx, variants[0])
+    text = capture.read_log(db.log_path, start)
+    if resp.status_code >= 300:
+        raise RuntimeError(f"{w.name}: captured request answered {resp.status_code}: {resp.text[:500]}")
+    statements = capture.only_backend(capture.parse_log(text))
+    if not statements:
+        raise RuntimeError(f"{w.name}: no statements in the PostgreSQL log ({db.log_path}) for the request")
+    return statements
+
+
+async def pg_version(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args: argparse.Namespace,
+                 work_dir: Path, pid: int | None = None) -> loadgen.Result:
+    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it."""
+    kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads}
+    if args.warmup > 0:
+        loadgen.run_load(tool, base_url, requests, duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup,
+                         **kw)
+    cpu0 = process_tree_cpu(pid) if pid else 0.0
+    result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
+    if pid:
+        result.cpu_s = process_tree_cpu(pid) - cpu0
+    return result
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (uvicorn's workers when --workers > 1)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> loadgen.Result:
+    """The generator against a fixed-reply server in its own process: the generator's own ceiling."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.static_server", str(port)], cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        return measure_http(tool, f"http://127.0.0.1:{port}", [loadgen.Request("GET", "/")], args, work_dir)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def median_opt(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(median(present), 3) if present else None
+
+
+@dataclass
+class Setup:
+    args: argparse.Namespace
+    tool: str
+    workloads: list[Workload]
+    data_dir: Path
+    work_dir: Path
+    db: Database
+    seed: Seed
+    creds: dict[str, str]
+
+    def context(self, svc: Service) -> Context:
+        """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
+        return Context(svc.base_url, token(svc.base_url, self.creds["client_id"], self.creds["client_secret"]),
+                       self.seed.org_id, self.seed.client_ids)
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    workloads = [WORKLOADS[n] for n in names]
+    tool = "wrk" if args.generator == "wrk" or (args.generator == "auto" and loadgen.wrk_available()) else "python"
+    if tool == "wrk" and not loadgen.wrk_available():
+        raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
+    data_dir = args.data_dir.resolve()
+    log(f"embedded PostgreSQL and migrations in {data_dir}")
+    db = Database.start(data_dir)
+    asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))  # in case a run was cut short
+    seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients))
+    log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
+        f"in {seed.seconds:.1f} s (org {seed.org_id})")
+    scopes = " ".join(sorted({s for w in workloads for s in w.scopes.split()}))
+    creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
+                           "--scopes", scopes))
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds)
+
+
+def capture_all(setup: Setup) -> dict[str, list[capture.Statement]]:
+    """A service instance whose connections log every statement; the statements of each workload's request."""
+    captured: dict[str, list[capture.Statement]] = {}
+    asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
+    try:
+        with Service(setup.data_dir) as svc:
+            ctx = setup.context(svc)
+            for w in setup.workloads:
+                captured[w.name] = capture_statements(setup.db, svc, ctx, w)
+                log(f"{w.name}: captured {len(captured[w.name])} statements")
+    finally:
+        asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
+    return captured
+
+
+@dataclass
+class Measurements:
+    runs: dict[str, list[dict[str, Any]]]
+    ceilings: list[loadgen.Result]
+    healthz: list[loadgen.Result]
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> Measurements:
+    """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
+    HTTP load and right after it the raw twin."""
+    args, db = setup.args, setup.db
+    out = Measurements({w.name: [] for w in setup.workloads}, [], [])
+    with Service(setup.data_dir, workers=args.workers) as svc:
+        for rep in range(args.repeats):
+            ctx = setup.context(svc)
+            out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
+            out.healthz.append(measure_http(setup.tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args,
+                                            setup.work_dir, svc.pid))
+            log(f"repeat {rep + 1}/{args.repeats}: generator ceiling {out.ceilings[-1].rps:.0f} rps (fixed-reply "
+                f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps "
+                f"({out.healthz[-1].cpu_ms_per_req} ms CPU/request)")
+            for w in setup.workloads:
+                variants = w.variants(ctx)
+                plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
+                                                    [v.subst for v in variants]))
+                http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
+                                    svc.pid)
+                twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
+                                             concurrency=args.concurrency, duration=args.duration,
+                                             warmup=args.warmup)
+                ratio = http.rps / twin.rps if twin.rps else 0.0
+                out.runs[w.name].append({
+                    "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
+                             "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None},
+                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req},
+                    "ratio": round(ratio, 3),
+                })
+                log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
+                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU {http.cpu_ms_per_req} ms/request), "
+                    f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
+                if args.ladder:
+                    sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
+                                            concurrency=args.concurrency, duration=args.duration,
+                                            warmup=args.warmup)
+                    out.runs[w.name][-1]["sqlalchemy"] = {**sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
+                                                          "ratio_to_raw": round(sa.rps / twin.rps, 3)}
+                    log(f"repeat {rep + 1}/{args.repeats}: {w.name} same statements through SQLAlchemy "
+                        f"{sa.rps:.0f} rps ({sa.errors} errors, client CPU {sa.cpu_ms_per_req} ms/request), "
+                        f"{sa.rps / twin.rps:.2f} of raw")
+        if args.profile and svc.pid:
+            ctx = setup.context(svc)
+            for w in setup.workloads:
+                out.profiles[w.name] = profile_http(setup, svc.pid, ctx, w)
+    return out
+
+
+def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
+    """py-spy on the service during an extra HTTP run (not one of the measured ones)."""
+    collapsed = setup.args.out_dir / "raw" / f"{w.name}-pyspy.txt"
+    spy = profile.start(pid, setup.args.duration, collapsed)
+    result = loadgen.run_load(setup.tool, ctx.base_url, [v.request for v in w.variants(ctx)],
+                              concurrency=setup.args.concurrency, duration=setup.args.duration,
+                              work_dir=setup.work_dir, threads=setup.args.threads)
+    spy.wait(timeout=setup.args.duration + 60)
+    summary = profile.summarize(collapsed) if collapsed.exists() else {"samples": 0}
+    summary["rps_while_profiled"] = round(result.rps, 1)
+    log(f"{w.name}: profiled {summary['samples']} samples -> {collapsed}; self time by package "
+        f"{summary.get('self_pct_by_package')}")
+    return summary
+
+
+def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[capture.Statement]],
+              m: Measurements) -> dict[str, Any]:
+    args, db = setup.args, setup.db
+    mach.update(loadavg_end=[round(x, 2) for x in os.getloadavg()], postgres=asyncio.run(pg_version(db.owner_dsn)),
+                wrk=loadgen.wrk_version())
+    result: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": mach,
+        "config": {
+            "command": getattr(args, "command", "python -m bench.run"),
+            "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
+            "concurrency": args.concurrency, "generator": setup.tool, "service_workers": args.workers,
+            "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
+            "clients": len(setup.seed.client_ids), "seeded": setup.seed.created,
+        },
+        "generator": {
+            "tool": m.ceilings[0].tool if m.ceilings else setup.tool,
+            "ceiling_rps": round(median([c.rps for c in m.ceilings]), 1),
+            "ceiling_p50_ms": round(median([c.p50_ms for c in m.ceilings]), 2),
+            "ceiling_p99_ms": round(median([c.p99_ms for c in m.ceilings]), 2),
+            "ceiling_endpoint": "a fixed-reply HTTP server in its own process (bench/static_server.py)",
+            "service_healthz_rps": round(median([h.rps for h in m.healthz]), 1),
+            "service_healthz_cpu_ms_per_req": median_opt([h.cpu_ms_per_req for h in m.healthz]),
+        },
+        "workloads": {},
+    }
+    for w in setup.workloads:
+        reps = m.runs[w.name]
+        result["workloads"][w.name] = {
+            "title": w.title,
+            "request": w.description,
+            "rps": round(median([r["http"]["rps"] for r in reps]), 1),
+            "p50_ms": round(median([r["http"]["p50_ms"] for r in reps]), 2),
+            "p99_ms": round(median([r["http"]["p99_ms"] for r in reps]), 2),
+            "errors": int(median([r["http"]["errors"] for r in reps])),
+            "raw_rps": round(median([r["raw"]["rps"] for r in reps]), 1),
+            "raw_p50_ms": round(median([r["raw"]["p50_ms"] for r in reps]), 2),
+            "raw_p99_ms": round(median([r["raw"]["p99_ms"] for r in reps]), 2),
+            "ratio": round(median([r["ratio"] for r in reps]), 3),
+            "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
+            "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
+            "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
+            "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
+                           for s in captured[w.name]],
+            "runs": reps,
+        }
+        if any("sqlalchemy" in r for r in reps):
+            result["workloads"][w.name]["sqlalchemy_rps"] = round(
+                median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
+            result["workloads"][w.name]["sqlalchemy_ratio_to_raw"] = round(
+                median([r["sqlalchemy"]["ratio_to_raw"] for r in reps if "sqlalchemy" in r]), 3)
+        if w.name in m.profiles:
+            result["workloads"][w.name]["profile"] = m.profiles[w.name]
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    args.command = " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)])
+    started = time.perf_counter()
+    mach = machine()
+    setup = prepare(args)
+    captured = capture_all(setup)
+    measurements = measure_all(setup, captured)
+    result = summarize(setup, mach, captured, measurements)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_results(result, args.out_dir)
+    log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'} and latest.md")
+    sys.stdout.write(markdown(result) + "\n")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, c, g = result["machine"], result["config"], result["generator"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated {result['generated_at']} by `{c.get('command', 'python -m bench.run')}` "
+        f"(medians of {c['repeats']} repeat(s); {c['duration_s']:g} s per run after {c['warmup_s']:g} s warm-up, "
+        f"concurrency {c['concurrency']}, {c['service_workers']} service worker(s) against as many raw processes, "
+        f"pool {c['db_pool']} per process, "
+        f"{c['clients']} seeded clients).",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m.get('memory_gb')} GB, {m['os']}, "
+        f"Python {m['python']}, PostgreSQL {m.get('postgres')} (embedded); load average "
+        f"{m['loadavg_start']} at start, {m.get('loadavg_end')} at end (shared machine: compare ratios, "
+        f"not absolute numbers). Commit {m.get('git_commit', '?')}.",
+        "",
+        f"Load generator: {g['tool']}{' (' + m['wrk'] + ')' if c['generator'] == 'wrk' and m.get('wrk') else ''}; "
+        f"its ceiling on {g['ceiling_endpoint']}: {g['ceiling_rps']:.0f} rps "
+        f"(p50 {g['ceiling_p50_ms']:.2f} ms, p99 {g['ceiling_p99_ms']:.2f} ms); the service's own GET /healthz "
+        f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps, "
+        f"{g.get('service_healthz_cpu_ms_per_req')} ms of service CPU per request.",
+        "",
+        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | service CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, w in result["workloads"].items():
+        cpu = w.get("service_cpu_ms_per_req")
+        lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
+                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} | "
+                     f"{'-' if cpu is None else f'{cpu:.2f}'} |")
+    for name, w in result["workloads"].items():
+        if "sqlalchemy_rps" in w:
+            sa_cpu = median_opt([r["sqlalchemy"].get("client_cpu_ms_per_req") for r in w["runs"] if "sqlalchemy" in r])
+            lines += ["", f"{name} ladder (CPU ms per request in parentheses): raw asyncpg {w['raw_rps']:.0f} rps "
+                      f"({w.get('raw_client_cpu_ms_per_req')}), the same statements through the service's SQLAlchemy "
+                      f"engine {w['sqlalchemy_rps']:.0f} rps ({sa_cpu}; {w['sqlalchemy_ratio_to_raw']:.2f} of raw), "
+                      f"the service over HTTP {w['rps']:.0f} rps ({w.get('service_cpu_ms_per_req')}; "
+                      f"{w['ratio']:.2f} of raw)."]
+        if "profile" in w:
+            lines += ["", f"{name} profile (py-spy, self time by package, % of samples): "
+                      + ", ".join(f"{k} {v}" for k, v in w["profile"].get("self_pct_by_package", {}).items())]
+    lines += ["", "![throughput and ratios](latest.svg)"]
+    lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
+              "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
+    return "\n".join(lines)
+
+
+def write_results(result: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "latest.md").write_text(markdown(result) + "\n")
+    (out_dir / "latest.svg").write_text(chart.svg(result))
+
+
+if __name__ == "__main__":
+    main()
