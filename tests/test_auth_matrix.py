@@ -6,6 +6,7 @@ editing this file, and a route added without a scope declaration fails it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -93,6 +94,20 @@ def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = Fa
     return out
 
 
+async def check_bulk_import(anonymous, narrow, b, records) -> None:
+    line = json.dumps({"type": "strength", "resource": {"client_id": records["strengths"]["client_id"],
+                                                         "domain": "personal", "kind": "skill", "label": "x"}})
+    kw = {"content": line.encode() + b"\n", "headers": {"Content-Type": "application/x-ndjson"}}
+    assert (await anonymous.post("/v1/bulk/import", **kw)).status_code == 401
+    refused = await narrow.post("/v1/bulk/import", **kw)
+    assert refused.status_code == 403
+    assert 'scope="system/*.c"' in refused.headers["www-authenticate"]
+    theirs = await b.post("/v1/bulk/import", **kw)
+    result = json.loads(theirs.text.splitlines()[0])
+    assert result["status"] == "error"
+    assert result["problem"]["errors"][0]["field"] == "client_id"
+
+
 async def test_every_operation_refuses_as_the_contract_says(api):
     org_a, org_b = await api.org("A"), await api.org("B")
     a = api.client(await api.token(org_a, "system/*.cruds"))
@@ -107,8 +122,14 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         coll = collection_of(path)
         body: dict[str, Any] | None = None
         fhir = path.startswith("/fhir/")
+        if path == "/v1/bulk/import":
+            await check_bulk_import(anonymous, narrow, b, records)
+            checked += 1
+            continue
         if method == "POST" and fhir:
             body = fhir_observation(records)
+        elif path == "/v1/measurements/batch":
+            body = {"measurements": [await body_for(a, "measurements")]}
         elif method in ("POST", "PUT") and coll in PATCHES:
             body = await body_for(a, coll)
         elif method == "PATCH":
@@ -138,9 +159,17 @@ async def test_every_operation_refuses_as_the_contract_says(api):
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert theirs.json()["resourceType"] == "OperationOutcome"
             assert theirs.json()["issue"][0]["expression"] == ["Observation.subject"]
+        elif path == "/v1/measurements/batch":  # the item fails as for a client that does not exist
+            assert theirs.status_code == 200, theirs.text
+            result = theirs.json()["results"][0]
+            assert result["status"] == "error"
+            assert result["problem"]["errors"][0]["field"] == "client_id"
         elif method == "POST":  # B posting records under A's client: as for a client that does not exist
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert "client_id" in [e["field"] for e in theirs.json()["errors"]]
+        elif method == "GET" and theirs.headers["content-type"].startswith("application/x-ndjson"):
+            assert theirs.status_code == 200
+            assert not any(r["id"] in theirs.text for r in records.values()), path
         elif method == "GET" and "data" not in theirs.json():  # a summary (e.g. the caseload's): none of A's ids
             assert theirs.status_code == 200
             a_ids = {r["id"] for r in records.values()} | {r["client_id"] for r in records.values() if "client_id" in r}
