@@ -275,3 +275,18 @@ async def test_conditional_create_with_if_none_exist_is_exactly_once(api):
     assert again.status_code == 200
     assert again.json()["id"] == replies[0].json()["id"]
     outcome(await c.post(f"{FHIR}/Observation", json=body, headers={"If-None-Exist": "code=44249-1"}), 400)
+
+
+async def test_create_honours_idempotency_key(api):
+    org, c, client, _marker = await _setup(api)
+    headers = {"Content-Type": FHIR_JSON, "Idempotency-Key": "fhir-retry-1"}
+    body = phq9(client["id"], [1, 1, 0, 2, 1, 0, 1, 0, 0])
+    first = await c.post(f"{FHIR}/Observation", json=body, headers=headers)
+    again = await c.post(f"{FHIR}/Observation", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len((await c.get(f"/v1/measurements?client_id={client['id']}")).json()["data"]) == 1
+    other = await c.post(f"{FHIR}/Observation", json=phq9(client["id"], [0] * 9), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["resourceType"] == "OperationOutcome"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.security import SecurityScopes
 
@@ -16,8 +17,9 @@ from service.auth.principal import Principal
 from service.auth.rest import authenticate
 from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
 from service.collections import service
+from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY
-from service.collections.rest import Db
+from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import (
     Conflict,
     Forbidden,
@@ -368,29 +370,32 @@ def fhir_router() -> APIRouter:
             "type": "object", "description": "A FHIR R4 Observation", "required": ["resourceType"]}}}}},
     )
     async def create_observation(who: Creator, db: Db, request: Request, if_none_exist: IfNoneExist = None,
-                                 ) -> Response:
+                                 idempotency_key: IdempotencyKeyHeader = None) -> Response:
         check(who, "measurements", "c")
         if not is_json(request.headers.get("content-type")):
             raise UnsupportedMediaType("Send the Observation as application/fhir+json")
         condition = _condition(if_none_exist) if if_none_exist is not None else None
         if condition and (found := await _existing(db, who, request, condition)) is not None:
             return found
-        body = await measurement_body(db, who, loads_strict(await request.body()))
-        try:
-            if condition:  # a concurrent twin may win the unique index: then answer with its record
-                async with db.begin_nested():
+        async def run() -> Response:
+            body = await measurement_body(db, who, loads_strict(await request.body()))
+            try:
+                if condition:  # a concurrent twin may win the unique index: then answer with its record
+                    async with db.begin_nested():
+                        record = await service.create(db, who, REGISTRY["measurements"], body)
+                else:
                     record = await service.create(db, who, REGISTRY["measurements"], body)
-            else:
-                record = await service.create(db, who, REGISTRY["measurements"], body)
-        except ValidationFailed as exc:
-            raise with_fhir_paths(exc) from None
-        except Conflict:
-            if condition and (found := await _existing(db, who, request, condition)) is not None:
-                return found
-            raise
-        resource = (await to_resources(db, who, [("measurements", record)]))[0]
-        location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
-        return resource_response(resource, 201, Location=location)
+            except ValidationFailed as exc:
+                raise with_fhir_paths(exc) from None
+            except Conflict:
+                if condition and (found := await _existing(db, who, request, condition)) is not None:
+                    return found
+                raise
+            resource = (await to_resources(db, who, [("measurements", record)]))[0]
+            location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
+            return resource_response(resource, 201, Location=location)
+
+        return await idempotent(request, db, who, run, client_ids=_subject_ids)
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown(rest: str, request: Request) -> Response:
@@ -460,3 +465,9 @@ def _resource_routes(router: APIRouter, fhir_type: str) -> None:
                          response_model=None, operation_id=f"fhir_vread_{lower}",
                          summary=f"One version of a {fhir_type}",
                          responses=fhir_responses(200, f"The {fhir_type} at that version", *errors_one))
+
+
+def _subject_ids(response: Response) -> list[str]:
+    """The client an Observation is about, so that erasing the client also erases its stored replies."""
+    reference = orjson.loads(bytes(response.body)).get("subject", {}).get("reference", "")
+    return [reference.rsplit("/", 1)[-1]] if reference else []
