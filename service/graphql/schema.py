@@ -8,7 +8,7 @@ import strawberry
 
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
-from service.graphql import fields, limits
+from service.graphql import fields, limits, progress
 from service.graphql.typegen import PageInfo, Types
 
 
@@ -18,6 +18,8 @@ def _decorate(types_: Types) -> None:
         types_.fill_fields(cls, coll.out)
         for name, value in fields.relations(types_, coll).items():
             setattr(cls, name, value)
+        if coll.name == "clients":
+            cls.progress = progress.client_progress_field(types_)
         cls.is_type_of = classmethod(_is_type_of(coll.name))
         strawberry.type(cls, description=coll.description)
         edge = types_.edges[coll.name]
@@ -51,6 +53,7 @@ def build_schema() -> strawberry.Schema:
     queries: dict[str, Any] = {}
     mutations: dict[str, Any] = {}
     queries["node"] = fields.node_field()
+    queries["progress_summary"] = progress.progress_summary_field(types_)
     for coll in REGISTRY.values():
         queries.update(fields.query_fields(types_, coll))
         mutations.update(fields.mutation_fields(types_, coll))

@@ -84,6 +84,8 @@ class Types:
             return list[self.output(typing.get_args(annotation)[0])]  # type: ignore[misc]
         if typing.get_origin(annotation) is dict or annotation is Any:
             return JSON
+        if typing.get_origin(annotation) is typing.Literal:
+            return str
         if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
             return self.enum(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
