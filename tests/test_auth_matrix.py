@@ -186,3 +186,27 @@ async def test_every_operation_refuses_as_the_contract_says(api):
     for name, rec in records.items():
         got = await a.get(f"/v1/{name}/{rec['id']}")
         assert got.json()["version"] == 1, name
+
+
+async def test_a_patient_token_reaches_only_its_own_client(api):
+    """Every operation on an id: a patient-context token of another client of the same organization gets 404,
+    exactly as for an unknown id."""
+    org = await api.org("A")
+    a = api.client(await api.token(org, "system/*.cruds"))
+    records = await seed(a)
+    other_client = await create(a, "clients")
+    patient = api.client(await api.token(org, "patient/*.cruds", patient=uuid.UUID(other_client["id"])))
+    checked = 0
+    for method, path, _op in operations(api.app):
+        if (method, path) in PUBLIC or "{" not in path:
+            continue
+        coll = collection_of(path)
+        body = PATCHES.get(coll) if method == "PATCH" else None
+        theirs = await patient.request(method, fill(path, records), json=body)
+        unknown = await patient.request(method, fill(path, records, random_ids=True), json=body)
+        assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.status_code, theirs.text)
+        assert error_code(theirs) == error_code(unknown)
+        checked += 1
+    assert checked >= 4 * len(REGISTRY)
+    own = (await patient.get("/v1/strengths")).json()["data"]
+    assert own == []
