@@ -129,25 +129,41 @@ async def _lines(request: Request) -> AsyncIterator[tuple[int, bytes]]:
         yield number + 1, buffer
 
 
+class _RetryCarefully(Exception):
+    pass
+
+
 async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
     engine = request.app.state.ctx.engine
     chunk: list[tuple[int, bytes]] = []
 
-    async def flush() -> list[bytes]:
+    async def run_chunk(careful: bool) -> list[bytes]:
+        """The chunk in one transaction. Optimistically without savepoints; if any line fails, the whole
+        chunk is rolled back and run again carefully, one savepoint per line, so good lines still land."""
         out: list[bytes] = []
         async with engine.begin() as conn:
             await set_tenant(conn, who.org_id, who.patient_id)
             for number, raw in chunk:
                 result: dict[str, Any] = {"line": number}
                 try:
-                    async with conn.begin_nested():
+                    if careful:
+                        async with conn.begin_nested():
+                            result.update(await import_line(conn, who, raw))
+                    else:
                         result.update(await import_line(conn, who, raw))
-                except DomainError as exc:
-                    result.update(status="error", problem=exc.problem())
-                except ValidationError as exc:
-                    result.update(status="error", problem=validation_problem(exc.errors()))
+                except (DomainError, ValidationError) as exc:
+                    if not careful:
+                        raise _RetryCarefully() from exc
+                    problem = exc.problem() if isinstance(exc, DomainError) else validation_problem(exc.errors())
+                    result.update(status="error", problem=problem)
                 out.append(dumps(result) + b"\n")
         return out  # sent only once the chunk is committed
+
+    async def flush() -> list[bytes]:
+        try:
+            return await run_chunk(careful=False)
+        except _RetryCarefully:
+            return await run_chunk(careful=True)
 
     async for item in _lines(request):
         chunk.append(item)
