@@ -181,3 +181,53 @@ async def test_two_workers_deliver_each_event_once(db):
             stop(w)
         stop(serve)
         receiver.stop()
+
+
+async def test_two_dispatchers_share_the_work_and_deliver_each_event_once(db):
+    """In process, so each dispatcher's share can be counted: both claim work, no event goes out twice."""
+    from service.webhooks.dispatcher import Dispatcher
+    from tests.harness import Api
+    from tests.webhook_support import FAST
+
+    receiver = Receiver(delay=0.02).start()
+    settings = db.settings(**FAST)
+    engines = [make_engine(db.app_url, settings) for _ in range(2)]
+    counts = [0, 0]
+
+    class Counting(Dispatcher):
+        def __init__(self, engine: Any, index: int) -> None:
+            super().__init__(engine, settings)
+            self.index = index
+
+        async def _attempt(self, row: Any) -> Any:
+            counts[self.index] += 1
+            return await super()._attempt(row)
+
+    dispatchers = [Counting(e, i) for i, e in enumerate(engines)]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with Api.start(db, **FAST, webhooks_dispatcher=False) as api:
+            org = await api.org()
+            c = api.client(await api.token(org, ALL))
+            sub = await subscribe(c, receiver.url, ["strength.created"])
+            client = await create(c, "clients")
+            for _ in range(60):
+                await create(c, "strengths", client_id=client["id"])
+        tasks = [asyncio.create_task(d.run_forever()) for d in dispatchers]
+        await eventually(lambda: len(receiver.received) >= 60, within=60)
+        await asyncio.sleep(0.5)
+        ids = Counter(r.headers["webhook-id"] for r in receiver.received)
+        assert len(ids) == 60
+        assert max(ids.values()) == 1
+        assert len(receiver.verified(sub["secret"])) == 60
+        assert sum(counts) == 60
+        assert min(counts) > 0, counts  # both took part
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in dispatchers:
+            await d.aclose()
+        for e in engines:
+            await e.dispose()
+        receiver.stop()
