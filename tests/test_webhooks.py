@@ -316,3 +316,49 @@ async def test_row_level_security_hides_other_organizations_webhook_rows(db):
         assert await conn.fetch("SELECT * FROM webhook_claim(10, 60)") == []  # leased: not claimed twice
     finally:
         await conn.close()
+
+
+async def last_delivery(c, sub_id: str, attempts: int = 1) -> dict:
+    for _ in range(200):
+        rows = (await c.get(f"/v1/webhook-subscriptions/{sub_id}/deliveries")).json()["data"]
+        if rows and rows[0]["attempts"] >= attempts:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no attempt recorded")
+
+
+async def test_redirects_are_failures_and_not_followed(db, receiver):
+    receiver.status = 307  # with no Location: a redirect is never followed, whatever it says
+    async with Api.start(db, **{**FAST, "webhooks_retry_base_seconds": 5}) as api:
+        org = await api.org()
+        c = api.client(await api.token(org, ALL))
+        sub = await subscribe(c, receiver.url, ["strength.created"])
+        await create(c, "strengths")
+        row = await last_delivery(c, sub["id"])
+        assert row["status"] == "pending"
+        assert row["last_status_code"] == 307
+        assert len(receiver.received) == 1
+
+
+async def test_a_slow_receiver_times_out_and_is_retried(db, receiver):
+    receiver.delay = 1.5
+    async with Api.start(db, **{**FAST, "webhooks_timeout_seconds": 0.3, "webhooks_retry_base_seconds": 5}) as api:
+        org = await api.org()
+        c = api.client(await api.token(org, ALL))
+        sub = await subscribe(c, receiver.url, ["strength.created"])
+        await create(c, "strengths")
+        row = await last_delivery(c, sub["id"])
+        assert row["status"] == "pending"
+        assert "Timeout" in row["last_error"]
+        assert row["last_status_code"] is None
+
+
+async def test_creating_a_subscription_is_idempotent_with_a_key(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = {"url": "https://93.184.216.34/hook", "events": ["goal.created"]}
+    first = await c.post("/v1/webhook-subscriptions", json=body, headers={"Idempotency-Key": "sub-1"})
+    again = await c.post("/v1/webhook-subscriptions", json=body, headers={"Idempotency-Key": "sub-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert len((await c.get("/v1/webhook-subscriptions")).json()["data"]) == 1
