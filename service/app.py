@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from service.openapi import custom_openapi
 from service.progress.rest import router as progress_router
 from service.settings import Settings
 from service.sync import bulk, changes
+from service.webhooks import rest as webhooks_rest
+from service.webhooks.dispatcher import Dispatcher
 
 API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
 goals built on strengths, milestones, outcome markers, measurements, the strengths log, experiments and
@@ -63,9 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_signing_key(engine)
         await keys.load()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings))
+        dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
+        task = asyncio.create_task(dispatcher.run_forever()) if dispatcher else None
         try:
             yield
         finally:
+            if task and dispatcher:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await dispatcher.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -80,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for coll in COLLECTIONS:
         app.include_router(collection_router(coll))
     app.include_router(history_router(COLLECTIONS))
+    app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
     app.include_router(progress_router)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)

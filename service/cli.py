@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from service.app import create_app
 
     uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from service.lifecycle import prepare_database
+    from service.webhooks.dispatcher import run_worker
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(prepare_database(Settings())))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -133,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     sub.add_parser("migrate", help="apply the migrations").set_defaults(fn=cmd_migrate)
+
+    sub.add_parser("worker", help="run the webhook dispatcher alone").set_defaults(fn=cmd_worker)
 
     orgs = sub.add_parser("orgs", help="organizations").add_subparsers(dest="orgs_command", required=True)
     oc = orgs.add_parser("create", help="create an organization; prints it as JSON")

@@ -54,6 +54,19 @@ class Settings(BaseSettings):
     progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
     progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")
 
+    webhooks_allow_private_targets: bool = Field(
+        default=False, description="Allow http:// and loopback/private webhook targets (development and tests only)"
+    )
+    webhooks_dispatcher: bool = Field(default=True, description="Run the webhook dispatcher inside `serve`")
+    webhooks_poll_seconds: float = 1.0
+    webhooks_timeout_seconds: float = 10.0
+    webhooks_retry_base_seconds: float = Field(default=5.0, description="First retry delay (before jitter)")
+    webhooks_retry_max_delay_seconds: float = 6 * 3600
+    webhooks_retry_window_seconds: float = Field(
+        default=3 * 24 * 3600, description="Retry this long, then give up and disable the subscription"
+    )
+    webhooks_lease_seconds: int = 60
+
     max_body_bytes: int = 1_000_000
     log_level: str = "INFO"
     log_sql: bool = False

@@ -28,6 +28,8 @@ async def body_for(c: AuthedClient, collection: str, **o: Any) -> dict[str, Any]
     n = next(_n)
     if collection == "clients":
         return {"display_name": f"Client {n}", "preferred_future": "Back at work and calling my sister weekly", **o}
+    if collection == "webhook-subscriptions":  # the organization's, not a client's
+        return {"url": "https://93.184.216.34/hook", "events": ["strength.created", "safety_alert.opened"], **o}
     cid = await _client_id(c, o)
     if collection == "strengths":
         body = {"client_id": cid, "domain": "relational", "kind": "skill", "label": f"help-seeking {n}",
@@ -83,3 +85,8 @@ PATCHES: dict[str, dict[str, Any]] = {
 }
 
 COLLECTIONS = list(PATCHES)
+
+# Routes outside the collection machinery, owned by the organization (no client_id): a PATCH body each.
+ORG_PATCHES: dict[str, dict[str, Any]] = {
+    "webhook-subscriptions": {"active": False},
+}

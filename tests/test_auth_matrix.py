@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.collections.registry import REGISTRY
-from tests.factories import COLLECTIONS, PATCHES, body_for, create
+from tests.factories import COLLECTIONS, ORG_PATCHES, PATCHES, body_for, create
 
 PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
           ("POST", "/oauth/token"), ("GET", "/fhir/R4/.well-known/smart-configuration"),
@@ -80,7 +80,7 @@ def error_code(r) -> str:
 
 
 async def seed(c) -> dict[str, dict[str, Any]]:
-    return {name: await create(c, name) for name in COLLECTIONS}
+    return {name: await create(c, name) for name in [*COLLECTIONS, *ORG_PATCHES]}
 
 
 def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = False) -> str:
@@ -130,10 +130,10 @@ async def test_every_operation_refuses_as_the_contract_says(api):
             body = fhir_observation(records)
         elif path == "/v1/measurements/batch":
             body = {"measurements": [await body_for(a, "measurements")]}
-        elif method in ("POST", "PUT") and coll in PATCHES:
+        elif method in ("POST", "PUT") and (coll in PATCHES or coll in ORG_PATCHES):
             body = await body_for(a, coll)
         elif method == "PATCH":
-            body = PATCHES[coll]
+            body = {**PATCHES, **ORG_PATCHES}[coll]
         url = fill(path, records)
 
         r = await anonymous.request(method, url, json=body)
@@ -152,9 +152,9 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         if "{" in path:
             assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.status_code)
             assert error_code(theirs) == error_code(unknown)
-        elif method == "POST" and coll == "clients":  # a new client belongs to B, never to A
+        elif method == "POST" and (coll == "clients" or coll in ORG_PATCHES):  # B's own, never A's
             assert theirs.status_code == 201
-            assert theirs.json()["id"] not in [x["id"] for x in (await a.get("/v1/clients")).json()["data"]]
+            assert theirs.json()["id"] not in [x["id"] for x in (await a.get(f"/v1/{coll}")).json()["data"]]
         elif method == "POST" and fhir:  # an Observation about A's patient: as for a patient that does not exist
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert theirs.json()["resourceType"] == "OperationOutcome"

@@ -1,4 +1,5 @@
-"""The one helper every write path calls: history versions and change-feed entries, same transaction.
+"""The one helper every write path calls: history versions, change-feed entries and webhook events (outbox),
+all in the same statement and transaction.
 
 Bulk writes pass many snapshots at once and still cost one statement.
 """
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
+from service.collections.registry import REGISTRY
 from service.http import dumps
 
 _RECORD = text(
@@ -22,9 +24,29 @@ WITH v AS (
 ), h AS (
   INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
   SELECT :org_id, :collection, record_id, version, client_id, :action, data, :who FROM v
+), c AS (
+  INSERT INTO changes (org_id, collection, record_id, client_id, action, version)
+  SELECT :org_id, :collection, record_id, client_id, :action, version FROM v
+), ev AS (  -- webhook events: <type>.<action>, and safety_alert.opened for an alert created open
+  SELECT CAST(:type_name AS text) || '.' || CAST(:action AS text) AS event, record_id,
+         CAST(:action AS text) AS action, version FROM v
+  UNION ALL
+  SELECT 'safety_alert.opened', record_id, 'opened', version FROM v
+   WHERE CAST(:alerts AS boolean) AND data->>'status' = 'open'
+), subs AS (  -- only events some active subscription of the organization wants reach the outbox
+  SELECT s.id AS subscription_id, ev.* FROM ev JOIN webhook_subscriptions s
+    ON s.org_id = CAST(:org_id AS uuid) AND s.active AND s.deleted_at IS NULL AND ev.event = ANY(s.events)
+), o AS (
+  INSERT INTO webhook_outbox (org_id, event, record_id, action, version, payload)
+  SELECT DISTINCT CAST(:org_id AS uuid), event, record_id, action, version,
+         jsonb_build_object('type', CAST(:type_name AS text), 'id', record_id, 'action', action,
+                            'version', version, 'org_id', CAST(:org_id AS uuid))
+    FROM subs
+  RETURNING id, event, record_id
 )
-INSERT INTO changes (org_id, collection, record_id, client_id, action, version)
-SELECT :org_id, :collection, record_id, client_id, :action, version FROM v
+INSERT INTO webhook_deliveries (org_id, subscription_id, event_id, event)
+SELECT CAST(:org_id AS uuid), subs.subscription_id, o.id, o.event
+  FROM o JOIN subs ON subs.event = o.event AND subs.record_id = o.record_id
 """
 )
 
@@ -33,7 +55,11 @@ async def record_changes(
     conn: AsyncConnection, who: Principal | None, collection: str, snapshots: Sequence[dict[str, Any]], action: str,
     *, org_id: Any = None,
 ) -> None:
-    """Append each new version to the history and each change to the feed (which holds no client data)."""
+    """Append each new version to the history and each change to the feed (which holds no client data).
+
+    Each change also becomes a webhook event in the outbox, with one delivery per active subscription
+    that wants it; when no subscription wants it nothing is written (the join finds no row).
+    """
     if not snapshots:
         return
     await conn.execute(
@@ -41,6 +67,8 @@ async def record_changes(
         {
             "org_id": org_id or (who.org_id if who else None),
             "collection": collection,
+            "type_name": REGISTRY[collection].type_name if collection in REGISTRY else collection,
+            "alerts": collection == "safety-alerts" and action == "created",
             "action": action,
             "who": who.who if who else "system",
             "ids": [s["id"] for s in snapshots],

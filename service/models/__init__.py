@@ -8,9 +8,11 @@ from service.models.org import App, Organization, SigningKey
 from service.models.outcome import Measurement, OutcomeMarker, SafetyAlert
 from service.models.records import Change, ExternalId, History, IdempotencyKey
 from service.models.strength import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
+from service.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
     "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History", "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
+    "WebhookDelivery", "WebhookEvent", "WebhookSubscription",
 ]

@@ -1,0 +1,1 @@
+"""Signed webhooks from a transactional outbox (Standard Webhooks), delivered at least once."""
