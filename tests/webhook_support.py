@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 FAST = {  # settings for in-process apps whose dispatcher should deliver to the local receiver quickly
     "webhooks_allow_private_targets": True, "webhooks_poll_seconds": 0.05, "webhooks_retry_base_seconds": 0.1,
-    "webhooks_retry_max_delay_seconds": 0.3, "webhooks_timeout_seconds": 3,
+    "webhooks_retry_max_delay_seconds": 0.3, "webhooks_timeout_seconds": 3, "webhooks_dispatcher": True,
 }
 
 
