@@ -45,8 +45,8 @@ class AppContext:
     engine: AsyncEngine
     keys: KeyStore
     tokens: TokenService
-    # The read replica (DATABASE_READ_URL) or, without one, the primary engine itself. Used today by bulk
-    # export (service/sync/bulk.py); anything that writes (audit rows included) stays on `engine`.
+    # The read replica (DATABASE_READ_URL); `reader` falls back to the primary. Used today by bulk export
+    # only (service/sync/bulk.py _export); anything that writes (audit rows included) stays on `engine`.
     read_engine: AsyncEngine | None = None
 
     @property

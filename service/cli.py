@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     port = args.port or settings.port
     try:
         # The embedded server (if any) starts here, once, before any worker process exists.
-        prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}))
+        prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}),
+                                    run_migrations=settings.migrate_on_start)
         export_env(prepared)
         if args.workers > 1:
             uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         "prepared statements unique names). Unset: the driver's default",
     )
 
+    migrate_on_start: bool = Field(
+        default=True, description="`serve` applies the migrations first; false where a one-shot job runs them"
+    )
+
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics (no token)")
     metrics_port: int | None = Field(
         default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
