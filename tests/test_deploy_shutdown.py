@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -33,8 +34,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, cwd: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=cwd,
+def serve(port: int, cwd: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port), *args], cwd=cwd,
                             env={**CLEAN_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -147,23 +148,31 @@ async def test_sigterm_under_steady_load_loses_no_request(db, tmp_path):
     assert elapsed_since_term < GRACEFUL_SHUTDOWN_SECONDS, (elapsed_since_term, took)
 
 
-def test_embedded_postgres_stops_with_serve() -> None:
-    """With no DATABASE_URL, `serve` starts the embedded server; SIGTERM stops the service and the server."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_embedded_postgres_stops_with_serve(workers: int) -> None:
+    """With no DATABASE_URL, `serve` starts the embedded server once (however many worker processes serve);
+    SIGTERM stops the service, its workers and the server."""
     data_dir = PROJECT_ROOT / ".data" / "deploy-serve"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = serve(port, data_dir, DATA_DIR=str(data_dir))
+    proc = serve(port, data_dir, "--workers", str(workers), DATA_DIR=str(data_dir))
     try:
         asyncio.run(wait_ready(proc, f"http://127.0.0.1:{port}", 180))
         pid_file = data_dir / "pg" / "postmaster.pid"
         postmaster = psutil.Process(int(pid_file.read_text().splitlines()[0]))
         assert postmaster.is_running()
+        holders = json.loads((data_dir / "pg" / ".handle_pids.json").read_text())
+        assert holders == [proc.pid]  # only `serve` holds the server: workers were handed its URLs
+        children = psutil.Process(proc.pid).children()
+        assert len([c for c in children if "multiprocessing" in " ".join(c.cmdline())]) >= (workers if workers > 1
+                                                                                           else 0)
         proc.send_signal(signal.SIGTERM)
         wait_exit(proc, GRACEFUL_SHUTDOWN_SECONDS + 5)
         assert proc.returncode == 0, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
         postmaster.wait(15)
         assert not postmaster.is_running()
         assert not pid_file.exists()
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     finally:
         if proc.poll() is None:
             proc.kill()
