@@ -172,7 +172,8 @@ def test_embedded_postgres_stops_with_serve(workers: int) -> None:
         postmaster.wait(15)
         assert not postmaster.is_running()
         assert not pid_file.exists()
-        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        _gone, alive = psutil.wait_procs(children, timeout=10)  # multiprocessing's helpers see the parent go
+        assert not [(c.pid, c.cmdline()) for c in alive if c.status() != psutil.STATUS_ZOMBIE]
     finally:
         if proc.poll() is None:
             proc.kill()
