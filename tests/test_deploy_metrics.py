@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
@@ -84,3 +85,24 @@ async def test_metrics_can_be_disabled(db):
     async with Api.start(db, metrics_enabled=False) as api:
         assert (await api.http.get("/metrics")).status_code == 404
         assert (await api.http.get("/healthz")).status_code == 200
+
+
+async def test_metrics_on_a_separate_port(db):
+    import httpx
+
+    from service.app import create_app
+    from tests.test_deploy_shutdown import free_port
+
+    port = free_port()
+    app = create_app(db.settings().model_copy(update={"host": "127.0.0.1", "metrics_port": port}))
+    async with Api.start(db, app=app) as api:
+        assert (await api.http.get("/healthz")).status_code == 200
+        assert (await api.http.get("/metrics")).status_code == 404  # not on the API port
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"http://127.0.0.1:{port}/metrics")
+        assert r.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(r.text)}
+        assert {"http_requests", "db_pool_size", "ingest_measurements"} <= names
+    with pytest.raises(httpx.ConnectError):  # stopped with the app
+        async with httpx.AsyncClient() as http:
+            await http.get(f"http://127.0.0.1:{port}/metrics")
