@@ -152,7 +152,7 @@ async def test_sigterm_under_steady_load_loses_no_request(db, tmp_path):
 def test_embedded_postgres_stops_with_serve(workers: int) -> None:
     """With no DATABASE_URL, `serve` starts the embedded server once (however many worker processes serve);
     SIGTERM stops the service, its workers and the server."""
-    data_dir = PROJECT_ROOT / ".data" / "deploy-serve"
+    data_dir = PROJECT_ROOT / ".data" / f"deploy-serve-{workers}w"  # one per case: xdist may run both at once
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = serve(port, data_dir, "--workers", str(workers), DATA_DIR=str(data_dir))
