@@ -12,12 +12,13 @@ from typing import Any
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import problems
+from service import metrics, problems
 from service.auth import oauth
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.rest import collection_router, history_router
@@ -47,6 +48,13 @@ class AppContext:
     engine: AsyncEngine
     keys: KeyStore
     tokens: TokenService
+    # The read replica (DATABASE_READ_URL); `reader` falls back to the primary. Used today by bulk export
+    # only (service/sync/bulk.py _export); anything that writes (audit rows included) stays on `engine`.
+    read_engine: AsyncEngine | None = None
+
+    @property
+    def reader(self) -> AsyncEngine:
+        return self.read_engine or self.engine
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,10 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url or "", settings,
             set_role=settings.app_role if not settings.migration_database_url else None,
         )
+        read_engine = make_engine(
+            settings.database_read_url, settings,
+            set_role=settings.app_role if not settings.migration_database_url else None,
+        ) if settings.database_read_url else None
         keys = KeyStore(engine, settings)
         await ensure_signing_key(engine)
         await keys.load()
-        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings))
+        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
+                                   read_engine=read_engine)
+        metrics.track_engine("primary", engine)
+        if read_engine is not None:
+            metrics.track_engine("read", read_engine)
+        metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
         task = asyncio.create_task(dispatcher.run_forever()) if dispatcher else None
         try:
@@ -75,7 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await dispatcher.aclose()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            metrics.untrack_engine("primary", engine)
             await engine.dispose()
+            if read_engine is not None:
+                metrics.untrack_engine("read", read_engine)
+                await read_engine.dispose()
 
     app = FastAPI(
         title="Strengths & Goals API", version="1.0.0", description=API_DESCRIPTION, lifespan=lifespan,
@@ -95,6 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _health(app)
     _docs(app)
+    if settings.metrics_enabled and settings.metrics_port is None:
+        _metrics(app)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -115,6 +142,20 @@ def _health(app: FastAPI) -> None:
         if version != head_revision():
             return problems.problem_response(503, "not_ready", "Not ready", f"Migrations at {version}, not head")
         return {"status": "ready", "migration": version}
+
+
+def _metrics(app: FastAPI) -> None:
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_server(settings: Settings) -> Any:
+    """With METRICS_PORT, /metrics is served on its own port (a thread of this process), not the API's."""
+    if not settings.metrics_enabled or settings.metrics_port is None:
+        return None
+    server, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+    return server
 
 
 def _docs(app: FastAPI) -> None:

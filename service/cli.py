@@ -16,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.settings import Settings
 
+# uvicorn's bound on finishing in-flight requests after SIGTERM; Kubernetes' terminationGracePeriodSeconds
+# (deploy/k8s) is set above it so the pod is never killed mid-drain.
+GRACEFUL_SHUTDOWN_SECONDS = 25
 
 def _owner_settings() -> Settings:
     from service.lifecycle import prepare_database
@@ -46,20 +49,27 @@ def _print(data: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.lifecycle import export_env, prepare_database
+    from service.lifecycle import exit_cleanly_on_sigterm, export_env, prepare_database, stop_embedded
 
+    exit_cleanly_on_sigterm()
     settings = Settings()
     host = args.host or settings.host
     port = args.port or settings.port
-    prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}))
-    export_env(prepared)
-    if args.workers > 1:
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
-                    proxy_headers=False, timeout_graceful_shutdown=25)
-        return
-    from service.app import create_app
+    try:
+        # The embedded server (if any) starts here, once, before any worker process exists.
+        prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}),
+                                    run_migrations=settings.migrate_on_start)
+        export_env(prepared)
+        if args.workers > 1:
+            uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
+                        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+            return
+        from service.app import create_app
 
-    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+        uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    finally:
+        stop_embedded()
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

