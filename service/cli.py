@@ -54,11 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     export_env(prepared)
     if args.workers > 1:
         uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
-                    proxy_headers=False, timeout_graceful_shutdown=25)
+                    proxy_headers=False, timeout_graceful_shutdown=25, access_log=False)
         return
     from service.app import create_app
 
-    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning", timeout_graceful_shutdown=25,
+                access_log=False)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
