@@ -247,7 +247,9 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                 f"({out.healthz[-1].cpu_ms_per_req} ms CPU/request)")
             for w in setup.workloads:
                 args = argparse.Namespace(**{**vars(setup.args),
-                                             "duration": setup.args.duration * w.duration_factor})
+                                             "duration": setup.args.duration * w.duration_factor,
+                                             "concurrency": min(setup.args.concurrency,
+                                                                w.concurrency or setup.args.concurrency)})
                 variants = w.variants(ctx)
                 if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
                     warm = [v.request for v in w.variants(ctx)]
@@ -271,7 +273,8 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req},
                     "ratio": round(ratio, 3),
                 })
-                log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s) {http.rps:.0f} rps "
+                log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s, c{args.concurrency}) "
+                    f"{http.rps:.0f} rps "
                     f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
                     f"service CPU {http.cpu_ms_per_req} ms/request), "
                     f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
@@ -279,11 +282,12 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
                                             concurrency=args.concurrency, duration=args.duration,
                                             warmup=args.warmup)
-                    out.runs[w.name][-1]["sqlalchemy"] = {**sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
-                                                          "ratio_to_raw": round(sa.rps / twin.rps, 3)}
+                    out.runs[w.name][-1]["sqlalchemy"] = {
+                        **sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
+                        "ratio_to_raw": round(sa.rps / twin.rps, 3) if twin.rps else 0.0}
                     log(f"repeat {rep + 1}/{args.repeats}: {w.name} same statements through SQLAlchemy "
                         f"{sa.rps:.0f} rps ({sa.errors} errors, client CPU {sa.cpu_ms_per_req} ms/request), "
-                        f"{sa.rps / twin.rps:.2f} of raw")
+                        f"{sa.rps / twin.rps if twin.rps else 0:.2f} of raw")
         args = setup.args
         if args.profile and svc.pid:
             ctx = setup.context(svc)
@@ -295,9 +299,10 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
 def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
     """py-spy on the service during an extra HTTP run (not one of the measured ones)."""
     collapsed = setup.args.out_dir / "raw" / f"{w.name}-pyspy.txt"
-    spy = profile.start(pid, setup.args.duration, collapsed)
+    spy = profile.start(pid, setup.args.duration * w.duration_factor, collapsed)
     result = loadgen.run_load(setup.tool, ctx.base_url, [v.request for v in w.variants(ctx)],
-                              concurrency=setup.args.concurrency, duration=setup.args.duration,
+                              concurrency=min(setup.args.concurrency, w.concurrency or setup.args.concurrency),
+                              duration=setup.args.duration * w.duration_factor,
                               work_dir=setup.work_dir, threads=setup.args.threads, sequential=w.writes)
     spy.wait(timeout=setup.args.duration + 60)
     summary = profile.summarize(collapsed) if collapsed.exists() else {"samples": 0}
@@ -348,6 +353,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
             "ratio": round(median([r["ratio"] for r in reps]), 3),
             "target": w.target,
             "duration_s": args.duration * w.duration_factor,
+            "concurrency": min(args.concurrency, w.concurrency or args.concurrency),
             "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
             "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
@@ -416,7 +422,8 @@ def markdown(result: dict[str, Any]) -> str:
     for name, w in result["workloads"].items():
         cpu, rcpu, target = w.get("service_cpu_ms_per_req"), w.get("raw_client_cpu_ms_per_req"), w.get("target")
         met = "" if target is None else (" (met)" if w["ratio"] >= target else " (missed)")
-        lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
+        conc = f" (c{w['concurrency']}, {w['duration_s']:g} s)" if "concurrency" in w else ""
+        lines.append(f"| {name} {w['title']}{conc} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
                      f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | **{w['ratio']:.2f}** | "
                      f"{'-' if target is None else f'≥ {target}{met}'} | {'-' if cpu is None else f'{cpu:.2f}'} | "
                      f"{'-' if rcpu is None else f'{rcpu:.2f}'} |")

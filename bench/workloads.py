@@ -86,6 +86,7 @@ class Workload:
     items_per_request: int = 1  # W3: measurements written, W4: changes read per request
     item_name: str = ""
     duration_factor: float = 1.0  # slow requests (seconds each at this concurrency) get a longer window
+    concurrency: int | None = None  # fewer connections for requests that take a second of CPU (both sides)
 
 
 def _w1(ctx: Context) -> list[Variant]:
@@ -180,7 +181,7 @@ WORKLOADS: dict[str, Workload] = {
                         "outcome markers with the latest measurement",
             scopes="system/Client.rs system/Strength.rs system/Goal.rs system/Milestone.rs "
                    "system/OutcomeMarker.rs system/Measurement.rs",
-            variants=_w2, target=0.2, duration_factor=1.6,
+            variants=_w2, target=0.2, duration_factor=2, concurrency=4,
         ),
         Workload(
             name="W3", title="batch ingest of 100 measurements",
@@ -197,7 +198,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             name="W5", title="caseload progress summary",
             description="GET /v1/progress/summary over the whole seeded caseload",
-            scopes="system/Progress.s", variants=_w5, target=0.8, duration_factor=2.4,
+            scopes="system/Progress.s", variants=_w5, target=0.8, duration_factor=3, concurrency=4,
         ),
         Workload(
             name="W6", title="token issuance",
