@@ -88,9 +88,22 @@ def parse_log(text: str) -> list[Statement]:
     return out
 
 
+def is_driver_introspection(st: Statement) -> bool:
+    """asyncpg's own type introspection, sent once per connection the first time it meets a type (e.g. uuid[]):
+    not part of the request's work, and the raw twin's asyncpg does it by itself."""
+    return "typeinfo_tree" in st.sql or "set_config('jit'" in st.sql or "current_setting('jit')" in st.sql
+
+
 def only_backend(statements: list[Statement]) -> list[Statement]:
-    """The statements of the one backend that served the request (there should be only one)."""
-    pids = {s.backend_pid for s in statements}
-    if len(pids) > 1:
-        raise RuntimeError(f"statements from {len(pids)} backends in the capture window; expected one")
-    return statements
+    """The statements of the request, backend by backend (each in its own order).
+
+    A REST request runs on one connection. A GraphQL request may run its DataLoader batches on several
+    connections at once, each batch its own transaction: their log lines interleave, so they are regrouped
+    by backend (first seen first), which keeps every transaction whole for a sequential replay.
+    """
+    order: dict[int, list[Statement]] = {}
+    for st in statements:
+        if is_driver_introspection(st):
+            continue
+        order.setdefault(st.backend_pid, []).append(st)
+    return [st for group in order.values() for st in group]

@@ -9,6 +9,7 @@ bodies) to stay light; its own ceiling is measured against /healthz and reported
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -75,9 +76,10 @@ def _lua_str(s: str | bytes) -> str:
     return '"' + "".join(f"\\{b:03d}" if b < 32 or b > 126 or b in (34, 92) else chr(b) for b in data) + '"'
 
 
-def wrk_script(requests: list[Request]) -> str:
-    """A Lua script: pre-formats every request once per thread, picks one at random per request, and prints
-    the summary and latency percentiles as one JSON line."""
+def wrk_script(requests: list[Request], sequential: bool = False) -> str:
+    """A Lua script: pre-formats every request once per thread, picks one at random per request (in order
+    with ``sequential``, for writes whose bodies must not repeat), and prints the summary and latency
+    percentiles as one JSON line."""
     rows = []
     for r in requests:
         headers = "{" + ", ".join(f"[{_lua_str(k)}] = {_lua_str(v)}" for k, v in r.headers.items()) + "}"
@@ -93,7 +95,13 @@ init = function(args)
   for i, s in ipairs(specs) do reqs[i] = wrk.format(s[1], s[2], s[3], s[4]) end
   math.randomseed(os.time() * 1000 + math.floor(os.clock() * 1000000))
 end
+local sequential = {"true" if sequential else "false"}
+local n = 0
 request = function()
+  if sequential then
+    n = n % #reqs + 1
+    return reqs[n]
+  end
   return reqs[math.random(#reqs)]
 end
 done = function(summary, latency, requests)
@@ -108,11 +116,11 @@ end
 
 
 def run_wrk(base_url: str, requests: list[Request], *, concurrency: int, duration: float, threads: int,
-            work_dir: Path) -> Result:
+            work_dir: Path, sequential: bool = False) -> Result:
     work_dir.mkdir(parents=True, exist_ok=True)
     script = work_dir / "wrk.lua"
-    script.write_text(wrk_script(requests))
-    threads = max(1, min(threads, concurrency))
+    script.write_text(wrk_script(requests, sequential))
+    threads = 1 if sequential else max(1, min(threads, concurrency))  # one thread: one order, no repeats
     cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s",
            "--timeout", "10s", "-s", str(script), base_url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
@@ -164,7 +172,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def _python_load(base_url: str, requests: list[Request], concurrency: int, duration: float,
-                       warmup: float) -> Result:
+                       warmup: float, sequential: bool = False) -> Result:
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     payloads = [_raw_request(f"{host}:{port}", r) for r in requests]
@@ -173,6 +181,7 @@ async def _python_load(base_url: str, requests: list[Request], concurrency: int,
     count = 0
     start = time.perf_counter() + warmup
     stop = start + duration
+    order = itertools.cycle(range(len(payloads)))
 
     async def worker() -> None:
         nonlocal count
@@ -187,7 +196,7 @@ async def _python_load(base_url: str, requests: list[Request], concurrency: int,
                     reader, writer = await asyncio.open_connection(host, port)
                 assert reader is not None
                 t0 = time.perf_counter()
-                writer.write(payloads[rng.randrange(len(payloads))])
+                writer.write(payloads[next(order) if sequential else rng.randrange(len(payloads))])
                 status, keep_alive = await _read_response(reader)
                 t1 = time.perf_counter()
                 if t0 >= start and t1 <= stop:
@@ -216,7 +225,7 @@ async def _python_load(base_url: str, requests: list[Request], concurrency: int,
 
 
 def run_python(base_url: str, requests: list[Request], *, concurrency: int, duration: float,
-               warmup: float = 0.0) -> Result:
+               warmup: float = 0.0, sequential: bool = False) -> Result:
     """Run the Python generator in a fresh event loop (uvloop when installed)."""
     try:
         import uvloop
@@ -224,12 +233,12 @@ def run_python(base_url: str, requests: list[Request], *, concurrency: int, dura
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(_python_load(base_url, requests, concurrency, duration, warmup))  # type: ignore[no-any-return]
+    return runner(_python_load(base_url, requests, concurrency, duration, warmup, sequential))  # type: ignore[no-any-return]
 
 
 def run_load(tool: str, base_url: str, requests: list[Request], *, concurrency: int, duration: float,
-             work_dir: Path, threads: int = 1) -> Result:
+             work_dir: Path, threads: int = 1, sequential: bool = False) -> Result:
     if tool == "wrk":
         return run_wrk(base_url, requests, concurrency=concurrency, duration=duration, threads=threads,
-                       work_dir=work_dir)
-    return run_python(base_url, requests, concurrency=concurrency, duration=duration)
+                       work_dir=work_dir, sequential=sequential)
+    return run_python(base_url, requests, concurrency=concurrency, duration=duration, sequential=sequential)

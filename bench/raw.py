@@ -11,12 +11,14 @@ Rows are fetched and dropped: no HTTP, no ORM, no serialisation. That is the cei
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import re
 import time
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
@@ -27,15 +29,31 @@ from service.settings import Settings
 Plan = list[tuple[str, tuple[Any, ...] | None]]  # (sql, args or None for a simple query)
 
 
+_ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"|([^,]+)', re.S)
+
+
+def parse_array(text: str) -> list[str | None]:
+    """A one-dimensional PostgreSQL array literal (as logged) as its element texts: quoted elements with
+    backslash escapes (JSON documents in a jsonb[]), unquoted ones, NULL."""
+    out: list[str | None] = []
+    for m in _ELEMENT.finditer(text.strip()[1:-1]):
+        quoted, bare = m.groups()
+        if quoted is not None:
+            out.append(quoted.replace("\\\\", "\0").replace('\\"', '"').replace("\0", "\\")
+                       if "\\" in quoted else quoted)
+        else:
+            token = bare.strip()
+            out.append(None if token == "NULL" else token)
+    return out
+
+
 def _array(text: str, conv: Any) -> list[Any]:
-    inner = text.strip()[1:-1]
-    if not inner:
-        return []
-    return [None if v == "NULL" else conv(v.strip('"')) for v in inner.split(",")]
+    return [None if v is None else conv(v) for v in parse_array(text)]
 
 
 _CONVERT: dict[str, Any] = {
-    "uuid": UUID, "int2": int, "int4": int, "int8": int, "float4": float, "float8": float, "numeric": Decimal,
+    "uuid": str,  # asyncpg encodes a uuid from its text as it does from a UUID
+    "int2": int, "int4": int, "int8": int, "float4": float, "float8": float, "numeric": Decimal,
     "bool": lambda v: v.lower() in ("t", "true", "on", "1", "yes"),
     "date": date.fromisoformat, "timestamptz": datetime.fromisoformat, "timestamp": datetime.fromisoformat,
 }
@@ -45,6 +63,8 @@ def convert(value: str | None, type_name: str) -> Any:
     """A logged parameter (text) as the Python value asyncpg encodes for the parameter's type."""
     if value is None:
         return None
+    if type_name.endswith("[]"):  # asyncpg names array types "uuid[]", "text[]", ...
+        return _array(value, _CONVERT.get(type_name[:-2], str))
     if type_name.startswith("_"):
         return _array(value, _CONVERT.get(type_name[1:], str))
     return _CONVERT.get(type_name, str)(value)
@@ -56,12 +76,66 @@ def server_settings(settings: Settings) -> dict[str, str]:
             "idle_in_transaction_session_timeout": "60000", "timezone": "UTC"}
 
 
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+_SWAPPABLE = {"uuid", "text", "varchar", "jsonb", "json"}  # types whose values may hold an id or external id
+
+
+class _Fresh:
+    """For a write: each generated id of the captured request becomes a new UUID, and each rotating value is
+    swapped wherever it occurs (inside arrays and JSON documents too). Array literals are parsed once; each
+    plan then only maps their elements (a dict lookup, or one regex pass over a JSON document)."""
+
+    def __init__(self, fresh_ids: set[str], captured: dict[str, str]) -> None:
+        self.fresh_ids = sorted(fresh_ids)
+        self.captured = captured
+        self.pattern = re.compile("|".join([*(re.escape(v) for v in captured.values()), UUID_RE]))
+        self._parsed: dict[str, list[str | None]] = {}
+
+    def args(self, params: tuple[str | None, ...], types: list[str], variant: dict[str, str]) -> tuple[Any, ...]:
+        mapping = {fid: str(uuid.uuid4()) for fid in self.fresh_ids}
+        mapping.update({self.captured[k]: variant[k] for k in self.captured})
+        prefixes = list(self.captured.values())
+        sub = self.pattern.sub
+
+        def repl(m: re.Match[str]) -> str:
+            return mapping.get(m.group(0), m.group(0))
+
+        def swap(text: str) -> str:
+            hit = mapping.get(text)
+            if hit is not None:
+                return hit
+            if len(text) > 40 or any(p in text for p in prefixes):
+                return sub(repl, text)
+            return text
+
+        out: list[Any] = []
+        for value, type_name in zip(params, types, strict=True):
+            if value is None:
+                out.append(None)
+            elif type_name.endswith("[]"):
+                if value not in self._parsed:
+                    self._parsed[value] = parse_array(value)
+                base = type_name[:-2]
+                conv = _CONVERT.get(base, str)
+                if base in _SWAPPABLE:
+                    out.append([None if e is None else conv(swap(e)) for e in self._parsed[value]])
+                else:  # numbers, timestamps: the same in every plan
+                    out.append([None if e is None else conv(e) for e in self._parsed[value]])
+            else:
+                out.append(convert(swap(value), type_name))
+        return tuple(out)
+
+
 async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
-                      variants: list[dict[str, str]]) -> list[Plan]:
+                      variants: list[dict[str, str]], fresh_ids: set[str] | None = None) -> list[Plan]:
     """One plan per request variant: the captured statements with the rotating values swapped in.
 
     ``variants[0]`` holds the values the captured request was sent with; ``variants[i]`` the ones to use
-    instead (e.g. ``{"client_id": "..."}``).
+    instead (e.g. ``{"client_id": "..."}``). With ``fresh_ids`` (a write workload: the ids the service
+    generated for the captured request), every plan also gets new ids for those, and the rotating values
+    are swapped as substrings (an external-id prefix inside a text[] or a jsonb[] of history snapshots).
     """
     conn = await asyncpg.connect(dsn, server_settings=server_settings(settings))
     try:
@@ -75,6 +149,7 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
     finally:
         await conn.close()
     captured = variants[0]
+    fresh = _Fresh(fresh_ids, captured) if fresh_ids is not None else None
     plans: list[Plan] = []
     for variant in variants:
         swap = {captured[k]: variant[k] for k in captured}
@@ -83,8 +158,11 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
             if st.params is None or tys is None:
                 plan.append((st.sql, None))
                 continue
-            args = tuple(convert(swap.get(v, v) if v is not None else None, t)
-                         for v, t in zip(st.params, tys, strict=True))
+            if fresh is not None:
+                args = fresh.args(st.params, tys, variant)
+            else:
+                args = tuple(convert(swap.get(v, v) if v is not None else None, t)
+                             for v, t in zip(st.params, tys, strict=True))
             plan.append((st.sql, args))
         plans.append(plan)
     return plans
@@ -104,7 +182,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
-               warmup: float) -> Result:
+               warmup: float, sequential: bool = False) -> Result:
     pool = await asyncpg.create_pool(
         dsn, min_size=min(settings.db_pool_size, concurrency),
         max_size=settings.db_pool_size + settings.db_max_overflow, server_settings=server_settings(settings),
@@ -117,11 +195,13 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
     start = time.perf_counter() + warmup
     stop = start + duration
 
+    order = itertools.cycle(range(len(plans)))  # writes: each plan once, in order (wraps only if too few)
+
     async def worker() -> None:
         nonlocal count
         rng = random.Random()
         while time.perf_counter() < stop:
-            plan = plans[rng.randrange(len(plans))]
+            plan = plans[next(order) if sequential else rng.randrange(len(plans))]
             t0 = time.perf_counter()
             try:
                 async with pool.acquire() as conn:
@@ -151,33 +231,36 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
-            warmup: float) -> Result:
+            warmup: float, sequential: bool = False) -> Result:
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(_run(dsn, settings, plans, concurrency, duration, warmup))  # type: ignore[no-any-return]
+    return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential))  # type: ignore[no-any-return]
 
 
-def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float]) -> Result:
-    dsn, settings, plans, concurrency, duration, warmup = job
-    return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup)
+def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool]) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup, sequential = job
+    return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
+                   sequential=sequential)
 
 
 def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
-                      duration: float, warmup: float) -> Result:
+                      duration: float, warmup: float, sequential: bool = False) -> Result:
     """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
     between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
     median of the processes' p50s and p99 the worst of their p99s."""
     if processes <= 1:
-        return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup)
+        return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
+                       sequential=sequential)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    jobs = [(dsn, settings, plans, share, duration, warmup) for share in shares if share]
+    jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential)
+            for i, share in enumerate(shares) if share]
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
         parts = list(pool.map(_raw_process, jobs))
     p50s = sorted(r.p50_ms for r in parts)

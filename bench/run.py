@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,10 @@ def send(ctx: Context, v: Variant) -> httpx.Response:
     return httpx.request(r.method, ctx.base_url + r.path, headers=r.headers, content=r.body, timeout=30)
 
 
-def capture_statements(db: Database, svc: Service, ctx: Context, w: Workload) -> list[capture.Statement]:
+def capture_statements(db: Database, svc: Service, ctx: Context,
+                       w: Workload) -> tuple[list[capture.Statement], set[str]]:
+    """The statements of one request (``variants[0]``, after a warm-up with ``variants[-1]``), and for a write
+    the ids the service generated for it (UUIDs in the response that were not in the request)."""
     variants = w.variants(ctx)
     warm = send(ctx, variants[-1])
     if warm.status_code >= 300:
@@ -78,7 +82,11 @@ def capture_statements(db: Database, svc: Service, ctx: Context, w: Workload) ->
     statements = capture.only_backend(capture.parse_log(text))
     if not statements:
         raise RuntimeError(f"{w.name}: no statements in the PostgreSQL log ({db.log_path}) for the request")
-    return statements
+    fresh: set[str] = set()
+    if w.writes:
+        sent = set(re.findall(raw.UUID_RE, (variants[0].request.body or b"").decode()))
+        fresh = set(re.findall(raw.UUID_RE, resp.text)) - sent
+    return statements, fresh
 
 
 async def pg_version(dsn: str) -> str:
@@ -90,12 +98,15 @@ async def pg_version(dsn: str) -> str:
 
 
 def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args: argparse.Namespace,
-                 work_dir: Path, pid: int | None = None) -> loadgen.Result:
-    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it."""
-    kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads}
+                 work_dir: Path, pid: int | None = None, *, sequential: bool = False,
+                 warmup_requests: list[loadgen.Request] | None = None) -> loadgen.Result:
+    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it.
+    Writes (``sequential``) warm up on their own requests, so the measured run sends no body twice."""
+    kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads,
+                          "sequential": sequential}
     if args.warmup > 0:
-        loadgen.run_load(tool, base_url, requests, duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup,
-                         **kw)
+        loadgen.run_load(tool, base_url, warmup_requests or requests,
+                         duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup, **kw)
     cpu0 = process_tree_cpu(pid) if pid else 0.0
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
     if pid:
@@ -148,11 +159,24 @@ class Setup:
     db: Database
     seed: Seed
     creds: dict[str, str]
+    markers: dict[Any, Any] = field(default_factory=dict)
 
     def context(self, svc: Service) -> Context:
         """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
         return Context(svc.base_url, token(svc.base_url, self.creds["client_id"], self.creds["client_secret"]),
-                       self.seed.org_id, self.seed.client_ids)
+                       self.seed.org_id, self.seed.client_ids, markers=self.markers,
+                       creds=(self.creds["client_id"], self.creds["client_secret"]))
+
+
+async def frequency_markers(dsn: str, org_id: Any) -> dict[Any, Any]:
+    """Each seeded client's frequency marker (W3 writes measurements of it: 0..14 per week, no risk items)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT client_id, id FROM outcome_markers WHERE org_id = $1 AND kind = 'frequency' "
+                                "AND deleted_at IS NULL", org_id)
+        return {r["client_id"]: r["id"] for r in rows}
+    finally:
+        await conn.close()
 
 
 def prepare(args: argparse.Namespace) -> Setup:
@@ -174,22 +198,25 @@ def prepare(args: argparse.Namespace) -> Setup:
     scopes = " ".join(sorted({s for w in workloads for s in w.scopes.split()}))
     creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
                            "--scopes", scopes))
-    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds)
+    markers = asyncio.run(frequency_markers(db.owner_dsn, seed.org_id))
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers)
 
 
-def capture_all(setup: Setup) -> dict[str, list[capture.Statement]]:
-    """A service instance whose connections log every statement; the statements of each workload's request."""
+def capture_all(setup: Setup) -> tuple[dict[str, list[capture.Statement]], dict[str, set[str]]]:
+    """A service instance whose connections log every statement; the statements of each workload's request
+    (and, for writes, the ids the service generated for it)."""
     captured: dict[str, list[capture.Statement]] = {}
+    fresh: dict[str, set[str]] = {}
     asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
     try:
         with Service(setup.data_dir) as svc:
             ctx = setup.context(svc)
             for w in setup.workloads:
-                captured[w.name] = capture_statements(setup.db, svc, ctx, w)
+                captured[w.name], fresh[w.name] = capture_statements(setup.db, svc, ctx, w)
                 log(f"{w.name}: captured {len(captured[w.name])} statements")
     finally:
         asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
-    return captured
+    return captured, fresh
 
 
 @dataclass
@@ -200,7 +227,11 @@ class Measurements:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> Measurements:
+RAW_WRITE_PLANS = 1500  # W3's raw twin: distinct plans per run (each replayed once, in order)
+
+
+def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
+                fresh: dict[str, set[str]]) -> Measurements:
     """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
@@ -215,14 +246,26 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
                 f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps "
                 f"({out.healthz[-1].cpu_ms_per_req} ms CPU/request)")
             for w in setup.workloads:
+                args = argparse.Namespace(**{**vars(setup.args),
+                                             "duration": setup.args.duration * w.duration_factor,
+                                             "concurrency": min(setup.args.concurrency,
+                                                                w.concurrency or setup.args.concurrency)})
                 variants = w.variants(ctx)
-                plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                    [v.subst for v in variants]))
+                if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
+                    warm = [v.request for v in w.variants(ctx)]
+                    raw_subst = [v.subst for _ in range(-(-RAW_WRITE_PLANS // len(variants)))
+                                 for v in w.variants(ctx)][:RAW_WRITE_PLANS]
+                    plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
+                                                        [variants[0].subst, *raw_subst], fresh[w.name]))[1:]
+                else:
+                    warm = None
+                    plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
+                                                        [v.subst for v in variants]))
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
-                                    svc.pid)
+                                    svc.pid, sequential=w.writes, warmup_requests=warm)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
-                                             warmup=args.warmup)
+                                             warmup=args.warmup, sequential=w.writes)
                 ratio = http.rps / twin.rps if twin.rps else 0.0
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
@@ -230,18 +273,22 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
                     "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req},
                     "ratio": round(ratio, 3),
                 })
-                log(f"repeat {rep + 1}/{args.repeats}: {w.name} {http.rps:.0f} rps (p50 {http.p50_ms:.1f} ms, "
-                    f"p99 {http.p99_ms:.1f} ms, {http.errors} errors, service CPU {http.cpu_ms_per_req} ms/request), "
+                log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s, c{args.concurrency}) "
+                    f"{http.rps:.0f} rps "
+                    f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
+                    f"service CPU {http.cpu_ms_per_req} ms/request), "
                     f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
-                if args.ladder:
+                if args.ladder and not w.writes:
                     sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
                                             concurrency=args.concurrency, duration=args.duration,
                                             warmup=args.warmup)
-                    out.runs[w.name][-1]["sqlalchemy"] = {**sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
-                                                          "ratio_to_raw": round(sa.rps / twin.rps, 3)}
+                    out.runs[w.name][-1]["sqlalchemy"] = {
+                        **sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
+                        "ratio_to_raw": round(sa.rps / twin.rps, 3) if twin.rps else 0.0}
                     log(f"repeat {rep + 1}/{args.repeats}: {w.name} same statements through SQLAlchemy "
                         f"{sa.rps:.0f} rps ({sa.errors} errors, client CPU {sa.cpu_ms_per_req} ms/request), "
-                        f"{sa.rps / twin.rps:.2f} of raw")
+                        f"{sa.rps / twin.rps if twin.rps else 0:.2f} of raw")
+        args = setup.args
         if args.profile and svc.pid:
             ctx = setup.context(svc)
             for w in setup.workloads:
@@ -252,10 +299,11 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]]) -> M
 def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
     """py-spy on the service during an extra HTTP run (not one of the measured ones)."""
     collapsed = setup.args.out_dir / "raw" / f"{w.name}-pyspy.txt"
-    spy = profile.start(pid, setup.args.duration, collapsed)
+    spy = profile.start(pid, setup.args.duration * w.duration_factor, collapsed)
     result = loadgen.run_load(setup.tool, ctx.base_url, [v.request for v in w.variants(ctx)],
-                              concurrency=setup.args.concurrency, duration=setup.args.duration,
-                              work_dir=setup.work_dir, threads=setup.args.threads)
+                              concurrency=min(setup.args.concurrency, w.concurrency or setup.args.concurrency),
+                              duration=setup.args.duration * w.duration_factor,
+                              work_dir=setup.work_dir, threads=setup.args.threads, sequential=w.writes)
     spy.wait(timeout=setup.args.duration + 60)
     summary = profile.summarize(collapsed) if collapsed.exists() else {"samples": 0}
     summary["rps_while_profiled"] = round(result.rps, 1)
@@ -303,6 +351,9 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
             "raw_p50_ms": round(median([r["raw"]["p50_ms"] for r in reps]), 2),
             "raw_p99_ms": round(median([r["raw"]["p99_ms"] for r in reps]), 2),
             "ratio": round(median([r["ratio"] for r in reps]), 3),
+            "target": w.target,
+            "duration_s": args.duration * w.duration_factor,
+            "concurrency": min(args.concurrency, w.concurrency or args.concurrency),
             "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
             "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
@@ -310,6 +361,12 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
                            for s in captured[w.name]],
             "runs": reps,
         }
+        if w.items_per_request > 1:
+            result["workloads"][w.name]["items_per_request"] = w.items_per_request
+            result["workloads"][w.name][f"{w.item_name}_per_s"] = round(
+                result["workloads"][w.name]["rps"] * w.items_per_request, 1)
+            result["workloads"][w.name][f"raw_{w.item_name}_per_s"] = round(
+                result["workloads"][w.name]["raw_rps"] * w.items_per_request, 1)
         if any("sqlalchemy" in r for r in reps):
             result["workloads"][w.name]["sqlalchemy_rps"] = round(
                 median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
@@ -326,8 +383,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     mach = machine()
     setup = prepare(args)
-    captured = capture_all(setup)
-    measurements = measure_all(setup, captured)
+    captured, fresh = capture_all(setup)
+    measurements = measure_all(setup, captured, fresh)
     result = summarize(setup, mach, captured, measurements)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_results(result, args.out_dir)
@@ -358,14 +415,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps, "
         f"{g.get('service_healthz_cpu_ms_per_req')} ms of service CPU per request.",
         "",
-        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | service CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | target | service CPU ms/req "
+        "| raw client CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, w in result["workloads"].items():
-        cpu = w.get("service_cpu_ms_per_req")
-        lines.append(f"| {name} {w['title']} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
-                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | {w['ratio']:.2f} | "
-                     f"{'-' if cpu is None else f'{cpu:.2f}'} |")
+        cpu, rcpu, target = w.get("service_cpu_ms_per_req"), w.get("raw_client_cpu_ms_per_req"), w.get("target")
+        met = "" if target is None else (" (met)" if w["ratio"] >= target else " (missed)")
+        conc = f" (c{w['concurrency']}, {w['duration_s']:g} s)" if "concurrency" in w else ""
+        lines.append(f"| {name} {w['title']}{conc} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
+                     f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | **{w['ratio']:.2f}** | "
+                     f"{'-' if target is None else f'≥ {target}{met}'} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+                     f"{'-' if rcpu is None else f'{rcpu:.2f}'} |")
+    for name, w in result["workloads"].items():
+        if w.get("items_per_request"):
+            item = next(k[:-len("_per_s")] for k in w if k.endswith("_per_s") and not k.startswith("raw_"))
+            lines += ["", f"{name}: {w[item + '_per_s']:.0f} {item} per second over HTTP, raw "
+                      f"{w['raw_' + item + '_per_s']:.0f} ({w['items_per_request']} per request)."]
     for name, w in result["workloads"].items():
         if "sqlalchemy_rps" in w:
             sa_cpu = median_opt([r["sqlalchemy"].get("client_cpu_ms_per_req") for r in w["runs"] if "sqlalchemy" in r])

@@ -1,22 +1,52 @@
-"""The workloads: each is an entry here (W2..W6 of issue 14 are added the same way).
+"""The workloads of issue 14 (W1..W6), each an entry of ``WORKLOADS``.
 
 A workload turns the seeded caseload into a list of request *variants*: the HTTP request, and the values
 in it that rotate from request to request (``subst``, e.g. the client id). The load generator picks
 variants at random; the raw twin is built from the statements captured for ``variants[0]`` (after a warm-up
 request with ``variants[-1]``) by swapping ``variants[0].subst`` values for the picked variant's.
 
-Write workloads should make every variant's body unique (e.g. fresh external ids from ``ctx.unique()``)
-and give enough variants for the run, or replays will meet their own duplicates.
+Write workloads (``writes=True``) give every variant a unique body (fresh external ids from
+``ctx.unique()``), are sent in order rather than at random (so a run never repeats a body), and their raw twin
+replays the captured statements with fresh values too: every id the service generated for the captured
+request (the UUIDs of its response) is replaced by a new UUID in each replayed plan, and the rotating
+values (``subst``) are swapped as substrings, so external ids inside arrays and JSON documents change too.
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
+import httpx
+import orjson
+
 from bench.loadgen import Request
+
+GRAPHQL_DASHBOARD = """
+query Dashboard($n: Int!, $after: String) {
+  clients(first: $n, after: $after) {
+    edges { node {
+      id displayName status
+      strengths(first: 10) { edges { node { label domain status } } }
+      goals(first: 10) { edges { node {
+        description lifecycle achievement
+        strengths { label }
+        milestones(first: 10) { edges { node { title status sequence } } }
+      } } }
+      outcomeMarkers(first: 10) { edges { node { name unit direction latestMeasurement { value observedAt } } } }
+    } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""  # the dashboard query of the GraphQL tests (tests/gqlkit.py DASHBOARD)
+
+BATCH_SIZE = 100  # W3: measurements per request
+FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
+WRITE_VARIANTS = 600  # W3: distinct bodies per generator run (sent in order, so none is sent twice)
 
 
 @dataclass
@@ -25,7 +55,11 @@ class Context:
     token: str
     org_id: UUID
     client_ids: list[UUID]
+    markers: dict[UUID, UUID] = field(default_factory=dict)  # client id -> its frequency marker (0-14 /wk)
+    creds: tuple[str, str] = ("", "")  # the bench app's client_id and secret (W6)
+    nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)
+    _cache: dict[str, Any] = field(default_factory=dict)
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -47,6 +81,12 @@ class Workload:
     description: str
     scopes: str  # what the bench app's token must carry for it
     variants: Callable[[Context], list[Variant]]
+    target: float | None = None  # issue 14's target ratio
+    writes: bool = False  # unique bodies, sent in order; the raw twin replays with fresh generated ids
+    items_per_request: int = 1  # W3: measurements written, W4: changes read per request
+    item_name: str = ""
+    duration_factor: float = 1.0  # slow requests (seconds each at this concurrency) get a longer window
+    concurrency: int | None = None  # fewer connections for requests that take a second of CPU (both sides)
 
 
 def _w1(ctx: Context) -> list[Variant]:
@@ -56,15 +96,114 @@ def _w1(ctx: Context) -> list[Variant]:
     ]
 
 
+def _w2(ctx: Context) -> list[Variant]:
+    body = orjson.dumps({"query": GRAPHQL_DASHBOARD, "variables": {"n": 20}})
+    return [Variant(Request("POST", "/graphql", {**ctx.auth(), "Content-Type": "application/json"}, body), {})]
+
+
+def _w3(ctx: Context) -> list[Variant]:
+    """Batches of 100 measurements of the frequency marker of 100 clients, each with a fresh external id."""
+    clients = [c for c in ctx.client_ids if c in ctx.markers] or ctx.client_ids
+    out = []
+    for _ in range(WRITE_VARIANTS):
+        n = ctx.unique()
+        prefix = f"w3.{ctx.nonce}.{n}."
+        items = []
+        for i in range(BATCH_SIZE):
+            cid = clients[(n * BATCH_SIZE + i) % len(clients)]
+            items.append({"client_id": str(cid), "marker_id": str(ctx.markers.get(cid, cid)),
+                          "value": float((n + i) % 15), "observed_at": f"2026-10-{1 + i % 28:02d}T08:30:00+02:00",
+                          "source": "bench-phone", "external_id": f"{prefix}{i}"})
+        body = orjson.dumps({"measurements": items})
+        out.append(Variant(Request("POST", "/v1/measurements/batch",
+                                   {**ctx.auth(), "Content-Type": "application/json"}, body), {"ext": prefix}))
+    return out
+
+
+def feed_cursors(ctx: Context, pages: int = 40) -> list[str]:
+    """Cursors spread over the seeded feed: the client walks the first ``pages`` pages of 1,000 once."""
+    if "cursors" not in ctx._cache:
+        cursors, since = [""], ""
+        with httpx.Client(base_url=ctx.base_url, headers=ctx.auth(), timeout=60) as http:
+            for _ in range(pages):
+                resp = http.get("/v1/changes", params={"limit": 1000, **({"since": since} if since else {})})
+                resp.raise_for_status()
+                page = resp.json()
+                since = page["next_cursor"]
+                cursors.append(since)
+                if not page["has_more"]:
+                    break
+        ctx._cache["cursors"] = cursors[:-1] if len(cursors) > 1 else cursors
+    return list(ctx._cache["cursors"])
+
+
+def _decode(cursor: str) -> tuple[str, str]:
+    from service.sync.changes import decode
+
+    txid, seq = decode(cursor or None)
+    return str(txid), str(seq)
+
+
+def _w4(ctx: Context) -> list[Variant]:
+    out = []
+    for cursor in feed_cursors(ctx):
+        txid, seq = _decode(cursor)
+        path = f"/v1/changes?limit={FEED_PAGE}" + (f"&since={cursor}" if cursor else "")
+        out.append(Variant(Request("GET", path, ctx.auth()), {"txid": txid, "seq": seq}))
+    # the capture needs a page whose cursor values are distinct from the limit (variants[0]): not the very first
+    return sorted(out, key=lambda v: v.subst["seq"] == "0")
+
+
+def _w5(ctx: Context) -> list[Variant]:
+    return [Variant(Request("GET", "/v1/progress/summary", ctx.auth()), {})]
+
+
+def _w6(ctx: Context) -> list[Variant]:
+    import base64
+
+    basic = base64.b64encode(f"{ctx.creds[0]}:{ctx.creds[1]}".encode()).decode()
+    return [Variant(Request("POST", "/oauth/token", {"Authorization": f"Basic {basic}",
+                                                     "Content-Type": "application/x-www-form-urlencoded"},
+                            b"grant_type=client_credentials"), {})]
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         Workload(
-            name="W1",
-            title="read one client with its strengths",
+            name="W1", title="read one client with its strengths",
             description="GET /v1/clients/{id}?include=strengths, a random client of the seeded organization",
-            scopes="system/Client.r system/Strength.s",
-            variants=_w1,
+            scopes="system/Client.r system/Strength.s", variants=_w1, target=0.3,
+        ),
+        Workload(
+            name="W2", title="GraphQL dashboard",
+            description="POST /graphql: 20 clients with strengths, goals (their strengths and milestones) and "
+                        "outcome markers with the latest measurement",
+            scopes="system/Client.rs system/Strength.rs system/Goal.rs system/Milestone.rs "
+                   "system/OutcomeMarker.rs system/Measurement.rs",
+            variants=_w2, target=0.2, duration_factor=2, concurrency=4,
+        ),
+        Workload(
+            name="W3", title="batch ingest of 100 measurements",
+            description="POST /v1/measurements/batch, 100 new measurements (fresh external ids) per request",
+            scopes="system/Measurement.c system/OutcomeMarker.rs", variants=_w3, target=0.75, writes=True,
+            items_per_request=BATCH_SIZE, item_name="measurements",
+        ),
+        Workload(
+            name="W4", title="change-feed catch-up",
+            description=f"GET /v1/changes?limit={FEED_PAGE}&since=<cursor>, cursors spread over the first 40,000 "
+                        "changes of the seeded feed",
+            scopes="system/*.s", variants=_w4, target=0.5, items_per_request=FEED_PAGE, item_name="changes",
+        ),
+        Workload(
+            name="W5", title="caseload progress summary",
+            description="GET /v1/progress/summary over the whole seeded caseload",
+            scopes="system/Progress.s", variants=_w5, target=0.8, duration_factor=3, concurrency=4,
+        ),
+        Workload(
+            name="W6", title="token issuance",
+            description="POST /oauth/token, client_credentials with client_secret_basic",
+            scopes="", variants=_w6,
         ),
     ]
 }

@@ -62,12 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         export_env(prepared)
         if args.workers > 1:
             uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
-                        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
             return
         from service.app import create_app
 
         uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
     finally:
         stop_embedded()
 

@@ -87,3 +87,14 @@ async def tenant_transaction(
     async with engine.begin() as conn:
         await set_tenant(conn, org_id, patient_id)
         yield conn
+
+
+async def driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, inside the same transaction (already begun: the tenant is set).
+
+    For a hot read whose rows go straight to JSON: asyncpg's records without SQLAlchemy's result layer.
+    The statement runs on the same connection, in the same transaction, as the same role with the same
+    tenant settings, so row-level security applies to it exactly as to every other statement.
+    """
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
         default_factory=list, description="JSON list of {issuer, jwks_url | jwks_file, audience, org_claim, ...}"
     )
 
-    db_pool_size: int = 10
+    db_pool_size: int = Field(default=20, description="Kept connections per worker: at least the expected "
+                              "concurrency, so a busy worker does not open and close overflow connections")
     db_max_overflow: int = 10
     statement_timeout_ms: int = 15000
     database_read_url: str | None = Field(

@@ -117,7 +117,7 @@ def _list_filters(coll: Collection) -> Any:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
                                         default=Query(None)))
 
-    def filters(**kwargs: Any) -> dict[str, Any]:
+    async def filters(**kwargs: Any) -> dict[str, Any]:
         if ext_name in kwargs:
             kwargs["external_id"] = kwargs.pop(ext_name)
         return kwargs
@@ -129,7 +129,7 @@ def _list_filters(coll: Collection) -> Any:
 def _include_param(coll: Collection) -> Any:
     allowed = sorted(n.replace("-", "_") for n in coll.children)
 
-    def include(
+    async def include(
         include: str | None = Query(None, max_length=500, description=f"Comma-separated: {', '.join(allowed)}"),
     ) -> list[str]:
         if not include:

@@ -26,13 +26,15 @@ from service.collections.service import serialize
 from service.db import tenant_transaction
 from service.graphql.errors import forbidden
 
+_NESTED = (dict, list)  # a tuple: ``dict | list`` would build a new union object on every call
+
 
 def wrap(value: Any) -> Any:
     """Serialized records (dicts, JSON) as objects Strawberry's default resolvers can read attributes of."""
     if isinstance(value, dict):
-        return SimpleNamespace(**{k: wrap(v) if isinstance(v, dict | list) else v for k, v in value.items()})
+        return SimpleNamespace(**{k: wrap(v) if isinstance(v, _NESTED) else v for k, v in value.items()})
     if isinstance(value, list):
-        return [wrap(v) if isinstance(v, dict | list) else v for v in value]
+        return [wrap(v) if isinstance(v, _NESTED) else v for v in value]
     return value
 
 
