@@ -6,6 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
+from service.settings import Settings
 from tests.factories import create
 from tests.harness import Api
 
@@ -59,7 +60,7 @@ async def test_metrics_families_after_a_few_requests(api):
     assert value(hist, "http_request_duration_seconds_count", route=route, status="200") >= 3
     assert any(s.name == "http_request_duration_seconds_bucket" and s.labels["le"] == "+Inf" for s in hist)
 
-    assert value(after["db_pool_size"], "db_pool_size", pool="primary") == 10
+    assert value(after["db_pool_size"], "db_pool_size", pool="primary") == Settings().db_pool_size
     assert value(after["db_pool_connections_in_use"], "db_pool_connections_in_use", pool="primary") >= 0
 
     ingest = after["ingest_measurements"]

@@ -206,7 +206,7 @@ async def test_two_dispatchers_share_the_work_and_deliver_each_event_once(db):
     dispatchers = [Counting(e, i) for i, e in enumerate(engines)]
     tasks: list[asyncio.Task[None]] = []
     try:
-        async with Api.start(db, **FAST, webhooks_dispatcher=False) as api:
+        async with Api.start(db, **{**FAST, "webhooks_dispatcher": False}) as api:
             org = await api.org()
             c = api.client(await api.token(org, ALL))
             sub = await subscribe(c, receiver.url, ["strength.created"])

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import tenant_transaction
 from service.http import dumps
+from service.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.settings import Settings
 from service.webhooks.events import emit
 from service.webhooks.signing import sign
@@ -172,6 +173,8 @@ class Dispatcher:
         return Outcome("pending", 1, code, error, delay=backoff(attempts, self.settings, retry_after))
 
     async def _record(self, org_id: UUID, delivery_id: UUID, token: UUID, row: Any, outcome: Outcome) -> None:
+        if outcome.status != "delivered":
+            WEBHOOK_DELIVERY_FAILURES.inc()
         async with tenant_transaction(self.engine, org_id) as conn:
             result = await conn.execute(_FINISH, {
                 "org": org_id, "id": delivery_id, "token": token, "status": outcome.status, "tried": outcome.tried,
