@@ -36,6 +36,12 @@ async def record_changes(
     """Append each new version to the history and each change to the feed (which holds no client data)."""
     if not snapshots:
         return
+    from service import audit
+    from service.collections.registry import REGISTRY
+
+    resource = REGISTRY[collection].resource if collection in REGISTRY else collection
+    for s in snapshots:
+        audit.wrote(resource, s["id"], s["id"] if collection == "clients" else s.get("client_id"), action)
     await conn.execute(
         _RECORD,
         {

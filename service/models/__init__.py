@@ -1,5 +1,6 @@
 """The ORM: one dense graph (client -> goal -> milestone, marker -> measurement), kept together."""
 
+from service.models.audit import AuditEvent
 from service.models.base import Base
 from service.models.client import Client
 from service.models.goal import Goal, Milestone
@@ -10,7 +11,8 @@ from service.models.records import Change, ExternalId, History, IdempotencyKey
 from service.models.strength import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
 
 __all__ = [
-    "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History", "IdempotencyKey",
+    "App", "AuditEvent", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
+    "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
 ]

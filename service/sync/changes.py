@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import text
 
+from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/v1", tags=["Sync"])
 
 _FEED = text(
     """
-SELECT seq, txid, collection, record_id, action, version, changed_at FROM changes
+SELECT seq, txid, collection, record_id, client_id, action, version, changed_at FROM changes
 WHERE org_id = :org AND (CAST(:patient AS uuid) IS NULL OR client_id = CAST(:patient AS uuid))
   AND collection = ANY(CAST(:collections AS text[]))
   AND (txid, seq) > (:txid, :seq)
@@ -104,6 +105,9 @@ async def list_changes(
         "txid": txid, "seq": seq, "limit": limit,
     })).all()
     type_of = {c.name: c.type_name for c in chosen}
+    resource_of = {c.name: c.resource for c in chosen}
+    for r in rows:  # the feed names records (no client data), and who learnt of them is still audited
+        audit.seen(resource_of[r.collection], r.record_id, r.client_id)
     data = [{"type": type_of[r.collection], "id": r.record_id, "action": r.action, "version": r.version,
              "changed_at": r.changed_at} for r in rows]
     cursor = encode(rows[-1].txid, rows[-1].seq) if rows else encode(txid, seq)
