@@ -11,6 +11,7 @@ from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import metrics, problems
+from service import audit_rest, metrics, problems
 from service.auth import oauth
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.rest import collection_router, history_router
@@ -28,9 +29,12 @@ from service.domain.registry import COLLECTIONS
 from service.fhir.routes import fhir_router
 from service.graphql import graphql_router
 from service.http import JSONOut
+from service.logs import configure_logging
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.progress.rest import router as progress_router
+from service.ratelimit import TokenBucketLimiter
 from service.settings import Settings
 from service.sync import bulk, changes
 from service.webhooks import rest as webhooks_rest
@@ -55,10 +59,12 @@ class AppContext:
     @property
     def reader(self) -> AsyncEngine:
         return self.read_engine or self.engine
+    limiter: TokenBucketLimiter | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_level)
     if not settings.database_url:
         from service.lifecycle import prepare_database
 
@@ -78,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_signing_key(engine)
         await keys.load()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
-                                   read_engine=read_engine)
+                                   read_engine=read_engine,
+                                   limiter=TokenBucketLimiter(settings.rate_limit_requests,
+                                                              settings.rate_limit_window_seconds))
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)
@@ -116,9 +124,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
     app.include_router(progress_router)
+    app.include_router(audit_rest.router)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _health(app)
     _docs(app)
+    # Outermost last: request id and audit around everything, then headers, CORS and the body limit.
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
+        "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,
+    })
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key",
+                                          "X-Request-Id"],
+                           expose_headers=["ETag", "Link", "Location", "X-Request-Id", "RateLimit",
+                                           "RateLimit-Policy", "Retry-After"])
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     if settings.metrics_enabled and settings.metrics_port is None:
         _metrics(app)
     app.add_middleware(metrics.MetricsMiddleware)

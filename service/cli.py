@@ -141,6 +141,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _print(_with_owner(lambda conn: load_demo(conn, org_name=args.org_name)))
 
 
+def cmd_purge_client(args: argparse.Namespace) -> None:
+    import getpass
+
+    from service.purge import NoSuchClient, purge_client
+
+    by = args.by or getpass.getuser()
+    try:
+        _print(_with_owner(lambda conn: purge_client(conn, UUID(args.client_id), by)))
+    except (NoSuchClient, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strengths-api", description="Strengths & Goals API")
     sub = p.add_subparsers(dest="command", required=True)
@@ -182,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="load a realistic demo caseload")
     d.add_argument("--org-name", default="Riverside Counselling (demo)")
     d.set_defaults(fn=cmd_demo)
+
+    pc = sub.add_parser("purge-client", help="erase a client (right to be forgotten): records, history, "
+                        "external ids and idempotent replies; leaves deleted changes and an audit event")
+    pc.add_argument("client_id")
+    pc.add_argument("--by", help="who asked for the purge (default: the OS user)")
+    pc.set_defaults(fn=cmd_purge_client)
     return p
 
 

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
@@ -32,7 +33,9 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, default=_default)
 
 
-class JSONOut(Response):
+class JSONOut(JSONResponse):
+    """orjson rendering; a JSONResponse so that OpenAPI documents the route's response_model, not a string."""
+
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     webhooks_lease_seconds: int = 60
 
     max_body_bytes: int = 1_000_000
+    max_batch_body_bytes: int = Field(default=16_000_000, description="POST /v1/measurements/batch (1,000 items)")
+    max_bulk_body_bytes: int = Field(default=2_000_000_000, description="POST /v1/bulk/import (streamed NDJSON)")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins; empty: CORS off")
+    rate_limit_requests: int = Field(default=6000, description="Per app per window, per instance; 0: off")
+    rate_limit_window_seconds: int = 60
     log_level: str = "INFO"
     log_sql: bool = False
 

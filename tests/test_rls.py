@@ -14,7 +14,7 @@ from tests.harness import APP_ROLE
 TENANT_TABLES = [
     "clients", "strengths", "protective_factors", "exceptions", "goals", "milestones", "outcome_markers",
     "measurements", "strength_uses", "experiments", "safety_alerts", "history", "changes", "external_ids",
-    "organizations", "apps", "used_assertions", "revoked_tokens", "idempotency_keys",
+    "organizations", "apps", "used_assertions", "revoked_tokens", "idempotency_keys", "audit_events",
     "webhook_subscriptions", "webhook_outbox", "webhook_deliveries",
 ]
 

@@ -62,6 +62,11 @@ async def record_changes(
     """
     if not snapshots:
         return
+    from service import audit  # imported here: the audit module itself imports the collection machinery
+
+    resource = REGISTRY[collection].resource if collection in REGISTRY else collection
+    for s in snapshots:
+        audit.wrote(resource, s["id"], s["id"] if collection == "clients" else s.get("client_id"), action)
     await conn.execute(
         _RECORD,
         {

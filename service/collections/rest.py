@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
@@ -35,6 +36,7 @@ async def unit_of_work(
     async with request.app.state.ctx.engine.begin() as conn:
         await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocation_key(who))
         yield conn
+        await audit.flush(conn, who)  # the request's audit row commits with its writes
 
 
 unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import audit
 from service.auth.principal import Principal
 from service.collections.records import record_change
 from service.collections.registry import REGISTRY, Collection, RuleContext
@@ -34,6 +35,7 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
     data[coll.ext_field] = data.pop("external_ids", None) or []
     if coll.to_out:
         data = coll.to_out(data)
+    audit.seen(coll.resource, data.get("id"), data.get("id") if coll.name == "clients" else data.get("client_id"))
     if with_deleted:
         data["deleted_at"] = deleted_at
     return data
@@ -122,6 +124,7 @@ async def history(conn: AsyncConnection, who: Principal, coll: Collection, recor
     rows = (await conn.execute(stmt.order_by(hist.c.version))).all()
     if not rows:
         raise NotFound(f"No {coll.type_name.replace('_', ' ')} with id {record_id}")
+    audit.seen(coll.resource, record_id, rows[-1].client_id)
     return [
         {"version": r.version, "action": r.action, "changed_at": r.changed_at, "changed_by": r.changed_by,
          "record": r.data}

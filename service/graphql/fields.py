@@ -16,6 +16,7 @@ from uuid import UUID
 import strawberry
 from pydantic import ValidationError
 
+from service import audit
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import encode_cursor
@@ -219,7 +220,9 @@ def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
         ctx.require(coll.resource, "c")
         body = _validate(coll.create, kwargs["input"])
         async with ctx.transaction() as conn:
-            return record_obj(coll, await service.create(conn, ctx.who, coll, body))
+            out = await service.create(conn, ctx.who, coll, body)
+            await audit.flush(conn, ctx.who)
+        return record_obj(coll, out)
 
     async def update(info: Any, **kwargs: Any) -> Any:
         ctx = _ctx(info)
@@ -227,6 +230,7 @@ def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
         body = _validate(coll.patch, kwargs["input"])
         async with ctx.transaction() as conn:
             out = await service.patch(conn, ctx.who, coll, kwargs["id"], body, _if_match(kwargs["expected_version"]))
+            await audit.flush(conn, ctx.who)
         return record_obj(coll, out)
 
     async def delete(info: Any, **kwargs: Any) -> Any:
@@ -234,6 +238,7 @@ def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
         ctx.require(coll.resource, "d")
         async with ctx.transaction() as conn:
             await service.delete(conn, ctx.who, coll, kwargs["id"], _if_match(kwargs["expected_version"]))
+            await audit.flush(conn, ctx.who)
         return kwargs["id"]
 
     version = ("expected_version", int | None, None)

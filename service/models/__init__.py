@@ -1,5 +1,6 @@
 """The ORM: one dense graph (client -> goal -> milestone, marker -> measurement), kept together."""
 
+from service.models.audit import AuditEvent
 from service.models.base import Base
 from service.models.client import Client
 from service.models.goal import Goal, Milestone
@@ -11,7 +12,8 @@ from service.models.strength import Exception_, Experiment, ProtectiveFactor, St
 from service.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
-    "App", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History", "IdempotencyKey",
+    "App", "AuditEvent", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
+    "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
     "WebhookDelivery", "WebhookEvent", "WebhookSubscription",

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
+from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.rest import Db, problems
@@ -35,6 +36,7 @@ def _settings(request: Request):  # noqa: ANN202 - the app's Settings
 async def read_progress(client_id: UUID, who: Reader, db: Db, request: Request,
                         off_track_days: OffTrackDays = None) -> Response:
     days = off_track_days or _settings(request).progress_off_track_days
+    audit.seen("Progress", client_id, client_id)
     result = await progress.client_progress(db, who, client_id, off_track_days=days)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
@@ -53,6 +55,8 @@ async def read_caseload(
     off_track_days: OffTrackDays = None,
 ) -> Response:
     settings = _settings(request)
+    for cid in client_id or []:
+        audit.seen("Progress", cid, cid)
     result = await progress.caseload_summary(
         db, who, client_ids=client_id, since=since, until=until,
         stale_days=stale_days or settings.progress_stale_days,
@@ -70,6 +74,7 @@ async def read_summary(
     client_id: UUID, who: Reader, db: Db, request: Request,
     since: Annotated[date | None, Query(description="Progress since this date (default 30 days ago)")] = None,
 ) -> Response:
+    audit.seen("Progress", client_id, client_id)
     result = await summary.clinical_summary(db, who, client_id, since=since,
                                             off_track_days=_settings(request).progress_off_track_days)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
@@ -90,6 +95,7 @@ async def read_chart(
     since: Annotated[AwareDatetime | None, Query(description="From (default: the first measurement)")] = None,
     until: Annotated[AwareDatetime | None, Query(description="To (default: the last measurement)")] = None,
 ) -> Response:
+    audit.seen("Progress", client_id, client_id)
     svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
 

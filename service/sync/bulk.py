@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, ValidationError
 from sqlalchemy import text
 
+from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
@@ -157,6 +158,7 @@ async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
                     problem = exc.problem() if isinstance(exc, DomainError) else validation_problem(exc.errors())
                     result.update(status="error", problem=problem)
                 out.append(dumps(result) + b"\n")
+            await audit.flush(conn, who)  # this chunk's audit row commits with it
         return out  # sent only once the chunk is committed
 
     async def flush() -> list[bytes]:
@@ -197,6 +199,7 @@ Exporter = Annotated[Principal, needs_any("s")]
 @router.post("/import", operation_id="bulk_import", summary="Import NDJSON lines of any collection",
              openapi_extra=NDJSON_BODY, responses={**NDJSON_OUT, **problems(400, 401, 403, 415, 422)})
 async def bulk_import(request: Request, who: Importer) -> DuplexStreamingResponse:
+    audit.set_action("import")
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media not in (NDJSON, "application/ndjson", "application/jsonl"):
         raise UnsupportedMediaType(f"Send the lines as {NDJSON}")
@@ -226,6 +229,7 @@ async def bulk_export(
     types: str | None = Query(None, max_length=500, description="Comma-separated types; default all readable"),
     since: AwareDatetime | None = Query(None, description="Only records updated at or after this time"),
 ) -> StreamingResponse:
+    audit.set_action("export")
     chosen = readable_types(who, types)
     return StreamingResponse(_export(request, who, chosen, since), media_type=NDJSON,
                              headers={"Cache-Control": "no-store"})

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
+from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["Sync"])
 # Sent on the unit of work's own asyncpg connection (service.db.driver): same transaction, same tenant,
 # row-level security as for every statement; 500 rows go to JSON without SQLAlchemy's result layer.
 _FEED = """
-SELECT seq, txid, collection, record_id, action, version, changed_at FROM changes
+SELECT seq, txid, collection, record_id, action, version, changed_at, client_id FROM changes
 WHERE org_id = $1 AND ($2::uuid IS NULL OR client_id = $2::uuid)
   AND collection = ANY($3::text[])
   AND (txid, seq) > ($4, $5)
@@ -102,6 +103,9 @@ async def list_changes(
     rows = await (await driver(db)).fetch(_FEED, who.org_id, who.patient_id, [c.name for c in chosen],
                                           txid, seq, limit)
     type_of = {c.name: c.type_name for c in chosen}
+    resource_of = {c.name: c.resource for c in chosen}
+    for r in rows:  # the feed names records (no client data), and who learnt of them is still audited
+        audit.seen(resource_of[r[2]], r[3], r[7])
     data = [{"type": type_of[r[2]], "id": r[3], "action": r[4], "version": r[5], "changed_at": r[6]} for r in rows]
     cursor = encode(rows[-1][1], rows[-1][0]) if rows else encode(txid, seq)
     return JSONOut({"data": data, "next_cursor": cursor, "has_more": len(rows) == limit}, headers=NO_STORE)

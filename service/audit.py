@@ -1,0 +1,256 @@
+"""The audit trail: one mechanism for every transport.
+
+Each request gets an :class:`AuditTrail` (a context variable set by :class:`RequestContextMiddleware`).
+The service layer notes what it touched: every record it serializes for a reply (``seen``) and every
+version it writes (``wrote``, from ``record_changes``). The trail is written once:
+
+- in the request's own transaction, just before it commits (``flush``; the REST unit of work, each
+  GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together;
+- otherwise, once the response is sent, in one short transaction of its own (``finish``): reads that
+  ran outside a unit of work (GraphQL loaders, bulk export), and refusals (401, 403, 404, 410 ...),
+  whose transaction rolled back or never began.
+
+Rows hold ids, never client data. One row per request and resource type touched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.http import dumps
+
+log = structlog.get_logger("service.audit")
+
+_current: contextvars.ContextVar[AuditTrail | None] = contextvars.ContextVar("audit_trail", default=None)
+
+WRITE_ACTIONS = {"created": "create", "updated": "update", "deleted": "delete"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+TENANT_PREFIXES = ("/v1/", "/fhir/R4/", "/graphql")
+NOT_AUDITED = ("/v1/audit-events",)
+
+_INSERT = text(
+    "INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, client_ids, "
+    "outcome, status_code, request_id, remote_addr, method, path) "
+    "SELECT org_id, app_id, subject, action, resource_type, resource_ids, client_ids, outcome, status_code, "
+    "request_id, remote_addr, method, path FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(org_id uuid, "
+    "app_id text, subject text, action text, resource_type text, resource_ids uuid[], client_ids uuid[], "
+    "outcome text, status_code int, request_id text, remote_addr text, method text, path text)"
+)
+
+
+def new_request_id(incoming: str | None) -> str:
+    """The caller's X-Request-Id when it is a plain token (no CR/LF, at most 128 characters), else a new one."""
+    if incoming and _REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Touched:
+    ids: dict[UUID, None] = field(default_factory=dict)
+    clients: dict[UUID, None] = field(default_factory=dict)
+    writes: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass
+class AuditTrail:
+    request_id: str
+    method: str
+    path: str
+    remote: str | None
+    action: str | None = None  # set by routes whose action the method does not tell (export, import)
+    touched: dict[str, Touched] = field(default_factory=dict)
+    flushed: bool = False
+    principal: Any = None
+
+    # ------------------------------------------------------------ noting
+
+    def _entry(self, resource_type: str) -> Touched:
+        entry = self.touched.get(resource_type)
+        if entry is None:
+            entry = self.touched[resource_type] = Touched()
+        return entry
+
+    def seen(self, resource_type: str, record_id: Any, client_id: Any) -> None:
+        entry = self._entry(resource_type)
+        if record_id is not None:
+            entry.ids[record_id] = None
+        if client_id is not None:
+            entry.clients[client_id] = None
+
+    def wrote(self, resource_type: str, record_id: Any, client_id: Any, action: str) -> None:
+        self.seen(resource_type, record_id, client_id)
+        self._entry(resource_type).writes[WRITE_ACTIONS.get(action, action)] = None
+
+    # ------------------------------------------------------------ writing
+
+    def _action(self, entry: Touched | None, status: int | None) -> str:
+        if status in (401, 403):
+            return "denied"
+        if entry is not None and entry.writes:
+            if self.action in ("import", "purge"):
+                return self.action
+            if self.method == "PUT":
+                return "upsert"
+            return next(iter(entry.writes))
+        if self.action:
+            return self.action
+        return {"POST": "create", "PUT": "upsert", "PATCH": "update", "DELETE": "delete"}.get(
+            self.method, "read" if _names_one(self.path) else "search"
+        )
+
+    def rows(self, status: int | None) -> list[dict[str, Any]]:
+        who = self.principal
+        outcome = _outcome(status)
+        base = {
+            "org": str(who.org_id) if who is not None else None,
+            "app": who.app_id if who is not None else None,
+            "subject": who.subject if who is not None else None,
+            "outcome": outcome, "status": status, "request_id": self.request_id, "remote": self.remote,
+            "method": self.method, "path": self.path[:2000],
+        }
+        if self.touched:
+            items = list(self.touched.items())
+        else:  # refused before anything was read: name what was asked for
+            resource_type, record_id = _target(self.path)
+            items = [(resource_type, Touched(ids={record_id: None} if record_id else {}))]
+        return [
+            {**base, "type": rtype, "action": self._action(entry, status),
+             "ids": [str(i) for i in entry.ids], "clients": [str(c) for c in entry.clients]}
+            for rtype, entry in items
+        ]
+
+    async def insert(self, conn: AsyncConnection, status: int | None) -> None:
+        rows = self.rows(status)
+        await conn.execute(_INSERT, {"rows": dumps([
+            {"org_id": r["org"], "app_id": r["app"], "subject": r["subject"], "action": r["action"],
+             "resource_type": r["type"], "resource_ids": r["ids"], "client_ids": r["clients"],
+             "outcome": r["outcome"], "status_code": r["status"], "request_id": r["request_id"],
+             "remote_addr": r["remote"], "method": r["method"], "path": r["path"]}
+            for r in rows
+        ]).decode()})
+        self.touched = {}
+
+    async def flush(self, conn: AsyncConnection, who: Any) -> None:
+        """Write what was touched so far in this (about to commit) transaction; outcome success."""
+        self.principal = who
+        if not self.touched:
+            return
+        try:  # no savepoint: if this insert fails, the request's writes must not commit either
+            await self.insert(conn, None)
+        except DBAPIError as exc:
+            if "current transaction is aborted" not in str(exc):
+                raise
+            # The transaction already failed (a route answered after a statement error): it will not
+            # commit, so nothing it wrote needs this row; ``finish`` records the request instead.
+            return
+        self.flushed = True
+
+    async def finish(self, engine: AsyncEngine, status: int) -> None:
+        """After the response: write what no transaction wrote, and any refusal of tenant data."""
+        if not self.path.startswith(TENANT_PREFIXES) or self.path.startswith(NOT_AUDITED):
+            return
+        if self.path.startswith("/fhir/R4/") and not _target(self.path)[0]:
+            return  # metadata, code systems, well-known documents: no client data
+        refused = status in (401, 403, 404, 410)
+        graphql = self.path.startswith("/graphql") and self.principal is not None and self.method == "POST"
+        if not (self.touched or refused or (graphql and not self.flushed)):
+            return
+        if self.flushed and not self.touched and not refused:
+            return
+        from service.db import set_tenant
+
+        who = self.principal
+        try:
+            async with engine.begin() as conn:
+                await set_tenant(conn, who.org_id if who else None, None)
+                await self.insert(conn, status)
+        except Exception:  # noqa: BLE001 - never turn a served response into a crash; but say so loudly
+            log.exception("audit_write_failed", request_id=self.request_id)
+
+
+def _outcome(status: int | None) -> str:
+    if status is None or status < 400:
+        return "success"
+    if status in (401, 403):
+        return "denied"
+    if status in (404, 410):
+        return "not_found"
+    return "error"
+
+
+def _names_one(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    return any(_UUID.match(p) for p in parts[1:]) or (path.startswith("/fhir/R4/") and len(parts) >= 4)
+
+
+def _target(path: str) -> tuple[str | None, UUID | None]:
+    """The resource type and id a path names (for refusals, where nothing was read)."""
+    from service.auth.scopes import FHIR_ALIASES
+    from service.collections.registry import REGISTRY
+
+    parts = [p for p in path.split("/") if p]
+    resource_type: str | None = None
+    record_id: UUID | None = None
+    if parts[:1] == ["v1"] and len(parts) > 1:
+        name = parts[2] if parts[1] == "history" and len(parts) > 2 else parts[1]
+        coll = REGISTRY.get(name)
+        resource_type = coll.resource if coll else ("Progress" if name == "progress" else None)
+    elif parts[:2] == ["fhir", "R4"] and len(parts) > 2:
+        resource_type = parts[2] if parts[2] in FHIR_ALIASES or parts[2] == "Patient" else None
+    elif parts[:1] == ["graphql"]:
+        resource_type = "GraphQL"
+    for p in parts[1:]:
+        if _UUID.match(p):
+            record_id = UUID(p)
+            break
+    return resource_type, record_id
+
+
+# ---------------------------------------------------------------- the service layer's hooks
+
+def current() -> AuditTrail | None:
+    return _current.get()
+
+
+def seen(resource_type: str, record_id: Any, client_id: Any) -> None:
+    trail = _current.get()
+    if trail is not None:
+        trail.seen(resource_type, record_id, client_id)
+
+
+def wrote(resource_type: str, record_id: Any, client_id: Any, action: str) -> None:
+    trail = _current.get()
+    if trail is not None:
+        trail.wrote(resource_type, record_id, client_id, action)
+
+
+def set_action(action: str) -> None:
+    trail = _current.get()
+    if trail is not None:
+        trail.action = action
+
+
+async def flush(conn: AsyncConnection, who: Any) -> None:
+    trail = _current.get()
+    if trail is not None:
+        await trail.flush(conn, who)
+
+
+def begin(trail: AuditTrail) -> contextvars.Token[AuditTrail | None]:
+    return _current.set(trail)
+
+
+def end(token: contextvars.Token[AuditTrail | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,114 @@
+"""``GET /v1/audit-events``: the organization's audit trail, under the ``AuditEvent`` search scope.
+
+(No ``from __future__ import annotations`` here: FastAPI must see the real parameter types.)
+"""
+
+import base64
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
+from sqlalchemy import select
+
+from service.auth.principal import Principal
+from service.auth.rest import needs
+from service.collections.rest import Db, problems
+from service.collections.types import Out
+from service.errors import ValidationFailed
+from service.http import NO_STORE, JSONOut, StrictRoute
+from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
+
+router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
+
+Action = Literal[ACTIONS]  # type: ignore[valid-type]
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+
+
+class AuditEventOut(Out):
+    id: UUID
+    at: datetime
+    app_id: str | None
+    subject: str | None
+    action: Action
+    resource_type: str | None
+    resource_ids: list[UUID]
+    client_ids: list[UUID]
+    outcome: Outcome
+    status_code: int | None
+    request_id: str | None
+    remote_addr: str | None
+    method: str | None
+    path: str | None
+
+
+class AuditEventPage(Out):
+    data: list[AuditEventOut]
+    next_cursor: str | None = None
+
+
+Searcher = Annotated[Principal, needs("AuditEvent", "s")]
+FIELDS = [c for c in AuditEvent.__table__.c if c.name not in ("org_id", "seq")]
+
+
+def encode_seq(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"a{seq}".encode()).decode().rstrip("=")
+
+
+def decode_seq(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("a") or not raw[1:].isdigit() or len(raw) > 19:
+            raise ValueError(cursor)
+        return int(raw[1:])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed.on("cursor", "Not a cursor this list issued", "invalid_cursor") from exc
+
+
+@router.get(
+    "/audit-events", response_model=AuditEventPage, operation_id="list_audit_events",
+    summary="The audit trail: who read or wrote which records, when, from where, with what outcome",
+    responses=problems(400, 401, 403, 422),
+)
+async def list_audit_events(
+    who: Searcher, db: Db, request: Request,
+    client_id: Annotated[UUID | None, Query(description="Events naming this client (patient)")] = None,
+    resource_type: Annotated[str | None, Query(max_length=100, description="e.g. Strength")] = None,
+    resource_id: Annotated[UUID | None, Query(description="Events naming this record")] = None,
+    action: Annotated[Action | None, Query()] = None,
+    outcome: Annotated[Outcome | None, Query()] = None,
+    app: Annotated[str | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="At or after")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Before")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="Opaque cursor from next_cursor")] = None,
+) -> Response:
+    t = AuditEvent.__table__
+    stmt = select(*FIELDS, t.c.seq).where(t.c.org_id == who.org_id)
+    if who.patient_id is not None:  # a patient's own app sees only the events naming that patient
+        stmt = stmt.where(t.c.client_ids.contains([who.patient_id]))
+    if client_id is not None:
+        stmt = stmt.where(t.c.client_ids.contains([client_id]))
+    if resource_id is not None:
+        stmt = stmt.where(t.c.resource_ids.contains([resource_id]))
+    for column, value in ((t.c.resource_type, resource_type), (t.c.action, action), (t.c.outcome, outcome),
+                          (t.c.app_id, app)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(t.c.at >= since)
+    if until is not None:
+        stmt = stmt.where(t.c.at < until)
+    if cursor:
+        stmt = stmt.where(t.c.seq > decode_seq(cursor))
+    rows = (await db.execute(stmt.order_by(t.c.seq).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_seq(rows[-1].seq) if more and rows else None
+    headers = dict(NO_STORE)
+    if next_cursor:
+        url = request.url.include_query_params(cursor=next_cursor)
+        headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    data = [{k: v for k, v in r._mapping.items() if k != "seq"} for r in rows]
+    return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)

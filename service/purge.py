@@ -1,0 +1,66 @@
+"""Erasure on request (a client's right to be forgotten): ``strengths-api purge-client ID``.
+
+Runs as the owner role, in one transaction: removes the client's records in every collection, their
+history and external ids, and the stored idempotent replies that mention the client; records a
+``deleted`` change-feed entry (ids and versions only) for each removed record, so sync consumers drop
+their copies; and leaves an audit event of who purged and when. The audit trail itself is kept: it
+holds ids, never client data, and is append-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# Children before parents (foreign keys): alerts -> measurements -> markers -> goals -> ... -> clients.
+ORDER = ["safety_alerts", "measurements", "strength_uses", "experiments", "milestones", "outcome_markers",
+         "goals", "exceptions", "protective_factors", "strengths", "clients"]
+
+
+class NoSuchClient(LookupError):
+    pass
+
+
+async def purge_client(conn: AsyncConnection, client_id: UUID, by: str) -> dict[str, Any]:
+    org_id = (await conn.execute(text("SELECT org_id FROM clients WHERE id = :id FOR UPDATE"),
+                                 {"id": client_id})).scalar()
+    if org_id is None:
+        raise NoSuchClient(f"No client {client_id}")
+    removed: dict[str, int] = {}
+    for table in ORDER:
+        column = "id" if table == "clients" else "client_id"
+        rows = (await conn.execute(
+            text(f"DELETE FROM {table} WHERE org_id = :org AND {column} = :client RETURNING id, version"),  # noqa: S608
+            {"org": org_id, "client": client_id},
+        )).all()
+        removed[table] = len(rows)
+        if rows:
+            collection = table.replace("_", "-")
+            await conn.execute(
+                text("INSERT INTO changes (org_id, collection, record_id, client_id, action, version) "
+                     "SELECT :org, :collection, id, :client, 'deleted', version + 1 "
+                     "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[])) AS t(id, version)"),
+                {"org": org_id, "collection": collection, "client": client_id,
+                 "ids": [r.id for r in rows], "versions": [r.version for r in rows]},
+            )
+    params = {"org": org_id, "client": client_id}
+    removed["history"] = (await conn.execute(
+        text("DELETE FROM history WHERE org_id = :org AND client_id = :client"), params)).rowcount
+    removed["external_ids"] = (await conn.execute(
+        text("DELETE FROM external_ids WHERE org_id = :org AND client_id = :client"), params)).rowcount
+    removed["idempotency_keys"] = (await conn.execute(
+        text("DELETE FROM idempotency_keys WHERE org_id = :org AND client_ids @> ARRAY[CAST(:client AS uuid)]"),
+        params)).rowcount
+    ids_removed = sum(removed[t] for t in ORDER)
+    event_id = (await conn.execute(
+        text("INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, "
+             "client_ids, outcome, method, path) VALUES (:org, 'strengths-api purge-client', :by, 'purge', "
+             "'Client', ARRAY[CAST(:client AS uuid)], ARRAY[CAST(:client AS uuid)], 'success', 'CLI', "
+             "'purge-client') RETURNING id"),
+        {"org": org_id, "by": by, "client": client_id},
+    )).scalar_one()
+    return {"client_id": str(client_id), "org_id": str(org_id), "purged_by": by, "records_removed": ids_removed,
+            "removed": removed, "audit_event_id": str(event_id)}
