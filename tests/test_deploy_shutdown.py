@@ -35,8 +35,16 @@ def free_port() -> int:
 
 
 def serve(port: int, cwd: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port), *args], cwd=cwd,
-                            env={**CLEAN_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """The server's output goes to a file: an unread pipe would fill up with its JSON logs and block it."""
+    log = cwd / f"serve-{port}.log"
+    proc = subprocess.Popen([str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port), *args], cwd=cwd,
+                            env={**CLEAN_ENV, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc: subprocess.Popen[bytes]) -> str:
+    return proc.log_path.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined,no-any-return]
 
 
 async def wait_ready(proc: subprocess.Popen[bytes], base: str, within: float) -> None:
@@ -44,7 +52,7 @@ async def wait_ready(proc: subprocess.Popen[bytes], base: str, within: float) ->
     async with httpx.AsyncClient(base_url=base) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {proc.stdout.read().decode()[-3000:]}")  # type: ignore[union-attr]
+                raise AssertionError(f"serve exited early: {output(proc)}")
             try:
                 if (await http.get("/readyz")).status_code == 200:
                     return
@@ -150,7 +158,7 @@ async def test_sigterm_under_steady_load_loses_no_request(db, tmp_path, workers)
     assert all(o[0] < term_at for o in outcomes), "no request was started after SIGTERM"
     slow_done = [o for o in outcomes if o[1] > term_at + 1 and o[2] == 201]
     assert len(slow_done) == 3, "the slow requests finished well after SIGTERM"
-    assert proc.returncode == 0, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+    assert proc.returncode == 0, output(proc)
     assert elapsed_since_term < GRACEFUL_SHUTDOWN_SECONDS, (elapsed_since_term, took)
 
 
@@ -174,7 +182,7 @@ def test_embedded_postgres_stops_with_serve(workers: int) -> None:
                                                                                            else 0)
         proc.send_signal(signal.SIGTERM)
         wait_exit(proc, GRACEFUL_SHUTDOWN_SECONDS + 5)
-        assert proc.returncode == 0, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert proc.returncode == 0, output(proc)
         postmaster.wait(15)
         assert not postmaster.is_running()
         assert not pid_file.exists()
