@@ -47,13 +47,20 @@ async def fetch(conn: AsyncConnection, who: Principal, coll: Collection, record_
                 *, for_update: bool = False) -> Any:
     """The row, or NotFound (other organization or patient included) or Gone (deleted)."""
     stmt = readable(coll.table, who).where(coll.table.c.id == record_id)
+    return await fetch_live(conn, stmt, coll.type_name.replace("_", " "), record_id, for_update=for_update)
+
+
+async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record_id: UUID,
+                     *, for_update: bool = False) -> Any:
+    """The one row ``stmt`` selects: NotFound when there is none (another organization's included), Gone when
+    it is soft-deleted."""
     if for_update:
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
     if row is None:
-        raise NotFound(f"No {coll.type_name.replace('_', ' ')} with id {record_id}")
+        raise NotFound(f"No {noun} with id {record_id}")
     if row.deleted_at is not None:
-        raise Gone(f"The {coll.type_name.replace('_', ' ')} {record_id} was deleted")
+        raise Gone(f"The {noun} {record_id} was deleted")
     return row
 
 

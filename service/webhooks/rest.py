@@ -22,9 +22,9 @@ from service.auth.scopes import required_scope
 from service.collections.idempotency import idempotent
 from service.collections.repository import decode_cursor, encode_cursor
 from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
-from service.collections.service import check_if_match
+from service.collections.service import check_if_match, fetch_live
 from service.collections.types import Flag, Out, Strict, uuid7
-from service.errors import Forbidden, Gone, NotFound, ValidationFailed
+from service.errors import Forbidden, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models import WebhookDelivery, WebhookEvent, WebhookSubscription
 from service.webhooks.events import event_names
@@ -133,14 +133,7 @@ async def _validate(request: Request, url: str | None, events: list[str] | None)
 
 async def _fetch(db: Any, who: Principal, sub_id: UUID, *, for_update: bool = False) -> Any:
     stmt = select(*COLUMNS).where(SUBS.c.org_id == who.org_id, SUBS.c.id == sub_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = (await db.execute(stmt)).first()
-    if row is None:
-        raise NotFound(f"No webhook subscription with id {sub_id}")
-    if row.deleted_at is not None:
-        raise Gone(f"The webhook subscription {sub_id} was deleted")
-    return row
+    return await fetch_live(db, stmt, "webhook subscription", sub_id, for_update=for_update)
 
 
 def _response(record: dict[str, Any], status: int = 200, **headers: str) -> JSONOut:
