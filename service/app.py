@@ -62,7 +62,9 @@ class AppContext:
     limiter: TokenBucketLimiter | None = None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -> FastAPI:
+    """``span_exporter``: where trace spans go instead of OTEL_EXPORTER_OTLP_ENDPOINT (tests give the SDK's
+    in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
     if not settings.database_url:
@@ -96,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if tracing is not None:
+                tracing.shutdown()
             if task and dispatcher:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -144,8 +148,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_enabled and settings.metrics_port is None:
         _metrics(app)
     app.add_middleware(metrics.MetricsMiddleware)
+    tracing = _tracing(app, settings, span_exporter)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _tracing(app: FastAPI, settings: Settings, exporter: Any) -> Any:
+    """Outermost of all: the server span covers the whole request. Imported only when configured."""
+    if exporter is None and not settings.otel_exporter_otlp_endpoint:
+        return None
+    from service import tracing
+
+    return tracing.instrument(app, settings, exporter)
 
 
 def _health(app: FastAPI) -> None:

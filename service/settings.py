@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    server: Literal["uvicorn", "granian"] = Field(
+        default="uvicorn", description="HTTP server of `serve` (deploy/README.md: measured with the bench)")
     public_url: str | None = Field(default=None, description="External base URL, used as the token issuer")
 
     token_ttl_seconds: int = 900
@@ -93,6 +96,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins; empty: CORS off")
     rate_limit_requests: int = Field(default=6000, description="Per app per window, per instance; 0: off")
     rate_limit_window_seconds: int = 60
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing, "
+        "and OpenTelemetry is not even imported")
+    otel_service_name: str = "strengths-api"
     log_level: str = "INFO"
     log_sql: bool = False
 
