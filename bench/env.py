@@ -77,10 +77,12 @@ def cli(data_dir: Path, *args: str) -> str:
 
 @dataclass
 class Service:
-    """`strengths-api serve` on a free port, one worker process."""
+    """`strengths-api serve` on a free port (``server``: uvicorn or granian; ``env``: extra settings)."""
 
     data_dir: Path
     workers: int = 1
+    server: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
@@ -96,8 +98,10 @@ class Service:
         args = [str(BIN / "strengths-api"), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
+        if self.server:
+            args += ["--server", self.server]
         with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(args, env=service_env(self.data_dir), cwd=PROJECT_ROOT, stdout=log,
+            self.proc = subprocess.Popen(args, env=service_env(self.data_dir, **self.env), cwd=PROJECT_ROOT, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench import capture, chart, loadgen, profile, raw
+from bench import capture, chart, loadgen, profile, raw, rls
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
 from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--workers", type=int, default=1,
                    help="service worker processes; the raw twin then runs in as many processes")
+    p.add_argument("--server", choices=["uvicorn", "granian"], default=None,
+                   help="the service's HTTP server (`strengths-api serve --server`); default: the SERVER setting")
+    p.add_argument("--rls-cost", action="store_true",
+                   help="also measure the read workloads with and without row-level security (bench/rls.py)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1")
     p.add_argument("--ladder", action="store_true",
                    help="also replay the captured statements through the service's SQLAlchemy engine (no HTTP)")
@@ -236,7 +240,7 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
     out = Measurements({w.name: [] for w in setup.workloads}, [], [])
-    with Service(setup.data_dir, workers=args.workers) as svc:
+    with Service(setup.data_dir, workers=args.workers, server=args.server) as svc:
         for rep in range(args.repeats):
             ctx = setup.context(svc)
             out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
@@ -324,6 +328,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
             "command": getattr(args, "command", "python -m bench.run"),
             "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
             "concurrency": args.concurrency, "generator": setup.tool, "service_workers": args.workers,
+            "server": args.server or os.environ.get("SERVER", "default"),
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
             "clients": len(setup.seed.client_ids), "seeded": setup.seed.created,
         },
@@ -386,6 +391,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     captured, fresh = capture_all(setup)
     measurements = measure_all(setup, captured, fresh)
     result = summarize(setup, mach, captured, measurements)
+    if args.rls_cost:
+        result["rls_cost"] = rls.measure(setup, captured, measure_http, log)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_results(result, args.out_dir)
     log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'} and latest.md")
@@ -400,7 +407,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Generated {result['generated_at']} by `{c.get('command', 'python -m bench.run')}` "
         f"(medians of {c['repeats']} repeat(s); {c['duration_s']:g} s per run after {c['warmup_s']:g} s warm-up, "
-        f"concurrency {c['concurrency']}, {c['service_workers']} service worker(s) against as many raw processes, "
+        f"concurrency {c['concurrency']}, {c['service_workers']} {c.get('server', '')} service worker(s) "
+        f"against as many raw processes, "
         f"pool {c['db_pool']} per process, "
         f"{c['clients']} seeded clients).",
         "",
@@ -443,6 +451,8 @@ def markdown(result: dict[str, Any]) -> str:
         if "profile" in w:
             lines += ["", f"{name} profile (py-spy, self time by package, % of samples): "
                       + ", ".join(f"{k} {v}" for k, v in w["profile"].get("self_pct_by_package", {}).items())]
+    if "rls_cost" in result:
+        lines += rls.markdown(result["rls_cost"])
     lines += ["", "![throughput and ratios](latest.svg)"]
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
               "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]

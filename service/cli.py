@@ -47,29 +47,51 @@ def _print(data: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from service.lifecycle import exit_cleanly_on_sigterm, export_env, prepare_database, stop_embedded
 
     exit_cleanly_on_sigterm()
     settings = Settings()
     host = args.host or settings.host
     port = args.port or settings.port
+    server = args.server or settings.server
     try:
         # The embedded server (if any) starts here, once, before any worker process exists.
         prepared = prepare_database(settings.model_copy(update={"host": host, "port": port}),
                                     run_migrations=settings.migrate_on_start)
         export_env(prepared)
-        if args.workers > 1:
-            uvicorn.run("service.asgi:app", host=host, port=port, workers=args.workers, log_level="warning",
-                        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
-            return
-        from service.app import create_app
-
-        uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
+        if server == "granian":
+            _serve_granian(host, port, args.workers)
+        else:
+            _serve_uvicorn(prepared, host, port, args.workers)
     finally:
         stop_embedded()
+
+
+def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    if workers > 1:
+        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning",
+                    proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
+
+
+def _serve_granian(host: str, port: int, workers: int) -> None:
+    """Granian's supervisor (this process) holds the socket; its worker processes (always at least one) import
+    `service.asgi:app` with the URLs `export_env` left in the environment. On SIGTERM it closes the socket,
+    each worker drains its connections and runs the lifespan shutdown; a worker still busy after the grace
+    period is killed."""
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server("service.asgi:app", address=host, port=port, interface=Interfaces.ASGI, workers=workers,
+           loop=Loops.auto, log_level=LogLevels.warning, log_access=False,
+           workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS).serve()
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -161,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--server", choices=["uvicorn", "granian"], help="HTTP server (default: the SERVER setting)")
     s.set_defaults(fn=cmd_serve)
 
     sub.add_parser("migrate", help="apply the migrations").set_defaults(fn=cmd_migrate)
