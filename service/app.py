@@ -183,7 +183,8 @@ def _health(app: FastAPI) -> None:
 def _metrics(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # Off the event loop: collectors that need the database (the webhook backlog) run their query on it.
+        return Response(await asyncio.to_thread(generate_latest, REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 def _metrics_server(settings: Settings) -> Any:

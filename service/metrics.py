@@ -10,6 +10,9 @@ and let Prometheus scrape every pod (deploy/README.md).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +20,10 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("strengths.metrics")
 
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests served, by method, route template and status", ["method", "route", "status"]
@@ -36,8 +42,7 @@ for _status in ("created", "duplicate", "error"):
     INGEST_MEASUREMENTS.labels(_status)
 SAFETY_ALERTS_OPENED = Counter("safety_alerts_opened", "Safety alerts opened by risk measurements")
 
-# Set by the webhook dispatcher (`strengths-api worker`): rows waiting in the outbox, and failed deliveries.
-WEBHOOK_OUTBOX_BACKLOG = Gauge("webhook_outbox_backlog", "Webhook deliveries waiting in the outbox")
+# Failed deliveries are counted by the webhook dispatcher; the backlog is read at scrape time (_BacklogCollector).
 WEBHOOK_DELIVERY_FAILURES = Counter("webhook_delivery_failures", "Webhook delivery attempts that failed")
 
 UNMATCHED = "<unmatched>"
@@ -66,9 +71,59 @@ class _PoolCollector(Collector):
 POOLS = _PoolCollector()
 REGISTRY.register(POOLS)
 
+BACKLOG_SQL = text("SELECT webhook_backlog()")  # a definer function: one count across organizations (0007)
+BACKLOG_TIMEOUT_SECONDS = 2.0
+
+
+class _BacklogCollector(Collector):
+    """`webhook_outbox_backlog`: pending webhook deliveries of every organization, counted when scraped (one
+    indexed count, only as often as Prometheus scrapes; nothing runs between scrapes).
+
+    Collectors are synchronous and the engine is asynchronous: a scrape (in the METRICS_PORT server's thread,
+    or in the thread `/metrics` hands generation to) runs the count on the app's event loop and waits for it.
+    Never called on that loop itself (that would deadlock): there, and when the count fails or is slow, the
+    sample is left out and the scrape still answers."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("webhook_outbox_backlog", "Webhook deliveries waiting to be delivered "
+                                   "(pending, due now or waiting for a retry), all organizations")
+        value = self._count()
+        if value is not None:
+            family.add_metric([], value)
+        yield family
+
+    def _count(self) -> int | None:
+        engine, loop = POOLS.engines.get("primary"), self.loop
+        if engine is None or loop is None or loop.is_closed() or threading.get_ident() == self.loop_thread:
+            return None
+        future = asyncio.run_coroutine_threadsafe(_backlog(engine), loop)
+        try:
+            return future.result(BACKLOG_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001 - a scrape must answer even when the database does not
+            future.cancel()
+            log.warning("webhook backlog not counted", exc_info=True)
+            return None
+
+
+async def _backlog(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(BACKLOG_SQL)).scalar_one())
+
+
+BACKLOG = _BacklogCollector()
+REGISTRY.register(BACKLOG)
+
 
 def track_engine(name: str, engine: AsyncEngine) -> None:
+    """Called from the app's lifespan: the engine's pool is reported, and the primary's loop runs the backlog
+    count at scrape time."""
     POOLS.engines[name] = engine
+    if name == "primary":
+        BACKLOG.loop, BACKLOG.loop_thread = asyncio.get_running_loop(), threading.get_ident()
 
 
 def untrack_engine(name: str, engine: AsyncEngine) -> None:

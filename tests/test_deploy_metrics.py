@@ -104,6 +104,32 @@ async def test_metrics_on_a_separate_port(db):
         assert r.status_code == 200
         names = {f.name for f in text_string_to_metric_families(r.text)}
         assert {"http_requests", "db_pool_size", "ingest_measurements"} <= names
+        assert value(families(r.text)["webhook_outbox_backlog"], "webhook_outbox_backlog") == 0  # counted there too
+        assert "webhook_outbox_backlog 0.0" in r.text
     with pytest.raises(httpx.ConnectError):  # stopped with the app
         async with httpx.AsyncClient() as http:
             await http.get(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_webhook_backlog_counts_pending_deliveries_at_scrape_time(db):
+    """Test apps run no dispatcher (tests/harness.py): a write with a subscription leaves its delivery pending,
+    and the gauge, counted across organizations when scraped, shows it."""
+    from tests.webhook_support import subscribe
+
+    def backlog(text: str) -> float:
+        (sample,) = [s for s in families(text)["webhook_outbox_backlog"] if s.name == "webhook_outbox_backlog"]
+        return sample.value
+
+    async with Api.start(db, webhooks_allow_private_targets=True) as api:  # a local target; nothing delivers
+        assert backlog((await api.http.get("/metrics")).text) == 0
+        for name in ("A", "B"):
+            org = await api.org(name)
+            c = api.client(await api.token(org, "system/*.cruds"))
+            await subscribe(c, "http://127.0.0.1:9/in", ["client.created"])
+            await create(c, "clients", display_name=f"Backlog {name}")
+            await create(c, "clients", display_name=f"Backlog {name}2")
+        assert backlog((await api.http.get("/metrics")).text) == 4  # two organizations, two events each
+
+        await db.fetch("UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now() "
+                       "WHERE id = (SELECT id FROM webhook_deliveries LIMIT 1)")
+        assert backlog((await api.http.get("/metrics")).text) == 3
