@@ -62,3 +62,24 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     assert result["generator"]["ceiling_rps"] > 0
     assert "| W1 " in (tmp_path / "latest.md").read_text()
     print(f"bench smoke: {elapsed:.1f} s")
+
+
+def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
+    """`--rls-cost` (both roles, raw and through the service) and `--server granian`, at the tiny size (its own
+    data dir: xdist may run it beside the test above)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2",
+         "--concurrency", "2", "--generator", "python", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-rls"),
+         "--workloads", "W1", "--server", "granian", "--rls-cost", "--out-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert result["config"]["server"] == "granian"
+    cost = result["rls_cost"]["W1"]
+    for side in ("raw_rls", "raw_bypassrls", "http_rls", "http_bypassrls"):
+        assert cost[side]["rps"] > 0, side
+        assert cost[side]["pg_cpu_ms_per_req"] > 0, side
+    assert cost["raw_ratio"] > 0
+    assert cost["http_ratio"] > 0
+    assert "Row-level security cost" in (tmp_path / "latest.md").read_text()
