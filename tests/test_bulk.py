@@ -152,3 +152,26 @@ async def test_a_refused_identifier_falls_back_to_line_by_line_and_keeps_the_goo
     names = sorted(x["display_name"] for x in (await api.client(await api.token(org, ALL)).get("/v1/clients"))
                    .json()["data"])
     assert names == ["A", "C", "Taken"]
+
+
+async def test_a_database_refusal_in_a_chunk_falls_back_to_savepoints_per_line(api):
+    org = await api.org()
+    c = api.client(await api.token(org, "system/Client.c system/OutcomeMarker.c system/Measurement.c"))
+    mrn, m = {"external_id": "urn:x|1"}, {"external_id": "urn:m|1"}
+    reading = {"client_id": mrn, "marker_id": m, "value": 3, "observed_at": "2026-01-05T10:00:00Z",
+               "source": "phone", "external_id": "r1"}
+    lines = [
+        {"type": "client", "resource": {"display_name": "A", "identifiers": [{"system": "urn:x", "value": "1"}]}},
+        {"type": "outcome_marker", "resource": {"client_id": mrn, "kind": "frequency", "name": "walks", "min": 0,
+                                                "max": 14, "external_ids": [{"system": "urn:m", "value": "1"}]}},
+        {"type": "measurement", "resource": reading},
+        {"type": "measurement", "resource": {**reading, "value": 4}},  # the same (source, external_id): unique index
+        {"type": "measurement", "resource": {**reading, "external_id": "r2"}},
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["created", "created", "created", "error", "created"]
+    assert results[3]["problem"]["status"] == 409
+    stored = {x["external_id"]: x["value"] for x in (await api.client(await api.token(org, ALL))
+                                                     .get("/v1/measurements")).json()["data"]}
+    assert stored == {"r1": 3, "r2": 3}

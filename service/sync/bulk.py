@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, ValidationError
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service import audit
@@ -37,7 +38,7 @@ from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import parse_identifier, readable
 from service.collections.rest import problems
 from service.collections.types import uuid7
-from service.db import set_tenant
+from service.db import driver, set_tenant
 from service.domain.outcomes import measurements, open_alert_for, risk_reasons
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
@@ -291,9 +292,10 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             ids.setdefault("clients", set()).add(payload["client_id"])
         for ref in coll.refs:
             ids.setdefault(ref.target, set()).update(ref.ids(payload))
+    made_here = {new_id for *_, new_id in pending}  # not in the database yet: checked as they are made below
     found: dict[str, dict[Any, dict[str, Any]]] = {
-        name: await service.load_live(conn, who, name, list(wanted_ids)) for name, wanted_ids in ids.items()
-        if wanted_ids
+        name: await service.load_live(conn, who, name, list(wanted_ids - made_here))
+        for name, wanted_ids in ids.items() if wanted_ids - made_here
     }
 
     # The collection's reference binding and rules, as for one create; a good line's record becomes
@@ -339,24 +341,22 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
                 "clients": [c[4] for c in claims]})).all()
             if len(got) != len(claims):
                 raise _RetryCarefully()  # an identifier is taken (by a concurrent writer, or twice in the chunk)
-    except DBAPIError as exc:
+    except (DBAPIError, asyncpg.PostgresError) as exc:
         raise _RetryCarefully() from exc
     return results
 
 
 async def _insert_rows(conn: Any, coll: Collection, rows: list[dict[str, Any]]) -> list[Any]:
-    """One multi-row INSERT ... RETURNING (SQLAlchemy's insertmanyvalues), rows back in the given order."""
+    """One INSERT ... RETURNING for the rows, sent as one JSON document that PostgreSQL turns into rows of the
+    table's own column types (``jsonb_populate_recordset``); columns no row sets keep their defaults. On the
+    unit of work's asyncpg connection (same transaction and tenant); the rows come back in the given order."""
     table = coll.table
-    by_keys: dict[tuple[str, ...], list[int]] = {}
-    for i, row in enumerate(rows):
-        by_keys.setdefault(tuple(sorted(row)), []).append(i)
-    out: list[Any] = [None] * len(rows)
-    stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
-    for positions in by_keys.values():
-        written = (await conn.execute(stmt, [rows[i] for i in positions])).all()
-        for i, row in zip(positions, written, strict=True):
-            out[i] = row
-    return out
+    columns = [c.name for c in table.c if any(c.name in row for row in rows)]
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = (f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+           f'FROM jsonb_populate_recordset(NULL::"{table.name}", $1::jsonb) RETURNING *')
+    written = {r["id"]: r for r in await (await driver(conn)).fetch(sql, dumps(rows).decode())}
+    return [written[row["id"]] for row in rows]
 
 
 async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
