@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.factories import create
+from tests.test_sync import drain
 
 ALL = "system/*.cruds"
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -123,8 +124,8 @@ async def test_import_of_a_caseload_in_one_chunk_records_history_feed_and_safety
     assert values == [8, 20]
     alerts = (await c.get("/v1/safety-alerts")).json()["data"]
     assert [a["measurement_id"] for a in alerts] == [results[2]["id"]]
-    feed = (await c.get("/v1/changes", params={"limit": 500})).json()["data"]
     made = {x["id"] for x in results if x.get("id")} | {alerts[0]["id"]}
+    feed, _ = await drain(c, None, want=lambda seen: {e["id"] for e in seen} >= made)
     assert {e["id"] for e in feed} == made
     assert all(e["action"] == "created" and e["version"] == 1 for e in feed)
     history = (await c.get(f"/v1/history/clients/{client_id}")).json()
@@ -148,7 +149,8 @@ async def test_a_refused_identifier_falls_back_to_line_by_line_and_keeps_the_goo
     r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
     results = [json.loads(x) for x in r.text.splitlines()]
     assert [x["status"] for x in results] == ["created", "error", "created", "error"]
-    assert results[1]["problem"]["status"] == 409 and results[3]["problem"]["status"] == 409
+    assert results[1]["problem"]["status"] == 409
+    assert results[3]["problem"]["status"] == 409
     names = sorted(x["display_name"] for x in (await api.client(await api.token(org, ALL)).get("/v1/clients"))
                    .json()["data"])
     assert names == ["A", "C", "Taken"]
@@ -175,3 +177,27 @@ async def test_a_database_refusal_in_a_chunk_falls_back_to_savepoints_per_line(a
     stored = {x["external_id"]: x["value"] for x in (await api.client(await api.token(org, ALL))
                                                      .get("/v1/measurements")).json()["data"]}
     assert stored == {"r1": 3, "r2": 3}
+
+
+async def test_identifiers_postgresql_cannot_store_are_line_errors_not_a_failed_chunk(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    lines = [
+        {"type": "client", "resource": {"display_name": "A", "identifiers": [{"system": "urn:x", "value": "a\u0000"}]}},
+        b'{"type": "client", "resource": {"display_name": "B", '
+        b'"identifiers": [{"system": "urn:x", "value": "\\ud800"}]}}',
+        {"type": "strength", "resource": {"client_id": {"external_id": "urn:x|\u0000"}, "domain": "relational",
+                                          "kind": "skill", "label": "x"}},
+        b'{"type": "strength", "resource": {"client_id": {"external_id": "urn:x|\\udfff"}, "domain": "relational", '
+        b'"kind": "skill", "label": "x"}}',
+        {"type": "measurement", "resource": {"client_id": "00000000-0000-0000-0000-000000000000",
+                                             "marker_id": "00000000-0000-0000-0000-000000000000", "value": 1,
+                                             "observed_at": "2026-01-05T10:00:00Z", "source": "p\u0000",
+                                             "external_id": "e"}},
+        {"type": "client", "resource": {"display_name": "C"}},
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    assert r.status_code == 200
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["error"] * 5 + ["created"]
+    assert all(x["problem"]["status"] == 422 for x in results[:5])

@@ -179,11 +179,19 @@ _CLAIM_ALL = text(
 Key = tuple[str, str, str]  # (collection, system, value)
 
 
+def _storable(*texts: str) -> bool:
+    """Text PostgreSQL can take (no NUL, no lone surrogate): anything else is refused by validation later."""
+    try:
+        return all("\x00" not in t and t.encode("utf-8") is not None for t in texts)
+    except UnicodeEncodeError:
+        return False
+
+
 def _ext_key(target: str, value: Any) -> Key | None:
     """The (collection, system, value) an ``{"external_id": ...}`` reference names, if it is well formed."""
     if isinstance(value, dict) and set(value) == {"external_id"} and isinstance(value["external_id"], str):
         system, sep, ident = value["external_id"].partition("|")
-        if sep and system and ident:
+        if sep and system and ident and _storable(system, ident):
             return target, system, ident
     return None
 
@@ -199,7 +207,8 @@ def _raw_refs(coll: Collection, resource: dict[str, Any]) -> list[Key]:
     own = resource.get(coll.ext_field)
     if isinstance(own, list):
         keys += [(coll.name, i["system"], i["value"]) for i in own
-                 if isinstance(i, dict) and isinstance(i.get("system"), str) and isinstance(i.get("value"), str)]
+                 if isinstance(i, dict) and isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
+                 and _storable(i["system"], i["value"])]
     return keys
 
 
@@ -223,7 +232,7 @@ def _known(known: dict[Key, Any], target: str, value: Any, field: str) -> Any:
         if set(value) != {"external_id"} or not isinstance(value["external_id"], str):
             raise ValidationFailed.on(field, 'A reference is an id or {"external_id": "system|value"}',
                                       "invalid_reference")
-        parse_identifier(value["external_id"], field)  # raises
+        parse_identifier(value["external_id"], field)  # raises: _ext_key refuses only what it refuses
     found = known.get(key)  # type: ignore[arg-type]
     if found is None:
         raise ValidationFailed.on(field, f"No {target} with identifier {value['external_id']}", "reference_not_found")
@@ -260,7 +269,8 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
                                                "systems": [k[1] for k in keys], "vals": [k[2] for k in keys]})
         known = {(r.collection, r.system, r.value): r.record_id for r in rows}
     sources = {(str(r.get("source")), str(r.get("external_id"))) for _, c, r in parsed
-               if c.name == "measurements" and r.get("source") and r.get("external_id")}
+               if c.name == "measurements" and r.get("source") and r.get("external_id")
+               and _storable(str(r.get("source")), str(r.get("external_id")))}
     if sources and who.allows("Measurement", "u"):
         pairs = list(sources)
         if (await conn.execute(_KNOWN_MEASUREMENTS, {"org": who.org_id, "sources": [p[0] for p in pairs],
