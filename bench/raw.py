@@ -92,9 +92,14 @@ class _Fresh:
         self.captured = captured
         self.pattern = re.compile("|".join([*(re.escape(v) for v in captured.values()), UUID_RE]))
         self._parsed: dict[str, list[str | None]] = {}
+        self.new_plan()
+
+    def new_plan(self) -> None:
+        """New ids for the next plan: the same within a plan, so its statements agree (foreign keys, history)."""
+        self._ids = {fid: str(uuid.uuid4()) for fid in self.fresh_ids}
 
     def args(self, params: tuple[str | None, ...], types: list[str], variant: dict[str, str]) -> tuple[Any, ...]:
-        mapping = {fid: str(uuid.uuid4()) for fid in self.fresh_ids}
+        mapping = dict(self._ids)
         mapping.update({self.captured[k]: variant[k] for k in self.captured})
         prefixes = list(self.captured.values())
         sub = self.pattern.sub
@@ -154,6 +159,8 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
     for variant in variants:
         swap = {captured[k]: variant[k] for k in captured}
         plan: Plan = []
+        if fresh is not None:
+            fresh.new_plan()
         for st, tys in zip(statements, types, strict=True):
             if st.params is None or tys is None:
                 plan.append((st.sql, None))
@@ -300,7 +307,9 @@ async def _run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], concu
             try:
                 async with engine.begin() as conn:
                     for sql, args in plan:
-                        (await conn.exec_driver_sql(sql, args)).all()
+                        result = await conn.exec_driver_sql(sql, args)
+                        if result.returns_rows:  # an INSERT without RETURNING has none to fetch
+                            result.all()
             except Exception as exc:  # noqa: BLE001 - counted, not fatal
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue

@@ -164,11 +164,14 @@ class Setup:
     seed: Seed
     creds: dict[str, str]
     markers: dict[Any, Any] = field(default_factory=dict)
+    own_creds: dict[str, dict[str, str]] = field(default_factory=dict)  # workloads with an organization of their own
 
     def context(self, svc: Service) -> Context:
         """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
         return Context(svc.base_url, token(svc.base_url, self.creds["client_id"], self.creds["client_secret"]),
                        self.seed.org_id, self.seed.client_ids, markers=self.markers,
+                       tokens={name: token(svc.base_url, c["client_id"], c["client_secret"])
+                               for name, c in self.own_creds.items()},
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
 
 
@@ -203,7 +206,14 @@ def prepare(args: argparse.Namespace) -> Setup:
     creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
                            "--scopes", scopes))
     markers = asyncio.run(frequency_markers(db.owner_dsn, seed.org_id))
-    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers)
+    own: dict[str, dict[str, str]] = {}
+    for w in workloads:
+        if w.own_org:
+            name = f"bench:{w.name}:{datetime.now(UTC):%Y%m%d%H%M%S}"
+            org = json.loads(cli(data_dir, "orgs", "create", name))
+            own[w.name] = json.loads(cli(data_dir, "apps", "create", "--org", str(org["id"]),
+                                         "--name", f"bench-{w.name}", "--scopes", w.scopes))
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own)
 
 
 def capture_all(setup: Setup) -> tuple[dict[str, list[capture.Statement]], dict[str, set[str]]]:
@@ -257,8 +267,9 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                 variants = w.variants(ctx)
                 if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
                     warm = [v.request for v in w.variants(ctx)]
-                    raw_subst = [v.subst for _ in range(-(-RAW_WRITE_PLANS // len(variants)))
-                                 for v in w.variants(ctx)][:RAW_WRITE_PLANS]
+                    n_plans = w.write_plans or RAW_WRITE_PLANS
+                    raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
+                                 for v in w.variants(ctx)][:n_plans]
                     plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
                                                         [variants[0].subst, *raw_subst], fresh[w.name]))[1:]
                 else:

@@ -1,4 +1,4 @@
-"""The workloads of issue 14 (W1..W6), each an entry of ``WORKLOADS``.
+"""The workloads of issue 14 (W1..W6) and issue 8's bulk import (W7), each an entry of ``WORKLOADS``.
 
 A workload turns the seeded caseload into a list of request *variants*: the HTTP request, and the values
 in it that rotate from request to request (``subst``, e.g. the client id). The load generator picks
@@ -47,6 +47,8 @@ query Dashboard($n: Int!, $after: String) {
 BATCH_SIZE = 100  # W3: measurements per request
 FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
 WRITE_VARIANTS = 600  # W3: distinct bodies per generator run (sent in order, so none is sent twice)
+BULK_CLIENTS = 125  # W7: clients per import request, 4 lines each (client, strength, goal, marker): 500 lines,
+BULK_VARIANTS = 150  # one chunk of the importer (service.sync.bulk.CHUNK_LINES); distinct bodies per run
 
 
 @dataclass
@@ -57,12 +59,13 @@ class Context:
     client_ids: list[UUID]
     markers: dict[UUID, UUID] = field(default_factory=dict)  # client id -> its frequency marker (0-14 /wk)
     creds: tuple[str, str] = ("", "")  # the bench app's client_id and secret (W6)
+    tokens: dict[str, str] = field(default_factory=dict)  # workload name -> token of its own organization
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     _cache: dict[str, Any] = field(default_factory=dict)
 
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def auth(self, workload: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.get(workload or '', self.token)}"}
 
     def unique(self) -> int:
         return next(self._counter)
@@ -87,6 +90,8 @@ class Workload:
     item_name: str = ""
     duration_factor: float = 1.0  # slow requests (seconds each at this concurrency) get a longer window
     concurrency: int | None = None  # fewer connections for requests that take a second of CPU (both sides)
+    write_plans: int | None = None  # writes: distinct raw plans per run (default bench.run.RAW_WRITE_PLANS)
+    own_org: bool = False  # writes into an organization of its own (made per run): the seeded one does not grow
 
 
 def _w1(ctx: Context) -> list[Variant]:
@@ -117,6 +122,35 @@ def _w3(ctx: Context) -> list[Variant]:
         body = orjson.dumps({"measurements": items})
         out.append(Variant(Request("POST", "/v1/measurements/batch",
                                    {**ctx.auth(), "Content-Type": "application/json"}, body), {"ext": prefix}))
+    return out
+
+
+def _w7(ctx: Context) -> list[Variant]:
+    """NDJSON imports of a small caseload each: a client, a strength, a goal built on it and a frequency
+    marker of the goal, the references by external id to the lines before, all new (fresh identifiers)."""
+    out = []
+    for _ in range(BULK_VARIANTS):
+        prefix = f"w7.{ctx.nonce}.{ctx.unique()}."
+        lines = []
+        for i in range(BULK_CLIENTS):
+            mrn, ref = f"{prefix}{i}", {"external_id": f"urn:bench:mrn|{prefix}{i}"}
+            lines += [
+                {"type": "client", "resource": {"display_name": f"Imported {i}",
+                                                "identifiers": [{"system": "urn:bench:mrn", "value": mrn}]}},
+                {"type": "strength", "resource": {"client_id": ref, "domain": "relational", "kind": "skill",
+                                                  "label": "help-seeking",
+                                                  "external_ids": [{"system": "urn:bench:str", "value": mrn}]}},
+                {"type": "goal", "resource": {"client_id": ref, "description": "Walk twice a week",
+                                              "strength_ids": [{"external_id": f"urn:bench:str|{mrn}"}],
+                                              "external_ids": [{"system": "urn:bench:goal", "value": mrn}]}},
+                {"type": "outcome_marker", "resource": {"client_id": ref, "kind": "frequency", "name": "walks",
+                                                        "unit": "/wk", "min": 0, "max": 14,
+                                                        "goal_id": {"external_id": f"urn:bench:goal|{mrn}"}}},
+            ]
+        body = b"".join(orjson.dumps(x) + b"\n" for x in lines)
+        out.append(Variant(Request("POST", "/v1/bulk/import",
+                                   {**ctx.auth("W7"), "Content-Type": "application/x-ndjson"}, body),
+                           {"ext": prefix}))
     return out
 
 
@@ -204,6 +238,14 @@ WORKLOADS: dict[str, Workload] = {
             name="W6", title="token issuance",
             description="POST /oauth/token, client_credentials with client_secret_basic",
             scopes="", variants=_w6,
+        ),
+        Workload(
+            name="W7", title="bulk import of 500 NDJSON lines",
+            description=f"POST /v1/bulk/import, {BULK_CLIENTS} new clients with a strength, a goal and a marker "
+                        f"each ({4 * BULK_CLIENTS} lines, references by external id to earlier lines)",
+            scopes="system/Client.cu system/Strength.cu system/Goal.cu system/OutcomeMarker.cu", variants=_w7,
+            writes=True, items_per_request=4 * BULK_CLIENTS, item_name="lines", concurrency=2, write_plans=300,
+            own_org=True,
         ),
     ]
 }

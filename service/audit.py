@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -88,6 +89,11 @@ class AuditTrail:
             entry.ids[record_id] = None
         if client_id is not None:
             entry.clients[client_id] = None
+
+    def seen_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any]) -> None:
+        entry = self._entry(resource_type)
+        entry.ids.update(dict.fromkeys(i for i in record_ids if i is not None))
+        entry.clients.update(dict.fromkeys(c for c in client_ids if c is not None))
 
     def wrote(self, resource_type: str, record_id: Any, client_id: Any, action: str) -> None:
         self.seen(resource_type, record_id, client_id)
@@ -228,6 +234,13 @@ def seen(resource_type: str, record_id: Any, client_id: Any) -> None:
     trail = _current.get()
     if trail is not None:
         trail.seen(resource_type, record_id, client_id)
+
+
+def seen_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any]) -> None:
+    """``seen`` for many records of one type at once (a page of the change feed)."""
+    trail = _current.get()
+    if trail is not None:
+        trail.seen_many(resource_type, record_ids, client_ids)
 
 
 def wrote(resource_type: str, record_id: Any, client_id: Any, action: str) -> None:

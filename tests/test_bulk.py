@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.factories import create
+from tests.test_sync import drain
 
 ALL = "system/*.cruds"
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -88,3 +89,115 @@ async def test_export_streams_every_live_record(api):
     back = await other.post("/v1/bulk/import", content=ndjson([d for d in docs if d["type"] == "client"]),
                             headers=NDJSON)
     assert {json.loads(x)["status"] for x in back.text.splitlines()} == {"error"}  # ids and stamps are read-only
+
+
+async def test_import_of_a_caseload_in_one_chunk_records_history_feed_and_safety_alerts(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    mrn = {"external_id": "urn:ehr:mrn|7"}
+    phq = {"external_id": "urn:ehr:m|phq"}
+    lines: list[object] = [
+        {"type": "client", "resource": {"display_name": "C", "identifiers": [{"system": "urn:ehr:mrn", "value": "7"}]}},
+        {"type": "outcome_marker", "resource": {"client_id": mrn, "kind": "instrument", "name": "PHQ-9",
+                                                "instrument": "phq9",
+                                                "external_ids": [{"system": "urn:ehr:m", "value": "phq"}]}},
+        {"type": "measurement", "resource": {"client_id": mrn, "marker_id": phq, "observed_at": "2026-01-05T10:00:00Z",
+                                             "items": [3, 3, 3, 3, 3, 3, 2, 0, 0]}},  # 20: severe, opens an alert
+        {"type": "measurement", "resource": {"client_id": mrn, "marker_id": phq, "observed_at": "2026-01-06T10:00:00Z",
+                                             "items": [1, 1, 1, 1, 1, 1, 1, 1]}},  # an item missing: a rule's error
+        {"type": "measurement", "resource": {"client_id": mrn, "marker_id": phq, "observed_at": "2026-01-07T10:00:00Z",
+                                             "items": [1, 1, 1, 1, 1, 1, 1, 1, 0]}},
+        {"type": "strength", "resource": {"client_id": {"external_id": "urn:ehr:mrn|nobody"}, "domain": "relational",
+                                          "kind": "skill", "label": "x"}},
+        {"type": "goal", "resource": {"client_id": mrn, "description": "Walk", "strength_ids": []}},  # no strength
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["created", "created", "created", "error", "created", "error", "error"]
+    assert results[3]["problem"]["code"] == "items_incomplete"
+    assert results[5]["problem"]["code"] == "reference_not_found"
+    assert results[6]["problem"]["code"] == "goal_without_strength"
+    client_id = results[0]["id"]
+    marker = (await c.get(f"/v1/outcome-markers/{results[1]['id']}")).json()
+    assert (marker["client_id"], marker["max"]) == (client_id, 27)  # the rule's derived values are stored
+    values = sorted([(await c.get(f"/v1/measurements/{results[i]['id']}")).json()["value"] for i in (2, 4)])
+    assert values == [8, 20]
+    alerts = (await c.get("/v1/safety-alerts")).json()["data"]
+    assert [a["measurement_id"] for a in alerts] == [results[2]["id"]]
+    made = {x["id"] for x in results if x.get("id")} | {alerts[0]["id"]}
+    feed, _ = await drain(c, None, want=lambda seen: {e["id"] for e in seen} >= made)
+    assert {e["id"] for e in feed} == made
+    assert all(e["action"] == "created" and e["version"] == 1 for e in feed)
+    history = (await c.get(f"/v1/history/clients/{client_id}")).json()
+    assert [(v["version"], v["record"]["display_name"]) for v in history["data"]] == [(1, "C")]
+    assert await api.db.fetchval("SELECT count(*) FROM external_ids WHERE org_id = $1", org.id) == 2
+
+
+async def test_a_refused_identifier_falls_back_to_line_by_line_and_keeps_the_good_lines(api):
+    org = await api.org()
+    c = api.client(await api.token(org, "system/Client.c"))  # creates only: no upsert
+    taken = await c.post("/v1/clients", json={"display_name": "Taken",
+                                             "identifiers": [{"system": "urn:x", "value": "taken"}]})
+    assert taken.status_code == 201
+    lines = [
+        {"type": "client", "resource": {"display_name": "A", "identifiers": [{"system": "urn:x", "value": "a"}]}},
+        {"type": "client", "resource": {"display_name": "B", "identifiers": [{"system": "urn:x", "value": "taken"}]}},
+        {"type": "client", "resource": {"display_name": "C"}},
+        {"type": "client", "resource": {"display_name": "D", "identifiers": [{"system": "urn:x", "value": "b"},
+                                                                            {"system": "urn:x", "value": "a"}]}},
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["created", "error", "created", "error"]
+    assert results[1]["problem"]["status"] == 409
+    assert results[3]["problem"]["status"] == 409
+    names = sorted(x["display_name"] for x in (await api.client(await api.token(org, ALL)).get("/v1/clients"))
+                   .json()["data"])
+    assert names == ["A", "C", "Taken"]
+
+
+async def test_a_database_refusal_in_a_chunk_falls_back_to_savepoints_per_line(api):
+    org = await api.org()
+    c = api.client(await api.token(org, "system/Client.c system/OutcomeMarker.c system/Measurement.c"))
+    mrn, m = {"external_id": "urn:x|1"}, {"external_id": "urn:m|1"}
+    reading = {"client_id": mrn, "marker_id": m, "value": 3, "observed_at": "2026-01-05T10:00:00Z",
+               "source": "phone", "external_id": "r1"}
+    lines = [
+        {"type": "client", "resource": {"display_name": "A", "identifiers": [{"system": "urn:x", "value": "1"}]}},
+        {"type": "outcome_marker", "resource": {"client_id": mrn, "kind": "frequency", "name": "walks", "min": 0,
+                                                "max": 14, "external_ids": [{"system": "urn:m", "value": "1"}]}},
+        {"type": "measurement", "resource": reading},
+        {"type": "measurement", "resource": {**reading, "value": 4}},  # the same (source, external_id): unique index
+        {"type": "measurement", "resource": {**reading, "external_id": "r2"}},
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["created", "created", "created", "error", "created"]
+    assert results[3]["problem"]["status"] == 409
+    stored = {x["external_id"]: x["value"] for x in (await api.client(await api.token(org, ALL))
+                                                     .get("/v1/measurements")).json()["data"]}
+    assert stored == {"r1": 3, "r2": 3}
+
+
+async def test_identifiers_postgresql_cannot_store_are_line_errors_not_a_failed_chunk(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    lines = [
+        {"type": "client", "resource": {"display_name": "A", "identifiers": [{"system": "urn:x", "value": "a\u0000"}]}},
+        b'{"type": "client", "resource": {"display_name": "B", '
+        b'"identifiers": [{"system": "urn:x", "value": "\\ud800"}]}}',
+        {"type": "strength", "resource": {"client_id": {"external_id": "urn:x|\u0000"}, "domain": "relational",
+                                          "kind": "skill", "label": "x"}},
+        b'{"type": "strength", "resource": {"client_id": {"external_id": "urn:x|\\udfff"}, "domain": "relational", '
+        b'"kind": "skill", "label": "x"}}',
+        {"type": "measurement", "resource": {"client_id": "00000000-0000-0000-0000-000000000000",
+                                             "marker_id": "00000000-0000-0000-0000-000000000000", "value": 1,
+                                             "observed_at": "2026-01-05T10:00:00Z", "source": "p\u0000",
+                                             "external_id": "e"}},
+        {"type": "client", "resource": {"display_name": "C"}},
+    ]
+    r = await c.post("/v1/bulk/import", content=ndjson(lines), headers=NDJSON)
+    assert r.status_code == 200
+    results = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["status"] for x in results] == ["error"] * 5 + ["created"]
+    assert all(x["problem"]["status"] == 422 for x in results[:5])

@@ -36,6 +36,15 @@ def decode_cursor(cursor: str) -> UUID:
 
 def parse_identifier(value: str, field: str = "external_id") -> tuple[str, str]:
     system, sep, ident = value.partition("|")
-    if not sep or not system or not ident or "\x00" in value:
+    if not sep or not system or not ident or "\x00" in value or not value.isascii() and not _encodable(value):
         raise ValidationFailed.on(field, "Expected system|value", "invalid_identifier")
     return system, ident
+
+
+def _encodable(value: str) -> bool:
+    """No lone surrogate (JSON can carry one; PostgreSQL text cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import metrics
@@ -16,22 +16,21 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
-from service.collections.registry import RuleContext
 from service.collections.repository import readable
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
-from service.collections.service import serialize
+from service.collections.service import apply_rules, bind_refs, client_missing, in_ids, load_live, serialize
 from service.collections.types import Out, Strict, uuid7
+from service.db import driver
 from service.domain.clients import clients
 from service.domain.outcomes import (
     a_out,
-    measurement_fits_marker,
     measurement_to_row,
     measurements,
     open_alert_for,
     outcome_markers,
     risk_reasons,
 )
-from service.errors import DomainError, ValidationFailed
+from service.errors import DomainError
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.problems import validation_problem
 
@@ -60,20 +59,19 @@ class BatchOut(Out):
     results: list[BatchResult]
 
 
-_INSERT = text(
-    """
+# Sent on the unit of work's asyncpg connection (service.db.driver, same transaction and tenant): the
+# returned rows become the records without SQLAlchemy's result layer.
+_INSERT = """
 INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
                           external_id, note)
-SELECT :org, t.id, t.client_id, t.marker_id, t.value, CAST(t.items AS smallint[]), t.observed_at, t.off, t.source,
+SELECT $1, t.id, t.client_id, t.marker_id, t.value, CAST(t.items AS smallint[]), t.observed_at, t.off, t.source,
        t.external_id, t.note
-FROM unnest(CAST(:ids AS uuid[]), CAST(:clients AS uuid[]), CAST(:markers AS uuid[]), CAST(:vals AS float8[]),
-            CAST(:items AS text[]), CAST(:observed AS timestamptz[]), CAST(:offsets AS smallint[]),
-            CAST(:sources AS text[]), CAST(:exts AS text[]), CAST(:notes AS text[]))
+FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::float8[], $6::text[], $7::timestamptz[], $8::smallint[],
+            $9::text[], $10::text[], $11::text[])
      AS t(id, client_id, marker_id, value, items, observed_at, off, source, external_id, note)
 ON CONFLICT (org_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING *
 """
-)
 _EXISTING = text(
     "SELECT id, source, external_id FROM measurements WHERE org_id = :org "
     "AND (source, external_id) IN (SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:exts AS text[])))"
@@ -96,12 +94,13 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
 
     marker_ids = list({p["marker_id"] for _, p in parsed})
     client_ids = list({p["client_id"] for _, p in parsed})
-    mt, ct = outcome_markers.table, clients.table
-    markers = {r.id: dict(r._mapping) for r in (await conn.execute(
-        readable(mt, who).where(mt.c.id.in_(marker_ids), mt.c.deleted_at.is_(None)))).all()} if parsed else {}
+    ct = clients.table
+    found = {"outcome-markers": await load_live(conn, who, outcome_markers.name, marker_ids)} if parsed else {}
     live_clients = set((await conn.execute(
-        select(ct.c.id).where(ct.c.org_id == who.org_id, ct.c.id.in_(client_ids), ct.c.deleted_at.is_(None))
-        .where(ct.c.id == who.patient_id if who.patient_id else True))).scalars()) if parsed else set()
+        readable(ct, who).with_only_columns(ct.c.id)
+        .where(in_ids(ct.c.id, client_ids), ct.c.deleted_at.is_(None))
+    )).scalars()) if parsed else set()
+    markers = found.get("outcome-markers", {})
 
     rows: list[tuple[int, dict[str, Any]]] = []
     first_of: dict[tuple[str, str], int] = {}
@@ -109,12 +108,9 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     for i, payload in parsed:
         try:
             if payload["client_id"] not in live_clients:
-                raise ValidationFailed.on("client_id", f"No client {payload['client_id']}", "reference_not_found")
-            marker = markers.get(payload["marker_id"])
-            if marker is None or marker["client_id"] != payload["client_id"]:
-                raise ValidationFailed.on("marker_id", "No outcome marker of this client", "reference_not_found")
-            ctx = RuleContext(conn=conn, who=who, data=payload, refs={"marker_id": [marker]})
-            await measurement_fits_marker(ctx)
+                raise client_missing(payload["client_id"])
+            ctx = await apply_rules(conn, who, measurements, payload, bind_refs(measurements, payload, found, None),
+                                    None)
         except DomainError as exc:
             results[i] = _error(i, exc)
             continue
@@ -159,25 +155,25 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     return [r for r in results if r is not None]
 
 
-async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[Any]:
     if not rows:
         return []
     for row in rows:
         row["id"] = uuid7()
-    params = {
-        "org": who.org_id,
-        "ids": [r["id"] for r in rows],
-        "clients": [r["client_id"] for r in rows],
-        "markers": [r["marker_id"] for r in rows],
-        "vals": [r["value"] for r in rows],
-        "items": ["{" + ",".join(map(str, r["items"])) + "}" if r.get("items") is not None else None for r in rows],
-        "observed": [r["observed_at"] for r in rows],
-        "offsets": [r.get("observed_offset", 0) for r in rows],
-        "sources": [r.get("source") for r in rows],
-        "exts": [r.get("external_id") for r in rows],
-        "notes": [r.get("note") for r in rows],
-    }
-    return [dict(r._mapping) for r in (await conn.execute(_INSERT, params)).all()]
+    args = (
+        who.org_id,
+        [r["id"] for r in rows],
+        [r["client_id"] for r in rows],
+        [r["marker_id"] for r in rows],
+        [r["value"] for r in rows],
+        ["{" + ",".join(map(str, r["items"])) + "}" if r.get("items") is not None else None for r in rows],
+        [r["observed_at"] for r in rows],
+        [r.get("observed_offset", 0) for r in rows],
+        [r.get("source") for r in rows],
+        [r.get("external_id") for r in rows],
+        [r.get("note") for r in rows],
+    )
+    return await (await driver(conn)).fetch(_INSERT, *args)
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]

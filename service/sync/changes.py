@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["Sync"])
 # Sent on the unit of work's own asyncpg connection (service.db.driver): same transaction, same tenant,
 # row-level security as for every statement; 500 rows go to JSON without SQLAlchemy's result layer.
 _FEED = """
-SELECT seq, txid, collection, record_id, action, version, changed_at, client_id FROM changes
+SELECT seq, txid, collection, record_id::text, action, version, changed_at, client_id::text FROM changes
 WHERE org_id = $1 AND ($2::uuid IS NULL OR client_id = $2::uuid)
   AND collection = ANY($3::text[])
   AND (txid, seq) > ($4, $5)
@@ -104,8 +104,11 @@ async def list_changes(
                                           txid, seq, limit)
     type_of = {c.name: c.type_name for c in chosen}
     resource_of = {c.name: c.resource for c in chosen}
-    for r in rows:  # the feed names records (no client data), and who learnt of them is still audited
-        audit.seen(resource_of[r[2]], r[3], r[7])
+    # The feed names records (no client data), and who learnt of them is still audited: per collection at once.
+    # Ids come as text (the page goes to JSON without a conversion per id).
+    for name in {r[2] for r in rows}:
+        of = [r for r in rows if r[2] == name]
+        audit.seen_many(resource_of[name], [r[3] for r in of], [r[7] for r in of])
     data = [{"type": type_of[r[2]], "id": r[3], "action": r[4], "version": r[5], "changed_at": r[6]} for r in rows]
     cursor = encode(rows[-1][1], rows[-1][0]) if rows else encode(txid, seq)
     return JSONOut({"data": data, "next_cursor": cursor, "has_more": len(rows) == limit}, headers=NO_STORE)
