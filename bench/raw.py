@@ -300,7 +300,9 @@ async def _run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], concu
             try:
                 async with engine.begin() as conn:
                     for sql, args in plan:
-                        (await conn.exec_driver_sql(sql, args)).all()
+                        result = await conn.exec_driver_sql(sql, args)
+                        if result.returns_rows:  # an INSERT without RETURNING (the audit row) has none
+                            result.all()
             except Exception as exc:  # noqa: BLE001 - counted, not fatal
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue
