@@ -106,4 +106,19 @@ def only_backend(statements: list[Statement]) -> list[Statement]:
         if is_driver_introspection(st):
             continue
         order.setdefault(st.backend_pid, []).append(st)
-    return [st for group in order.values() for st in group]
+    return [st for group in order.values() for tx in transactions(group) if not is_background(tx) for st in tx]
+
+
+def transactions(group: list[Statement]) -> list[list[Statement]]:
+    """One backend's statements cut at each BEGIN (a statement outside any transaction stands alone)."""
+    out: list[list[Statement]] = []
+    for st in group:
+        if not out or st.sql.strip().upper().startswith("BEGIN"):
+            out.append([])
+        out[-1].append(st)
+    return out
+
+
+def is_background(tx: list[Statement]) -> bool:
+    """The webhook dispatcher's poll: it runs on its own timer in the service process, not for a request."""
+    return any("webhook_claim(" in st.sql for st in tx)

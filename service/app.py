@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         docs_url=None, redoc_url=None, default_response_class=JSONOut,
     )
     problems.install(app)
+    _health(app)  # first: the router tries routes in order, and probes should not walk past every API route
     app.include_router(oauth.router)
     app.include_router(ingest.router)
     app.include_router(changes.router)
@@ -130,7 +131,6 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(progress_router)
     app.include_router(audit_rest.router)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
-    _health(app)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit.
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={

@@ -24,10 +24,11 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import text
+from asyncpg.exceptions import InFailedSQLTransactionError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db import driver
 from service.http import dumps
 
 log = structlog.get_logger("service.audit")
@@ -40,11 +41,13 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F
 TENANT_PREFIXES = ("/v1/", "/fhir/R4/", "/graphql")
 NOT_AUDITED = ("/v1/audit-events",)
 
-_INSERT = text(
+# Sent on the transaction's own asyncpg connection (service.db.driver; every caller has set the tenant
+# first, so the transaction has begun): one statement per request, without SQLAlchemy's execution layer.
+_INSERT = (
     "INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, client_ids, "
     "outcome, status_code, request_id, remote_addr, method, path) "
     "SELECT org_id, app_id, subject, action, resource_type, resource_ids, client_ids, outcome, status_code, "
-    "request_id, remote_addr, method, path FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(org_id uuid, "
+    "request_id, remote_addr, method, path FROM jsonb_to_recordset(CAST($1 AS jsonb)) AS t(org_id uuid, "
     "app_id text, subject text, action text, resource_type text, resource_ids uuid[], client_ids uuid[], "
     "outcome text, status_code int, request_id text, remote_addr text, method text, path text)"
 )
@@ -139,13 +142,13 @@ class AuditTrail:
 
     async def insert(self, conn: AsyncConnection, status: int | None) -> None:
         rows = self.rows(status)
-        await conn.execute(_INSERT, {"rows": dumps([
+        await (await driver(conn)).execute(_INSERT, dumps([
             {"org_id": r["org"], "app_id": r["app"], "subject": r["subject"], "action": r["action"],
              "resource_type": r["type"], "resource_ids": r["ids"], "client_ids": r["clients"],
              "outcome": r["outcome"], "status_code": r["status"], "request_id": r["request_id"],
              "remote_addr": r["remote"], "method": r["method"], "path": r["path"]}
             for r in rows
-        ]).decode()})
+        ]).decode())
         self.touched = {}
 
     async def flush(self, conn: AsyncConnection, who: Any) -> None:
@@ -155,7 +158,7 @@ class AuditTrail:
             return
         try:  # no savepoint: if this insert fails, the request's writes must not commit either
             await self.insert(conn, None)
-        except DBAPIError as exc:
+        except (DBAPIError, InFailedSQLTransactionError) as exc:
             if "current transaction is aborted" not in str(exc):
                 raise
             # The transaction already failed (a route answered after a statement error): it will not

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
+from service.db import driver
 from service.errors import ValidationFailed
 
 
@@ -18,6 +21,41 @@ def readable(table: Table, who: Principal, *, client_column: str = "client_id") 
         column = table.c.id if table.name == "clients" else table.c[client_column]
         stmt = stmt.where(column == who.patient_id)
     return stmt
+
+
+def param(name: str) -> Any:
+    """A named parameter of a ``CompiledRead`` statement, given at execution."""
+    return bindparam(name, None)
+
+
+class CompiledRead:
+    """A SELECT built by ``build`` from the principal-aware ``readable()``, compiled once per dialect and
+    kind of principal (patient-bound or not), and run on the unit of work's asyncpg connection.
+
+    For hot reads: SQLAlchemy builds, cache-keys and compiles the statement and wraps every row on each
+    execution; here that happens once per process. The statement is the one ``readable()`` builds, with the
+    organization (and patient) as bound parameters; it runs in the caller's transaction, as the same role,
+    with the tenant settings row-level security keys on. Rows are asyncpg records (``r["name"]``).
+    """
+
+    def __init__(self, build: Callable[[Principal], Select[Any]]) -> None:
+        self.build = build
+        self._compiled: dict[tuple[int, bool], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+    def _compile(self, dialect: Any, patient: bool) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        template = Principal(org_id=param("org_id"), app_id="", subject="",  # type: ignore[arg-type]
+                             patient_id=param("patient_id") if patient else None)
+        compiled = self.build(template).compile(dialect=dialect)
+        return compiled.string, tuple(compiled.positiontup or ()), compiled.construct_params()
+
+    async def fetch(self, conn: AsyncConnection, who: Principal, **params: Any) -> list[Any]:
+        key = (id(conn.dialect), who.patient_id is not None)
+        entry = self._compiled.get(key)
+        if entry is None:
+            entry = self._compiled[key] = self._compile(conn.dialect, key[1])
+        sql, names, defaults = entry
+        values = {**defaults, **params, "org_id": who.org_id, "patient_id": who.patient_id}
+        return await (await driver(conn)).fetch(sql, *[values[name] for name in names])  # type: ignore[no-any-return]
 
 
 def encode_cursor(last_id: UUID) -> str:

@@ -6,6 +6,7 @@ Services never commit: the caller's unit of work does. Every write goes through 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +20,14 @@ from service import audit
 from service.auth.principal import Principal
 from service.collections.records import record_change
 from service.collections.registry import REGISTRY, Collection, RuleContext
-from service.collections.repository import decode_cursor, encode_cursor, parse_identifier, readable
+from service.collections.repository import (
+    CompiledRead,
+    decode_cursor,
+    encode_cursor,
+    param,
+    parse_identifier,
+    readable,
+)
 from service.collections.types import uuid7
 from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
 from service.models import ExternalId, History
@@ -64,8 +72,29 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
     return row
 
 
+@cache
+def _by_id(coll_name: str) -> CompiledRead:
+    table = REGISTRY[coll_name].table
+    return CompiledRead(lambda who: readable(table, who).where(table.c.id == param("record_id")))
+
+
+@cache
+def _children_of(child_name: str, fk: str) -> CompiledRead:
+    table = REGISTRY[child_name].table
+    return CompiledRead(lambda who: readable(table, who)
+                        .where(table.c[fk] == param("parent_id"), table.c.deleted_at.is_(None))
+                        .order_by(table.c.id).limit(MAX_INCLUDE))
+
+
 async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> dict[str, Any]:
-    return serialize(coll, await fetch(conn, who, coll, record_id))
+    """The serialized live record (the statement ``fetch`` sends, compiled once), or NotFound / Gone."""
+    rows = await _by_id(coll.name).fetch(conn, who, record_id=record_id)
+    noun = coll.type_name.replace("_", " ")
+    if not rows:
+        raise NotFound(f"No {noun} with id {record_id}")
+    if rows[0]["deleted_at"] is not None:
+        raise Gone(f"The {noun} {record_id} was deleted")
+    return serialize(coll, rows[0])
 
 
 async def children(
@@ -74,15 +103,8 @@ async def children(
     out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         child = REGISTRY[name.replace("_", "-")]
-        fk = coll.children[child.name]
-        table = child.table
-        stmt = (
-            readable(table, who)
-            .where(table.c[fk] == record_id, table.c.deleted_at.is_(None))
-            .order_by(table.c.id)
-            .limit(MAX_INCLUDE)
-        )
-        out[child.key] = [serialize(child, r) for r in (await conn.execute(stmt)).all()]
+        rows = await _children_of(child.name, coll.children[child.name]).fetch(conn, who, parent_id=record_id)
+        out[child.key] = [serialize(child, r) for r in rows]
     return out
 
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy import any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import decode_cursor, readable
+from service.collections.repository import CompiledRead, decode_cursor, param, readable
 from service.collections.service import serialize
 from service.db import tenant_transaction
 from service.graphql.errors import forbidden
@@ -29,41 +28,86 @@ from service.graphql.errors import forbidden
 _NESTED = (dict, list)  # a tuple: ``dict | list`` would build a new union object on every call
 
 
+class Obj:
+    """A serialized record (or a nested JSON object) whose keys read as attributes, for Strawberry's default
+    resolvers. Nested objects are wrapped when a field reads them, not up front: a query selects a few of
+    a record's fields. Keys it lacks raise AttributeError, as a missing attribute does."""
+
+    __slots__ = ("_collection", "_data")
+
+    def __init__(self, data: dict[str, Any], collection: str | None = None) -> None:
+        self._data = data
+        if collection is not None:  # lets the Node interface tell record types apart (schema._is_type_of);
+            self._collection = collection  # a nested object has none, and matches its field's type
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return wrap(value) if isinstance(value, _NESTED) else value
+
+
 def wrap(value: Any) -> Any:
     """Serialized records (dicts, JSON) as objects Strawberry's default resolvers can read attributes of."""
     if isinstance(value, dict):
-        return SimpleNamespace(**{k: wrap(v) if isinstance(v, _NESTED) else v for k, v in value.items()})
+        return Obj(value)
     if isinstance(value, list):
         return [wrap(v) if isinstance(v, _NESTED) else v for v in value]
     return value
 
 
-def record_obj(coll: Collection, data: dict[str, Any]) -> SimpleNamespace:
+def record_obj(coll: Collection, data: dict[str, Any]) -> Obj:
     """A serialized record as an object; output-only fields it lacks (e.g. safety_alert) are null."""
-    obj = wrap({**dict.fromkeys(coll.out.model_fields), **data})
-    obj._collection = coll.name  # lets the Node interface tell record types apart
-    return obj  # type: ignore[no-any-return]
+    return Obj({**_nulls(coll.name), **data}, coll.name)
 
 
-def record(coll: Collection, row: Any) -> SimpleNamespace:
-    data = dict(row._mapping)
+@lru_cache(maxsize=64)
+def _nulls(coll_name: str) -> dict[str, None]:
+    return dict.fromkeys(REGISTRY[coll_name].out.model_fields)
+
+
+def record(coll: Collection, row: Any) -> Obj:
+    data = dict(row)
     data.pop("_rn", None)
     return record_obj(coll, serialize(coll, data))
 
 
-@lru_cache(maxsize=1024)
-def _children_statement(child_name: str, fk: str, org_id: UUID, patient_id: UUID | None, with_after: bool) -> Any:
-    """Live children of many parents, at most ``per_parent`` each, in id order: one statement, built from
-    the principal-aware ``readable()`` once per tenant (building the windowed subquery is not cheap)."""
+def _any(name: str, table: Any, column: str) -> Any:
+    """``column = ANY($ids)``: one statement (and one prepared plan) whatever the number of ids."""
+    return table.c[column] == any_(bindparam(name, None, type_=ARRAY(table.c[column].type)))
+
+
+@lru_cache(maxsize=256)
+def _by_id_read(coll_name: str) -> CompiledRead:
+    table = REGISTRY[coll_name].table
+    return CompiledRead(lambda who: readable(table, who).where(_any("ids", table, "id"),
+                                                               table.c.deleted_at.is_(None)))
+
+
+@lru_cache(maxsize=256)
+def _children_read(child_name: str, fk: str, with_after: bool) -> CompiledRead:
+    """Live children of many parents, at most ``per_parent`` each, in id order: one statement."""
     table = REGISTRY[child_name].table
-    who = Principal(org_id=org_id, app_id="", subject="", patient_id=patient_id)
-    base = readable(table, who).where(table.c[fk].in_(bindparam("parents", expanding=True)),
-                                      table.c.deleted_at.is_(None))
-    if with_after:
-        base = base.where(table.c.id > bindparam("after"))
-    rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
-    sub = base.add_columns(rn).subquery()
-    return select(sub).where(sub.c._rn <= bindparam("per_parent")).order_by(sub.c[fk], sub.c.id)
+
+    def build(who: Principal) -> Any:
+        base = readable(table, who).where(_any("parents", table, fk), table.c.deleted_at.is_(None))
+        if with_after:
+            base = base.where(table.c.id > param("after"))
+        rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
+        sub = base.add_columns(rn).subquery()
+        return select(sub).where(sub.c._rn <= param("per_parent")).order_by(sub.c[fk], sub.c.id)
+
+    return CompiledRead(build)
+
+
+@lru_cache(maxsize=1)
+def _latest_read() -> CompiledRead:
+    table = REGISTRY["measurements"].table
+    return CompiledRead(lambda who: readable(table, who)
+                        .where(_any("markers", table, "marker_id"), table.c.deleted_at.is_(None))
+                        .ext(distinct_on(table.c.marker_id))
+                        .order_by(table.c.marker_id, table.c.observed_at.desc(), table.c.id.desc()))
 
 
 class GraphQLContext(BaseContext):
@@ -95,50 +139,40 @@ class GraphQLContext(BaseContext):
             loader = self._loaders[key] = DataLoader(load_fn=load)
         return loader
 
-    def by_id(self, coll: Collection) -> DataLoader[UUID, SimpleNamespace | None]:
-        async def load(ids: Sequence[UUID]) -> list[SimpleNamespace | None]:
-            table = coll.table
-            stmt = readable(table, self.who).where(table.c.id.in_(list(ids)), table.c.deleted_at.is_(None))
+    def by_id(self, coll: Collection) -> DataLoader[UUID, Obj | None]:
+        async def load(ids: Sequence[UUID]) -> list[Obj | None]:
             async with self.transaction() as conn:
-                rows = (await conn.execute(stmt)).all()
-            found = {r.id: record(coll, r) for r in rows}
+                rows = await _by_id_read(coll.name).fetch(conn, self.who, ids=list(ids))
+            found = {r["id"]: record(coll, r) for r in rows}
             return [found.get(i) for i in ids]
 
         return self._loader(("id", coll.name), load)
 
-    def children(self, child: Collection, fk: str, first: int, after: str | None
-                 ) -> DataLoader[UUID, list[SimpleNamespace]]:
+    def children(self, child: Collection, fk: str, first: int, after: str | None) -> DataLoader[UUID, list[Obj]]:
         """Up to ``first + 1`` live children per parent, in id order, in one statement for all parents."""
         after_id = decode_cursor(after) if after else None
-        stmt = _children_statement(child.name, fk, self.who.org_id, self.who.patient_id, after_id is not None)
+        read = _children_read(child.name, fk, after_id is not None)
 
-        async def load(parent_ids: Sequence[UUID]) -> list[list[SimpleNamespace]]:
+        async def load(parent_ids: Sequence[UUID]) -> list[list[Obj]]:
             params: dict[str, Any] = {"parents": list(parent_ids), "per_parent": first + 1}
             if after_id is not None:
                 params["after"] = after_id
             async with self.transaction() as conn:
-                rows = (await conn.execute(stmt, params)).all()
-            grouped: dict[UUID, list[SimpleNamespace]] = {}
+                rows = await read.fetch(conn, self.who, **params)
+            grouped: dict[UUID, list[Obj]] = {}
             for r in rows:
-                grouped.setdefault(r._mapping[fk], []).append(record(child, r))
+                grouped.setdefault(r[fk], []).append(record(child, r))
             return [grouped.get(p, []) for p in parent_ids]
 
         return self._loader(("children", child.name, fk, first, after), load)
 
-    def latest_measurement(self) -> DataLoader[UUID, SimpleNamespace | None]:
+    def latest_measurement(self) -> DataLoader[UUID, Obj | None]:
         coll = REGISTRY["measurements"]
 
-        async def load(marker_ids: Sequence[UUID]) -> list[SimpleNamespace | None]:
-            table = coll.table
-            stmt = (
-                readable(table, self.who)
-                .where(table.c.marker_id.in_(list(marker_ids)), table.c.deleted_at.is_(None))
-                .ext(distinct_on(table.c.marker_id))
-                .order_by(table.c.marker_id, table.c.observed_at.desc(), table.c.id.desc())
-            )
+        async def load(marker_ids: Sequence[UUID]) -> list[Obj | None]:
             async with self.transaction() as conn:
-                rows = (await conn.execute(stmt)).all()
-            found = {r.marker_id: record(coll, r) for r in rows}
+                rows = await _latest_read().fetch(conn, self.who, markers=list(marker_ids))
+            found = {r["marker_id"]: record(coll, r) for r in rows}
             return [found.get(m) for m in marker_ids]
 
         return self._loader(("latest_measurement",), load)
