@@ -30,6 +30,7 @@ from service.fhir.routes import fhir_router
 from service.graphql import graphql_router
 from service.http import JSONOut
 from service.logs import configure_logging
+from service.methods import MethodNotAllowedMiddleware
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from service.migrate import head_revision
 from service.openapi import custom_openapi
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _health(app)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit.
+    app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,
     })
