@@ -35,7 +35,7 @@ from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, Se
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.progress.rest import router as progress_router
-from service.ratelimit import TokenBucketLimiter
+from service.ratelimit import TokenBucketLimiter, make_limiter
 from service.settings import Settings
 from service.sync import bulk, changes
 from service.webhooks import rest as webhooks_rest
@@ -86,8 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await keys.load()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
                                    read_engine=read_engine,
-                                   limiter=TokenBucketLimiter(settings.rate_limit_requests,
-                                                              settings.rate_limit_window_seconds))
+                                   limiter=make_limiter(settings.rate_limit_requests,
+                                                        settings.rate_limit_window_seconds,
+                                                        settings.rate_limit_storage_url))
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)

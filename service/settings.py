@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins; empty: CORS off")
     rate_limit_requests: int = Field(default=6000, description="Per app per window, per instance; 0: off")
     rate_limit_window_seconds: int = 60
+    rate_limit_storage_url: str | None = Field(
+        default=None, description="redis://host:port/db: one quota shared by every instance; unset: per instance")
     log_level: str = "INFO"
     log_sql: bool = False
 
