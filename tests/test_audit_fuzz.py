@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,11 @@ from schemathesis.wfc.integration import register_wfc_auth
 from service.app import create_app
 from service.settings import Settings
 from tests.harness import Api, Database, TestServer
+from tests.st_hooks import unique_key
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "5"))
 CONFIG = SchemathesisConfig.from_path(str(Path(__file__).with_name("schemathesis.toml")))
 _n = itertools.count()
-
-
-@schemathesis.serializer("application/x-ndjson")
-def _ndjson(ctx: Any, value: Any) -> bytes:
-    """Bulk import bodies: the generated text as it is (a non-string, in negative cases, as JSON)."""
-    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else json.dumps(value).encode()
 
 
 @dataclass
@@ -122,9 +116,8 @@ def _register_peers(tokens: dict[str, str], tmp: Path) -> None:
 
 
 def unique_idempotency_key(case: Any) -> None:
-    key = (case.headers or {}).get("Idempotency-Key")
-    if isinstance(key, str) and 0 < len(key) <= 200 and key.isascii() and key.isprintable():
-        case.headers["Idempotency-Key"] = f"{key}-{uuid.uuid4().hex}"
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = unique_key(case.headers["Idempotency-Key"])
 
 
 # GraphQL mode on /graphql, from the committed SDL (introspection is not needed). Fuzzed documents legitimately
