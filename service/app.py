@@ -30,11 +30,12 @@ from service.fhir.routes import fhir_router
 from service.graphql import graphql_router
 from service.http import JSONOut
 from service.logs import configure_logging
+from service.methods import MethodNotAllowedMiddleware
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.progress.rest import router as progress_router
-from service.ratelimit import TokenBucketLimiter
+from service.ratelimit import TokenBucketLimiter, make_limiter
 from service.settings import Settings
 from service.sync import bulk, changes
 from service.webhooks import rest as webhooks_rest
@@ -87,8 +88,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         await keys.load()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
                                    read_engine=read_engine,
-                                   limiter=TokenBucketLimiter(settings.rate_limit_requests,
-                                                              settings.rate_limit_window_seconds))
+                                   limiter=make_limiter(settings.rate_limit_requests,
+                                                        settings.rate_limit_window_seconds,
+                                                        settings.rate_limit_storage_url))
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit.
+    app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,
     })

@@ -3,20 +3,18 @@
 (No ``from __future__ import annotations`` here: FastAPI must see the real parameter types.)
 """
 
-import base64
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 from sqlalchemy import select
 
+from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.rest import Db, problems
-from service.collections.types import Out
-from service.errors import ValidationFailed
+from service.collections.types import Out, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
 
@@ -53,17 +51,11 @@ FIELDS = [c for c in AuditEvent.__table__.c if c.name not in ("org_id", "seq")]
 
 
 def encode_seq(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"a{seq}".encode()).decode().rstrip("=")
+    return cursors.AUDIT.encode(seq)
 
 
 def decode_seq(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("a") or not raw[1:].isdigit() or len(raw) > 19:
-            raise ValueError(cursor)
-        return int(raw[1:])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.on("cursor", "Not a cursor this list issued", "invalid_cursor") from exc
+    return int(cursors.AUDIT.decode(cursor, "cursor")[0])
 
 
 @router.get(
@@ -79,10 +71,10 @@ async def list_audit_events(
     action: Annotated[Action | None, Query()] = None,
     outcome: Annotated[Outcome | None, Query()] = None,
     app: Annotated[str | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="At or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Before")] = None,
+    since: Annotated[Timestamp | None, Query(description="At or after")] = None,
+    until: Annotated[Timestamp | None, Query(description="Before")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="Opaque cursor from next_cursor")] = None,
+    cursor: Annotated[str | None, cursors.AUDIT.query(annotated=True)] = None,
 ) -> Response:
     t = AuditEvent.__table__
     stmt = select(*FIELDS, t.c.seq).where(t.c.org_id == who.org_id)

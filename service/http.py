@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from service.errors import MalformedRequest, UnsupportedMediaType
+from service.errors import MalformedRequest, UnsupportedMediaType, ValidationFailed
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -59,18 +59,37 @@ def _constant(name: str) -> Any:
     raise MalformedRequest(f"{name} is not a JSON number")
 
 
+MAX_JSON_DEPTH = 32  # no body of this API nests half as deep; string and list lengths are bounded by the models
+
+
+def _check_depth(value: Any) -> None:
+    """Refuses documents nested deeper than MAX_JSON_DEPTH (422), before any model sees them."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_JSON_DEPTH:
+                    raise ValidationFailed.on("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")
+                stack.append((child, depth + 1))
+
+
 def loads_strict(body: bytes) -> Any:
-    """RFC 8259 JSON, stricter than the stdlib: no duplicate keys, no NaN or Infinity."""
+    """RFC 8259 JSON, stricter than the stdlib: no duplicate keys, no NaN or Infinity, at most
+    MAX_JSON_DEPTH levels of nesting."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedRequest("The body is not valid UTF-8") from exc
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         if isinstance(exc, MalformedRequest):
             raise
         raise MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+    _check_depth(value)
+    return value
 
 
 def is_json(content_type: str | None) -> bool:

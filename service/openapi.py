@@ -35,6 +35,18 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _absent_not_null(param: dict[str, Any]) -> None:
+    """An optional header is absent or a string, never null (there is no null on the wire): FastAPI's
+    ``str | None`` is declared as ``anyOf: [string, null]``, which clients (and fuzzers) send as "null"."""
+    schema = param.get("schema", {})
+    if param.get("in") != "header" or "anyOf" not in schema:
+        return
+    branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
+    if len(branches) == 1:
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        param["schema"] = {**branches[0], **rest}
+
+
 def custom_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -47,6 +59,10 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
     # FastAPI documents its own 422 shape; ours is a problem.
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            for param in op.get("parameters", []):
+                _absent_not_null(param)
     for name, path in schema.get("paths", {}).items():
         if name.startswith("/fhir/"):
             # The FHIR facade documents its errors as OperationOutcome, and answers a query or path that does

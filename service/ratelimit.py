@@ -1,8 +1,10 @@
 """Per-app rate limits: a token bucket per (organization, app), answering 429 with the IETF
 RateLimit fields (draft-ietf-httpapi-ratelimit-headers, structured fields) and ``Retry-After``.
 
-The buckets live in this process: with N instances behind a balancer, an app gets up to N times the
-quota. (A shared store, e.g. Redis, would make it global; it is not implemented yet.)
+By default the buckets live in this process: with N instances behind a balancer, an app gets up to N
+times the quota. With ``RATE_LIMIT_STORAGE_URL=redis://...`` the quota is shared by every instance
+through Redis (the ``limits`` package's sliding-window counter, atomic in Redis); if Redis cannot be
+reached, the instance falls back to its own buckets and logs it, rather than refusing every request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import structlog
+
 from service.errors import TooManyRequests
+
+log = structlog.get_logger("service.ratelimit")
 
 POLICY = "perapp"
 MAX_BUCKETS = 100_000
@@ -58,6 +64,9 @@ class TokenBucketLimiter:
         return {"RateLimit-Policy": f'"{POLICY}";q={self.quota};w={self.window}',
                 "RateLimit": f'"{POLICY}";r={d.remaining};t={d.retry_after if not d.allowed else d.reset}'}
 
+    async def enforce(self, org_id: object, app_id: str) -> dict[str, str]:
+        return self.check(org_id, app_id)
+
     def check(self, org_id: object, app_id: str) -> dict[str, str]:
         """The RateLimit fields for the response, or TooManyRequests (429) with them and Retry-After."""
         if not self.enabled:
@@ -68,3 +77,42 @@ class TokenBucketLimiter:
             raise TooManyRequests(f"This app may make {self.quota} requests per {self.window} s; retry later",
                                   headers={**headers, "Retry-After": str(decision.retry_after)})
         return headers
+
+
+class SharedLimiter(TokenBucketLimiter):
+    """The same quota and fields, counted in Redis so that every instance shares it."""
+
+    def __init__(self, url: str, quota: int, window_seconds: int) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.strategies import SlidingWindowCounterRateLimiter
+        from limits.storage import storage_from_string
+
+        super().__init__(quota, window_seconds)
+        scheme = url.split("://", 1)[0]
+        self.storage = storage_from_string(url if scheme.startswith("async+") else f"async+{url}")
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.item = RateLimitItemPerSecond(quota, window_seconds) if self.enabled else None
+
+    async def enforce(self, org_id: object, app_id: str) -> dict[str, str]:
+        if not self.enabled or self.item is None:
+            return {}
+        key = f"{org_id}:{app_id}"
+        try:
+            allowed = await self.strategy.hit(self.item, POLICY, key)
+            stats = await self.strategy.get_window_stats(self.item, POLICY, key)
+        except Exception as exc:  # noqa: BLE001 - the store is down: per-instance buckets, not an outage
+            log.warning("shared rate limit store unreachable; using this instance's buckets", error=str(exc))
+            return self.check(org_id, app_id)
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        decision = Decision(allowed, max(0, stats.remaining), reset, 0 if allowed else reset)
+        headers = self.headers(decision)
+        if not allowed:
+            raise TooManyRequests(f"This app may make {self.quota} requests per {self.window} s; retry later",
+                                  headers={**headers, "Retry-After": str(decision.retry_after)})
+        return headers
+
+
+def make_limiter(quota: int, window_seconds: int, storage_url: str | None) -> TokenBucketLimiter:
+    if storage_url and quota > 0 and window_seconds > 0:
+        return SharedLimiter(storage_url, quota, window_seconds)
+    return TokenBucketLimiter(quota, window_seconds)

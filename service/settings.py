@@ -100,6 +100,8 @@ class Settings(BaseSettings):
         default=None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing, "
         "and OpenTelemetry is not even imported")
     otel_service_name: str = "strengths-api"
+    rate_limit_storage_url: str | None = Field(
+        default=None, description="redis://host:port/db: one quota shared by every instance; unset: per instance")
     log_level: str = "INFO"
     log_sql: bool = False
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.harness import Api
 
 HUGE = b'{"display_name": "' + b"x" * 5000 + b'"}'
@@ -78,3 +80,41 @@ async def test_per_app_rate_limit_answers_429_with_ratelimit_fields(db):
         assert int(limited.headers["retry-after"]) >= t >= 1
         other_app = api.client(await api.token(org, "system/Client.rs"))  # another app: its own bucket
         assert (await other_app.get("/v1/clients")).status_code == 200
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_reachable() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_reachable(), reason="no Redis at 127.0.0.1:6379 (RATE_LIMIT_STORAGE_URL needs one)")
+async def test_with_redis_two_instances_share_one_quota(db):
+    """Two app instances (as behind a balancer) configured with the same Redis: one quota, not two."""
+    limits = {"rate_limit_requests": 4, "rate_limit_window_seconds": 60, "rate_limit_storage_url": REDIS_URL}
+    async with Api.start(db, **limits) as one, Api.start(db, **limits) as two:
+        token = await one.token(await one.org(), "system/*.cruds")  # a fresh org: a fresh key in Redis
+        a, b = one.client(token), two.client(token)
+        statuses = [(await (a if i % 2 else b).get("/v1/clients")).status_code for i in range(4)]
+        assert statuses == [200] * 4
+        first = await a.get("/v1/clients")
+        assert first.status_code == 429, first.text  # in-process buckets would allow 4 per instance
+        assert first.headers["ratelimit-policy"] == '"perapp";q=4;w=60'
+        t = int(re.fullmatch(r'"perapp";r=0;t=(\d+)', first.headers["ratelimit"]).group(1))
+        assert int(first.headers["retry-after"]) >= t >= 1
+        assert (await b.get("/v1/clients")).status_code == 429
+
+
+async def test_unreachable_redis_falls_back_to_per_instance_buckets(db):
+    limits = {"rate_limit_requests": 2, "rate_limit_window_seconds": 60,
+              "rate_limit_storage_url": "redis://127.0.0.1:9/0"}  # nothing listens on the discard port
+    async with Api.start(db, **limits) as api:
+        c = api.client(await api.token(await api.org(), "system/*.cruds"))
+        assert [(await c.get("/v1/clients")).status_code for _ in range(3)] == [200, 200, 429]

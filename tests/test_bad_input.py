@@ -98,3 +98,103 @@ async def test_null_for_required_field_on_patch(api):
     r = await c.post("/v1/clients", json={"display_name": "A"})
     p = await c.patch(f"/v1/clients/{r.json()['id']}", json={"display_name": None})
     assert p.status_code == 422
+
+
+# ------------------------------------------------------------ the rest of security.md section 7
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("collection", "field", "value"), [
+    ("strengths", "evidence", _nested(40)),  # deeper than the JSON depth limit, inside a field
+    ("strengths", "evidence", ["x"] * 100_000),  # a long list: maxItems
+    ("clients", "identifiers", [{"system": "s", "value": str(i)} for i in range(21)]),
+    ("clients", "display_name", "x" * 501),  # maxLength
+    ("clients", "preferred_future", "x" * 10_001),
+    ("measurements", "value", 10**30),  # beyond any column
+    ("milestones", "sequence", 2**70),  # beyond int64
+    ("measurements", "observed_at", "10000-01-01T00:00:00Z"),  # year 10000
+    ("measurements", "observed_at", "0000-01-01T00:00:00Z"),  # year 0
+    ("measurements", "observed_at", "infinity"),
+    ("measurements", "observed_at", "2026-01-01T23:59:60Z"),  # leap second
+    ("measurements", "observed_at", 1767225600),  # a number is not an RFC 3339 time
+    ("clients", "birth_date", "1899-12-31"),  # outside the declared years
+    ("clients", "birth_date", "9999-12-31"),
+])
+async def test_limits_and_out_of_range_values(api, collection, field, value):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = await body_for(c, collection)
+    before = await counts(api)
+    body[field] = value
+    r = await c.post(f"/v1/{collection}", content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert r.status_code in (413, 422), r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert await counts(api) == before
+
+
+async def test_1e400_is_refused(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = await body_for(c, "measurements")
+    before = await counts(api)
+    raw = json.dumps({**body, "value": 0}).replace('"value": 0', '"value": 1e400').encode()
+    r = await c.post("/v1/measurements", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert await counts(api) == before
+
+
+async def test_deep_nesting_is_a_422_naming_the_limit(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.post("/v1/clients", content=json.dumps({"display_name": "A", "x": _nested(33)}),
+                     headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["code"] == "too_deep"
+    assert await counts(api) == before
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/clients/not-a-uuid", "/v1/clients/..%2F..%2Fetc", "/v1/clients/%00", "/v1/clients/1' OR '1'='1",
+    "/v1/clients?status=active;DROP TABLE clients", "/v1/clients?limit=-1", "/v1/clients?limit=100000000000000",
+    "/v1/clients?cursor=djE6AAAAAAAAAAAAAAAAAAAAAA==", "/v1/clients?cursor=tampered", "/v1/clients?identifier=nopipe",
+    "/v1/changes?since=Y2YxAAAA", "/v1/changes?types=client;DROP", "/v1/audit-events?cursor=abc",
+    "/v1/clients?updated_since=2026-01-01T00:00:00", "/v1/clients?updated_since=1767225600",
+])
+async def test_bad_paths_and_queries(api, path):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL + " system/AuditEvent.s"))
+    before = await counts(api)
+    r = await c.get(path)
+    assert r.status_code in (400, 404, 422), (path, r.status_code, r.text)
+    assert r.headers["content-type"] == "application/problem+json"
+    assert await counts(api) == before
+
+
+@pytest.mark.parametrize("key", [b"k" * 256, b"caf\xe9", b"a\x01b", b""])
+async def test_bad_idempotency_keys_are_400(api, key):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.post("/v1/clients", json={"display_name": "A"}, headers={"Idempotency-Key": key})
+    assert r.status_code == 400, r.text
+    assert await counts(api) == before
+
+
+async def test_another_organizations_id_is_404_and_untouched(api):
+    mine, theirs = await api.org("Mine"), await api.org("Theirs")
+    me = api.client(await api.token(mine, ALL))
+    them = api.client(await api.token(theirs, ALL))
+    record = (await them.post("/v1/clients", json={"display_name": "Theirs"})).json()
+    before = await counts(api)
+    url = f"/v1/clients/{record['id']}"
+    for call in (me.get(url), me.patch(url, json={"status": "paused"}), me.delete(url)):
+        r = await call
+        assert r.status_code == 404, r.text
+    assert await counts(api) == before
+    assert (await them.get(f"/v1/clients/{record['id']}")).json()["version"] == 1

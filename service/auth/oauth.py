@@ -182,6 +182,7 @@ TOKEN_FORM = {
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
+                    "additionalProperties": {"type": "string"},  # RFC 6749 3.2: unknown parameters are ignored
                     "required": ["grant_type"],
                     "properties": {
                         "grant_type": {"type": "string", "enum": GRANT_TYPES},
@@ -256,6 +257,7 @@ AUTH_FORM = {
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
+                    "additionalProperties": {"type": "string"},  # RFC 6749 3.2: unknown parameters are ignored
                     "required": ["token"],
                     "properties": {
                         "token": {"type": "string"},

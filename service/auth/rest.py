@@ -56,7 +56,7 @@ async def authenticate(request: Request, token: Annotated[str | None, Depends(be
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
     if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
-        request.state.ratelimit = limiter.check(principal.org_id, principal.app_id)
+        request.state.ratelimit = await limiter.enforce(principal.org_id, principal.app_id)
     return principal
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from service.errors import Conflict, MalformedRequest, RuleViolation
 
 KEY_HEADER = "Idempotency-Key"
 MAX_KEY = 255
+KEY_PATTERN = re.compile(r"[ -~]{1,255}")  # as declared in OpenAPI (service.collections.rest)
 TTL_HOURS = 24
 REPLAYED_HEADERS = ("location", "etag", "content-type")
 
@@ -46,8 +48,8 @@ def key_of(request: Request) -> str | None:
     key = request.headers.get(KEY_HEADER)
     if key is None:
         return None
-    if not key or len(key) > MAX_KEY or not key.isprintable():
-        raise MalformedRequest(f"{KEY_HEADER} must be 1 to {MAX_KEY} printable characters")
+    if not KEY_PATTERN.fullmatch(key):
+        raise MalformedRequest(f"{KEY_HEADER} must be 1 to {MAX_KEY} printable ASCII characters")
     return key
 
 

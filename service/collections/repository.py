@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from fastapi import Query
 from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import cursors
 from service.auth.principal import Principal
 from service.db import driver
 from service.errors import ValidationFailed
@@ -59,17 +60,21 @@ class CompiledRead:
 
 
 def encode_cursor(last_id: UUID) -> str:
-    return base64.urlsafe_b64encode(b"v1:" + last_id.bytes).decode().rstrip("=")
+    return cursors.RECORDS.encode(last_id.bytes)
 
 
-def decode_cursor(cursor: str) -> UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if not raw.startswith(b"v1:") or len(raw) != 19:
-            raise ValueError
-        return UUID(bytes=raw[3:])
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailed.on("cursor", "The cursor is not one this service issued", "invalid_cursor") from exc
+def decode_cursor(cursor: str, field: str = "cursor") -> UUID:
+    return UUID(bytes=cursors.RECORDS.decode(cursor, field)[0])
+
+
+# system|value: a system without "|", a value, no NUL (PostgreSQL text cannot hold it).
+IDENTIFIER_PATTERN = r"^[^|\x00]+\|[^\x00]+$"
+
+
+def identifier_query(name: str, *, required: bool = False, description: str = "system|value") -> Any:
+    """The ``identifier`` / ``external_id`` query parameter, declared once with its shape."""
+    return Query(... if required else None, alias=name, max_length=1000, description=description,
+                 json_schema_extra={"pattern": IDENTIFIER_PATTERN})
 
 
 def parse_identifier(value: str, field: str = "external_id") -> tuple[str, str]:

@@ -11,18 +11,18 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, create_model
+from pydantic import BaseModel, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service import audit, cursors
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import parse_identifier
-from service.collections.types import Out
+from service.collections.repository import identifier_query, parse_identifier
+from service.collections.types import Out, Timestamp
 from service.db import set_tenant
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
@@ -59,7 +59,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)"),
+    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
+           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
 ]
 
 
@@ -101,13 +102,13 @@ def _list_filters(coll: Collection) -> Any:
         inspect.Parameter("limit", inspect.Parameter.KEYWORD_ONLY, annotation=int,
                           default=Query(50, ge=1, le=500, description="Page size (max 500)")),
         inspect.Parameter("cursor", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                          default=Query(None, max_length=200, description="Opaque cursor from next_cursor")),
-        inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=AwareDatetime | None,
+                          default=cursors.RECORDS.query()),
+        inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=Timestamp | None,
                           default=Query(None)),
     ]
     ext_name = "identifier" if coll.name == "clients" else "external_id"
     params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                                    default=Query(None, max_length=1000, description="system|value")))
+                                    default=identifier_query(ext_name)))
     if coll.client_owned:
         params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
                                         default=Query(None)))
@@ -130,9 +131,11 @@ def _list_filters(coll: Collection) -> Any:
 
 def _include_param(coll: Collection) -> Any:
     allowed = sorted(n.replace("-", "_") for n in coll.children)
+    names = "|".join(allowed)
 
     async def include(
-        include: str | None = Query(None, max_length=500, description=f"Comma-separated: {', '.join(allowed)}"),
+        include: str | None = Query(None, max_length=500, description=f"Comma-separated: {', '.join(allowed)}",
+                                    json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"}),
     ) -> list[str]:
         if not include:
             return []
@@ -216,7 +219,7 @@ def collection_router(coll: Collection) -> APIRouter:
     )
 
     ext_name = "identifier" if coll.name == "clients" else "external_id"
-    ext_query = Query(alias=ext_name, max_length=1000, description="system|value (for measurements: source|id)")
+    ext_query = identifier_query(ext_name, required=True, description="system|value (for measurements: source|id)")
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]
                             identifier: str = ext_query, if_match: IfMatch = None) -> Response:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,11 +14,14 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     Strict,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
 
 
 def _storable(value: str) -> str:
@@ -30,16 +35,63 @@ def _storable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, Strict(), StringConstraints(max_length=10_000), AfterValidator(_storable)]
+@dataclass(frozen=True)
+class Declared:
+    """Adds JSON Schema keywords to a type's schema: what a validator of this module checks, declared in
+    OpenAPI so that clients (and fuzzers) know it."""
+
+    keywords: tuple[tuple[str, Any], ...]
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(dict(self.keywords))
+        return schema
+
+
+def declared(**keywords: Any) -> Declared:
+    return Declared(tuple(keywords.items()))
+
+
+NO_NUL = declared(pattern=r"^[^\x00]*$")
+
+Text = Annotated[str, Strict(), StringConstraints(max_length=10_000), AfterValidator(_storable), NO_NUL]
 RequiredText = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=10_000), AfterValidator(_storable)
+    str, Strict(), StringConstraints(min_length=1, max_length=10_000), AfterValidator(_storable), NO_NUL
 ]
-ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=500), AfterValidator(_storable)]
-Timestamp = Annotated[AwareDatetime, Field(description="RFC 3339 date-time with a time zone offset")]
-Day = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2200, 12, 31))]
+ShortText = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=500), AfterValidator(_storable), NO_NUL
+]
+
+
+def _rfc3339_only(value: Any) -> Any:
+    """Dates and times arrive as RFC 3339 strings only (pydantic would read a number as Unix time)."""
+    if isinstance(value, (int, float)) or isinstance(value, str) and not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 string (YYYY-MM-DD...)")
+    return value
+
+
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+def _year_bounds(value: Any) -> Any:
+    if not 1900 <= value.year <= 2200:
+        raise ValueError("must be in the years 1900 to 2200")
+    return value
+
+
+YEARS = declared(pattern=r"^(19[0-9][0-9]|2[01][0-9][0-9]|2200)-")
+# Years 1900 to 2200 (as written, before any offset): bounds declared as a pattern, since JSON Schema
+# bounds only numbers; beyond them PostgreSQL and Python disagree on what a time can be.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_year_bounds), YEARS,
+                      Field(description="RFC 3339 date-time with a time zone offset")]
+Day = Annotated[date, BeforeValidator(_rfc3339_only), AfterValidator(_year_bounds), YEARS]
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
-SmallInt = Annotated[int, Strict(), Field(ge=-32768, le=32767)]
-Rating = Annotated[int, Strict(), Field(ge=0, le=10)]
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; strings and booleans stay refused (Strict)."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**53 else value
+
+
+SmallInt = Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=-32768, le=32767)]
+Rating = Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=0, le=10)]
 Flag = Annotated[bool, Strict()]
 
 

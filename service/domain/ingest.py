@@ -179,6 +179,13 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
 Ingester = Annotated[Principal, needs("Measurement", "c")]
 
 
+def _uuid_or_none(value: Any) -> UUID | None:
+    try:
+        return UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 @router.post("/batch", response_model=BatchOut, operation_id="create_measurements_batch",
              summary="Post up to 1,000 measurements; each item gets its own result",
              responses=problems(400, 401, 403, 409, 413, 415, 422))
@@ -188,6 +195,7 @@ async def post_batch(body: BatchIn, who: Ingester, db: Db, request: Request,
         return JSONOut({"results": await ingest(db, who, body.measurements)}, headers=NO_STORE)
 
     def client_ids(response: Response) -> list[Any]:
-        return list({m.get("client_id") for m in body.measurements if isinstance(m.get("client_id"), str)})
+        # Items are validated one by one, so the raw body may name anything: keep only what is a client id.
+        return list({cid for m in body.measurements if (cid := _uuid_or_none(m.get("client_id"))) is not None})
 
     return await idempotent(request, db, who, run, client_ids=client_ids)

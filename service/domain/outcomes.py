@@ -14,7 +14,16 @@ from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, register
 from service.collections.schemas import schemas
-from service.collections.types import ExternalIds, Finite, RequiredText, ShortText, Strict, Text, Timestamp
+from service.collections.types import (
+    ExternalIds,
+    Finite,
+    RequiredText,
+    ShortText,
+    SmallInt,
+    Strict,
+    Text,
+    Timestamp,
+)
 from service.domain.enums import AlertStatus, Direction, Instrument, MarkerKind
 from service.domain.instruments import INSTRUMENTS
 from service.errors import RuleViolation, ValidationFailed, field_error
@@ -39,7 +48,7 @@ class MeasurementIn(Strict):
     client_id: UUID
     marker_id: UUID
     value: Finite | None = Field(default=None, description="For instruments, the total (computed if omitted)")
-    items: list[int] | None = Field(default=None, max_length=50,
+    items: list[SmallInt] | None = Field(default=None, max_length=50,
                                     description="Instrument item responses, in item order")
     observed_at: Timestamp
     source: ShortText | None = Field(default=None, description="The system that observed it (the id's namespace)")

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.security import SecurityScopes
 
+from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import authenticate
 from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
@@ -211,15 +212,20 @@ def search_params(fhir_type: str) -> list[tuple[str, str]]:
     return COMMON_PARAMS + SEARCH_PARAMS[fhir_type]
 
 
+# Declared in OpenAPI and checked by the parsers below, so that both say the same.
+_DATE = (r"^(eq|ne|gt|lt|ge|le)?(19|20|21)[0-9]{2}(-(0[1-9]|1[0-2])(-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3])"
+         r":[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))?)?)?$")
+_TOKEN = r"[^|,\x00]+\|[^|,\x00]+"
+PATTERNS = {"_count": r"^0*[1-9][0-9]{0,8}$", "_cursor": cursors.FHIR.pattern, "_sort": r"^-?date$",
+            "identifier": f"^({_TOKEN}(,{_TOKEN})*)?$", "_lastUpdated": _DATE, "date": _DATE}
+CONDITION = re.compile(r"^\??identifier=[A-Za-z0-9._:/~-]+\|[A-Za-z0-9._:/~-]+$")
+
+
 def _count(params: dict[str, list[str]]) -> int:
     raw = params.get("_count", [str(search.DEFAULT_COUNT)])[-1]
-    try:
-        count = int(raw)
-    except ValueError:
-        raise search.BadSearch("_count must be a whole number") from None
-    if count < 1:
-        raise search.BadSearch("_count must be at least 1")
-    return min(count, search.MAX_COUNT)
+    if not re.match(PATTERNS["_count"], raw):
+        raise search.BadSearch("_count must be a whole number, at least 1")
+    return min(int(raw), search.MAX_COUNT)
 
 
 async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) -> Response:
@@ -267,6 +273,14 @@ def _cursor_of(params: dict[str, list[str]]) -> list[tuple[str, str]]:
     return [("_cursor", params["_cursor"][-1])] if "_cursor" in params else []
 
 
+def _declared(name: str) -> dict[str, Any] | None:
+    if name not in PATTERNS:
+        return None
+    if name in REPEATABLE:
+        return {"items": {"type": "string", "pattern": PATTERNS[name]}}
+    return {"pattern": PATTERNS[name]}
+
+
 def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
     """Declare the search parameters for OpenAPI (they are parsed from the query string, repeats included)."""
     sig = inspect.signature(endpoint)
@@ -274,7 +288,7 @@ def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
         inspect.Parameter(f"p_{name.replace('-', '_')}", inspect.Parameter.KEYWORD_ONLY,
                           annotation=list[str] | None if name in REPEATABLE else str | None,
                           default=Query(None, alias=name, description=desc, max_length=None if name in REPEATABLE
-                                        else 2000))
+                                        else 2000, json_schema_extra=_declared(name)))
         for name, desc in params
     ]
 
@@ -408,13 +422,13 @@ def fhir_router() -> APIRouter:
 
 
 IfNoneExist = Annotated[str | None, Header(
-    alias="If-None-Exist", max_length=1000,
+    alias="If-None-Exist", max_length=1000, json_schema_extra={"pattern": CONDITION.pattern},
     description="Conditional create: identifier=system|value; a match is answered 200 and nothing is created")]
 
 
 def _condition(header: str) -> str:
     pairs = parse_qsl(header.removeprefix("?"), keep_blank_values=True)
-    if len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
+    if not CONDITION.match(header) or len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
         raise search.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
     return pairs[0][1]
 

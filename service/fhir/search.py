@@ -8,9 +8,7 @@ Every part starts from ``readable()``: the organization (and patient) of the tok
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,13 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import False_
 from sqlalchemy.types import Integer
 
+from service import cursors
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.repository import readable
 from service.collections.service import serialize
 from service.domain.enums import AlertStatus, GoalLifecycle
 from service.domain.instruments import INSTRUMENTS
-from service.errors import MalformedRequest
+from service.errors import MalformedRequest, ValidationFailed
 from service.fhir import codes as c
 from service.fhir.mapping import OBSERVATION_KINDS, parse_observation_id
 from service.models import ExternalId
@@ -164,17 +163,22 @@ class Page:
     next_cursor: str | None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROS = (-62135596800 * 10**6, 253402300799 * 10**6)  # years 1 to 9999
+
+
 def encode_cursor(key: tuple[Any, int, UUID]) -> str:
-    raw = json.dumps([key[0].isoformat(), key[1], str(key[2])]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    micros = (key[0] - _EPOCH) // timedelta(microseconds=1)
+    return cursors.FHIR.encode(micros, key[1], key[2].bytes)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int, UUID]:
     try:
-        d, k, i = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(d), int(k), UUID(i)
-    except (ValueError, TypeError) as exc:
+        micros, k, i = cursors.FHIR.decode(cursor, "_cursor")
+    except ValidationFailed as exc:
         raise BadSearch("_cursor: not a cursor this server issued") from exc
+    micros = min(max(micros, _MICROS[0]), _MICROS[1])
+    return _EPOCH + timedelta(microseconds=micros), int(k), UUID(bytes=i)
 
 
 async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count: int, cursor: str | None,

@@ -3,17 +3,16 @@
 (No ``from __future__ import annotations`` here: FastAPI must see the real parameter types.)
 """
 
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 
 from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.rest import Db, problems
+from service.collections.types import Day, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.progress import chart, summary
 from service.progress import service as progress
@@ -48,9 +47,9 @@ async def read_progress(client_id: UUID, who: Reader, db: Db, request: Request,
 )
 async def read_caseload(
     who: Searcher, db: Db, request: Request,
-    client_id: Annotated[list[UUID] | None, Query(max_length=5000, description="Restrict to these clients")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Period start (default 30 days ago)")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Period end (default now)")] = None,
+    client_id: Annotated[list[UUID] | None, Query(max_length=100, description="At most 100 clients")] = None,
+    since: Annotated[Timestamp | None, Query(description="Period start (default 30 days ago)")] = None,
+    until: Annotated[Timestamp | None, Query(description="Period end (default now)")] = None,
     stale_days: Annotated[int | None, Query(ge=1, le=3650, description="Stale after (default 14 days)")] = None,
     off_track_days: OffTrackDays = None,
 ) -> Response:
@@ -72,7 +71,7 @@ async def read_caseload(
 )
 async def read_summary(
     client_id: UUID, who: Reader, db: Db, request: Request,
-    since: Annotated[date | None, Query(description="Progress since this date (default 30 days ago)")] = None,
+    since: Annotated[Day | None, Query(description="Progress since this date (default 30 days ago)")] = None,
 ) -> Response:
     audit.seen("Progress", client_id, client_id)
     result = await summary.clinical_summary(db, who, client_id, since=since,
@@ -92,8 +91,8 @@ SVG_RESPONSE = {200: {"description": "An accessible SVG chart", "content": {"ima
 async def read_chart(
     client_id: UUID, who: Reader, db: Db,
     marker_id: Annotated[UUID | None, Query(description="The marker to chart (default: the first goal's)")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="From (default: the first measurement)")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="To (default: the last measurement)")] = None,
+    since: Annotated[Timestamp | None, Query(description="From (default: the first measurement)")] = None,
+    until: Annotated[Timestamp | None, Query(description="To (default: the last measurement)")] = None,
 ) -> Response:
     audit.seen("Progress", client_id, client_id)
     svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)

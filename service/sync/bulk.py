@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -37,14 +37,14 @@ from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import parse_identifier, readable
 from service.collections.rest import problems
-from service.collections.types import uuid7
+from service.collections.types import Timestamp, uuid7
 from service.db import driver, set_tenant
 from service.domain.outcomes import measurements, open_alert_for, risk_reasons
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
 from service.models.base import Base
 from service.problems import validation_problem
-from service.sync.changes import readable_types
+from service.sync.changes import readable_types, types_query
 
 router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
 NDJSON = "application/x-ndjson"
@@ -473,8 +473,8 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
             responses={**NDJSON_OUT, **problems(400, 401, 403, 422)})
 async def bulk_export(
     request: Request, who: Exporter,
-    types: str | None = Query(None, max_length=500, description="Comma-separated types; default all readable"),
-    since: AwareDatetime | None = Query(None, description="Only records updated at or after this time"),
+    types: str | None = types_query("Comma-separated types; default all readable"),
+    since: Timestamp | None = Query(None, description="Only records updated at or after this time"),
 ) -> StreamingResponse:
     audit.set_action("export")
     chosen = readable_types(who, types)

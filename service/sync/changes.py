@@ -7,13 +7,12 @@ holds the feed back instead of being skipped: ids are assigned in start order, n
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from service import audit
+from service import audit, cursors
 from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
@@ -54,19 +53,21 @@ class ChangePage(Out):
 
 
 def encode(txid: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"c1:{txid}:{seq}".encode()).decode().rstrip("=")
+    return cursors.CHANGES.encode(txid, seq)
 
 
 def decode(cursor: str | None) -> tuple[int, int]:
     if not cursor:
         return (0, 0)
-    try:
-        tag, txid, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":")
-        if tag != "c1":
-            raise ValueError
-        return int(txid), int(seq)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.on("since", "The cursor is not one this service issued", "invalid_cursor") from exc
+    txid, seq = cursors.CHANGES.decode(cursor, "since")
+    return txid, seq
+
+
+def types_query(description: str) -> Any:
+    """``types``: comma-separated change-feed type names, declared as exactly that."""
+    names = "|".join(sorted(c.type_name for c in REGISTRY.values()))
+    return Query(None, max_length=500, description=description,
+                 json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})
 
 
 def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[Collection]:
@@ -94,8 +95,8 @@ Reader = Annotated[Principal, needs_any("s")]
             responses=problems(400, 401, 403, 422))
 async def list_changes(
     who: Reader, db: Db,
-    since: str | None = Query(None, max_length=200, description="next_cursor of the previous page"),
-    types: str | None = Query(None, max_length=500, description="Comma-separated types, e.g. strength,goal"),
+    since: str | None = cursors.CHANGES.query("next_cursor of the previous page"),
+    types: str | None = types_query("Comma-separated types, e.g. strength,goal"),
     limit: int = Query(500, ge=1, le=1000),
 ) -> Response:
     chosen = readable_types(who, types)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import Field
 from sqlalchemy import func, insert, select, tuple_, update
 
+from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.auth.scopes import required_scope
@@ -36,9 +37,11 @@ DELIVERIES = WebhookDelivery.__table__
 OUTBOX = WebhookEvent.__table__
 RESOURCE = "Webhook"
 
-Url = Annotated[str, Field(min_length=8, max_length=2000, description="https:// endpoint (public address)")]
-Events = Annotated[list[str], Field(min_length=1, max_length=100, description="e.g. strength.updated, "
-                                                                              "safety_alert.opened")]
+Url = Annotated[str, Field(min_length=8, max_length=2000, description="https:// endpoint (public address; "
+                           "refused with 422 when it does not resolve to one)",
+                           json_schema_extra={"pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?([/?#][!-~]*)?$"})]
+Events = Annotated[list[Annotated[str, Field(json_schema_extra={"enum": event_names()})]],
+                   Field(min_length=1, max_length=100, description="e.g. strength.updated, safety_alert.opened")]
 
 
 class WebhookSubscriptionIn(Strict):
@@ -107,7 +110,7 @@ Updater = Annotated[Principal, needs(RESOURCE, "u")]
 Deleter = Annotated[Principal, needs(RESOURCE, "d")]
 IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")]
-Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor from next_cursor")]
+Cursor = Annotated[str | None, cursors.RECORDS.query(annotated=True)]
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["Webhooks"], route_class=StrictRoute)
 

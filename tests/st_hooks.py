@@ -1,0 +1,34 @@
+"""Schemathesis hooks for the run against the live server (``SCHEMATHESIS_HOOKS=tests.st_hooks``); the
+in-process test (tests/test_audit_fuzz.py) imports the same serializer.
+
+- NDJSON bodies (bulk import) are sent as the generated text;
+- an ``Idempotency-Key`` names one request: the fuzzer reuses the same few keys with different bodies,
+  which the contract answers with 422, so each generated key gets a unique suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import schemathesis
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson(ctx: Any, value: Any) -> bytes:
+    """Bulk import bodies: the generated text as it is (a non-string, in negative cases, as JSON)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else json.dumps(value).encode()
+
+
+def unique_key(key: Any) -> Any:
+    if isinstance(key, str) and 0 < len(key) <= 200 and key.isascii() and key.isprintable():
+        return f"{key}-{uuid.uuid4().hex}"
+    return key
+
+
+@schemathesis.hook("map_headers")
+def unique_idempotency_keys(ctx: Any, headers: Any) -> Any:
+    if headers and "Idempotency-Key" in headers:
+        headers["Idempotency-Key"] = unique_key(headers["Idempotency-Key"])
+    return headers
