@@ -198,3 +198,14 @@ async def test_another_organizations_id_is_404_and_untouched(api):
         assert r.status_code == 404, r.text
     assert await counts(api) == before
     assert (await them.get(f"/v1/clients/{record['id']}")).json()["version"] == 1
+
+
+async def test_upsert_identifier_that_does_not_fit_the_body_is_422_not_500(api):
+    """Found by the live schemathesis run: the query's identifier joins the body's, and failed validation."""
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.put("/v1/clients", params={"identifier": "mrn|" + "x" * 600}, json={"display_name": "A"})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_identifier"
+    assert await counts(api) == before
