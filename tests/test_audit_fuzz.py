@@ -68,7 +68,9 @@ def fuzz(server: TestServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
     port = sock.getsockname()[1]
     sock.close()
     base = f"http://127.0.0.1:{port}"
-    app = create_app(db.settings(rate_limit_requests=0, webhooks_allow_private_targets=True))
+    # Tokens outlive the run (the 100-example run takes longer than the default 15 min).
+    app = create_app(db.settings(rate_limit_requests=0, webhooks_allow_private_targets=True,
+                                 token_ttl_seconds=4 * 3600))
     srv = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -198,3 +198,23 @@ async def test_another_organizations_id_is_404_and_untouched(api):
         assert r.status_code == 404, r.text
     assert await counts(api) == before
     assert (await them.get(f"/v1/clients/{record['id']}")).json()["version"] == 1
+
+
+async def test_upsert_identifier_that_does_not_fit_the_body_is_422_not_500(api):
+    """Found by the live schemathesis run: the query's identifier joins the body's, and failed validation."""
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.put("/v1/clients", params={"identifier": "mrn|" + "x" * 600}, json={"display_name": "A"})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_identifier"
+    assert await counts(api) == before
+
+
+async def test_graphql_progress_summary_bounds_are_bad_user_input(api):
+    """Found by schemathesis' GraphQL mode: staleDays -2147483648 overflowed a PostgreSQL interval (a 500)."""
+    org = await api.org()
+    c = api.client(await api.token(org, ALL + " system/Progress.s"))
+    r = await c.post("/graphql", json={"query": "{ progressSummary(staleDays: -2147483648) { clients } }"})
+    assert r.status_code == 200, r.text
+    assert [e["extensions"]["code"] for e in r.json()["errors"]] == ["BAD_USER_INPUT"]

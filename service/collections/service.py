@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import ARRAY, Select, Uuid, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -424,7 +424,13 @@ async def upsert(
     if claimed is not None:
         if if_match not in (None, "*"):
             raise PreconditionFailed("No record has this identifier yet")
-        return await create(conn, who, coll, coll.create.model_validate(payload), record_id=new_id), True
+        try:  # the identifier joins the body's own: it may make the list too long or hold too long a value
+            body = coll.create.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValidationFailed.on(coll.ext_field, f"With the identifier from the query: {first['msg']}",
+                                      "invalid_identifier") from None
+        return await create(conn, who, coll, body, record_id=new_id), True
     record_id = (await conn.execute(_OWNER, claim)).scalar_one()
     current = await fetch(conn, who, coll, record_id, for_update=True)
     check_if_match(if_match, current.version)

@@ -59,6 +59,10 @@ async def caseload_summary(
     """The token's organization (or patient), optionally restricted to ``client_ids``: one statement."""
     if since and until and since > until:
         raise ValidationFailed.on("since", "since is after until", "since_after_until")
+    # The same bounds REST declares on its query (1..3650); GraphQL reaches here with any Int (found by fuzzing).
+    for name, days in (("stale_days", stale_days), ("off_track_days", off_track_days)):
+        if not 1 <= days <= 3650:
+            raise ValidationFailed.on(name, "must be between 1 and 3650 days", "out_of_range")
     params: dict[str, Any] = {
         "org": who.org_id, "since": since, "until": until, "stale_days": stale_days, "off_days": off_track_days,
         **sql.instrument_params(),
