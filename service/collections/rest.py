@@ -11,7 +11,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import audit, cursors
@@ -149,6 +149,17 @@ def _include_param(coll: Collection) -> Any:
     return include
 
 
+def _with_included(coll: Collection) -> type[BaseModel]:
+    """The read response: the record, and each ``?include=`` child list under its key when asked for."""
+    if not coll.children:
+        return coll.out
+    fields: dict[str, Any] = {}
+    for name in coll.children:
+        child = REGISTRY[name]
+        fields[child.key] = (list[child.out], Field(None, description=f"With ?include={child.key}"))  # type: ignore[name-defined]
+    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
+
+
 def collection_router(coll: Collection) -> APIRouter:
     router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
     Creator = Annotated[Principal, needs(coll.resource, "c")]
@@ -204,7 +215,7 @@ def collection_router(coll: Collection) -> APIRouter:
         return record_response(record)
 
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=coll.out,
+        f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
 

@@ -40,7 +40,9 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
     data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
     deleted_at = data.pop("deleted_at", None)
     data.pop("org_id", None)
-    data[coll.ext_field] = data.pop("external_ids", None) or []
+    external_ids = data.pop("external_ids", None)
+    if coll.ext_field in coll.out.model_fields:  # measurements have a single (source, external_id) instead
+        data[coll.ext_field] = external_ids or []
     if coll.to_out:
         data = coll.to_out(data)
     audit.seen(coll.resource, data.get("id"), data.get("id") if coll.name == "clients" else data.get("client_id"))
