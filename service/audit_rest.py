@@ -13,6 +13,7 @@ from sqlalchemy import select
 from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import needs
+from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
 from service.collections.types import Out, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
@@ -94,10 +95,7 @@ async def list_audit_events(
         stmt = stmt.where(t.c.at < until)
     if cursor:
         stmt = stmt.where(t.c.seq > decode_seq(cursor))
-    rows = (await db.execute(stmt.order_by(t.c.seq).limit(limit + 1))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_seq(rows[-1].seq) if more and rows else None
+    rows, next_cursor = await fetch_page(db, stmt.order_by(t.c.seq), limit, lambda r: encode_seq(r.seq))
     headers = dict(NO_STORE)
     if next_cursor:
         url = request.url.include_query_params(cursor=next_cursor)

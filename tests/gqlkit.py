@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench.workloads import GRAPHQL_DASHBOARD
 from tests.harness import Api, AuthedClient, Org
 
 ALL = "system/*.cruds"
@@ -61,23 +62,7 @@ async def one_of_each(api: Api, org: Org) -> dict[str, str]:
     return ids
 
 
-DASHBOARD = """
-query Dashboard($n: Int!, $after: String) {
-  clients(first: $n, after: $after) {
-    edges { node {
-      id displayName status
-      strengths(first: 10) { edges { node { label domain status } } }
-      goals(first: 10) { edges { node {
-        description lifecycle achievement
-        strengths { label }
-        milestones(first: 10) { edges { node { title status sequence } } }
-      } } }
-      outcomeMarkers(first: 10) { edges { node { name unit direction latestMeasurement { value observedAt } } } }
-    } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
+DASHBOARD = GRAPHQL_DASHBOARD  # one query text: the bench measures what the tests check (W2)
 
 
 async def seed_caseload(api: Api, org: Org, n: int = 20) -> list[str]:

@@ -63,6 +63,16 @@ def encode_cursor(last_id: UUID) -> str:
     return cursors.RECORDS.encode(last_id.bytes)
 
 
+async def fetch_page(conn: AsyncConnection, stmt: Select[Any], limit: int,
+                     cursor_of: Callable[[Any], str]) -> tuple[list[Any], str | None]:
+    """Up to ``limit`` rows of the ordered ``stmt`` (one more is read to learn whether others follow), and the
+    cursor of the last row returned when they do."""
+    rows = (await conn.execute(stmt.limit(limit + 1))).all()
+    if len(rows) > limit and limit:
+        return rows[:limit], cursor_of(rows[limit - 1])
+    return rows[:limit], None
+
+
 def decode_cursor(cursor: str, field: str = "cursor") -> UUID:
     return UUID(bytes=cursors.RECORDS.decode(cursor, field)[0])
 

@@ -24,6 +24,7 @@ from service.collections.repository import (
     CompiledRead,
     decode_cursor,
     encode_cursor,
+    fetch_page,
     param,
     parse_identifier,
     readable,
@@ -111,7 +112,7 @@ async def children(
 
 
 def list_statement(
-    who: Principal, coll: Collection, *, filters: dict[str, Any], limit: int, cursor: str | None
+    who: Principal, coll: Collection, *, filters: dict[str, Any], cursor: str | None
 ) -> Select[Any]:
     table = coll.table
     stmt = readable(table, who).where(table.c.deleted_at.is_(None))
@@ -135,17 +136,15 @@ def list_statement(
             stmt = stmt.where(table.c[name] == value)
     if cursor:
         stmt = stmt.where(table.c.id > decode_cursor(cursor))
-    return stmt.order_by(table.c.id).limit(limit + 1)
+    return stmt.order_by(table.c.id)
 
 
 async def list_page(
     conn: AsyncConnection, who: Principal, coll: Collection, *, filters: dict[str, Any], limit: int,
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    rows = (await conn.execute(list_statement(who, coll, filters=filters, limit=limit, cursor=cursor))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
+    stmt = list_statement(who, coll, filters=filters, cursor=cursor)
+    rows, next_cursor = await fetch_page(conn, stmt, limit, lambda r: encode_cursor(r.id))
     return [serialize(coll, r) for r in rows], next_cursor
 
 

@@ -21,7 +21,7 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.auth.scopes import required_scope
 from service.collections.idempotency import idempotent
-from service.collections.repository import decode_cursor, encode_cursor
+from service.collections.repository import decode_cursor, encode_cursor, fetch_page
 from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
 from service.collections.service import check_if_match, fetch_live
 from service.collections.types import Flag, Out, Strict, uuid7
@@ -170,10 +170,7 @@ async def list_subscriptions(who: Searcher, db: Db, limit: Limit = 50, cursor: C
     stmt = select(*COLUMNS).where(SUBS.c.org_id == who.org_id, SUBS.c.deleted_at.is_(None))
     if cursor:
         stmt = stmt.where(SUBS.c.id > decode_cursor(cursor))
-    rows = (await db.execute(stmt.order_by(SUBS.c.id).limit(limit + 1))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
+    rows, next_cursor = await fetch_page(db, stmt.order_by(SUBS.c.id), limit, lambda r: encode_cursor(r.id))
     return JSONOut({"data": [_out(r) for r in rows], "next_cursor": next_cursor}, headers=NO_STORE)
 
 
@@ -242,14 +239,12 @@ async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, 
     if cursor:
         after = select(d.c.created_at, d.c.id).where(d.c.org_id == who.org_id, d.c.id == decode_cursor(cursor))
         stmt = stmt.where(tuple_(d.c.created_at, d.c.id) < after.scalar_subquery())
-    rows = (await db.execute(stmt.order_by(d.c.created_at.desc(), d.c.id.desc()).limit(limit + 1))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = await fetch_page(db, stmt.order_by(d.c.created_at.desc(), d.c.id.desc()), limit,
+                                         lambda r: encode_cursor(r.id))
     data = []
     for r in rows:
         item = dict(r._mapping)
         if item["status"] != "pending":
             item["next_attempt_at"] = None
         data.append(item)
-    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
     return JSONOut({"data": data, "next_cursor": next_cursor}, headers=NO_STORE)
