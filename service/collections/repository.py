@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import cursors
 from service.auth.principal import Principal
+from service.collections.types import storable
 from service.db import driver
 from service.errors import ValidationFailed
 
@@ -89,15 +90,6 @@ def identifier_query(name: str, *, required: bool = False, description: str = "s
 
 def parse_identifier(value: str, field: str = "external_id") -> tuple[str, str]:
     system, sep, ident = value.partition("|")
-    if not sep or not system or not ident or "\x00" in value or not value.isascii() and not _encodable(value):
+    if not sep or not system or not ident or not storable(value):
         raise ValidationFailed.on(field, "Expected system|value", "invalid_identifier")
     return system, ident
-
-
-def _encodable(value: str) -> bool:
-    """No lone surrogate (JSON can carry one; PostgreSQL text cannot)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -24,14 +24,25 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 
 
-def _storable(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8."""
+def unstorable(value: str) -> str | None:
+    """Why PostgreSQL text cannot hold ``value`` (NUL; a lone surrogate, which UTF-8 cannot encode), or None."""
     if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def storable(*texts: str) -> bool:
+    return all(unstorable(t) is None for t in texts)
+
+
+def _storable(value: str) -> str:
+    if (why := unstorable(value)) is not None:
+        raise ValueError(why)
     return value
 
 

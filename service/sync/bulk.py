@@ -37,7 +37,7 @@ from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import parse_identifier, readable
 from service.collections.rest import problems
-from service.collections.types import Timestamp, uuid7
+from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, set_tenant
 from service.domain.outcomes import measurements, open_alert_for, risk_reasons
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
@@ -179,19 +179,11 @@ _CLAIM_ALL = text(
 Key = tuple[str, str, str]  # (collection, system, value)
 
 
-def _storable(*texts: str) -> bool:
-    """Text PostgreSQL can take (no NUL, no lone surrogate): anything else is refused by validation later."""
-    try:
-        return all("\x00" not in t and t.encode("utf-8") is not None for t in texts)
-    except UnicodeEncodeError:
-        return False
-
-
 def _ext_key(target: str, value: Any) -> Key | None:
     """The (collection, system, value) an ``{"external_id": ...}`` reference names, if it is well formed."""
     if isinstance(value, dict) and set(value) == {"external_id"} and isinstance(value["external_id"], str):
         system, sep, ident = value["external_id"].partition("|")
-        if sep and system and ident and _storable(system, ident):
+        if sep and system and ident and storable(system, ident):
             return target, system, ident
     return None
 
@@ -208,7 +200,7 @@ def _raw_refs(coll: Collection, resource: dict[str, Any]) -> list[Key]:
     if isinstance(own, list):
         keys += [(coll.name, i["system"], i["value"]) for i in own
                  if isinstance(i, dict) and isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
-                 and _storable(i["system"], i["value"])]
+                 and storable(i["system"], i["value"])]
     return keys
 
 
@@ -270,7 +262,7 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
         known = {(r.collection, r.system, r.value): r.record_id for r in rows}
     sources = {(str(r.get("source")), str(r.get("external_id"))) for _, c, r in parsed
                if c.name == "measurements" and r.get("source") and r.get("external_id")
-               and _storable(str(r.get("source")), str(r.get("external_id")))}
+               and storable(str(r.get("source")), str(r.get("external_id")))}
     if sources and who.allows("Measurement", "u"):
         pairs = list(sources)
         if (await conn.execute(_KNOWN_MEASUREMENTS, {"org": who.org_id, "sources": [p[0] for p in pairs],
