@@ -61,6 +61,7 @@ class AppContext:
     def reader(self) -> AsyncEngine:
         return self.read_engine or self.engine
     limiter: TokenBucketLimiter | None = None
+    token_limiter: TokenBucketLimiter | None = None  # the OAuth endpoints, per client id (service.auth.oauth)
 
 
 def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -> FastAPI:
@@ -90,7 +91,11 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
                                    read_engine=read_engine,
                                    limiter=make_limiter(settings.rate_limit_requests,
                                                         settings.rate_limit_window_seconds,
-                                                        settings.rate_limit_storage_url))
+                                                        settings.rate_limit_storage_url),
+                                   token_limiter=make_limiter(settings.token_rate_limit_requests,
+                                                              settings.rate_limit_window_seconds,
+                                                              settings.rate_limit_storage_url,
+                                                              policy="oauthclient", who="OAuth client"))
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)

@@ -33,7 +33,9 @@ class Decision:
 
 
 class TokenBucketLimiter:
-    def __init__(self, quota: int, window_seconds: int, clock: object = time.monotonic) -> None:
+    def __init__(self, quota: int, window_seconds: int, clock: object = time.monotonic, *,
+                 policy: str = POLICY, who: str = "app") -> None:
+        self.policy, self.who = policy, who  # the RateLimit policy name; what the quota is counted for
         self.quota = quota
         self.window = window_seconds
         self.rate = quota / window_seconds if window_seconds else 0.0
@@ -61,8 +63,12 @@ class TokenBucketLimiter:
         return Decision(allowed, int(tokens), reset, retry)
 
     def headers(self, d: Decision) -> dict[str, str]:
-        return {"RateLimit-Policy": f'"{POLICY}";q={self.quota};w={self.window}',
-                "RateLimit": f'"{POLICY}";r={d.remaining};t={d.retry_after if not d.allowed else d.reset}'}
+        return {"RateLimit-Policy": f'"{self.policy}";q={self.quota};w={self.window}',
+                "RateLimit": f'"{self.policy}";r={d.remaining};t={d.retry_after if not d.allowed else d.reset}'}
+
+    def refusal(self, headers: dict[str, str], retry_after: int) -> TooManyRequests:
+        return TooManyRequests(f"This {self.who} may make {self.quota} requests per {self.window} s; retry later",
+                               headers={**headers, "Retry-After": str(retry_after)})
 
     async def enforce(self, org_id: object, app_id: str) -> dict[str, str]:
         return self.check(org_id, app_id)
@@ -74,20 +80,19 @@ class TokenBucketLimiter:
         decision = self.take(f"{org_id}:{app_id}")
         headers = self.headers(decision)
         if not decision.allowed:
-            raise TooManyRequests(f"This app may make {self.quota} requests per {self.window} s; retry later",
-                                  headers={**headers, "Retry-After": str(decision.retry_after)})
+            raise self.refusal(headers, decision.retry_after)
         return headers
 
 
 class SharedLimiter(TokenBucketLimiter):
     """The same quota and fields, counted in Redis so that every instance shares it."""
 
-    def __init__(self, url: str, quota: int, window_seconds: int) -> None:
+    def __init__(self, url: str, quota: int, window_seconds: int, *, policy: str = POLICY, who: str = "app") -> None:
         from limits import RateLimitItemPerSecond
         from limits.aio.strategies import SlidingWindowCounterRateLimiter
         from limits.storage import storage_from_string
 
-        super().__init__(quota, window_seconds)
+        super().__init__(quota, window_seconds, policy=policy, who=who)
         scheme = url.split("://", 1)[0]
         self.storage = storage_from_string(url if scheme.startswith("async+") else f"async+{url}")
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
@@ -98,8 +103,8 @@ class SharedLimiter(TokenBucketLimiter):
             return {}
         key = f"{org_id}:{app_id}"
         try:
-            allowed = await self.strategy.hit(self.item, POLICY, key)
-            stats = await self.strategy.get_window_stats(self.item, POLICY, key)
+            allowed = await self.strategy.hit(self.item, self.policy, key)
+            stats = await self.strategy.get_window_stats(self.item, self.policy, key)
         except Exception as exc:  # noqa: BLE001 - the store is down: per-instance buckets, not an outage
             log.warning("shared rate limit store unreachable; using this instance's buckets", error=str(exc))
             return self.check(org_id, app_id)
@@ -107,12 +112,12 @@ class SharedLimiter(TokenBucketLimiter):
         decision = Decision(allowed, max(0, stats.remaining), reset, 0 if allowed else reset)
         headers = self.headers(decision)
         if not allowed:
-            raise TooManyRequests(f"This app may make {self.quota} requests per {self.window} s; retry later",
-                                  headers={**headers, "Retry-After": str(decision.retry_after)})
+            raise self.refusal(headers, decision.retry_after)
         return headers
 
 
-def make_limiter(quota: int, window_seconds: int, storage_url: str | None) -> TokenBucketLimiter:
+def make_limiter(quota: int, window_seconds: int, storage_url: str | None, *,
+                 policy: str = POLICY, who: str = "app") -> TokenBucketLimiter:
     if storage_url and quota > 0 and window_seconds > 0:
-        return SharedLimiter(storage_url, quota, window_seconds)
-    return TokenBucketLimiter(quota, window_seconds)
+        return SharedLimiter(storage_url, quota, window_seconds, policy=policy, who=who)
+    return TokenBucketLimiter(quota, window_seconds, policy=policy, who=who)

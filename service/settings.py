@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins; empty: CORS off")
     rate_limit_requests: int = Field(default=6000, description="Per app per window, per instance; 0: off")
     rate_limit_window_seconds: int = 60
+    token_rate_limit_requests: int = Field(
+        default=600, description="Calls of /oauth/token, /oauth/introspect and /oauth/revoke per client id (per "
+        "address when none is sent) per RATE_LIMIT_WINDOW_SECONDS, failed ones included; 0: off")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing, "
         "and OpenTelemetry is not even imported")

@@ -1,9 +1,9 @@
 """Schemathesis hooks for the run against the live server (``SCHEMATHESIS_HOOKS=tests.st_hooks``); the
-in-process test (tests/test_audit_fuzz.py) imports the same serializer.
+in-process test (tests/test_audit_fuzz.py) imports this module, so both use the same serializer and hook.
 
 - NDJSON bodies (bulk import) are sent as the generated text;
-- an ``Idempotency-Key`` names one request: the fuzzer reuses the same few keys with different bodies,
-  which the contract answers with 422, so each generated key gets a unique suffix.
+- an ``Idempotency-Key`` names one request (IETF httpapi draft): the fuzzer reuses the same few keys with
+  different bodies, which the contract answers with 422, so each call's key gets a unique suffix.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def unique_key(key: Any) -> Any:
     return key
 
 
-@schemathesis.hook("map_headers")
-def unique_idempotency_keys(ctx: Any, headers: Any) -> Any:
-    if headers and "Idempotency-Key" in headers:
-        headers["Idempotency-Key"] = unique_key(headers["Idempotency-Key"])
-    return headers
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Every call of every phase (examples, coverage, fuzzing, stateful; CLI and pytest alike): a generation
+    hook such as ``map_headers`` is not applied to the coverage phase's cases."""
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = unique_key(case.headers["Idempotency-Key"])

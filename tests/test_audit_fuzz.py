@@ -33,10 +33,10 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.config._auth import WFCAuthConfig
 from schemathesis.wfc.integration import register_wfc_auth
 
+import tests.st_hooks  # noqa: F401 - registers the NDJSON serializer and the Idempotency-Key hook
 from service.app import create_app
 from service.settings import Settings
 from tests.harness import Api, Database, TestServer
-from tests.st_hooks import unique_key
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "5"))
 CONFIG = SchemathesisConfig.from_path(str(Path(__file__).with_name("schemathesis.toml")))
@@ -69,8 +69,8 @@ def fuzz(server: TestServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
     sock.close()
     base = f"http://127.0.0.1:{port}"
     # Tokens outlive the run (the 100-example run takes longer than the default 15 min).
-    app = create_app(db.settings(rate_limit_requests=0, webhooks_allow_private_targets=True,
-                                 token_ttl_seconds=4 * 3600))
+    app = create_app(db.settings(rate_limit_requests=0, token_rate_limit_requests=0,
+                                 webhooks_allow_private_targets=True, token_ttl_seconds=4 * 3600))
     srv = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -117,11 +117,6 @@ def _register_peers(tokens: dict[str, str], tmp: Path) -> None:
     register_wfc_auth(schema, WFCAuthConfig(path=str(path), peers=PEERS))
 
 
-def unique_idempotency_key(case: Any) -> None:
-    if case.headers and "Idempotency-Key" in case.headers:
-        case.headers["Idempotency-Key"] = unique_key(case.headers["Idempotency-Key"])
-
-
 # GraphQL mode on /graphql, from the committed SDL (introspection is not needed). Fuzzed documents legitimately
 # meet BAD_USER_INPUT, limit refusals and validation errors; a failure is an HTTP 5xx, or an error that
 # carries none of the contract's codes (CONTRACT.md section 5) -- INTERNAL_SERVER_ERROR is what the service
@@ -154,5 +149,4 @@ def test_graphql_conforms(case: Any, fuzz: Fuzz) -> None:
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_conforms(case: Any, fuzz: Fuzz) -> None:
-    unique_idempotency_key(case)
     case.call_and_validate(base_url=fuzz.base_url)

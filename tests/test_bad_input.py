@@ -218,3 +218,27 @@ async def test_graphql_progress_summary_bounds_are_bad_user_input(api):
     r = await c.post("/graphql", json={"query": "{ progressSummary(staleDays: -2147483648) { clients } }"})
     assert r.status_code == 200, r.text
     assert [e["extensions"]["code"] for e in r.json()["errors"]] == ["BAD_USER_INPUT"]
+
+
+GRAPHQL_MUTATION = (b'{"query": "mutation($i: ClientCreateInput!) { createClient(input: $i) { id } }", '
+                    b'"variables": {"i": %s}}')
+GRAPHQL_BODIES = {
+    "deep_variables": GRAPHQL_MUTATION % (b'{"displayName": "A", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    "duplicate_keys": GRAPHQL_MUTATION % b'{"displayName": "A", "displayName": "B"}',
+    "nan": GRAPHQL_MUTATION % b'{"displayName": NaN}',
+    "invalid_utf8": GRAPHQL_MUTATION % b'{"displayName": "\xff\xfe"}',
+    "truncated": GRAPHQL_MUTATION[:40],
+}
+
+
+@pytest.mark.parametrize("case", list(GRAPHQL_BODIES))
+async def test_graphql_bodies_are_parsed_as_strictly_as_rest(api, case):
+    """/graphql reads its body with the same strict JSON parser as REST (duplicate keys, NaN, bad UTF-8,
+    nesting deeper than the limit): a 4xx problem, nothing written."""
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    before = await counts(api)
+    r = await c.post("/graphql", content=GRAPHQL_BODIES[case], headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, (case, r.status_code, r.text[:300])
+    assert r.headers["content-type"] == "application/problem+json"
+    assert await counts(api) == before

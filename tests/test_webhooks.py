@@ -200,7 +200,8 @@ async def test_an_organization_never_receives_another_organizations_events(db):
 @pytest.mark.parametrize("url", [
     "https://127.0.0.1/hook", "https://169.254.169.254/latest/meta-data", "https://10.1.2.3/hook",
     "https://172.16.0.1/hook", "https://192.168.1.1/hook", "https://[::1]/hook", "https://[fd00::1]/hook",
-    "https://localhost/hook", "http://93.184.216.34/hook", "ftp://93.184.216.34/hook", "https://user:pw@93.184.216.34/",
+    "https://localhost/hook", "https://0/hook", "https://0.0.0.0/hook", "https://2130706433/hook",
+    "https://0x7f.1/hook", "https://[::ffff:127.0.0.1]/hook", "http://93.184.216.34/hook", "ftp://93.184.216.34/hook", "https://user:pw@93.184.216.34/",
 ])
 async def test_private_loopback_and_plain_http_targets_are_refused(api, url):
     org = await api.org()
@@ -222,6 +223,19 @@ async def test_a_public_https_target_and_known_events_are_accepted(api):
     assert bad.json()["errors"][0]["field"] == "events.0"
     to_private = await c.patch(f"/v1/webhook-subscriptions/{ok.json()['id']}", json={"url": "https://10.0.0.1/"})
     assert to_private.status_code == 422
+
+
+@pytest.mark.parametrize("field", ["url", "events", "active"])
+async def test_a_null_in_a_patch_is_refused_and_changes_nothing(api, field):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    sub = (await c.post("/v1/webhook-subscriptions", json={"url": "https://93.184.216.34/hook",
+                                                           "events": ["goal.updated"]})).json()
+    r = await c.patch(f"/v1/webhook-subscriptions/{sub['id']}", json={field: None})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == field
+    after = (await c.get(f"/v1/webhook-subscriptions/{sub['id']}")).json()
+    assert after == {k: v for k, v in sub.items() if k != "secret"}
 
 
 async def test_the_address_is_checked_again_at_delivery(db, receiver):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -27,6 +28,8 @@ from service.errors import Unauthenticated
 from service.http import JSONOut
 
 router = APIRouter(tags=["OAuth"])
+TOO_MANY = {"description": "Too many calls for this client id (TOKEN_RATE_LIMIT_REQUESTS): a problem with the "
+            "RateLimit fields and Retry-After"}
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 GRANT_TYPES = ["client_credentials"]
@@ -116,9 +119,25 @@ def jwks_cache(request: Request) -> JwksCache:
     return cache
 
 
+async def _limit_client(request: Request, form: dict[str, str]) -> None:
+    """The OAuth endpoints' quota, counted before the client is authenticated (so guesses count too) per
+    presented client id, or per address when none is readable: 429 problem with RateLimit and Retry-After."""
+    limiter = request.app.state.ctx.token_limiter
+    if limiter is None or not limiter.enabled:
+        return
+    client_id = form.get("client_id")
+    header = request.headers.get("authorization")
+    if header and not client_id:
+        with contextlib.suppress(OAuthError):
+            client_id = _basic_credentials(header, {})[0]
+    key = f"client:{client_id}" if client_id else f"addr:{request.client.host if request.client else '-'}"
+    await limiter.enforce("oauth", key[:300])
+
+
 async def authenticate_app(request: Request, form: dict[str, str]) -> Any:
     """The app calling the token, introspection or revocation endpoint, by any of the three methods
     (client_secret_basic, client_secret_post, private_key_jwt), never two at once."""
+    await _limit_client(request, form)
     header = request.headers.get("authorization")
     if header:
         client_id, secret = _basic_credentials(header, form)
@@ -201,7 +220,7 @@ TOKEN_FORM = {
 
 @router.post("/oauth/token", operation_id="token", summary="Issue an access token (client credentials)",
              openapi_extra=TOKEN_FORM, responses={400: {"description": "OAuth error"},
-                                                  401: {"description": "Client authentication failed"}})
+                                                  401: {"description": "Client authentication failed"}, 429: TOO_MANY})
 async def token(request: Request) -> JSONOut:
     try:
         return await _token(request)
@@ -289,7 +308,7 @@ async def _token_of_app(request: Request) -> tuple[Any, dict[str, str], Principa
 
 @router.post("/oauth/introspect", operation_id="introspect", summary="RFC 7662 token introspection",
              openapi_extra=AUTH_FORM, responses={400: {"description": "OAuth error"},
-                                                 401: {"description": "Client authentication failed"}})
+                                                 401: {"description": "Client authentication failed"}, 429: TOO_MANY})
 async def introspect(request: Request) -> JSONOut:
     try:
         _app, _form, who = await _token_of_app(request)
@@ -311,7 +330,7 @@ async def introspect(request: Request) -> JSONOut:
 
 @router.post("/oauth/revoke", operation_id="revoke", summary="RFC 7009 token revocation",
              openapi_extra=AUTH_FORM, responses={400: {"description": "OAuth error"},
-                                                 401: {"description": "Client authentication failed"}})
+                                                 401: {"description": "Client authentication failed"}, 429: TOO_MANY})
 async def revoke(request: Request) -> JSONOut:
     """Revoke an access token issued to the calling app. Answers 200 for unknown, invalid, expired or
     foreign tokens too (RFC 7009 section 2.2), so the answer tells nothing about them."""

@@ -148,9 +148,11 @@ def patch_model(create: type[BaseModel], name: str) -> type[BaseModel]:
     because defaults are not validated but given values are.
     """
     from pydantic import create_model
+    from pydantic.fields import FieldInfo
 
-    fields: dict[str, Any] = {}
-    for field_name, info in create.model_fields.items():
-        annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        fields[field_name] = (annotation, Field(default=None, description=info.description))
+    fields: dict[str, Any] = {
+        # The create field as declared (constraints, description, schema extras), only its default dropped.
+        name: (info.annotation, FieldInfo.merge_field_infos(info, default=None, default_factory=None))
+        for name, info in create.model_fields.items()
+    }
     return create_model(name, __base__=Strict, **fields)  # type: ignore[call-overload,no-any-return]

@@ -10,6 +10,7 @@ from service.errors import Unauthenticated
 from service.graphql.context import GraphQLContext
 from service.graphql.ide import ide_router
 from service.graphql.schema import build_schema
+from service.http import loads_strict
 
 
 class GraphQLUnauthenticated(Unauthenticated):
@@ -36,9 +37,17 @@ async def get_context(request: Request, response: Response) -> GraphQLContext:
     return GraphQLContext(who, request.app.state.ctx)
 
 
+class StrictGraphQLRouter(GraphQLRouter[GraphQLContext, None]):
+    """The body is read by the same strict JSON parser as REST bodies (duplicate keys, NaN, bad UTF-8, depth):
+    its refusals are the same 4xx problems."""
+
+    def decode_json(self, data: str | bytes) -> object:
+        return loads_strict(data.encode() if isinstance(data, str) else data)
+
+
 def graphql_router() -> GraphQLRouter[GraphQLContext, None]:
     """POST /graphql for GraphQL; GET /graphql serves GraphiQL (its assets from the service, not a CDN)."""
-    router: GraphQLRouter[GraphQLContext, None] = GraphQLRouter(
+    router: GraphQLRouter[GraphQLContext, None] = StrictGraphQLRouter(
         build_schema(), graphql_ide=None, allow_queries_via_get=False, context_getter=get_context,
     )
     router.routes[0:0] = ide_router().routes  # first, so GET /graphql is the IDE rather than a GET query

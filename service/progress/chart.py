@@ -19,8 +19,8 @@ from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY
 from service.domain.instruments import INSTRUMENTS
-from service.errors import NotFound, ValidationFailed
-from service.progress.service import check_client
+from service.errors import NotFound
+from service.progress.service import check_client, check_period
 from service.progress.summary import UNIT_WORDS
 
 W, H = 640, 320
@@ -76,8 +76,7 @@ async def progress_chart(
     *, since: datetime | None = None, until: datetime | None = None,
 ) -> str:
     """Without ``marker_id``, the client's first goal-linked marker (else its first marker)."""
-    if since and until and since > until:
-        raise ValidationFailed.on("since", "since is after until", "since_after_until")
+    check_period(since, until)
     await check_client(conn, who, client_id)
     if marker_id is None:
         marker_id = (await conn.execute(DEFAULT_MARKER, {"org": who.org_id, "client": client_id})).scalar()

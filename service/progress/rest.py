@@ -49,7 +49,7 @@ async def read_caseload(
     who: Searcher, db: Db, request: Request,
     client_id: Annotated[list[UUID] | None, Query(max_length=100, description="At most 100 clients")] = None,
     since: Annotated[Timestamp | None, Query(description="Period start (default 30 days ago)")] = None,
-    until: Annotated[Timestamp | None, Query(description="Period end (default now)")] = None,
+    until: Annotated[Timestamp | None, Query(description="Period end (default now); `since` after it is a 422")] = None,
     stale_days: Annotated[int | None, Query(ge=1, le=3650, description="Stale after (default 14 days)")] = None,
     off_track_days: OffTrackDays = None,
 ) -> Response:
@@ -92,7 +92,8 @@ async def read_chart(
     client_id: UUID, who: Reader, db: Db,
     marker_id: Annotated[UUID | None, Query(description="The marker to chart (default: the first goal's)")] = None,
     since: Annotated[Timestamp | None, Query(description="From (default: the first measurement)")] = None,
-    until: Annotated[Timestamp | None, Query(description="To (default: the last measurement)")] = None,
+    until: Annotated[Timestamp | None,
+                     Query(description="To (default: the last measurement); `since` after it is a 422")] = None,
 ) -> Response:
     audit.seen("Progress", client_id, client_id)
     svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)

@@ -25,6 +25,13 @@ DEFAULT_OFF_TRACK_DAYS = 28
 DEFAULT_STALE_DAYS = 14
 
 
+
+def check_period(since: datetime | None, until: datetime | None) -> None:
+    """A report's period: ``since`` after ``until`` is a 422 naming ``since``."""
+    if since and until and since > until:
+        raise ValidationFailed.on("since", "since is after until", "since_after_until")
+
+
 async def check_client(conn: AsyncConnection, who: Principal, client_id: UUID) -> Any:
     """The live client, else 404 (unknown, another organization's or another patient's) or 410 (deleted)."""
     return await service.fetch(conn, who, REGISTRY["clients"], client_id)
@@ -57,8 +64,7 @@ async def caseload_summary(
     stale_days: int = DEFAULT_STALE_DAYS, off_track_days: int = DEFAULT_OFF_TRACK_DAYS,
 ) -> CaseloadSummary:
     """The token's organization (or patient), optionally restricted to ``client_ids``: one statement."""
-    if since and until and since > until:
-        raise ValidationFailed.on("since", "since is after until", "since_after_until")
+    check_period(since, until)
     # The same bounds REST declares on its query (1..3650); GraphQL reaches here with any Int (found by fuzzing).
     for name, days in (("stale_days", stale_days), ("off_track_days", off_track_days)):
         if not 1 <= days <= 3650:

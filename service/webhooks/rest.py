@@ -24,7 +24,7 @@ from service.collections.idempotency import idempotent
 from service.collections.repository import decode_cursor, encode_cursor, fetch_page
 from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
 from service.collections.service import check_if_match, fetch_live
-from service.collections.types import Flag, Out, Strict, uuid7
+from service.collections.types import Flag, Out, Strict, patch_model, uuid7
 from service.errors import Forbidden, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models import WebhookDelivery, WebhookEvent, WebhookSubscription
@@ -50,10 +50,7 @@ class WebhookSubscriptionIn(Strict):
     active: Flag = True
 
 
-class WebhookSubscriptionPatch(Strict):
-    url: Url | None = None
-    events: Events | None = None
-    active: Flag | None = None
+WebhookSubscriptionPatch = patch_model(WebhookSubscriptionIn, "WebhookSubscriptionPatch")
 
 
 class WebhookSubscriptionOut(Out):
@@ -192,9 +189,6 @@ async def patch_subscription(webhook_subscription_id: UUID, body: WebhookSubscri
     current = await _fetch(db, who, webhook_subscription_id, for_update=True)
     check_if_match(if_match, current.version)
     changes = body.model_dump(exclude_unset=True)
-    for name in ("url", "events", "active"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed.on(name, "must not be null", "null_not_allowed")
     await _validate(request, changes.get("url"), changes.get("events"))
     if "events" in changes:
         changes["events"] = list(dict.fromkeys(changes["events"]))
