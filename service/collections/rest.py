@@ -178,9 +178,12 @@ def collection_router(coll: Collection) -> APIRouter:
     noun = singular.replace("_", " ")
     path_id = f"{singular}_id"
 
+    links = record_links(coll)
+
     @router.post(
         "", status_code=201, response_model=coll.out, operation_id=f"create_{singular}",
-        summary=f"Create a {noun}", responses=problems(400, 401, 403, 409, 413, 415, 422),
+        summary=f"Create a {noun}",
+        responses={201: {"description": "Created", "links": links}, **problems(400, 401, 403, 409, 413, 415, 422)},
     )
     async def create_record(body: CreateBody, who: Creator, db: Db, request: Request,  # type: ignore[valid-type]
                             idempotency_key: IdempotencyKeyHeader = None) -> Response:
@@ -241,7 +244,8 @@ def collection_router(coll: Collection) -> APIRouter:
     router.add_api_route(
         "", upsert_record, methods=["PUT"], response_model=coll.out, operation_id=f"upsert_{singular}",
         summary=f"Create or update the {noun} an external identifier names",
-        responses={201: {"description": "Created", "model": coll.out},
+        responses={200: {"description": "Updated", "links": links},
+                   201: {"description": "Created", "model": coll.out, "links": links},
                    **problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422)},
     )
 
@@ -263,6 +267,20 @@ def collection_router(coll: Collection) -> APIRouter:
         operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
     )
     return router
+
+
+def record_links(coll: Collection) -> dict[str, Any]:
+    """OpenAPI links from a response carrying a record to the operations on that record (read, update,
+    delete, history): for integrators' tools and for schemathesis's stateful runs."""
+    singular = coll.type_name
+    by_id = {f"{singular}_id": "$response.body#/id"}
+    return {
+        f"read_{singular}": {"operationId": f"read_{singular}", "parameters": by_id},
+        f"update_{singular}": {"operationId": f"update_{singular}", "parameters": by_id},
+        f"delete_{singular}": {"operationId": f"delete_{singular}", "parameters": by_id},
+        f"history_{singular}": {"operationId": f"history_{singular}",
+                                "parameters": {"record_id": "$response.body#/id"}},
+    }
 
 
 def history_router(collections: list[Collection]) -> APIRouter:
