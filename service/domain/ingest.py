@@ -3,6 +3,7 @@ duplicates by (source, external_id) stored once, safety alerts opened in the sam
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -166,12 +167,13 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
 
 _STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "observed_offset", "source",
            "external_id", "note")
+_stored = itemgetter(*_STORED)  # every one is set: the validated body's fields, observed_offset and the new id
 
 
 def _record(values: dict[str, Any], stamp: Any) -> dict[str, Any]:
     """The measurement as ``serialize`` renders its stored row: the columns the INSERT wrote (``values``) and
     those the database set (``stamp``: RETURNING created_at, updated_at, version)."""
-    record = {name: values.get(name) for name in _STORED}
+    record = dict(zip(_STORED, _stored(values), strict=True))
     record.update(created_at=stamp["created_at"], updated_at=stamp["updated_at"], version=stamp["version"])
     return measurement_to_out(record)
 
