@@ -19,7 +19,7 @@ from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
-from service.collections.types import Out, Strict, uuid7
+from service.collections.types import Out, Strict, uuid7s
 from service.db import driver
 from service.domain.clients import clients
 from service.domain.outcomes import (
@@ -181,8 +181,8 @@ def _record(values: dict[str, Any], stamp: Any) -> dict[str, Any]:
 async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[Any]:
     if not rows:
         return []
-    for row in rows:
-        row["id"] = uuid7()
+    for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
+        row["id"] = new_id
     args = (
         who.org_id,
         [r["id"] for r in rows],
