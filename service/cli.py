@@ -74,9 +74,11 @@ def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> No
         uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning",
                     proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
         return
-    from service.app import create_app
+    from service.app import create_app, freeze_startup_objects
 
-    uvicorn.run(create_app(prepared), host=host, port=port, log_level="warning",
+    app = create_app(prepared)
+    freeze_startup_objects()
+    uvicorn.run(app, host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
 
 

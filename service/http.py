@@ -62,22 +62,67 @@ def _constant(name: str) -> Any:
 MAX_JSON_DEPTH = 32  # no body of this API nests half as deep; string and list lengths are bounded by the models
 
 
-def _check_depth(value: Any) -> None:
-    """Refuses documents nested deeper than MAX_JSON_DEPTH (422), before any model sees them."""
-    stack = [(value, 1)]
+# orjson reads an integer beyond 64 bits as a float (the stdlib keeps it exact): such a float sends the document
+# to the strict parser.
+_EXACT_FLOAT = 9.2e18
+
+
+def _shape(value: Any) -> tuple[int, int, bool]:
+    """(keys of all objects, deepest nesting, no float as large as an integer beyond 64 bits) of a parsed
+    document."""
+    keys, deepest, exact = 0, 1, True
+    stack: list[tuple[Any, int]] = [([value], 0)]
     while stack:
         node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        for child in children:
-            if isinstance(child, (dict, list)):
-                if depth + 1 > MAX_JSON_DEPTH:
-                    raise ValidationFailed.on("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")
+        if type(node) is dict:
+            keys += len(node)
+            node = node.values()
+        for child in node:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth + 1 > deepest:
+                    deepest = depth + 1
                 stack.append((child, depth + 1))
+            elif kind is float and not -_EXACT_FLOAT < child < _EXACT_FLOAT:
+                exact = False
+    return keys, deepest, exact
+
+
+def _check_depth(deepest: int) -> None:
+    """Refuses documents nested deeper than MAX_JSON_DEPTH (422), before any model sees them."""
+    if deepest > MAX_JSON_DEPTH:
+        raise ValidationFailed.on("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")
+
+
+def _key_ends(body: bytes) -> int:
+    """At least the number of keys in the raw text: a key ends with a quote, optional JSON whitespace and a colon,
+    so without the whitespace each key is one ``":`` (a string value can hold one too, so the count may only be
+    higher than the keys')."""
+    return body.translate(None, b" \t\n\r").count(b'":')
+
+
+def _loads_fast(body: bytes) -> tuple[Any, int] | None:
+    """orjson's parse and the nesting depth, when it is certainly the strict parser's result: orjson accepted the
+    text (it refuses NaN, Infinity, lone surrogates and invalid UTF-8, which the strict parser refuses or reads
+    its own way), no integer went beyond 64 bits, and the parsed objects hold as many keys as the text has key
+    endings (so no duplicate key was dropped). Else None: the strict parser decides, with its own errors."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    keys, deepest, exact = _shape(value)
+    if not exact or keys != _key_ends(body):
+        return None
+    return value, deepest
 
 
 def loads_strict(body: bytes) -> Any:
     """RFC 8259 JSON, stricter than the stdlib: no duplicate keys, no NaN or Infinity, at most
     MAX_JSON_DEPTH levels of nesting."""
+    fast = _loads_fast(body) if isinstance(body, bytes) else None
+    if fast is not None:
+        _check_depth(fast[1])
+        return fast[0]
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -88,7 +133,7 @@ def loads_strict(body: bytes) -> Any:
         if isinstance(exc, MalformedRequest):
             raise
         raise MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
-    _check_depth(value)
+    _check_depth(_shape(value)[1])
     return value
 
 

@@ -242,3 +242,58 @@ async def test_graphql_bodies_are_parsed_as_strictly_as_rest(api, case):
     assert 400 <= r.status_code < 500, (case, r.status_code, r.text[:300])
     assert r.headers["content-type"] == "application/problem+json"
     assert await counts(api) == before
+
+
+# loads_strict parses with orjson first and falls back to the strict stdlib parser whenever the fast result might
+# differ: these bodies must give the strict parser's answer, or its error, exactly.
+STRICT_CASES = [
+    b'{"a": 1, "a": 2}', b'{"a":1,"a":2}', b'{"a" :1,"a"\t:2}', b'{"a":1,\n"a"\r\n:2}',
+    b'{"x": [{"a": 1}, {"b": {"c": 1, "c": 2}}]}', b'{"a": "x\\":", "a": 1}', b'{":": 1, "a": "\\":"}',
+    b'{"a": "\\":", "b": {"c": 1, "c": 1}}', b'{"v": 123456789012345678901234567890}', b'{"v": -98765432109876543210}',
+    b'{"v": 18446744073709551615}', b'{"v": 1e19}', b'{"v": 0.1000000000000000055511151231257827}', b'[1e400]',
+    b'{"a": NaN}', b'{"a": "\\ud800"}', b'{"a": "\xff"}', b"\xef\xbb\xbf{}", b"[" * 33 + b"]" * 33,
+    b"[" * 32 + b"]" * 32, b'[{"a": 1, "a": 2}, ' + b"[" * 40 + b"]" * 40 + b"]", b' {"a": [1, 2.5, null, true]} ',
+]
+
+
+@pytest.mark.parametrize("body", STRICT_CASES)
+def test_loads_strict_fast_path_agrees_with_the_strict_parser(body):
+    from service import http
+
+    def strict(raw: bytes) -> object:  # the parser before the fast path, as it was
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise http.MalformedRequest("The body is not valid UTF-8") from exc
+        try:
+            value = json.loads(text, object_pairs_hook=http._pairs, parse_constant=http._constant)
+        except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+            if isinstance(exc, http.MalformedRequest):
+                raise
+            raise http.MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+        http._check_depth(http._shape(value)[1])
+        return value
+
+    def outcome(fn):
+        try:
+            return ("ok", repr(fn(body)))
+        except Exception as exc:  # noqa: BLE001 - comparing what each raises
+            return (type(exc).__name__, str(exc))
+
+    assert outcome(http.loads_strict) == outcome(strict)
+
+
+async def test_duplicate_key_inside_a_batch_item_is_the_same_400(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    body = await body_for(c, "measurements")
+    before = await counts(api)
+    item = json.dumps(body)[1:-1]
+    for raw in (f'{{"measurements": [{{{item}, "value": 4}}]}}',
+                f'{{"measurements": [{{{item}}}], "measurements": []}}',
+                f'{{"measurements":[{{{item.replace(", ", ",")},"value" :4}}]}}'):
+        r = await c.post("/v1/measurements/batch", content=raw.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (raw, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "Duplicate key" in r.json()["detail"]
+    assert await counts(api) == before

@@ -201,3 +201,44 @@ async def test_patient_app_posts_its_own_measurements_only(api):
     listed = (await phone.get("/v1/measurements")).json()["data"]
     assert {m["client_id"] for m in listed} == {mine["client_id"]}
     assert (await phone.get(f"/v1/measurements?client_id={theirs['client_id']}")).json()["data"] == []
+
+
+async def test_each_item_gets_the_problem_a_single_post_of_it_gets(setup):
+    """A whole valid batch is validated at once and a batch with invalid items item by item: either way each
+    invalid item's problem is the one POST /v1/measurements answers for that body."""
+    api, c, marker = setup
+    other = await create(c, "outcome-markers", min=0, max=10, name="Sleep", kind="mood")
+    bad = [item(marker, 1, value=11), item(marker, 2, value="3"), item(marker, 3, observed_at="2026-11-20T08:00"),
+           item(marker, 4, unknown=1), {"nonsense": True}, item(marker, 5, marker_id=other["id"]),
+           item(marker, 6, client_id=str(uuid.uuid4())), item(marker, 7, items=[1]), item(marker, 8, value=None),
+           item(marker, 9, note="a\u0000b"), item(marker, 10, observed_at="1800-01-01T00:00:00Z")]
+    good = [item(marker, 100 + i) for i in range(5)]
+    r = await c.post("/v1/measurements/batch", json={"measurements": good[:2] + bad + good[2:]})
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["created"] * 2 + ["error"] * len(bad) + ["created"] * 3
+    for body, result in zip(bad, results[2:-3], strict=True):
+        single = (await c.post("/v1/measurements", json=body)).json()
+        assert result["problem"]["code"] == single["code"], body
+        assert result["problem"]["errors"] == single["errors"], body
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 5
+
+
+async def test_batch_records_match_what_is_read_back(setup):
+    """The history snapshots and alerts of a batch are built from the inserted values: they are what a read
+    returns, offsets and instrument totals included."""
+    api, c, marker = setup
+    phq = await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9")
+    batch = [item(marker, 1, observed_at="2026-11-20T08:00:00.123456+05:30", note="n"),
+             item(marker, 2, observed_at="2026-11-20T08:00:00-03:00", value=2.5),
+             {"client_id": phq["client_id"], "marker_id": phq["id"], "observed_at": "2026-11-20T08:00:00Z",
+              "items": [3, 3, 3, 3, 3, 3, 2, 0, 0]}]
+    results = (await c.post("/v1/measurements/batch", json={"measurements": batch})).json()["results"]
+    assert [x["status"] for x in results] == ["created"] * 3
+    for result in results:
+        read = (await c.get(f"/v1/measurements/{result['id']}")).json()
+        history = (await c.get(f"/v1/history/measurements/{result['id']}")).json()
+        snapshot = history[-1]["record"] if isinstance(history, list) else history["data"][-1]["record"]
+        assert {k: v for k, v in snapshot.items() if k != "deleted_at"} == \
+            {k: v for k, v in read.items() if k != "safety_alert"}
+    assert results[2]["safety_alert"]["measurement_id"] == results[2]["id"]
+    assert (await c.get(f"/v1/measurements/{results[2]['id']}")).json()["value"] == 20

@@ -177,12 +177,28 @@ async def _load_refs(
     return bind_refs(coll, data, found, changed)
 
 
+@cache
+def _live_among(coll_name: str, *, ids_only: bool = False) -> CompiledRead:
+    table = REGISTRY[coll_name].table
+
+    def build(who: Principal) -> Select[Any]:
+        ids = bindparam("ids", None, type_=ARRAY(Uuid()))
+        stmt = readable(table, who).where(table.c.id == any_(ids), table.c.deleted_at.is_(None))
+        return stmt.with_only_columns(table.c.id) if ids_only else stmt
+
+    return CompiledRead(build)
+
+
 async def load_live(conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any]) -> dict[Any, dict]:
-    """The live records of ``collection`` among ``ids`` that ``who`` may read, by id (one statement)."""
-    target = REGISTRY[collection]
-    table = target.table
-    stmt = readable(table, who).where(in_ids(table.c.id, ids), table.c.deleted_at.is_(None))
-    return {r.id: dict(r._mapping) for r in (await conn.execute(stmt)).all()}
+    """The live records of ``collection`` among ``ids`` that ``who`` may read, by id (one statement, compiled
+    once: ``readable()`` with the ids as one array)."""
+    rows = await _live_among(collection).fetch(conn, who, ids=list(ids))
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def live_ids(conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any]) -> set[Any]:
+    """The ids among ``ids`` of live records of ``collection`` that ``who`` may read (one statement)."""
+    return {r[0] for r in await _live_among(collection, ids_only=True).fetch(conn, who, ids=list(ids))}
 
 
 def in_ids(column: Any, ids: Sequence[Any]) -> Any:

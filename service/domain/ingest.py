@@ -3,11 +3,12 @@ duplicates by (source, external_id) stored once, safety alerts opened in the sam
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,14 +17,14 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
-from service.collections.repository import readable
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
-from service.collections.service import apply_rules, bind_refs, client_missing, in_ids, load_live, serialize
-from service.collections.types import Out, Strict, uuid7
+from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
+from service.collections.types import Out, Strict, uuid7s
 from service.db import driver
 from service.domain.clients import clients
 from service.domain.outcomes import (
     a_out,
+    measurement_to_out,
     measurement_to_row,
     measurements,
     open_alert_for,
@@ -59,8 +60,8 @@ class BatchOut(Out):
     results: list[BatchResult]
 
 
-# Sent on the unit of work's asyncpg connection (service.db.driver, same transaction and tenant): the
-# returned rows become the records without SQLAlchemy's result layer.
+# Sent on the unit of work's asyncpg connection (service.db.driver, same transaction and tenant): the rows
+# it returns are the values the database set, the rest of each record is what was inserted.
 _INSERT = """
 INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
                           external_id, note)
@@ -70,7 +71,7 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::float8[], $6::text[], $7::ti
             $9::text[], $10::text[], $11::text[])
      AS t(id, client_id, marker_id, value, items, observed_at, off, source, external_id, note)
 ON CONFLICT (org_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
-RETURNING *
+RETURNING id, created_at, updated_at, version
 """
 _EXISTING = text(
     "SELECT id, source, external_id FROM measurements WHERE org_id = :org "
@@ -83,24 +84,34 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
     return {"index": index, "status": "error", "problem": problem}
 
 
-async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results: list[dict[str, Any] | None] = [None] * len(items)
+_ITEMS = TypeAdapter(list[measurements.create])
+
+
+def _validate(items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
+    """The valid items as (index, body): the whole batch in one validation when it is all valid, else item by
+    item, so that each invalid item gets its own problem (the results of ``results``)."""
+    try:
+        return list(enumerate(_ITEMS.dump_python(_ITEMS.validate_python(items))))
+    except ValidationError:
+        pass
     parsed: list[tuple[int, dict[str, Any]]] = []
     for i, raw in enumerate(items):
         try:
             parsed.append((i, measurements.create.model_validate(raw).model_dump()))
         except ValidationError as exc:
             results[i] = _error(i, exc)
+    return parsed
 
-    marker_ids = list({p["marker_id"] for _, p in parsed})
-    client_ids = list({p["client_id"] for _, p in parsed})
-    ct = clients.table
-    found = {"outcome-markers": await load_live(conn, who, outcome_markers.name, marker_ids)} if parsed else {}
-    live_clients = set((await conn.execute(
-        readable(ct, who).with_only_columns(ct.c.id)
-        .where(in_ids(ct.c.id, client_ids), ct.c.deleted_at.is_(None))
-    )).scalars()) if parsed else set()
-    markers = found.get("outcome-markers", {})
+
+async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    parsed = _validate(items, results)
+    markers: dict[Any, dict[str, Any]] = {}
+    live_clients: set[Any] = set()
+    if parsed:
+        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}))
+        live_clients = await live_ids(conn, who, clients.name, list({p["client_id"] for _, p in parsed}))
+    found = {outcome_markers.name: markers}
 
     rows: list[tuple[int, dict[str, Any]]] = []
     first_of: dict[tuple[str, str], int] = {}
@@ -123,14 +134,13 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             first_of[key] = i  # type: ignore[index]
         rows.append((i, values))
 
-    inserted = await _insert(conn, who, [v for _, v in rows])
-    by_id = {r["id"]: r for r in inserted}
+    stamps = {r["id"]: r for r in await _insert(conn, who, [v for _, v in rows])}
     created: list[dict[str, Any]] = []
     missing: list[tuple[int, tuple[Any, Any]]] = []
     for i, values in rows:
-        row = by_id.get(values["id"])
-        if row is not None:
-            record = serialize(measurements, row)
+        stamp = stamps.get(values["id"])
+        if stamp is not None:
+            record = _record(values, stamp)
             created.append(record)
             results[i] = {"index": i, "status": "created", "id": record["id"], "record": record}
         else:
@@ -155,11 +165,24 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     return [r for r in results if r is not None]
 
 
+_STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "observed_offset", "source",
+           "external_id", "note")
+_stored = itemgetter(*_STORED)  # every one is set: the validated body's fields, observed_offset and the new id
+
+
+def _record(values: dict[str, Any], stamp: Any) -> dict[str, Any]:
+    """The measurement as ``serialize`` renders its stored row: the columns the INSERT wrote (``values``) and
+    those the database set (``stamp``: RETURNING created_at, updated_at, version)."""
+    record = dict(zip(_STORED, _stored(values), strict=True))
+    record.update(created_at=stamp["created_at"], updated_at=stamp["updated_at"], version=stamp["version"])
+    return measurement_to_out(record)
+
+
 async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[Any]:
     if not rows:
         return []
-    for row in rows:
-        row["id"] = uuid7()
+    for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
+        row["id"] = new_id
     args = (
         who.org_id,
         [r["id"] for r in rows],
@@ -173,7 +196,7 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
         [r.get("external_id") for r in rows],
         [r.get("note") for r in rows],
     )
-    return await (await driver(conn)).fetch(_INSERT, *args)
+    return await (await driver(conn)).fetch(_INSERT, *args)  # type: ignore[no-any-return]
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]

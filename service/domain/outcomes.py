@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -138,9 +139,15 @@ async def alert_status_stamps(ctx: RuleContext) -> None:
 
 def measurement_to_row(values: dict[str, Any]) -> dict[str, Any]:
     observed = values.get("observed_at")
-    if isinstance(observed, datetime) and observed.utcoffset() is not None:
-        values["observed_offset"] = int(observed.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+    offset = observed.utcoffset() if isinstance(observed, datetime) else None
+    if offset is not None:
+        values["observed_offset"] = int(offset.total_seconds() // 60)
     return values
+
+
+@cache
+def _zone(minutes: int) -> timezone:
+    return timezone(timedelta(minutes=minutes))
 
 
 def measurement_to_out(data: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +155,7 @@ def measurement_to_out(data: dict[str, Any]) -> dict[str, Any]:
     offset = data.pop("observed_offset", 0) or 0
     observed = data.get("observed_at")
     if isinstance(observed, datetime):
-        data["observed_at"] = observed.astimezone(timezone(timedelta(minutes=offset)))
+        data["observed_at"] = observed.astimezone(_zone(offset))
     return data
 
 
