@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import audit_rest, metrics, problems
 from service.auth import oauth
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
+from service.collections.fastread import ReadFastPath
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain import ingest
@@ -130,8 +131,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(ingest.router)
     app.include_router(changes.router)
     app.include_router(bulk.router)
-    for coll in COLLECTIONS:
-        app.include_router(collection_router(coll))
+    collection_routers = [collection_router(coll) for coll in COLLECTIONS]
+    for router in collection_routers:
+        app.include_router(router)
     app.include_router(history_router(COLLECTIONS))
     app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
@@ -139,7 +141,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(audit_rest.router)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _docs(app)
-    # Outermost last: request id and audit around everything, then headers, CORS and the body limit.
+    # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
+    # just above the router, the direct path of the hottest read (GET /v1/<collection>/<id>).
+    app.add_middleware(ReadFastPath, reads=[r.fast_read for r in collection_routers])  # type: ignore[attr-defined]
     app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,

@@ -18,6 +18,10 @@ TENANT_SQL = text(
     "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
     "token_revoked(:jti, :app)"
 )
+# The same statement as the driver receives it (SQLAlchemy renders TENANT_SQL to exactly this text).
+TENANT_SQL_DRIVER = (
+    "SELECT set_config('app.org_id', $1, true), set_config('app.patient_id', $2, true), token_revoked($3, $4)"
+)
 
 
 def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True) -> AsyncEngine:
@@ -69,15 +73,23 @@ async def set_tenant(
     Given the request's access token as (jti, client_id), the same statement checks that the token is
     not revoked nor its app disabled (two index lookups, no extra round trip) and refuses it if so.
     """
-    params = {
+    params = _tenant_params(org_id, patient_id, token)
+    row = (await conn.execute(TENANT_SQL, params)).one()
+    if token and row[2]:
+        _revoked()
+
+
+def _tenant_params(org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None) -> dict[str, str]:
+    return {
         "org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else "",
         "jti": token[0] if token else "", "app": token[1] if token else "",
     }
-    row = (await conn.execute(TENANT_SQL, params)).one()
-    if token and row[2]:
-        from service.errors import Unauthenticated
 
-        raise Unauthenticated("The token has been revoked (or its app disabled)")
+
+def _revoked() -> None:
+    from service.errors import Unauthenticated
+
+    raise Unauthenticated("The token has been revoked (or its app disabled)")
 
 
 @asynccontextmanager
@@ -96,5 +108,50 @@ async def driver(conn: AsyncConnection) -> Any:
     The statement runs on the same connection, in the same transaction, as the same role with the same
     tenant settings, so row-level security applies to it exactly as to every other statement.
     """
-    raw = await conn.get_raw_connection()
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        return sync.connection.driver_connection  # a live connection: plain attributes, no I/O
+    raw = await conn.get_raw_connection()  # may revalidate (I/O): SQLAlchemy does that in its greenlet
     return raw.driver_connection
+
+
+@asynccontextmanager
+async def driver_transaction(
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` + ``set_tenant`` with the transaction run on the asyncpg connection itself.
+
+    The same statements reach PostgreSQL (``BEGIN;``, the tenant ``set_config`` with the revocation check,
+    then ``COMMIT;`` or ``ROLLBACK;``), on a connection of the same pool, as the same role, so isolation
+    and row-level security are exactly those of ``engine.begin()``; what is skipped is SQLAlchemy's
+    transaction and execution layers (greenlets, statement cache keys, result objects).
+
+    Only for code that sends every statement through ``driver(conn)`` (``CompiledRead``, the audit insert):
+    SQLAlchemy does not know of this transaction, so a ``conn.execute`` inside it fails loudly (asyncpg
+    refuses to nest its own transaction in a manually started one) rather than running outside it.
+    """
+    async with engine.connect() as conn:
+        raw = await driver(conn)
+        try:
+            await raw.execute("BEGIN;")
+            row = await raw.fetchrow(TENANT_SQL_DRIVER, *_tenant_params(org_id, patient_id, token).values())
+            if token and row[2]:
+                _revoked()
+            yield conn
+            await raw.execute("COMMIT;")
+        except BaseException:
+            await _rollback(conn, raw)
+            raise
+
+
+async def _rollback(conn: AsyncConnection, raw: Any) -> None:
+    """End a failed driver transaction; a connection in an unknown state (closed, or cancelled in the middle of
+    a statement) is invalidated, so the pool discards it instead of lending it out again."""
+    try:
+        if not raw.is_closed():
+            if raw.is_in_transaction():
+                await raw.execute("ROLLBACK;")
+            return
+    except Exception:  # noqa: BLE001, S110 - any failure here means the connection cannot be trusted
+        pass
+    await conn.invalidate()

@@ -50,10 +50,15 @@ def _field_errors(raw_errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def domain_problem(exc: DomainError) -> ProblemOut:
+    """How every REST route answers a domain error (also the read fast path, service.collections.fastread)."""
+    return ProblemOut(exc.problem(), status_code=exc.status, headers={"Cache-Control": "no-store", **exc.headers})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> ProblemOut:
-        return ProblemOut(exc.problem(), status_code=exc.status, headers={"Cache-Control": "no-store", **exc.headers})
+        return domain_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> ProblemOut:

@@ -34,13 +34,17 @@ class BearerToken(OAuth2):
                          description="SMART v2 scopes (system/, user/ or patient/ context; v1 aliases accepted)")
 
     async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
-        header = request.headers.get("authorization")
-        if not header:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("The Authorization header must carry a Bearer token")
-        return token.strip()
+        return bearer_token(request.headers.get("authorization"))
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without the header; 401 for another scheme."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("The Authorization header must carry a Bearer token")
+    return token.strip()
 
 
 bearer = BearerToken()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 Context = Literal["system", "user", "patient"]
@@ -47,6 +48,7 @@ class Scope:
         return perm in self.perms and ("*" in self.resources or resource in self.resources)
 
 
+@lru_cache(maxsize=4096)  # Scope is immutable; every request checks its route's scope, every token grant several
 def parse_scope(text: str) -> Scope | None:
     """Parse one scope; ``None`` for a well-formed scope that grants nothing here (e.g. ``openid``).
 

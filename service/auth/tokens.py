@@ -80,6 +80,8 @@ class KeyStore:
         self._loaded_at = time.monotonic()
 
     async def refresh_if_stale(self, min_interval: float = 5.0) -> bool:
+        if time.monotonic() - self._loaded_at < min_interval:
+            return False  # the common case (every token request asks): no lock to take
         async with self._lock:
             if time.monotonic() - self._loaded_at < min_interval:
                 return False

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +20,7 @@ from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
 from service.collections import service
+from service.collections.fastread import FastRead
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
@@ -129,12 +131,16 @@ def _list_filters(coll: Collection) -> Any:
     return filters
 
 
+INCLUDE_MAX_LENGTH = 500
+
+
 def _include_param(coll: Collection) -> Any:
     allowed = sorted(n.replace("-", "_") for n in coll.children)
     names = "|".join(allowed)
 
     async def include(
-        include: str | None = Query(None, max_length=500, description=f"Comma-separated: {', '.join(allowed)}",
+        include: str | None = Query(None, max_length=INCLUDE_MAX_LENGTH,
+                                    description=f"Comma-separated: {', '.join(allowed)}",
                                     json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"}),
     ) -> list[str]:
         if not include:
@@ -171,7 +177,8 @@ def collection_router(coll: Collection) -> APIRouter:
     CreateBody = coll.create
     PatchBody = coll.patch
     Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
-    Include = Annotated[list[str], Depends(_include_param(coll))]
+    include_dependency = _include_param(coll)
+    Include = Annotated[list[str], Depends(include_dependency)]
     IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
     key = coll.key
     singular = coll.type_name
@@ -220,6 +227,11 @@ def collection_router(coll: Collection) -> APIRouter:
     router.add_api_route(
         f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
+    )
+    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
+    router.fast_read = FastRead(  # type: ignore[attr-defined]
+        coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
+        include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
     )
 
     async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
