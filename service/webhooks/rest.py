@@ -39,7 +39,7 @@ RESOURCE = "Webhook"
 
 Url = Annotated[str, Field(min_length=8, max_length=2000, description="https:// endpoint (public address; "
                            "refused with 422 when it does not resolve to one)",
-                           pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?([/?#][!-~]*)?$")]
+                           pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$")]
 Events = Annotated[list[Annotated[str, Field(json_schema_extra={"enum": event_names()})]],
                    Field(min_length=1, max_length=100, description="e.g. strength.updated, safety_alert.opened")]
 
