@@ -15,7 +15,7 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
-from service.collections.types import Out, Timestamp
+from service.collections.types import Out, QueryText, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
 
@@ -67,11 +67,11 @@ def decode_seq(cursor: str) -> int:
 async def list_audit_events(
     who: Searcher, db: Db, request: Request,
     client_id: Annotated[UUID | None, Query(description="Events naming this client (patient)")] = None,
-    resource_type: Annotated[str | None, Query(max_length=100, description="e.g. Strength")] = None,
+    resource_type: Annotated[QueryText | None, Query(max_length=100, description="e.g. Strength")] = None,
     resource_id: Annotated[UUID | None, Query(description="Events naming this record")] = None,
     action: Annotated[Action | None, Query()] = None,
     outcome: Annotated[Outcome | None, Query()] = None,
-    app: Annotated[str | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
+    app: Annotated[QueryText | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
     since: Annotated[Timestamp | None, Query(description="At or after")] = None,
     until: Annotated[Timestamp | None, Query(description="Before")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,

@@ -297,3 +297,13 @@ async def test_duplicate_key_inside_a_batch_item_is_the_same_400(api):
         assert r.headers["content-type"] == "application/problem+json"
         assert "Duplicate key" in r.json()["detail"]
     assert await counts(api) == before
+
+
+@pytest.mark.parametrize("param", ["resource_type", "app"])
+async def test_audit_event_filters_refuse_text_postgresql_cannot_hold(api, param):
+    """Found by schemathesis at 100 examples: a NUL in an audit-events filter reached PostgreSQL (a 500)."""
+    org = await api.org()
+    c = api.client(await api.token(org, ALL + " system/AuditEvent.s"))
+    r = await c.get("/v1/audit-events", params={param: "a\x00b"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == param

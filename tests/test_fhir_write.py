@@ -115,7 +115,7 @@ async def test_bad_observations_answer_operation_outcome(api):
     outcome(await c.post(f"{FHIR}/Observation", content=b"<Observation/>",
                          headers={"Content-Type": "application/fhir+xml"}), 415)
     for query in ("date=2026-13-01", "date=sa2026", "date=2026-11-01T10:00", "_count=abc", "_count=0",
-                  "_sort=code", "_cursor=bogus"):
+                  "_sort=code", "_cursor=bogus", "_cursor=false&patient=nobody"):  # the last: a live fuzz finding
         outcome(await c.get(f"{FHIR}/Observation?{query}"), 400)
     outcome(await c.get(f"{FHIR}/Observation?foo=1", headers={"Prefer": "handling=strict"}), 400)
     assert (await c.get(f"{FHIR}/Observation?foo=1")).status_code == 200  # lenient by default

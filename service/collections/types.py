@@ -66,6 +66,7 @@ def declared(**keywords: Any) -> Declared:
 NO_NUL = declared(pattern=r"^[^\x00]*$")
 
 Text = Annotated[str, Strict(), StringConstraints(max_length=10_000), AfterValidator(_storable), NO_NUL]
+QueryText = Annotated[str, AfterValidator(_storable), NO_NUL]  # a query parameter compared with stored text
 RequiredText = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=10_000), AfterValidator(_storable), NO_NUL
 ]

@@ -183,6 +183,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, UUID]:
 
 async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count: int, cursor: str | None,
               descending: bool = False) -> Page:
+    after_key = decode_cursor(cursor) if cursor else None  # a bad cursor is a 400 even when nothing can match
     live = [p for p in parts if not any(isinstance(cond, False_) for cond in p.conditions)]
     if not live:
         return Page([], None)
@@ -198,8 +199,8 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
     sub = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery()
     key = tuple_(sub.c.d, sub.c.k, sub.c.id)
     stmt = select(sub.c.k, sub.c.id, sub.c.d)
-    if cursor:
-        d, k, i = decode_cursor(cursor)
+    if after_key:
+        d, k, i = after_key
         after = tuple_(literal(d), cast(literal(k), Integer), literal(i))
         stmt = stmt.where(key < after if descending else key > after)
     order = [sub.c.d.desc(), sub.c.k.desc(), sub.c.id.desc()] if descending else [sub.c.d, sub.c.k, sub.c.id]

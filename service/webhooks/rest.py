@@ -187,9 +187,9 @@ async def patch_subscription(webhook_subscription_id: UUID, body: WebhookSubscri
                              request: Request, if_match: IfMatch = None) -> Response:
     _system_only(who, "u")
     current = await _fetch(db, who, webhook_subscription_id, for_update=True)
-    check_if_match(if_match, current.version)
     changes = body.model_dump(exclude_unset=True)
-    await _validate(request, changes.get("url"), changes.get("events"))
+    await _validate(request, changes.get("url"), changes.get("events"))  # an invalid body is a 422 before any 412
+    check_if_match(if_match, current.version)
     if "events" in changes:
         changes["events"] = list(dict.fromkeys(changes["events"]))
     if changes.get("active"):
