@@ -132,3 +132,23 @@ async def test_the_service_role_cannot_change_or_remove_audit_rows(api, statemen
     # not even the owner can rewrite history
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await api.db.fetch("UPDATE audit_events SET outcome = 'error'")
+
+
+async def test_graphql_reads_are_audited_as_reads_and_its_writes_as_writes(api):
+    org = await api.org("A")
+    c = api.client(await api.token(org, "system/*.cruds"))
+    strength = await create(c, "strengths")
+    before = await api.db.fetchval("SELECT count(*) FROM audit_events")
+
+    resp = await c.post("/graphql", json={"query": "query($id: UUID!) { strength(id: $id) { label client { id } } }",
+                                          "variables": {"id": strength["id"]}})
+    assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    read = (await events(api))[before:]
+    assert {(r["resource_type"], r["action"]) for r in read} == {("Strength", "read"), ("Client", "read")}, read
+
+    resp = await c.post("/graphql", json={
+        "query": "mutation($in: ClientCreateInput!) { createClient(input: $in) { id } }",
+        "variables": {"in": {"displayName": "Bea"}}})
+    assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    wrote = (await events(api))[before + len(read):]
+    assert [(r["resource_type"], r["action"]) for r in wrote] == [("Client", "create")], wrote

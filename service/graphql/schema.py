@@ -9,6 +9,7 @@ import strawberry
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
 from service.graphql import fields, limits, progress
+from service.graphql.auditing import AuditAction
 from service.graphql.typegen import PageInfo, Types
 
 
@@ -59,7 +60,7 @@ def build_schema() -> strawberry.Schema:
         mutations.update(fields.mutation_fields(types_, coll))
     query = _root("Query", queries, "Every collection, by id and as Relay-style connections")
     mutation = _root("Mutation", mutations, "The same writes as REST, through the same service layer")
-    return strawberry.Schema(query=query, mutation=mutation, extensions=limits.extensions())
+    return strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction])
 
 
 def schema_sdl() -> str:
