@@ -70,16 +70,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    # One set of options whatever the worker count (uvicorn's defaults otherwise: X-Forwarded-For is trusted
+    # from FORWARDED_ALLOW_IPS, 127.0.0.1 unless set, so the audit's remote address means the same thing).
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+                               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS}
     if workers > 1:
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning",
-                    proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
+        uvicorn.run("service.asgi:app", workers=workers, **options)
         return
     from service.app import create_app, freeze_startup_objects
 
     app = create_app(prepared)
     freeze_startup_objects()
-    uvicorn.run(app, host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, access_log=False)
+    uvicorn.run(app, **options)
 
 
 def _serve_granian(host: str, port: int, workers: int) -> None:
