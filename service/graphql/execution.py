@@ -101,3 +101,23 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         except Exception:  # noqa: BLE001 - the regular path raises it again, located
             return _SLOW
         return _SLOW if coerced is None or coerced is Undefined else coerced
+
+
+def resolve_directly(schema: Any) -> None:
+    """Let graphql-core call the resolvers that declare ``resolves_directly`` (fields.field) itself.
+
+    Strawberry calls a resolver through its own wrapper, which per call builds an Info object and converts the
+    arguments (GraphQL names to Python names, input objects to their classes). For a resolver that reads only
+    ``info.context`` and whose arguments are scalars named alike, that changes nothing but the cost: graphql-core
+    passes its own resolve info (whose ``context`` is the same object) and the same argument values. A field with
+    Strawberry field extensions keeps Strawberry's wrapper (they must run).
+    """
+    for named in schema._schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType):
+            continue
+        for field_def in named.fields.values():
+            definition = (field_def.extensions or {}).get("strawberry-definition")
+            resolver = getattr(definition, "base_resolver", None)
+            if resolver is not None and not definition.extensions and \
+                    getattr(resolver.wrapped_func, "resolves_directly", False):
+                field_def.resolve = resolver.wrapped_func

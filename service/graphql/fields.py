@@ -63,8 +63,12 @@ async def _awaited(pending: Awaitable[Any]) -> Any:
 
 
 def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
-          description: str | None = None) -> Any:
-    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments."""
+          description: str | None = None, direct: bool = False) -> Any:
+    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments.
+
+    ``direct``: the resolver reads nothing of ``info`` but ``info.context`` and its arguments need no conversion
+    (scalars named alike in GraphQL and Python), so graphql-core may call it itself (execution.resolve_directly).
+    """
     sig = [P("root", P.POSITIONAL_OR_KEYWORD)] if root else []
     sig.append(P("info", P.POSITIONAL_OR_KEYWORD, annotation=strawberry.Info))
     sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
@@ -72,6 +76,7 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
     wrapped = _guarded(fn)
     wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
+    wrapped.resolves_directly = direct  # type: ignore[attr-defined]
     return strawberry.field(resolver=wrapped, description=description)
 
 
@@ -109,7 +114,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
         return _shaped(ctx.relation(rel, args).load(root), shape)
 
     if rel.kind == "children":
-        def children(root: Any, info: Any, first: int, after: str | None) -> Any:
+        def children(root: Any, info: Any, first: int = DEFAULT_FIRST, after: str | None = None) -> Any:
             ctx = _ctx(info)
             ctx.require(target.resource, rel.perm)
             _check_first(first)
@@ -120,7 +125,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
 
         return field(children, types.connections[target.name] | None,
                      [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
-                     description=f"Live {target.title.lower()} of this record, in id order")
+                     description=f"Live {target.title.lower()} of this record, in id order", direct=True)
 
     def resolve(root: Any, info: Any) -> Any:
         ctx = _ctx(info)
@@ -136,7 +141,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
     else:
         returns = types.record_types[target.name] | None
         description = "The most recent measurement of this marker (by observed_at)"
-    return field(resolve, returns, description=description)
+    return field(resolve, returns, description=description, direct=True)
 
 
 def _same(value: Any) -> Any:

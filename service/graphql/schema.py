@@ -10,7 +10,7 @@ import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
-from service.graphql.execution import ExecutionContext
+from service.graphql.execution import ExecutionContext, resolve_directly
 from service.graphql.typegen import PageInfo, Types
 
 
@@ -61,8 +61,10 @@ def build_schema() -> strawberry.Schema:
         mutations.update(fields.mutation_fields(types_, coll))
     query = _root("Query", queries, "Every collection, by id and as Relay-style connections")
     mutation = _root("Mutation", mutations, "The same writes as REST, through the same service layer")
-    return strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction],
-                             execution_context_class=ExecutionContext)
+    schema = strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction],
+                               execution_context_class=ExecutionContext)
+    resolve_directly(schema)
+    return schema
 
 
 def schema_sdl() -> str:
