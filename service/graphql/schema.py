@@ -38,6 +38,7 @@ def _is_type_of(name: str) -> Any:
     def is_type_of(cls: Any, obj: Any, info: Any) -> bool:
         return getattr(obj, "_collection", name) == name
 
+    is_type_of.ignores_info = True  # type: ignore[attr-defined]  # execution.py may check it without one
     return is_type_of
 
 
