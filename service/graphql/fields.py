@@ -89,11 +89,22 @@ def _check_first(first: int) -> None:
         raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
 
 
+class Edge:
+    """An edge of any connection type (edge types have no type check): its cursor is encoded if selected."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.node.id)
+
+
 def connection(types: Types, coll: Collection, nodes: list[Any], has_next: bool) -> Any:
-    edge = types.edges[coll.name]
-    edges = [edge(node=n, cursor=encode_cursor(n.id)) for n in nodes]
-    page = PageInfo(has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None)
-    return types.connections[coll.name](edges=edges, page_info=page)
+    page = PageInfo(has_next_page=has_next, end_cursor=encode_cursor(nodes[-1].id) if nodes else None)
+    return types.connections[coll.name](edges=[Edge(n) for n in nodes], page_info=page)
 
 
 # ---------------------------------------------------------------- relations of a record type
