@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 
+from service.collections.repository import CompiledRead
 from service.settings import PROJECT_ROOT
 from tests.gqlkit import ALL, DASHBOARD, seed_caseload
 from tests.harness import APP_ROLE, Api, TestServer
@@ -46,13 +47,28 @@ async def _for(seconds: float, concurrency: int, once: Any) -> float:
 
 
 def _capture(engine: Any) -> tuple[list[tuple[str, Any]], Any]:
+    """The statements sent through SQLAlchemy (its events) and, in the same order, those CompiledRead sends on
+    the driver connection (batch reads of relations), which SQLAlchemy's events do not see."""
     captured: list[tuple[str, Any]] = []
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         captured.append((statement, parameters))
 
+    original = CompiledRead.fetch
+
+    async def recording(self: CompiledRead, conn: Any, who: Any, **params: Any) -> Any:
+        sql, names, defaults = self._compile(conn.dialect, who.patient_id is not None)
+        values = {**defaults, **params, "org_id": who.org_id, "patient_id": who.patient_id}
+        captured.append((sql, [values[name] for name in names]))
+        return await original(self, conn, who, **params)
+
+    def stop() -> None:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
+        CompiledRead.fetch = original  # type: ignore[method-assign]
+
     event.listen(engine.sync_engine, "before_cursor_execute", before)
-    return captured, lambda: event.remove(engine.sync_engine, "before_cursor_execute", before)
+    CompiledRead.fetch = recording  # type: ignore[method-assign]
+    return captured, stop
 
 
 def _transactions(statements: list[tuple[str, Any]]) -> list[list[tuple[str, tuple[Any, ...]]]]:
