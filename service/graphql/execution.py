@@ -24,6 +24,7 @@ field, then for each list item), so their messages, paths and the nulling of par
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import GeneratorType
 from typing import Any
 
 from graphql import (
@@ -51,9 +52,12 @@ def _plan(field_def: GraphQLField) -> Any:
     if resolve is None or definition is None or definition.extensions:
         return _SLOW
     if getattr(resolve, "_is_default", False) and definition.base_resolver is None and not field_def.args:
-        return (_BASIC, definition.python_name)
+        return_type = field_def.type
+        nullable = not isinstance(return_type, GraphQLNonNull)
+        named = return_type if nullable else return_type.of_type
+        return (_BASIC, definition.python_name, named if is_leaf_type(named) else None, nullable)
     if getattr(resolve, "resolves_directly", False):
-        return (_DIRECT, None)
+        return (_DIRECT, None, None, False)
     return _SLOW
 
 
@@ -64,6 +68,19 @@ READERS: dict[type, Callable[[Any, str], Any]] = {}
 
 # Values that are never awaitable: checked by type before asking the (slower) general predicate.
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list})
+_NEVER_AWAITABLE: set[type] = set(_PLAIN)  # grows with the classes of resolved values (records, edges, pages)
+
+
+def _never_awaitable(value: Any) -> bool:
+    """True for values of a class without ``__await__`` (special methods are looked up on the class) other than
+    generators (a generator-based coroutine is awaitable); the answer is remembered per class."""
+    cls = type(value)
+    if cls in _NEVER_AWAITABLE:
+        return True
+    if hasattr(cls, "__await__") or isinstance(value, GeneratorType):
+        return False
+    _NEVER_AWAITABLE.add(cls)
+    return True
 
 
 def _info_free(object_type: GraphQLObjectType) -> bool:
@@ -91,7 +108,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 if result is Undefined:
                     continue
                 results[response_name] = result
-                if type(result) not in _PLAIN and is_awaitable(result):
+                if not _never_awaitable(result) and is_awaitable(result):
                     awaitable_fields.append(response_name)
         except Exception:
             if awaitable_fields:  # settle what other fields started: they may fail too
@@ -120,6 +137,10 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if plan is None:
             field_def = self.schema.get_field(parent_type, field_name)
             plan = _plans[key] = _SLOW if field_def is None else _plan(field_def)
+        if plan is not _SLOW and plan[2] is not None:  # a leaf read off the object: most fields
+            leaf = self._leaf(source, plan)
+            if leaf is not _SLOW:
+                return leaf
         field_path = Path(path, response_name, parent_type.name)
         if plan is _SLOW:
             return self.execute_field(parent_type, source, field_details_list, field_path, None)
@@ -134,7 +155,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 info = self.build_resolve_info(field_def, [d.node for d in field_details_list], parent_type,
                                                field_path)
                 result = field_def.resolve(source, info, **self._arguments(field_def, field_details_list))
-            if type(result) not in _PLAIN and self.is_awaitable(result):
+            if not _never_awaitable(result) and self.is_awaitable(result):
                 info = info or self.build_resolve_info(field_def, [d.node for d in field_details_list],
                                                        parent_type, field_path)
                 return self.complete_awaitable_value(return_type, field_details_list, info, field_path, result,
@@ -144,12 +165,27 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 info = info or self.build_resolve_info(field_def, [d.node for d in field_details_list],
                                                        parent_type, field_path)
                 completed = self.complete_value(return_type, field_details_list, info, field_path, result, None)
-            if type(completed) not in _PLAIN and self.is_awaitable(completed):
+            if not _never_awaitable(completed) and self.is_awaitable(completed):
                 return self._settled(completed, return_type, field_details_list, field_path)
         except Exception as raw_error:  # noqa: BLE001 - as graphql-core: the error is the field's
             self.handle_field_error(raw_error, return_type, field_details_list, field_path)
             return None
         return completed
+
+    @staticmethod
+    def _leaf(source: Any, plan: Any) -> Any:
+        """A leaf field's completed value, or ``_SLOW`` for the general path (which reads the attribute again:
+        reading has no side effects) to complete or report."""
+        _, attr, leaf, nullable = plan
+        reader = READERS.get(type(source))
+        try:
+            value = getattr(source, attr) if reader is None else reader(source, attr)
+            if value is None:
+                return None if nullable else _SLOW
+            coerced = leaf.coerce_output_value(value)
+        except Exception:  # noqa: BLE001 - the general path raises it again, located
+            return _SLOW
+        return _SLOW if coerced is None or coerced is Undefined else coerced
 
     def _arguments(self, field_def: GraphQLField, field_details_list: Any) -> dict[str, Any]:
         """The field's arguments, as graphql-core computes them (the same for every record of a list)."""
@@ -198,7 +234,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return _SLOW
 
     def _subfields(self, object_type: GraphQLObjectType, field_details_list: Any, result: Any) -> Any:
-        if not _info_free(object_type) or self.is_awaitable(result):
+        if not _info_free(object_type) or (not _never_awaitable(result) and self.is_awaitable(result)):
             return _SLOW
         if object_type.is_type_of is not None and not object_type.is_type_of(result, None):
             return _SLOW  # graphql-core reports the wrong type
