@@ -3,31 +3,13 @@ client (gql) running it and a mutation with a bearer token."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any
-
 import httpx
 import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.httpx import HTTPXAsyncTransport
-from sqlalchemy import event
 
 from service.settings import PROJECT_ROOT
-from tests.gqlkit import ALL, DASHBOARD, gql, seed_caseload
-
-
-@contextmanager
-def counting(engine: Any) -> Any:
-    statements: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", before)
+from tests.gqlkit import ALL, DASHBOARD, gql, seed_caseload, statements_sent
 
 
 @pytest.fixture
@@ -41,7 +23,7 @@ async def test_statement_count_does_not_grow_with_page_size(api, caseload):
     c = api.client(await api.token(caseload, ALL))
     counts = {}
     for size in (5, 50):
-        with counting(api.app.state.ctx.engine) as statements:
+        with statements_sent(api.app.state.ctx.engine) as statements:
             body = await gql(c, DASHBOARD, {"n": size})
         assert "errors" not in body, body
         edges = body["data"]["clients"]["edges"]

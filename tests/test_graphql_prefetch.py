@@ -8,11 +8,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from service.collections.repository import CompiledRead
 from service.graphql import fields
-from tests.gqlkit import ALL, DASHBOARD, gql, seed_caseload
+from tests.gqlkit import ALL, DASHBOARD, gql, seed_caseload, statements_sent
 
 # Fragments, aliases of one relation with other arguments, @skip / @include, variables and a cursor: the ways a
 # document can name the relations a level selects.
@@ -69,20 +68,9 @@ def relation_reads() -> Any:
         CompiledRead.fetch = original  # type: ignore[method-assign]
 
 
-@contextmanager
 def transactions(engine: Any) -> Any:
     """Count the transactions the service opens through SQLAlchemy (each starts with the tenant statement)."""
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "set_config('app.org_id'" in statement:
-            seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", before)
+    return statements_sent(engine, lambda statement: "set_config('app.org_id'" in statement)
 
 
 @contextmanager
