@@ -85,6 +85,9 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
 
 
 _ITEMS = TypeAdapter(list[measurements.create])
+# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker,
+# risk_reasons). Not the jsonb external ids nor the timestamps, which cost a decode per row.
+_MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
 
 
 def _validate(items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
@@ -109,7 +112,8 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     markers: dict[Any, dict[str, Any]] = {}
     live_clients: set[Any] = set()
     if parsed:
-        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}))
+        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}),
+                                  _MARKER_COLUMNS)
         live_clients = await live_ids(conn, who, clients.name, list({p["client_id"] for _, p in parsed}))
     found = {outcome_markers.name: markers}
 
