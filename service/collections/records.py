@@ -65,8 +65,9 @@ async def record_changes(
     from service import audit  # imported here: the audit module itself imports the collection machinery
 
     resource = REGISTRY[collection].resource if collection in REGISTRY else collection
-    for s in snapshots:
-        audit.wrote(resource, s["id"], s["id"] if collection == "clients" else s.get("client_id"), action)
+    ids = [s["id"] for s in snapshots]
+    clients = ids if collection == "clients" else [s.get("client_id") for s in snapshots]
+    audit.wrote_many(resource, ids, clients, action)
     params = {
         "org_id": org_id or (who.org_id if who else None),
         "collection": collection,
@@ -76,9 +77,8 @@ async def record_changes(
         "who": who.who if who else "system",
         # One JSON array, encoded in one call: asyncpg checks the elements of array parameters one by one.
         "rows": dumps([
-            {"record_id": s["id"], "version": s["version"], "data": s,
-             "client_id": s["id"] if collection == "clients" else s.get("client_id")}
-            for s in snapshots
+            {"record_id": i, "version": s["version"], "client_id": c, "data": s}
+            for i, c, s in zip(ids, clients, snapshots, strict=True)
         ]).decode(),
     }
     sql, names = _compiled(conn)
