@@ -220,18 +220,19 @@ def bind_refs(
         wanted = ref.ids(data)
         if not wanted:
             continue
-        target = REGISTRY[ref.target]
         pool = found.get(ref.target, {})
-        rows = {i: pool[i] for i in wanted if i in pool and pool[i]["client_id"] == client_id}
-        if changed is None or ref.field.split(".")[0] in changed:
+        # Per wanted id its row, or None where it is missing or another client's: one lookup per id (a batch
+        # makes hundreds, and a UUID's hash runs in Python).
+        hits = [row if (row := pool.get(i)) is not None and row["client_id"] == client_id else None for i in wanted]
+        if None in hits and (changed is None or ref.field.split(".")[0] in changed):
+            target = REGISTRY[ref.target]
             errors = [
                 field_error(f"{ref.field}.{i}" if ref.many else ref.field,
                             f"No {target.type_name.replace('_', ' ')} {ident} of this client", "reference_not_found")
-                for i, ident in enumerate(wanted) if ident not in rows
+                for i, (ident, row) in enumerate(zip(wanted, hits, strict=True)) if row is None
             ]
-            if errors:
-                raise ValidationFailed("A referenced record does not exist for this client", errors=errors)
-        loaded[ref.field] = [rows[i] for i in wanted if i in rows]
+            raise ValidationFailed("A referenced record does not exist for this client", errors=errors)
+        loaded[ref.field] = [row for row in hits if row is not None]
     return loaded
 
 
