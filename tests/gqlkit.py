@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import event
 
 from bench.workloads import GRAPHQL_DASHBOARD
 from tests.harness import Api, AuthedClient, Org
 
 ALL = "system/*.cruds"
+
+
+@contextmanager
+def statements_sent(engine: Any, keep: Callable[[str], bool] = lambda _: True) -> Iterator[list[str]]:
+    """The statements the service sends through SQLAlchemy (``keep`` chooses which) while the block runs."""
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if keep(statement):
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
 
 
 async def gql(client: AuthedClient, query: str, variables: dict[str, Any] | None = None, *,

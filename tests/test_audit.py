@@ -142,13 +142,15 @@ async def test_graphql_reads_are_audited_as_reads_and_its_writes_as_writes(api):
 
     resp = await c.post("/graphql", json={"query": "query($id: UUID!) { strength(id: $id) { label client { id } } }",
                                           "variables": {"id": strength["id"]}})
-    assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    assert resp.status_code == 200, resp.text
+    assert "errors" not in resp.json(), resp.text
     read = (await events(api))[before:]
     assert {(r["resource_type"], r["action"]) for r in read} == {("Strength", "read"), ("Client", "read")}, read
 
     resp = await c.post("/graphql", json={
         "query": "mutation($in: ClientCreateInput!) { createClient(input: $in) { id } }",
         "variables": {"in": {"displayName": "Bea"}}})
-    assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    assert resp.status_code == 200, resp.text
+    assert "errors" not in resp.json(), resp.text
     wrote = (await events(api))[before + len(read):]
     assert [(r["resource_type"], r["action"]) for r in wrote] == [("Client", "create")], wrote

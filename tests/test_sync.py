@@ -190,3 +190,35 @@ async def test_concurrent_writers_and_a_polling_reader_see_everything_once(api):
     ids = [i for batch in written for i in batch]
     assert len(seen) == len(set(seen))
     assert sorted(seen) == sorted([(i, 1) for i in ids] + [(i, 2) for i in ids])
+
+
+async def test_feed_entries_are_written_as_every_timestamp_and_audited_per_collection(api):
+    """PostgreSQL writes the page: its entries must read exactly as the service writes JSON (orjson), a whole
+    second included, and the audit row of each collection must name the records and clients it listed."""
+    import orjson
+
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    s = await create(c, "strengths")
+    await api.db.fetch("UPDATE changes SET changed_at = '2026-03-01T12:00:00.5Z' WHERE record_id = $1",
+                       uuid.UUID(s["client_id"]))
+    await api.db.fetch("UPDATE changes SET changed_at = '2026-03-01T12:00:01Z' WHERE record_id = $1",
+                       uuid.UUID(s["id"]))
+    seen, _ = await drain(c, None, want=lambda es: {e["id"] for e in es} >= {s["id"], s["client_id"]})
+    rows = {str(r["record_id"]): r for r in await api.db.fetch(
+        "SELECT record_id, collection, action, version, changed_at FROM changes WHERE org_id = $1", org.id)}
+    expected = [{"type": rows[e["id"]]["collection"].removesuffix("s"), "id": e["id"],
+                 "action": rows[e["id"]]["action"], "version": rows[e["id"]]["version"],
+                 "changed_at": orjson.loads(orjson.dumps(rows[e["id"]]["changed_at"]))} for e in seen]
+    assert seen == expected
+    assert {e["changed_at"] for e in seen} == {"2026-03-01T12:00:00.500000+00:00", "2026-03-01T12:00:01+00:00"}
+
+    audited = await api.db.fetch("SELECT resource_type, resource_ids, client_ids FROM audit_events "
+                                 "WHERE org_id = $1 AND method = 'GET' AND path = '/v1/changes'", org.id)
+    by_type = {}
+    for r in audited:
+        ids, clients = by_type.setdefault(r["resource_type"], (set(), set()))
+        ids.update(map(str, r["resource_ids"]))
+        clients.update(map(str, r["client_ids"]))
+    assert by_type["Strength"] == ({s["id"]}, {s["client_id"]})
+    assert by_type["Client"][0] == {s["client_id"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -81,6 +82,12 @@ class Collection:
     def key(self) -> str:
         """The snake_case name, used for ?include= keys and history paths."""
         return self.name.replace("-", "_")
+
+    @cached_property
+    def out_fields(self) -> frozenset[str]:
+        """The output schema's field names (pydantic's ``model_fields`` costs microseconds per read; this is
+        read once per serialized record)."""
+        return frozenset(self.out.model_fields)
 
 
 REGISTRY: dict[str, Collection] = {}

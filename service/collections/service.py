@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import ARRAY, Select, Uuid, any_, bindparam, func, insert, select, text, update
+from sqlalchemy import ARRAY, Row, Select, Uuid, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,11 +38,11 @@ MAX_INCLUDE = 500
 
 
 def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str, Any]:
-    data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    data = dict(row._mapping) if isinstance(row, Row) else dict(row)  # a Row, an asyncpg Record or a mapping
     deleted_at = data.pop("deleted_at", None)
     data.pop("org_id", None)
     external_ids = data.pop("external_ids", None)
-    if coll.ext_field in coll.out.model_fields:  # measurements have a single (source, external_id) instead
+    if coll.ext_field in coll.out_fields:  # measurements have a single (source, external_id) instead
         data[coll.ext_field] = external_ids or []
     if coll.to_out:
         data = coll.to_out(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import any_, bindparam, func, select
@@ -20,10 +20,14 @@ from strawberry.fastapi import BaseContext
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import CompiledRead, decode_cursor, param, readable
+from service.collections.repository import CompiledRead, param, readable
 from service.collections.service import serialize
 from service.db import tenant_transaction
 from service.graphql.errors import forbidden
+from service.graphql.execution import READERS
+
+if TYPE_CHECKING:
+    from service.graphql.prefetch import Relation
 
 _NESTED = (dict, list)  # a tuple: ``dict | list`` would build a new union object on every call
 
@@ -33,10 +37,11 @@ class Obj:
     resolvers. Nested objects are wrapped when a field reads them, not up front: a query selects a few of
     a record's fields. Keys it lacks raise AttributeError, as a missing attribute does."""
 
-    __slots__ = ("_collection", "_data")
+    __slots__ = ("_collection", "_data", "_pre")
 
     def __init__(self, data: dict[str, Any], collection: str | None = None) -> None:
         self._data = data
+        self._pre: dict[Any, Any] | None = None  # relations loaded ahead for the query (see prefetch.py)
         if collection is not None:  # lets the Node interface tell record types apart (schema._is_type_of);
             self._collection = collection  # a nested object has none, and matches its field's type
 
@@ -46,6 +51,15 @@ class Obj:
         except KeyError:
             raise AttributeError(name) from None
         return wrap(value) if isinstance(value, _NESTED) else value
+
+    def read(self, name: str) -> Any:
+        """``getattr(self, name)``, without Python's failed attribute lookup first for a field name (the
+        executor reads thousands of leaves this way: execution.READERS)."""
+        return getattr(self, name) if name in _OWN else Obj.__getattr__(self, name)
+
+
+_OWN = frozenset(dir(Obj))  # names getattr finds on the object itself rather than in its data
+READERS[Obj] = Obj.read
 
 
 def wrap(value: Any) -> Any:
@@ -68,9 +82,7 @@ def _nulls(coll_name: str) -> dict[str, None]:
 
 
 def record(coll: Collection, row: Any) -> Obj:
-    data = dict(row)
-    data.pop("_rn", None)
-    return record_obj(coll, serialize(coll, data))
+    return record_obj(coll, serialize(coll, row))
 
 
 def _any(name: str, table: Any, column: str) -> Any:
@@ -96,7 +108,8 @@ def _children_read(child_name: str, fk: str, with_after: bool) -> CompiledRead:
             base = base.where(table.c.id > param("after"))
         rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
         sub = base.add_columns(rn).subquery()
-        return select(sub).where(sub.c._rn <= param("per_parent")).order_by(sub.c[fk], sub.c.id)
+        return (select(*(sub.c[c.name] for c in table.c)).where(sub.c._rn <= param("per_parent"))
+                .order_by(sub.c[fk], sub.c.id))
 
     return CompiledRead(build)
 
@@ -110,6 +123,35 @@ def _latest_read() -> CompiledRead:
                         .order_by(table.c.marker_id, table.c.observed_at.desc(), table.c.id.desc()))
 
 
+# ---------------------------------------------------------------- batch reads (DataLoaders and prefetch)
+
+
+async def load_by_id(conn: Any, who: Principal, coll: Collection, ids: Sequence[UUID]) -> dict[UUID, Obj]:
+    """Live records of ``coll`` among ``ids`` that the principal may read, by id: one statement."""
+    rows = await _by_id_read(coll.name).fetch(conn, who, ids=list(ids))
+    return {r["id"]: record(coll, r) for r in rows}
+
+
+async def load_children(conn: Any, who: Principal, child: Collection, fk: str, parent_ids: Sequence[UUID],
+                        first: int, after_id: UUID | None) -> dict[UUID, list[Obj]]:
+    """Up to ``first + 1`` live children per parent, in id order, in one statement for all parents."""
+    params: dict[str, Any] = {"parents": list(parent_ids), "per_parent": first + 1}
+    if after_id is not None:
+        params["after"] = after_id
+    rows = await _children_read(child.name, fk, after_id is not None).fetch(conn, who, **params)
+    grouped: dict[UUID, list[Obj]] = {}
+    for r in rows:
+        grouped.setdefault(r[fk], []).append(record(child, r))
+    return grouped
+
+
+async def load_latest(conn: Any, who: Principal, marker_ids: Sequence[UUID]) -> dict[UUID, Obj]:
+    """The most recent live measurement of each marker (by observed_at), by marker id: one statement."""
+    coll = REGISTRY["measurements"]
+    rows = await _latest_read().fetch(conn, who, markers=list(marker_ids))
+    return {r["marker_id"]: record(coll, r) for r in rows}
+
+
 class GraphQLContext(BaseContext):
     def __init__(self, who: Principal, app_ctx: Any) -> None:
         super().__init__()
@@ -120,18 +162,22 @@ class GraphQLContext(BaseContext):
 
     # ------------------------------------------------------------ scopes
 
+    def allows(self, resource: str, perm: str) -> bool:
+        """Whether the token allows it; parsed once, then a dictionary lookup."""
+        allowed = self._allowed.get((resource, perm))
+        if allowed is None:
+            allowed = self._allowed[(resource, perm)] = self.who.allows(resource, perm)
+        return allowed
+
     def require(self, resource: str, perm: str) -> None:
-        """Raise FORBIDDEN unless the token allows it; parsed once, then a dictionary lookup."""
-        key = (resource, perm)
-        if key not in self._allowed:
-            self._allowed[key] = self.who.allows(resource, perm)
-        if not self._allowed[key]:
+        """Raise FORBIDDEN unless the token allows it."""
+        if not self.allows(resource, perm):
             raise forbidden(required_scope(resource, perm, self.who.context))  # type: ignore[arg-type]
 
     def transaction(self) -> Any:
         return tenant_transaction(self.engine, self.who.org_id, self.who.patient_id)
 
-    # ------------------------------------------------------------ loaders
+    # ------------------------------------------------------------ loaders: what prefetch.py did not load
 
     def _loader(self, key: tuple[Any, ...], load: Any) -> DataLoader[Any, Any]:
         loader = self._loaders.get(key)
@@ -142,37 +188,15 @@ class GraphQLContext(BaseContext):
     def by_id(self, coll: Collection) -> DataLoader[UUID, Obj | None]:
         async def load(ids: Sequence[UUID]) -> list[Obj | None]:
             async with self.transaction() as conn:
-                rows = await _by_id_read(coll.name).fetch(conn, self.who, ids=list(ids))
-            found = {r["id"]: record(coll, r) for r in rows}
+                found = await load_by_id(conn, self.who, coll, ids)
             return [found.get(i) for i in ids]
 
         return self._loader(("id", coll.name), load)
 
-    def children(self, child: Collection, fk: str, first: int, after: str | None) -> DataLoader[UUID, list[Obj]]:
-        """Up to ``first + 1`` live children per parent, in id order, in one statement for all parents."""
-        after_id = decode_cursor(after) if after else None
-        read = _children_read(child.name, fk, after_id is not None)
-
-        async def load(parent_ids: Sequence[UUID]) -> list[list[Obj]]:
-            params: dict[str, Any] = {"parents": list(parent_ids), "per_parent": first + 1}
-            if after_id is not None:
-                params["after"] = after_id
+    def relation(self, rel: Relation, args: tuple[Any, ...]) -> DataLoader[Obj, Any]:
+        """The relation's value for parent records, batched with the sibling resolvers that ask for it."""
+        async def load(parents: Sequence[Obj]) -> list[Any]:
             async with self.transaction() as conn:
-                rows = await read.fetch(conn, self.who, **params)
-            grouped: dict[UUID, list[Obj]] = {}
-            for r in rows:
-                grouped.setdefault(r[fk], []).append(record(child, r))
-            return [grouped.get(p, []) for p in parent_ids]
+                return await rel.load(conn, self.who, parents, args)
 
-        return self._loader(("children", child.name, fk, first, after), load)
-
-    def latest_measurement(self) -> DataLoader[UUID, Obj | None]:
-        coll = REGISTRY["measurements"]
-
-        async def load(marker_ids: Sequence[UUID]) -> list[Obj | None]:
-            async with self.transaction() as conn:
-                rows = await _latest_read().fetch(conn, self.who, markers=list(marker_ids))
-            found = {r["marker_id"]: record(coll, r) for r in rows}
-            return [found.get(m) for m in marker_ids]
-
-        return self._loader(("latest_measurement",), load)
+        return self._loader(("relation", rel, args), load)

@@ -19,33 +19,56 @@ from pydantic import ValidationError
 from service import audit
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import encode_cursor
+from service.collections.repository import decode_cursor, encode_cursor
 from service.errors import DomainError, Gone, NotFound, ValidationFailed
 from service.graphql.context import GraphQLContext, record_obj, wrap
 from service.graphql.errors import forbidden, from_domain, from_pydantic
 from service.graphql.limits import DEFAULT_FIRST, MAX_FIRST, ROOT_FIRST
+from service.graphql.prefetch import MISSING, Relation, node_selections, prefetch, prefetched, relations_of
 from service.graphql.typegen import Node, PageInfo, Types, plain
 
-Resolver = Callable[..., Awaitable[Any]]
 P = inspect.Parameter
 
 
-def _guarded(fn: Resolver) -> Resolver:
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """NotFound and Gone resolve to null; other domain errors become GraphQL errors. A synchronous resolver
+    stays synchronous (it may return an awaitable, which is guarded the same way)."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await _awaited(fn(*args, **kwargs))
+
+        return run
+
     @functools.wraps(fn)
-    async def run(*args: Any, **kwargs: Any) -> Any:
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
         try:
-            return await fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except (NotFound, Gone):
             return None
         except DomainError as exc:
             raise from_domain(exc) from exc
+        return _awaited(result) if inspect.isawaitable(result) else result
 
-    return run
+    return run_sync
 
 
-def field(fn: Resolver, returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
-          description: str | None = None) -> Any:
-    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments."""
+async def _awaited(pending: Awaitable[Any]) -> Any:
+    try:
+        return await pending
+    except (NotFound, Gone):
+        return None
+    except DomainError as exc:
+        raise from_domain(exc) from exc
+
+
+def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
+          description: str | None = None, direct: bool = False) -> Any:
+    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments.
+
+    ``direct``: the resolver reads nothing of ``info`` but ``info.context`` and its arguments need no conversion
+    (scalars named alike in GraphQL and Python), so graphql-core may call it itself (execution.resolve_directly).
+    """
     sig = [P("root", P.POSITIONAL_OR_KEYWORD)] if root else []
     sig.append(P("info", P.POSITIONAL_OR_KEYWORD, annotation=strawberry.Info))
     sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
@@ -53,6 +76,7 @@ def field(fn: Resolver, returns: Any, params: list[tuple[str, Any, Any]] | None 
     wrapped = _guarded(fn)
     wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
+    wrapped.resolves_directly = direct  # type: ignore[attr-defined]
     return strawberry.field(resolver=wrapped, description=description)
 
 
@@ -65,81 +89,78 @@ def _check_first(first: int) -> None:
         raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
 
 
+class Edge:
+    """An edge of any connection type (edge types have no type check): its cursor is encoded if selected."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.node.id)
+
+
 def connection(types: Types, coll: Collection, nodes: list[Any], has_next: bool) -> Any:
-    edge = types.edges[coll.name]
-    edges = [edge(node=n, cursor=encode_cursor(n.id)) for n in nodes]
-    page = PageInfo(has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None)
-    return types.connections[coll.name](edges=edges, page_info=page)
+    page = PageInfo(has_next_page=has_next, end_cursor=encode_cursor(nodes[-1].id) if nodes else None)
+    return types.connections[coll.name](edges=[Edge(n) for n in nodes], page_info=page)
 
 
 # ---------------------------------------------------------------- relations of a record type
 
 
 def relations(types: Types, coll: Collection) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if coll.client_owned:
-        out["client"] = _ref_one(types, "client_id", REGISTRY["clients"])
-    for ref in coll.refs:
-        if "." in ref.field:
-            continue
-        target = REGISTRY[ref.target]
-        if ref.many:
-            out[ref.field.removesuffix("_ids") + "s"] = _ref_many(types, ref.field, target)
-        else:
-            out[ref.field.removesuffix("_id")] = _ref_one(types, ref.field, target)
-    for child_name, fk in coll.children.items():
-        child = REGISTRY[child_name]
-        out[child.key] = _children(types, child, fk)
-    if coll.name == "outcome-markers":
-        out["latest_measurement"] = _latest_measurement(types)
-    return out
+    return {name: _relation_field(types, rel) for name, rel in relations_of(coll.name).items()}
 
 
-def _ref_one(types: Types, attr: str, target: Collection) -> Any:
-    async def resolve(root: Any, info: Any) -> Any:
+def _relation_field(types: Types, rel: Relation) -> Any:
+    """Synchronous when the value was prefetched (no coroutine per field and record); else a DataLoader's."""
+    target = rel.target
+
+    def value(root: Any, ctx: GraphQLContext, args: tuple[Any, ...], shape: Callable[[Any], Any]) -> Any:
+        found = prefetched(root, (rel.name, args))
+        if found is not MISSING:
+            return shape(found)
+        return _shaped(ctx.relation(rel, args).load(root), shape)
+
+    if rel.kind == "children":
+        def children(root: Any, info: Any, first: int = DEFAULT_FIRST, after: str | None = None) -> Any:
+            ctx = _ctx(info)
+            ctx.require(target.resource, rel.perm)
+            _check_first(first)
+            if after:
+                decode_cursor(after)  # a bad cursor is refused here, before any transaction
+            return value(root, ctx, (first, after),
+                         lambda rows: connection(types, target, rows[:first], len(rows) > first))
+
+        return field(children, types.connections[target.name] | None,
+                     [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
+                     description=f"Live {target.title.lower()} of this record, in id order", direct=True)
+
+    def resolve(root: Any, info: Any) -> Any:
         ctx = _ctx(info)
-        ctx.require(target.resource, "r")
-        ident = getattr(root, attr, None)
-        return None if ident is None else await ctx.by_id(target).load(ident)
+        ctx.require(target.resource, rel.perm)
+        return value(root, ctx, (), _same)
 
-    return field(resolve, types.record_types[target.name] | None,
-                 description=f"The {target.type_name.replace('_', ' ')} named by {attr}")
-
-
-def _ref_many(types: Types, attr: str, target: Collection) -> Any:
-    async def resolve(root: Any, info: Any) -> Any:
-        ctx = _ctx(info)
-        ctx.require(target.resource, "r")
-        found = await ctx.by_id(target).load_many(list(getattr(root, attr, None) or []))
-        return [r for r in found if r is not None]
-
-    return field(resolve, list[types.record_types[target.name]] | None,  # type: ignore[misc]
-                 description=f"The {target.title.lower()} named by {attr}")
+    if rel.kind == "many":
+        returns: Any = list[types.record_types[target.name]] | None  # type: ignore[name-defined]
+        description = f"The {target.title.lower()} named by {rel.attr}"
+    elif rel.kind == "one":
+        returns = types.record_types[target.name] | None
+        description = f"The {target.type_name.replace('_', ' ')} named by {rel.attr}"
+    else:
+        returns = types.record_types[target.name] | None
+        description = "The most recent measurement of this marker (by observed_at)"
+    return field(resolve, returns, description=description, direct=True)
 
 
-def _children(types: Types, child: Collection, fk: str) -> Any:
-    async def resolve(root: Any, info: Any, first: int, after: str | None) -> Any:
-        ctx = _ctx(info)
-        ctx.require(child.resource, "s")
-        _check_first(first)
-        rows = await ctx.children(child, fk, first, after).load(root.id)
-        return connection(types, child, rows[:first], len(rows) > first)
-
-    return field(resolve, types.connections[child.name] | None,
-                 [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
-                 description=f"Live {child.title.lower()} of this record, in id order")
+def _same(value: Any) -> Any:
+    return value
 
 
-def _latest_measurement(types: Types) -> Any:
-    coll = REGISTRY["measurements"]
-
-    async def resolve(root: Any, info: Any) -> Any:
-        ctx = _ctx(info)
-        ctx.require(coll.resource, "s")
-        return await ctx.latest_measurement().load(root.id)
-
-    return field(resolve, types.record_types[coll.name] | None,
-                 description="The most recent measurement of this marker (by observed_at)")
+async def _shaped(pending: Awaitable[Any], shape: Callable[[Any], Any]) -> Any:
+    return shape(await pending)
 
 
 # ---------------------------------------------------------------- root queries
@@ -165,7 +186,9 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
         async with ctx.transaction() as conn:
             data, next_cursor = await service.list_page(conn, ctx.who, coll, filters=filters, limit=first,
                                                         cursor=after)
-        return connection(types, coll, [record_obj(coll, d) for d in data], next_cursor is not None)
+            records = [record_obj(coll, d) for d in data]
+            await prefetch(ctx, conn, coll, records, info, node_selections(info))
+        return connection(types, coll, records, next_cursor is not None)
 
     params: list[tuple[str, Any, Any]] = [("first", int, ROOT_FIRST), ("after", str | None, None)]
     if coll.client_owned:

@@ -10,7 +10,7 @@ from service.errors import Unauthenticated
 from service.graphql.context import GraphQLContext
 from service.graphql.ide import ide_router
 from service.graphql.schema import build_schema
-from service.http import loads_strict
+from service.http import dumps, loads_strict
 
 
 class GraphQLUnauthenticated(Unauthenticated):
@@ -39,10 +39,18 @@ async def get_context(request: Request, response: Response) -> GraphQLContext:
 
 class StrictGraphQLRouter(GraphQLRouter[GraphQLContext, None]):
     """The body is read by the same strict JSON parser as REST bodies (duplicate keys, NaN, bad UTF-8, depth):
-    its refusals are the same 4xx problems."""
+    its refusals are the same 4xx problems. Responses are written with orjson."""
 
     def decode_json(self, data: str | bytes) -> object:
         return loads_strict(data.encode() if isinstance(data, str) else data)
+
+    def encode_json(self, data: object) -> str | bytes:
+        """orjson, as REST responses; what it cannot encode (an integer beyond 64 bits in a JSON scalar) is
+        left to the standard encoder, as before."""
+        try:
+            return dumps(data)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return super().encode_json(data)
 
 
 def graphql_router() -> GraphQLRouter[GraphQLContext, None]:

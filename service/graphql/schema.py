@@ -10,6 +10,7 @@ import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
+from service.graphql.execution import ExecutionContext, resolve_directly
 from service.graphql.typegen import PageInfo, Types
 
 
@@ -37,6 +38,7 @@ def _is_type_of(name: str) -> Any:
     def is_type_of(cls: Any, obj: Any, info: Any) -> bool:
         return getattr(obj, "_collection", name) == name
 
+    is_type_of.ignores_info = True  # type: ignore[attr-defined]  # execution.py may check it without one
     return is_type_of
 
 
@@ -60,7 +62,10 @@ def build_schema() -> strawberry.Schema:
         mutations.update(fields.mutation_fields(types_, coll))
     query = _root("Query", queries, "Every collection, by id and as Relay-style connections")
     mutation = _root("Mutation", mutations, "The same writes as REST, through the same service layer")
-    return strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction])
+    schema = strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction],
+                               execution_context_class=ExecutionContext)
+    resolve_directly(schema)
+    return schema
 
 
 def schema_sdl() -> str:
