@@ -102,6 +102,10 @@ class AuditTrail:
         self.seen(resource_type, record_id, client_id)
         self._entry(resource_type).writes[WRITE_ACTIONS.get(action, action)] = None
 
+    def wrote_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
+        self.seen_many(resource_type, record_ids, client_ids)
+        self._entry(resource_type).writes[WRITE_ACTIONS.get(action, action)] = None
+
     # ------------------------------------------------------------ writing
 
     def _action(self, entry: Touched | None, status: int | None) -> str:
@@ -136,7 +140,7 @@ class AuditTrail:
             items = [(resource_type, Touched(ids={record_id: None} if record_id else {}))]
         return [
             {**base, "type": rtype, "action": self._action(entry, status),
-             "ids": [str(i) for i in entry.ids], "clients": [str(c) for c in entry.clients]}
+             "ids": _texts(entry.ids), "clients": _texts(entry.clients)}
             for rtype, entry in items
         ]
 
@@ -204,6 +208,12 @@ def _names_one(path: str) -> bool:
     return any(_UUID.match(p) for p in parts[1:]) or (path.startswith("/fhir/R4/") and len(parts) >= 4)
 
 
+def _texts(values: Iterable[Any]) -> list[Any]:
+    """The values as ``str`` renders them: a UUID is left for orjson, which writes the same text in C (``str`` of a
+    UUID runs in Python, and a batch's audit row names hundreds)."""
+    return [v if type(v) is UUID else str(v) for v in values]
+
+
 def _target(path: str) -> tuple[str | None, UUID | None]:
     """The resource type and id a path names (for refusals, where nothing was read)."""
     from service.auth.scopes import FHIR_ALIASES
@@ -250,6 +260,13 @@ def wrote(resource_type: str, record_id: Any, client_id: Any, action: str) -> No
     trail = _current.get()
     if trail is not None:
         trail.wrote(resource_type, record_id, client_id, action)
+
+
+def wrote_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
+    """``wrote`` for many records of one type and action at once (a batch)."""
+    trail = _current.get()
+    if trail is not None:
+        trail.wrote_many(resource_type, record_ids, client_ids, action)
 
 
 def set_action(action: str) -> None:

@@ -20,8 +20,7 @@ from service.http import dumps
 _RECORD = text(
     """
 WITH v AS (
-  SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[]), CAST(:clients AS uuid[]),
-                       CAST(:data AS jsonb[])) AS t(record_id, version, client_id, data)
+  SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(record_id uuid, version int, client_id uuid, data jsonb)
 ), h AS (
   INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
   SELECT :org_id, :collection, record_id, version, client_id, :action, data, :who FROM v
@@ -66,8 +65,9 @@ async def record_changes(
     from service import audit  # imported here: the audit module itself imports the collection machinery
 
     resource = REGISTRY[collection].resource if collection in REGISTRY else collection
-    for s in snapshots:
-        audit.wrote(resource, s["id"], s["id"] if collection == "clients" else s.get("client_id"), action)
+    ids = [s["id"] for s in snapshots]
+    clients = ids if collection == "clients" else [s.get("client_id") for s in snapshots]
+    audit.wrote_many(resource, ids, clients, action)
     params = {
         "org_id": org_id or (who.org_id if who else None),
         "collection": collection,
@@ -75,10 +75,11 @@ async def record_changes(
         "alerts": collection == "safety-alerts" and action == "created",
         "action": action,
         "who": who.who if who else "system",
-        "ids": [s["id"] for s in snapshots],
-        "versions": [s["version"] for s in snapshots],
-        "clients": [s["id"] if collection == "clients" else s.get("client_id") for s in snapshots],
-        "data": [dumps(s).decode() for s in snapshots],
+        # One JSON array, encoded in one call: asyncpg checks the elements of array parameters one by one.
+        "rows": dumps([
+            {"record_id": i, "version": s["version"], "client_id": c, "data": s}
+            for i, c, s in zip(ids, clients, snapshots, strict=True)
+        ]).decode(),
     }
     sql, names = _compiled(conn)
     # On the unit of work's asyncpg connection (same transaction, role and tenant): the statement is compiled

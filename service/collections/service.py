@@ -178,27 +178,29 @@ async def _load_refs(
 
 
 @cache
-def _live_among(coll_name: str, *, ids_only: bool = False) -> CompiledRead:
+def _live_among(coll_name: str, columns: tuple[str, ...] | None = None) -> CompiledRead:
     table = REGISTRY[coll_name].table
 
     def build(who: Principal) -> Select[Any]:
         ids = bindparam("ids", None, type_=ARRAY(Uuid()))
         stmt = readable(table, who).where(table.c.id == any_(ids), table.c.deleted_at.is_(None))
-        return stmt.with_only_columns(table.c.id) if ids_only else stmt
+        return stmt.with_only_columns(*(table.c[name] for name in columns)) if columns else stmt
 
     return CompiledRead(build)
 
 
-async def load_live(conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any]) -> dict[Any, dict]:
+async def load_live(
+    conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any], columns: tuple[str, ...] | None = None
+) -> dict[Any, dict]:
     """The live records of ``collection`` among ``ids`` that ``who`` may read, by id (one statement, compiled
-    once: ``readable()`` with the ids as one array)."""
-    rows = await _live_among(collection).fetch(conn, who, ids=list(ids))
+    once: ``readable()`` with the ids as one array); only ``columns`` of them (``id`` among them) when given."""
+    rows = await _live_among(collection, columns).fetch(conn, who, ids=list(ids))
     return {r["id"]: dict(r) for r in rows}
 
 
 async def live_ids(conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any]) -> set[Any]:
     """The ids among ``ids`` of live records of ``collection`` that ``who`` may read (one statement)."""
-    return {r[0] for r in await _live_among(collection, ids_only=True).fetch(conn, who, ids=list(ids))}
+    return {r[0] for r in await _live_among(collection, ("id",)).fetch(conn, who, ids=list(ids))}
 
 
 def in_ids(column: Any, ids: Sequence[Any]) -> Any:
@@ -218,18 +220,19 @@ def bind_refs(
         wanted = ref.ids(data)
         if not wanted:
             continue
-        target = REGISTRY[ref.target]
         pool = found.get(ref.target, {})
-        rows = {i: pool[i] for i in wanted if i in pool and pool[i]["client_id"] == client_id}
-        if changed is None or ref.field.split(".")[0] in changed:
+        # Per wanted id its row, or None where it is missing or another client's: one lookup per id (a batch
+        # makes hundreds, and a UUID's hash runs in Python).
+        hits = [row if (row := pool.get(i)) is not None and row["client_id"] == client_id else None for i in wanted]
+        if None in hits and (changed is None or ref.field.split(".")[0] in changed):
+            target = REGISTRY[ref.target]
             errors = [
                 field_error(f"{ref.field}.{i}" if ref.many else ref.field,
                             f"No {target.type_name.replace('_', ' ')} {ident} of this client", "reference_not_found")
-                for i, ident in enumerate(wanted) if ident not in rows
+                for i, (ident, row) in enumerate(zip(wanted, hits, strict=True)) if row is None
             ]
-            if errors:
-                raise ValidationFailed("A referenced record does not exist for this client", errors=errors)
-        loaded[ref.field] = [rows[i] for i in wanted if i in rows]
+            raise ValidationFailed("A referenced record does not exist for this client", errors=errors)
+        loaded[ref.field] = [row for row in hits if row is not None]
     return loaded
 
 

@@ -32,7 +32,7 @@ from service.domain.outcomes import (
     risk_reasons,
 )
 from service.errors import DomainError
-from service.http import NO_STORE, JSONOut, StrictRoute
+from service.http import NO_STORE, JSONOut, StrictRoute, dumps
 from service.problems import validation_problem
 
 MAX_BATCH = 1000
@@ -65,11 +65,11 @@ class BatchOut(Out):
 _INSERT = """
 INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
                           external_id, note)
-SELECT $1, t.id, t.client_id, t.marker_id, t.value, CAST(t.items AS smallint[]), t.observed_at, t.off, t.source,
+SELECT $1, t.id, t.client_id, t.marker_id, t.value, t.items, t.observed_at, t.observed_offset, t.source,
        t.external_id, t.note
-FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::float8[], $6::text[], $7::timestamptz[], $8::smallint[],
-            $9::text[], $10::text[], $11::text[])
-     AS t(id, client_id, marker_id, value, items, observed_at, off, source, external_id, note)
+FROM json_to_recordset($2::json)
+     AS t(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[], observed_at timestamptz,
+          observed_offset smallint, source text, external_id text, note text)
 ON CONFLICT (org_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING id, created_at, updated_at, version
 """
@@ -85,6 +85,9 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
 
 
 _ITEMS = TypeAdapter(list[measurements.create])
+# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker,
+# risk_reasons). Not the jsonb external ids nor the timestamps, which cost a decode per row.
+_MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
 
 
 def _validate(items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
@@ -109,7 +112,8 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     markers: dict[Any, dict[str, Any]] = {}
     live_clients: set[Any] = set()
     if parsed:
-        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}))
+        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}),
+                                  _MARKER_COLUMNS)
         live_clients = await live_ids(conn, who, clients.name, list({p["client_id"] for _, p in parsed}))
     found = {outcome_markers.name: markers}
 
@@ -179,24 +183,14 @@ def _record(values: dict[str, Any], stamp: Any) -> dict[str, Any]:
 
 
 async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows as one JSON array (one parameter, encoded by orjson in one call, where ten arrays of a hundred
+    elements each cost asyncpg a Python-level check per element); PostgreSQL reads each value with the column's
+    type (a float's shortest text reads back as the same float8, a time with its offset as the same instant)."""
     if not rows:
         return []
     for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
         row["id"] = new_id
-    args = (
-        who.org_id,
-        [r["id"] for r in rows],
-        [r["client_id"] for r in rows],
-        [r["marker_id"] for r in rows],
-        [r["value"] for r in rows],
-        ["{" + ",".join(map(str, r["items"])) + "}" if r.get("items") is not None else None for r in rows],
-        [r["observed_at"] for r in rows],
-        [r.get("observed_offset", 0) for r in rows],
-        [r.get("source") for r in rows],
-        [r.get("external_id") for r in rows],
-        [r.get("note") for r in rows],
-    )
-    return await (await driver(conn)).fetch(_INSERT, *args)  # type: ignore[no-any-return]
+    return await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode())  # type: ignore[no-any-return]
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]
