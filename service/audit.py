@@ -2,7 +2,7 @@
 
 Each request gets an :class:`AuditTrail` (a context variable set by :class:`RequestContextMiddleware`).
 The service layer notes what it touched: every record it serializes for a reply (``seen``) and every
-version it writes (``wrote``, from ``record_changes``). The trail is written once:
+version it writes (``wrote_many``, from ``record_changes``). The trail is written once:
 
 - in the request's own transaction, just before it commits (``flush``; the REST unit of work, each
   GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together;
@@ -97,10 +97,6 @@ class AuditTrail:
         entry = self._entry(resource_type)
         entry.ids.update(dict.fromkeys(i for i in record_ids if i is not None))
         entry.clients.update(dict.fromkeys(c for c in client_ids if c is not None))
-
-    def wrote(self, resource_type: str, record_id: Any, client_id: Any, action: str) -> None:
-        self.seen(resource_type, record_id, client_id)
-        self._entry(resource_type).writes[WRITE_ACTIONS.get(action, action)] = None
 
     def wrote_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
         self.seen_many(resource_type, record_ids, client_ids)
@@ -256,14 +252,8 @@ def seen_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterabl
         trail.seen_many(resource_type, record_ids, client_ids)
 
 
-def wrote(resource_type: str, record_id: Any, client_id: Any, action: str) -> None:
-    trail = _current.get()
-    if trail is not None:
-        trail.wrote(resource_type, record_id, client_id, action)
-
-
 def wrote_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
-    """``wrote`` for many records of one type and action at once (a batch)."""
+    """Note records of one type written with one action (one record or a batch)."""
     trail = _current.get()
     if trail is not None:
         trail.wrote_many(resource_type, record_ids, client_ids, action)
