@@ -8,7 +8,8 @@ access filtering. NotFound and Gone resolve to null, as CONTRACT.md section 5 sa
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,20 +20,30 @@ from pydantic import ValidationError
 from service import audit
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import decode_cursor, encode_cursor
+from service.collections.repository import encode_cursor
 from service.errors import DomainError, Gone, NotFound, ValidationFailed
 from service.graphql.context import GraphQLContext, record_obj, wrap
 from service.graphql.errors import forbidden, from_domain, from_pydantic
-from service.graphql.limits import DEFAULT_FIRST, MAX_FIRST, ROOT_FIRST
-from service.graphql.prefetch import MISSING, Relation, node_selections, prefetch, prefetched, relations_of
+from service.graphql.limits import DEFAULT_FIRST, ROOT_FIRST, check_page
+from service.graphql.prefetch import MISSING, Relation, prefetch, prefetched, relations_of
 from service.graphql.typegen import Node, PageInfo, Types, plain
 
 P = inspect.Parameter
 
 
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    """NotFound and Gone resolve to null (the caller returns None); other domain errors become GraphQL errors."""
+    try:
+        yield
+    except DomainError as exc:
+        if not isinstance(exc, NotFound | Gone):
+            raise from_domain(exc) from exc
+
+
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """NotFound and Gone resolve to null; other domain errors become GraphQL errors. A synchronous resolver
-    stays synchronous (it may return an awaitable, which is guarded the same way)."""
+    """``fn`` with ``_domain_errors`` applied. A synchronous resolver stays synchronous (it may return an
+    awaitable, which is guarded the same way)."""
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
@@ -42,24 +53,18 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run_sync(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _domain_errors():
             result = fn(*args, **kwargs)
-        except (NotFound, Gone):
-            return None
-        except DomainError as exc:
-            raise from_domain(exc) from exc
-        return _awaited(result) if inspect.isawaitable(result) else result
+            return _awaited(result) if inspect.isawaitable(result) else result
+        return None
 
     return run_sync
 
 
 async def _awaited(pending: Awaitable[Any]) -> Any:
-    try:
+    with _domain_errors():
         return await pending
-    except (NotFound, Gone):
-        return None
-    except DomainError as exc:
-        raise from_domain(exc) from exc
+    return None
 
 
 def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
@@ -82,11 +87,6 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
 
 def _ctx(info: Any) -> GraphQLContext:
     return info.context  # type: ignore[no-any-return]
-
-
-def _check_first(first: int) -> None:
-    if not 1 <= first <= MAX_FIRST:
-        raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
 
 
 class Edge:
@@ -128,9 +128,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
         def children(root: Any, info: Any, first: int = DEFAULT_FIRST, after: str | None = None) -> Any:
             ctx = _ctx(info)
             ctx.require(target.resource, rel.perm)
-            _check_first(first)
-            if after:
-                decode_cursor(after)  # a bad cursor is refused here, before any transaction
+            check_page(first, after)  # a bad cursor is refused here, before any transaction
             return value(root, ctx, (first, after),
                          lambda rows: connection(types, target, rows[:first], len(rows) > first))
 
@@ -177,7 +175,7 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
     async def many(info: Any, first: int, after: str | None, **filters: Any) -> Any:
         ctx = _ctx(info)
         ctx.require(coll.resource, "s")
-        _check_first(first)
+        check_page(first)  # the cursor is service.list_page's
         if "identifier" in filters:
             filters["external_id"] = filters.pop("identifier")
         since = filters.get("updated_since")
@@ -187,7 +185,7 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
             data, next_cursor = await service.list_page(conn, ctx.who, coll, filters=filters, limit=first,
                                                         cursor=after)
             records = [record_obj(coll, d) for d in data]
-            await prefetch(ctx, conn, coll, records, info, node_selections(info))
+            await prefetch(ctx, conn, coll, records, info)
         return connection(types, coll, records, next_cursor is not None)
 
     params: list[tuple[str, Any, Any]] = [("first", int, ROOT_FIRST), ("after", str | None, None)]

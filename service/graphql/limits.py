@@ -31,6 +31,8 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from service.collections.repository import decode_cursor
+from service.errors import ValidationFailed
 from service.graphql.errors import ErrorCodes, should_mask
 
 MAX_DEPTH = 12
@@ -40,6 +42,15 @@ MAX_COST = 50_000
 DEFAULT_FIRST = 20  # nested connections
 ROOT_FIRST = 50  # root connections, as REST's default limit
 MAX_FIRST = 500  # as REST's maximum limit
+
+
+def check_page(first: int, after: str | None = None) -> None:
+    """A connection's page arguments: ``first`` within bounds and a cursor that decodes, else a 422 problem (a
+    GraphQL error with its code). The resolvers check them; prefetch leaves a field they refuse to them."""
+    if not 1 <= first <= MAX_FIRST:
+        raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
+    if after:
+        decode_cursor(after)
 
 
 class _OverBudget(Exception):

@@ -44,7 +44,7 @@ from service.collections.repository import decode_cursor
 from service.errors import DomainError
 from service.graphql.context import Obj, load_by_id, load_children, load_latest
 from service.graphql.errors import camel
-from service.graphql.limits import DEFAULT_FIRST, MAX_FIRST
+from service.graphql.limits import DEFAULT_FIRST, check_page
 
 if TYPE_CHECKING:
     from service.auth.principal import Principal
@@ -178,31 +178,25 @@ class _Document:
         given = {a.name.value: a.value for a in node.arguments or ()}
         first = self.value(given.get("first"), DEFAULT_FIRST)
         after = self.value(given.get("after"), None)
-        if not isinstance(first, int) or not 1 <= first <= MAX_FIRST or not (after is None or isinstance(after, str)):
-            return None  # the resolver reports it (or the argument is not one this module evaluates)
-        if after:
-            try:
-                decode_cursor(after)
-            except DomainError:
-                return None
+        if not isinstance(first, int) or not (after is None or isinstance(after, str)):
+            return None  # an argument this module does not evaluate
+        try:
+            check_page(first, after)
+        except DomainError:
+            return None  # the resolver reports it
         return (first, after)
 
 
 # ---------------------------------------------------------------- loading level by level
 
 
-def node_selections(info: Any) -> list[SelectionSetNode]:
-    """The selection sets under ``edges { node { ... } }`` of a connection field."""
+async def prefetch(ctx: GraphQLContext, conn: Any, coll: Collection, records: Sequence[Obj], info: Any) -> None:
+    """Load the relations the document selects under ``edges { node { ... } }`` of the connection field being
+    resolved, on its ``records`` (of ``coll``), level by level, on ``conn``."""
     raw = info._raw_info
     doc = _Document(raw.fragments, info.variable_values or {})
-    return doc.under(doc.under([n.selection_set for n in raw.field_nodes if n.selection_set], "edges"), "node")
-
-
-async def prefetch(ctx: GraphQLContext, conn: Any, coll: Collection, records: Sequence[Obj], info: Any,
-                   selection_sets: list[SelectionSetNode]) -> None:
-    """Load the relations the document selects on ``records`` (of ``coll``), level by level, on ``conn``."""
-    raw = info._raw_info
-    await _level(ctx, conn, _Document(raw.fragments, info.variable_values or {}), coll, records, selection_sets)
+    nodes = doc.under(doc.under([n.selection_set for n in raw.field_nodes if n.selection_set], "edges"), "node")
+    await _level(ctx, conn, doc, coll, records, nodes)
 
 
 async def _level(ctx: GraphQLContext, conn: Any, doc: _Document, coll: Collection, records: Sequence[Obj],
@@ -241,4 +235,4 @@ def prefetched(root: Any, key: tuple[str, tuple[Any, ...]]) -> Any:
     pre = getattr(root, "_pre", None)
     return MISSING if pre is None else pre.get(key, MISSING)
 
-__all__ = ["MISSING", "Relation", "node_selections", "prefetch", "prefetched", "relations_of"]
+__all__ = ["MISSING", "Relation", "prefetch", "prefetched", "relations_of"]
