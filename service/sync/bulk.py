@@ -34,12 +34,11 @@ from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.records import record_changes
-from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import parse_identifier, readable
+from service.collections.registry import REGISTRY, Collection, Written
+from service.collections.repository import parse_identifier, readable_record
 from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, set_tenant
-from service.domain.outcomes import measurements, open_alert_for, risk_reasons
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
 from service.models.base import Base
@@ -325,17 +324,13 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             snapshots = []
             for (pos, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
-                snapshots.append({**out, "deleted_at": None})
+                snapshots.append(service.snapshot(coll, out))
                 results[pos].update(status="created", id=out["id"])
                 client = values["id"] if name == "clients" else values.get("client_id")
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
-            if coll is measurements:  # as measurement_after_write, with the markers already loaded
-                for snapshot in snapshots:
-                    marker = found["outcome-markers"][snapshot["marker_id"]]
-                    reasons = risk_reasons(marker, snapshot.get("items"), snapshot["value"])
-                    if reasons:
-                        await open_alert_for(conn, who, snapshot, reasons)
+            if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
+                await coll.after_write(conn, who, [Written(s) for s in snapshots])
         if claims:
             got = (await conn.execute(_CLAIM_ALL, {
                 "org": who.org_id, "collections": [c[0] for c in claims], "systems": [c[1] for c in claims],
@@ -452,7 +447,7 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
             table = coll.table
-            stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+            stmt = readable_record(coll, who).where(table.c.deleted_at.is_(None))
             if since is not None:
                 stmt = stmt.where(table.c.updated_at >= since)
             result = await conn.stream(stmt.order_by(table.c.id).execution_options(yield_per=500))
