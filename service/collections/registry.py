@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Label, Table
+from sqlalchemy import ColumnElement, FromClause, Label, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -64,9 +64,9 @@ Rule = Callable[[RuleContext], Awaitable[None]]
 # Runs in the write's transaction after the records are stored and their changes recorded: every write path
 # (create, update, upsert, batch, bulk import) calls it, with all the records it wrote at once.
 AfterWrite = Callable[[AsyncConnection, Principal, Sequence[Written]], Awaitable[None]]
-# An output field computed in SQL over the collection's table (e.g. a correlated subquery, which must
-# ``.correlate(table)`` so that it also correlates in INSERT/UPDATE ... RETURNING).
-Computed = Callable[[Table], ColumnElement[Any]]
+# An output field computed in SQL over the collection's table, or over anything with its columns (a subquery,
+# the CTE of a write): e.g. a correlated subquery, ``.correlate(table)``.
+Computed = Callable[[FromClause], ColumnElement[Any]]
 # A list order before the id: ascending SQL keys over the table, on fields that never change (the cursor is the
 # last row's id, whose keys are looked up again for the next page).
 Order = Callable[[Table], Sequence[ColumnElement[Any]]]
@@ -102,7 +102,7 @@ class Collection:
         """The snake_case name, used for ?include= keys and history paths."""
         return self.name.replace("-", "_")
 
-    def computed_columns(self, table: Table | None = None) -> list[Label[Any]]:
+    def computed_columns(self, table: FromClause | None = None) -> list[Label[Any]]:
         """The computed fields as labelled SQL expressions over ``table`` (default: the collection's)."""
         return [expr(self.table if table is None else table).label(name) for name, expr in self.computed.items()]
 

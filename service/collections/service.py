@@ -330,7 +330,7 @@ async def create(
     new_id = record_id or uuid7()
     values = new_row(who, coll, payload, ctx, new_id)
     try:
-        row = (await conn.execute(insert(coll.table).values(**values).returning(*returned(coll)))).one()
+        row = (await conn.execute(returning(coll, insert(coll.table).values(**values)))).one()
     except IntegrityError as exc:  # a unique index of the collection's own (e.g. source+external_id)
         raise Conflict(f"The {coll.type_name.replace('_', ' ')} conflicts with an existing one") from exc
     if ext_ids:
@@ -343,9 +343,15 @@ async def create(
     return out
 
 
-def returned(coll: Collection) -> list[Any]:
-    """What a write returns: the row and the computed fields, as a read selects them."""
-    return [*coll.table.c, *coll.computed_columns()]
+def returning(coll: Collection, write: Any) -> Any:
+    """An INSERT or UPDATE that returns the row with its computed fields, as a read selects them (computed over
+    the written row in a CTE: SQLAlchemy does not correlate subqueries in an INSERT's RETURNING)."""
+    if not coll.computed:
+        return write.returning(*coll.table.c)
+    written = write.returning(*coll.table.c).cte("written")
+    # Labelled with the table's own names (plain str: a CTE's column names are SQLAlchemy's quoted_name, which
+    # orjson refuses as dictionary keys).
+    return select(*(written.c[c.key].label(c.key) for c in coll.table.c), *coll.computed_columns(written))
 
 
 def snapshot(coll: Collection, out: dict[str, Any]) -> dict[str, Any]:
@@ -392,9 +398,8 @@ async def apply_update(
         update(table)
         .where(table.c.org_id == who.org_id, table.c.id == current["id"])
         .values(**values, version=table.c.version + 1, updated_at=func.now())
-        .returning(*returned(coll))
     )
-    row = (await conn.execute(stmt)).one()
+    row = (await conn.execute(returning(coll, stmt))).one()
     if ext_ids is not None:
         client_id = row.id if coll.name == "clients" else row.client_id
         await _write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)

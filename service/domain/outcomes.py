@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import Field, create_model
-from sqlalchemy import ColumnElement, Table, Uuid, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, FromClause, Uuid, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, array_agg
 
 from service.collections.registry import Collection, Ref, RuleContext, register
@@ -111,6 +111,8 @@ async def measurement_fits_marker(ctx: RuleContext) -> None:
         return
     items = ctx.data.get("items")
     value = ctx.data.get("value")
+    if ctx.current is not None and ctx.changed("items") and not ctx.changed("value"):
+        value = None  # corrected items without a new value: the stored total is recomputed, not compared
     if marker["instrument"]:
         spec = INSTRUMENTS[marker["instrument"]]
         if items is None:
@@ -169,7 +171,7 @@ def measurement_to_out(data: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- what reads compute
 
 
-def alert_ids(table: Table) -> ColumnElement[Any]:
+def alert_ids(table: FromClause) -> ColumnElement[Any]:
     """The ids of the alerts a measurement opened, oldest first (an empty list when none)."""
     alerts = SafetyAlert.__table__
     ids = (select(array_agg(aggregate_order_by(alerts.c.id, alerts.c.created_at, alerts.c.id)))

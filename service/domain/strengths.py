@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import Field
-from sqlalchemy import ColumnElement, Table, exists, func, select
+from sqlalchemy import ColumnElement, FromClause, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -130,7 +130,7 @@ async def confirmed_needs_lived_example(ctx: RuleContext) -> None:
                         "logged strength use", "confirmed_without_evidence")
 
 
-def uses_count(table: Table) -> ColumnElement[int]:
+def uses_count(table: FromClause) -> ColumnElement[int]:
     """The live strength uses logged for a strength."""
     uses = StrengthUse.__table__
     return (select(func.count()).where(uses.c.org_id == table.c.org_id, uses.c.strength_id == table.c.id,
