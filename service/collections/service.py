@@ -32,7 +32,15 @@ from service.collections.repository import (
     readable_record,
 )
 from service.collections.types import uuid7
-from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
+from service.errors import (
+    Conflict,
+    Gone,
+    ImmutableField,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+    field_error,
+)
 from service.models import ExternalId, History
 
 INTERNAL = ("org_id", "deleted_at")
@@ -418,7 +426,7 @@ def check_immutable(coll: Collection, current: dict[str, Any], changes: dict[str
               for name in coll.immutable
               if changes.get(name) is not None and changes[name] != current.get(name)]
     if errors:
-        raise ValidationFailed(f"{', '.join(e['field'] for e in errors)} cannot change", errors=errors)
+        raise ImmutableField(f"{', '.join(e['field'] for e in errors)} cannot change", errors=errors)
 
 
 async def delete(
