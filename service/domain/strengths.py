@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, FromClause, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
+from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, Written, register
 from service.collections.repository import readable
@@ -37,7 +38,7 @@ from service.domain.enums import (
     StrengthSource,
     StrengthStatus,
 )
-from service.errors import Gone, RuleViolation
+from service.errors import Forbidden, Gone, RuleViolation
 from service.models import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
 
 MAX_EVIDENCE = 50
@@ -93,7 +94,8 @@ class StrengthUseIn(Strict):
     occurred_at: Timestamp
     add_to_evidence: Flag = Field(
         default=False, description="Also append this use to its strength's evidence as a lived example "
-        "('<occurred_at date>: <situation> Result: <result>'), in the same transaction; once, when it becomes true")
+        "('<occurred_at date>: <situation> Result: <result>'), in the same transaction, once, when it becomes "
+        "true; needs the Strength.u scope")
     external_ids: ExternalIds = Field(default_factory=list)
 
 
@@ -152,6 +154,8 @@ async def use_as_evidence(conn: AsyncConnection, who: Principal, writes: Sequenc
     for w in writes:
         if not w.record.get("add_to_evidence") or (w.before is not None and w.before.get("add_to_evidence")):
             continue
+        if not who.allows(strengths.resource, "u"):  # it changes the strength: its own scope is needed
+            raise Forbidden(required_scope(strengths.resource, "u", who.context))  # type: ignore[arg-type]
         try:
             row = await service.fetch(conn, who, strengths, w.record["strength_id"], for_update=True)
         except Gone:

@@ -338,7 +338,7 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
                 "clients": [c[4] for c in claims]})).all()
             if len(got) != len(claims):
                 raise _RetryCarefully()  # an identifier is taken (by a concurrent writer, or twice in the chunk)
-    except (DBAPIError, asyncpg.PostgresError) as exc:
+    except (DBAPIError, asyncpg.PostgresError, DomainError) as exc:  # DomainError: a line's after_write refused it
         raise _RetryCarefully() from exc
     return results
 
