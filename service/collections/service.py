@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import audit
 from service.auth.principal import Principal
+from service.collections.declared import check_immutable, returning, snapshot
 from service.collections.records import record_change
 from service.collections.registry import REGISTRY, Collection, RuleContext, Written
 from service.collections.repository import (
@@ -32,15 +33,7 @@ from service.collections.repository import (
     readable_record,
 )
 from service.collections.types import uuid7
-from service.errors import (
-    Conflict,
-    Gone,
-    ImmutableField,
-    NotFound,
-    PreconditionFailed,
-    ValidationFailed,
-    field_error,
-)
+from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
 from service.models import ExternalId, History
 
 INTERNAL = ("org_id", "deleted_at")
@@ -351,22 +344,6 @@ async def create(
     return out
 
 
-def returning(coll: Collection, write: Any) -> Any:
-    """An INSERT or UPDATE that returns the row with its computed fields, as a read selects them (computed over
-    the written row in a CTE: SQLAlchemy does not correlate subqueries in an INSERT's RETURNING)."""
-    if not coll.computed:
-        return write.returning(*coll.table.c)
-    written = write.returning(*coll.table.c).cte("written")
-    # Labelled with the table's own names (plain str: a CTE's column names are SQLAlchemy's quoted_name, which
-    # orjson refuses as dictionary keys).
-    return select(*(written.c[c.key].label(c.key) for c in coll.table.c), *coll.computed_columns(written))
-
-
-def snapshot(coll: Collection, out: dict[str, Any]) -> dict[str, Any]:
-    """The version kept in the history: the stored fields (not the computed ones, which change without it)."""
-    return {**{k: v for k, v in out.items() if k not in coll.computed}, "deleted_at": None}
-
-
 def check_if_match(if_match: str | None, version: int) -> None:
     if if_match is None:
         return
@@ -416,17 +393,6 @@ async def apply_update(
     if coll.after_write:
         await coll.after_write(conn, who, [Written(out, current)])
     return out
-
-
-def check_immutable(coll: Collection, current: dict[str, Any], changes: dict[str, Any]) -> None:
-    """A write may repeat an immutable field's stored value (as a PUT of the whole record does) or leave it out
-    (null), never change it: a 422 naming each field it would change."""
-    errors = [field_error(name, f"{name} never changes once the {coll.type_name.replace('_', ' ')} exists",
-                          "immutable_field")
-              for name in coll.immutable
-              if changes.get(name) is not None and changes[name] != current.get(name)]
-    if errors:
-        raise ImmutableField(f"{', '.join(e['field'] for e in errors)} cannot change", errors=errors)
 
 
 async def delete(

@@ -33,6 +33,7 @@ from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
 from service.collections import service
+from service.collections.declared import snapshot
 from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection, Written
 from service.collections.repository import parse_identifier, readable_record
@@ -324,7 +325,7 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             snapshots = []
             for (pos, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
-                snapshots.append(service.snapshot(coll, out))
+                snapshots.append(snapshot(coll, out))
                 results[pos].update(status="created", id=out["id"])
                 client = values["id"] if name == "clients" else values.get("client_id")
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
