@@ -117,12 +117,14 @@ async def test_bulk_import_opens_alerts_on_new_lines_and_on_corrections(c):
     first = await run(measurement(marker, phq9(1, 6), source="urn:ehr", external_id="q1"),
                       measurement(marker, phq9(0, 3), source="urn:ehr", external_id="q2"))
     assert [r["status"] for r in first] == ["created", "created"]
+    assert (first[0]["safety_alert"]["severity"], "safety_alert" in first[1]) == ("high", False)
     assert [a["severity"] for a in await alerts_of(c, first[0]["id"])] == ["high"]
     assert await alerts_of(c, first[1]["id"]) == []
     # A re-import of the same (source, external_id) updates the measurement: item 9 from 1 to 3.
     again = await run(measurement(marker, phq9(3, 8), source="urn:ehr", external_id="q1"),
                       measurement(marker, phq9(1, 4), source="urn:ehr", external_id="q2"))
     assert [r["status"] for r in again] == ["updated", "updated"]
+    assert [r["safety_alert"]["severity"] for r in again] == ["urgent", "high"]  # each line's new alert
     assert [a["severity"] for a in await alerts_of(c, first[0]["id"])] == ["urgent", "high"]
     assert [a["severity"] for a in await alerts_of(c, first[1]["id"])] == ["high"]
 

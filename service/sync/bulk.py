@@ -119,7 +119,15 @@ async def import_line(conn: Any, who: Principal, raw: bytes) -> dict[str, Any]:
         record, created = await service.upsert(conn, who, coll, identifier[0], identifier[1], body, None)
     else:
         record, created = await service.create(conn, who, coll, body), True
-    return {"status": "created" if created else "updated", "id": record["id"]}
+    return _result("created" if created else "updated", record)
+
+
+def _result(status: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A line's result; with the safety alert a measurement line opened, as the batch answers it."""
+    result = {"status": status, "id": record["id"]}
+    if record.get("safety_alert"):
+        result["safety_alert"] = record["safety_alert"]
+    return result
 
 
 def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | None:
@@ -323,15 +331,16 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             coll = REGISTRY[name]
             written = await _insert_rows(conn, coll, [v for _, v in rows_by[name]])
             snapshots = []
-            for (pos, values), row in zip(rows_by[name], written, strict=True):
+            for (_, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
                 snapshots.append(snapshot(coll, out))
-                results[pos].update(status="created", id=out["id"])
                 client = values["id"] if name == "clients" else values.get("client_id")
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
             if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
                 await coll.after_write(conn, who, [Written(s) for s in snapshots])
+            for (pos, _), snap in zip(rows_by[name], snapshots, strict=True):
+                results[pos].update(_result("created", snap))
         if claims:
             got = (await conn.execute(_CLAIM_ALL, {
                 "org": who.org_id, "collections": [c[0] for c in claims], "systems": [c[1] for c in claims],
