@@ -69,7 +69,7 @@ AfterWrite = Callable[[AsyncConnection, Principal, Sequence[Written]], Awaitable
 Computed = Callable[[FromClause], ColumnElement[Any]]
 # A list order before the id: ascending SQL keys over the table, on fields that never change (the cursor is the
 # last row's id, whose keys are looked up again for the next page).
-Order = Callable[[Table], Sequence[ColumnElement[Any]]]
+Order = Callable[[FromClause], Sequence[ColumnElement[Any]]]
 
 
 @dataclass
@@ -106,10 +106,10 @@ class Collection:
         """The computed fields as labelled SQL expressions over ``table`` (default: the collection's)."""
         return [expr(self.table if table is None else table).label(name) for name, expr in self.computed.items()]
 
-    def list_keys(self, table: Table | None = None) -> list[ColumnElement[Any]]:
-        """The list order's keys over ``table`` (default: the collection's), the id last."""
-        table = self.table if table is None else table
-        return [*(self.order(table) if self.order else ()), table.c.id]
+    def list_keys(self, table: FromClause | None = None) -> list[ColumnElement[Any]]:
+        """The list order's keys over ``table`` (default: the collection's; or an alias of it), the id last."""
+        source = self.table if table is None else table
+        return [*(self.order(source) if self.order else ()), source.c.id]
 
     @cached_property
     def out_fields(self) -> frozenset[str]:

@@ -197,7 +197,7 @@ a_create, _, a_out = schemas(SafetyAlertIn, extra_out={
     "resolved_at": (datetime | None, None), "resolved_by": (str | None, None),
     "resolution_note": (str | None, None),
 })
-a_patch = create_model(
+a_patch = create_model(  # type: ignore[call-overload]
     "SafetyAlertPatch", __base__=Strict,
     status=(AlertStatus, Field(None, description="open -> acknowledged, open or acknowledged -> resolved, "
                                                  "resolved -> open")),
