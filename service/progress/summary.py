@@ -2,7 +2,8 @@
 language, plus hints where the record falls short of good practice.
 
 Deterministic: the same data (and the same ``since``) gives the same text; the only time in it is
-``since``. Three statements: the client, the progress statement, and one for the rest of the record.
+``since``. Four statements: the client, the progress statement, one for the rest of the record, and the
+unresolved safety alerts (read as every alert list reads them).
 (``since`` filters strength uses by ``occurred_at``, milestones by ``completed_at`` and done experiments by
 their last change, ``updated_at``: experiments have no completion time of their own.)
 """
