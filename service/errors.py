@@ -69,6 +69,12 @@ class RuleViolation(ValidationFailed):
         return body
 
 
+class ImmutableField(ValidationFailed):
+    """A write would change a field that never changes once the record exists (each one in ``errors``)."""
+
+    code = "immutable_field"
+
+
 class MalformedRequest(DomainError):
     status, code, title = 400, "malformed_request", "The request could not be parsed"
 

@@ -75,7 +75,7 @@ async def test_phq9_item9_posted_through_fhir_opens_a_flag_found_at_once(api):
     found = await all_pages(c, f"{FHIR}/Observation?identifier=urn:app:mood|resp-1")
     assert [o["id"] for o in found] == [created["id"]]
     # Resolved through REST: the Flag turns inactive.
-    await c.patch(f"/v1/safety-alerts/{flag['id']}", json={"status": "resolved"})
+    await c.patch(f"/v1/safety-alerts/{flag['id']}", json={"status": "resolved", "resolution_note": "Called; safe"})
     assert await all_pages(c, f"{FHIR}/Flag?patient={pid}&status=active") == []
     inactive = await all_pages(c, f"{FHIR}/Flag?patient={pid}&status=inactive")
     assert inactive[0]["period"]["end"]

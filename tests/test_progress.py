@@ -40,7 +40,8 @@ async def c(api):
 
 
 async def goal_with_marker(c, cid: str, *, goal: dict | None = None, **marker) -> tuple[dict, dict]:
-    strength = await create(c, "strengths", client_id=cid, label="problem-solving", status="confirmed")
+    strength = await create(c, "strengths", client_id=cid, label="problem-solving", status="confirmed",
+                            evidence=["Sorted out the rent arrears in three small steps"])
     g = await create(c, "goals", client_id=cid, strength_id=strength["id"], **(goal or {}))
     m = await create(c, "outcome-markers", client_id=cid, goal_id=g["id"], **marker)
     return g, m
@@ -209,7 +210,8 @@ async def test_safety_priority_comes_first(c):
     assert body["open_safety_alerts"] == 1
     assert [a["id"] for a in body["safety_alerts"]] == [r["safety_alert"]["id"]]
     assert "item 9" in body["safety_alerts"][0]["reason"]
-    await c.patch(f"/v1/safety-alerts/{r['safety_alert']['id']}", json={"status": "resolved"})
+    await c.patch(f"/v1/safety-alerts/{r['safety_alert']['id']}",
+                  json={"status": "resolved", "resolution_note": "Safety plan done"})
     assert (await progress(c, cid))["safety_priority"] is False
 
 

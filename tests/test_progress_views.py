@@ -104,7 +104,8 @@ async def test_caseload_summary_is_one_statement(api, c):
         event.remove(engine, "before_cursor_execute", count)
     assert len(summary_statements) == 1, summary_statements
     assert len(progress_statements) == 2, progress_statements  # the client (404/410), then the progress
-    assert len(clinical_statements) == 3, clinical_statements  # the client, the progress, the rest of the record
+    # the client, the progress, the rest of the record, and the unresolved alerts (safety.unresolved_alerts)
+    assert len(clinical_statements) == 4, clinical_statements
 
 
 async def test_periods_must_be_in_order_and_patient_tokens_see_their_patient(api, org, c):

@@ -18,16 +18,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import audit
 from service.auth.principal import Principal
+from service.collections.declared import check_immutable, returning, snapshot
 from service.collections.records import record_change
-from service.collections.registry import REGISTRY, Collection, RuleContext
+from service.collections.registry import REGISTRY, Collection, RuleContext, Written
 from service.collections.repository import (
     CompiledRead,
+    after_row,
     decode_cursor,
     encode_cursor,
     fetch_page,
     param,
     parse_identifier,
     readable,
+    readable_record,
 )
 from service.collections.types import uuid7
 from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
@@ -77,16 +80,17 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
 
 @cache
 def _by_id(coll_name: str) -> CompiledRead:
-    table = REGISTRY[coll_name].table
-    return CompiledRead(lambda who: readable(table, who).where(table.c.id == param("record_id")))
+    coll = REGISTRY[coll_name]
+    return CompiledRead(lambda who: readable_record(coll, who).where(coll.table.c.id == param("record_id")))
 
 
 @cache
 def _children_of(child_name: str, fk: str) -> CompiledRead:
-    table = REGISTRY[child_name].table
-    return CompiledRead(lambda who: readable(table, who)
+    child = REGISTRY[child_name]
+    table = child.table
+    return CompiledRead(lambda who: readable_record(child, who)
                         .where(table.c[fk] == param("parent_id"), table.c.deleted_at.is_(None))
-                        .order_by(table.c.id).limit(MAX_INCLUDE))
+                        .order_by(*child.list_keys()).limit(MAX_INCLUDE))
 
 
 async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def list_statement(
     who: Principal, coll: Collection, *, filters: dict[str, Any], cursor: str | None
 ) -> Select[Any]:
     table = coll.table
-    stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+    stmt = readable_record(coll, who).where(table.c.deleted_at.is_(None))
     for name, value in filters.items():
         if value is None:
             continue
@@ -135,8 +139,8 @@ def list_statement(
         else:
             stmt = stmt.where(table.c[name] == value)
     if cursor:
-        stmt = stmt.where(table.c.id > decode_cursor(cursor))
-    return stmt.order_by(table.c.id)
+        stmt = stmt.where(after_row(coll, who, decode_cursor(cursor)))
+    return stmt.order_by(*coll.list_keys())
 
 
 async def list_page(
@@ -327,16 +331,16 @@ async def create(
     new_id = record_id or uuid7()
     values = new_row(who, coll, payload, ctx, new_id)
     try:
-        row = (await conn.execute(insert(coll.table).values(**values).returning(*coll.table.c))).one()
+        row = (await conn.execute(returning(coll, insert(coll.table).values(**values)))).one()
     except IntegrityError as exc:  # a unique index of the collection's own (e.g. source+external_id)
         raise Conflict(f"The {coll.type_name.replace('_', ' ')} conflicts with an existing one") from exc
     if ext_ids:
         client_id = new_id if coll.name == "clients" else payload.get("client_id")
         await _write_external_ids(conn, who, coll, new_id, client_id, ext_ids, replace=False)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "created")
+    await record_change(conn, who, coll.name, snapshot(coll, out), "created")
     if coll.after_write:
-        out = await coll.after_write(conn, who, out, "created")
+        await coll.after_write(conn, who, [Written(out)])
     return out
 
 
@@ -365,6 +369,8 @@ async def apply_update(
     current = dict(current_row._mapping)
     if coll.client_owned and "client_id" in changes and changes["client_id"] != current["client_id"]:
         raise ValidationFailed.on("client_id", "A record cannot move to another client", "client_id_immutable")
+    check_immutable(coll, current, changes)
+    changes = {k: v for k, v in changes.items() if not (v is None and k in coll.immutable)}  # null: as stored
     ext_ids = changes.pop(coll.ext_field, None)
     merged = {**current, **_row_values(coll, changes)}
     ctx = await _validate(conn, who, coll, merged, current, set(changes))
@@ -377,16 +383,15 @@ async def apply_update(
         update(table)
         .where(table.c.org_id == who.org_id, table.c.id == current["id"])
         .values(**values, version=table.c.version + 1, updated_at=func.now())
-        .returning(*table.c)
     )
-    row = (await conn.execute(stmt)).one()
+    row = (await conn.execute(returning(coll, stmt))).one()
     if ext_ids is not None:
         client_id = row.id if coll.name == "clients" else row.client_id
         await _write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "updated")
+    await record_change(conn, who, coll.name, snapshot(coll, out), "updated")
     if coll.after_write:
-        out = await coll.after_write(conn, who, out, "updated")
+        await coll.after_write(conn, who, [Written(out, current)])
     return out
 
 

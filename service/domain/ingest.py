@@ -17,20 +17,14 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
+from service.collections.registry import Written
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
 from service.collections.types import Out, Strict, uuid7s
 from service.db import driver
 from service.domain.clients import clients
-from service.domain.outcomes import (
-    a_out,
-    measurement_to_out,
-    measurement_to_row,
-    measurements,
-    open_alert_for,
-    outcome_markers,
-    risk_reasons,
-)
+from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
+from service.domain.safety import measurement_after_write
 from service.errors import DomainError
 from service.http import NO_STORE, JSONOut, StrictRoute, dumps
 from service.problems import validation_problem
@@ -85,8 +79,8 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
 
 
 _ITEMS = TypeAdapter(list[measurements.create])
-# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker,
-# risk_reasons). Not the jsonb external ids nor the timestamps, which cost a decode per row.
+# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker).
+# Not the jsonb external ids nor the timestamps, which cost a decode per row.
 _MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
 
 
@@ -158,13 +152,12 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
         results[i] = {"index": i, "status": "duplicate", "id": (results[first] or {}).get("id")}
 
     await record_changes(conn, who, measurements.name, [{**r, "deleted_at": None} for r in created], "created")
+    await measurement_after_write(conn, who, [Written(r) for r in created])  # the safety rules, for the batch
     for result in results:
         if result and result["status"] == "created":
             record = result.pop("record")
-            marker = markers[record["marker_id"]]
-            reasons = risk_reasons(marker, record.get("items"), record["value"])
-            if reasons:
-                result["safety_alert"] = await open_alert_for(conn, who, record, reasons)
+            if record["safety_alert"] is not None:
+                result["safety_alert"] = record["safety_alert"]
     metrics.count_ingest(results)
     return [r for r in results if r is not None]
 

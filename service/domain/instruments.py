@@ -40,12 +40,19 @@ class Band:
 
 @dataclass(frozen=True)
 class RiskRule:
-    """Opens a safety alert: an item above a value, or a total at or above a value."""
+    """Opens a safety alert: an item above a value, or a total at or above a value.
+
+    Rules are listed in precedence order: when several fire, the first names the alert's ``kind`` (CONTRACT.md
+    section 3: item 9 before a severe total). The severity is ``urgent`` when the item reaches ``urgent_from``,
+    else ``high``.
+    """
 
     reason: str
+    kind: str  # TriggerKind
     item: int | None = None  # 1-based item number
     item_above: int = 0
     total_at_least: int | None = None
+    urgent_from: int | None = None  # the item value from which the alert is urgent
 
     def fires(self, items: list[int] | None, total: float) -> bool:
         if self.item is not None:
@@ -119,8 +126,9 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         citation="r: Kroenke et al., J Gen Intern Med 2001;16:606 (test-retest 0.84); SD 5.5: clinical SD as in "
                  "interop.md 1.5 (reproduces the IAPT threshold of 6); caseness 10: IAPT manual",
         risk=(
-            RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", item=9),
-            RiskRule("PHQ-9 total in the severe band (20 or more)", total_at_least=20),
+            RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", kind="item9",
+                     item=9, urgent_from=2),
+            RiskRule("PHQ-9 total in the severe band (20 or more)", kind="severe_total", total_at_least=20),
         ),
     ),
     "gad7": InstrumentDef(
@@ -139,6 +147,7 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         reliability=0.83,
         citation="r: Spitzer et al., Arch Intern Med 2006;166:1092 (test-retest ICC 0.83); SD 3.41: Löwe et al., "
                  "Med Care 2008;46:266; caseness 8: IAPT manual",
-        risk=(RiskRule("GAD-7 total in the severe band (15 or more)", total_at_least=15),),
+        risk=(RiskRule("GAD-7 total in the severe band (15 or more): symptom severity for clinician review, not a "
+                       "risk statement", kind="severe_total", total_at_least=15),),
     ),
 }

@@ -12,6 +12,7 @@ from uuid import UUID
 import orjson
 
 from service.domain.instruments import INSTRUMENTS
+from service.domain.safety import trigger_text
 from service.fhir import codes as c
 from service.http import dumps
 
@@ -172,6 +173,9 @@ def _ours(cs_id: str, code: str) -> dict[str, Any]:
 def measurement(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": observation_id("measurements", rec["id"]), "meta": _meta(rec),
+        # The Flags it opened (current reads and the create response; a history version has none).
+        "extension": [_ext(c.SD_OBSERVATION_SAFETY_ALERT, valueReference={"reference": f"Flag/{alert_id}"})
+                      for alert_id in rec.get("safety_alert_ids") or []],
         "identifier": [{"system": rec["source"], "value": rec["external_id"]}]
         if rec.get("source") and rec.get("external_id") else [],
         "status": "final",
@@ -205,6 +209,7 @@ STRENGTH_STATUS = {"hypothesis": "preliminary", "confirmed": "final", "retired":
 def strength(rec: dict[str, Any]) -> dict[str, Any]:
     notes = [rec.get("description"), rec.get("client_label") and f"In the client's words: {rec['client_label']}",
              rec.get("context") and f"Context: {rec['context']}",
+             rec.get("suppressed_in") and f"Held back in: {rec['suppressed_in']}",
              *(f"Example: {e}" for e in rec.get("evidence") or [])]
     return _clean({
         "resourceType": "Observation", "id": observation_id("strengths", rec["id"]), "meta": _meta(rec),
@@ -263,11 +268,31 @@ def exception(rec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- Flag
 
 
+FLAG_PRIORITY = {"urgent": ("PH", "High priority"), "high": ("PM", "Medium priority")}
+
+
+def _trigger_extension(trigger: dict[str, Any]) -> dict[str, Any]:
+    parts = [_ext("kind", valueCode=c.code_of(trigger["kind"])), _ext("instrument", valueCode=trigger["instrument"]),
+             _ext("total", valueInteger=trigger["total"]), _ext("band", valueCode=c.code_of(trigger["band"]))]
+    if trigger.get("item9") is not None:
+        parts.insert(2, _ext("item9", valueInteger=trigger["item9"]))
+    return _ext(c.SD_ALERT_TRIGGER, extension=parts)
+
+
 def flag(rec: dict[str, Any]) -> dict[str, Any]:
+    """From what never changes (trigger, severity, observed_at) and the status; never from editable text."""
     extensions = [_ext(c.SD_ALERT_STATUS, valueCode=rec["status"])]
     if rec.get("measurement_id"):
         extensions.append(_ext(c.SD_FLAG_MEASUREMENT, valueReference=reference("measurements", rec["measurement_id"])))
-    period = {"start": rec["created_at"]}
+    priority, display = FLAG_PRIORITY[rec["severity"]]
+    extensions.append(_ext(c.FLAG_PRIORITY_EXT, valueCodeableConcept=_concept(
+        _coding(c.FLAG_PRIORITY, priority, display), _coding(c.system("safety-alert-severity"), rec["severity"]),
+        text=rec["severity"])))
+    trigger = rec.get("trigger")
+    if trigger:
+        extensions.append(_trigger_extension(trigger))
+    kind = c.code_of(trigger["kind"]) if trigger else "raised-by-clinician"
+    period = {"start": rec["observed_at"]}
     if rec.get("resolved_at"):
         period["end"] = rec["resolved_at"]
     return _clean({
@@ -275,7 +300,8 @@ def flag(rec: dict[str, Any]) -> dict[str, Any]:
         "identifier": _identifiers(rec.get("external_ids")),
         "status": "inactive" if rec["status"] == "resolved" else "active",
         "category": [_concept(_coding(c.FLAG_CATEGORY, "safety", "Safety"))],
-        "code": _concept(_coding(c.system("observation-code"), "safety-alert", "Safety alert"), text=rec["reason"]),
+        "code": _concept(_coding(c.system("observation-code"), "safety-alert", "Safety alert"),
+                         _coding(c.system("safety-alert-trigger"), kind), text=trigger_text(rec)),
         "subject": reference("clients", rec["client_id"]),
         "period": period,
     })

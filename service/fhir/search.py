@@ -38,7 +38,7 @@ from sqlalchemy.types import Integer
 from service import cursors
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
-from service.collections.repository import readable
+from service.collections.repository import readable, readable_record
 from service.collections.service import serialize
 from service.domain.enums import AlertStatus, GoalLifecycle
 from service.domain.instruments import INSTRUMENTS
@@ -213,7 +213,7 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
     loaded: dict[tuple[int, UUID], dict[str, Any]] = {}
     for k, ids in by_kind.items():
         coll = REGISTRY[by_order[k]]
-        for rec in (await conn.execute(readable(coll.table, who).where(coll.table.c.id.in_(ids)))).all():
+        for rec in (await conn.execute(readable_record(coll, who).where(coll.table.c.id.in_(ids)))).all():
             loaded[(k, rec.id)] = serialize(coll, rec)
     records = [(by_order[r.k], loaded[(r.k, r.id)]) for r in rows if (r.k, r.id) in loaded]
     next_cursor = encode_cursor((rows[-1].d, rows[-1].k, rows[-1].id)) if more and rows else None

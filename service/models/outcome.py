@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import DateTime, Float, Index, SmallInteger, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import DateTime, Float, Index, SmallInteger, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.domain.enums import AlertStatus, Direction, Instrument, MarkerKind
+from service.domain.enums import AlertSeverity, AlertStatus, Direction, Instrument, MarkerKind
 from service.models.base import Base, ClientOwnedMixin, client_fk, enum_check, ref_fk
 
 
@@ -60,23 +61,30 @@ class Measurement(ClientOwnedMixin, Base):
 
 
 class SafetyAlert(ClientOwnedMixin, Base):
-    """Raised by the service (or a clinician); never deleted, only resolved."""
+    """Raised by the service (or a clinician); never deleted, only resolved.
+
+    ``reason``, ``trigger``, ``severity``, ``measurement_id`` and ``observed_at`` never change; a measurement may
+    have several alerts (one per triggering write), hence no unique index on ``measurement_id``.
+    """
 
     __tablename__ = "safety_alerts"
     __table_args__ = (
         client_fk(),
         ref_fk("measurement_id", "measurements"),
         Index("ix_safety_alerts_org_id_client_id_status", "org_id", "client_id", "status"),
-        Index(
-            "uq_safety_alerts_org_id_measurement_id", "org_id", "measurement_id",
-            unique=True, postgresql_where=text("measurement_id IS NOT NULL"),
-        ),
+        Index("ix_safety_alerts_org_id_measurement_id", "org_id", "measurement_id"),
         enum_check("status", AlertStatus),
+        enum_check("severity", AlertSeverity),
     )
 
     reason: Mapped[str] = mapped_column(Text)
     measurement_id: Mapped[UUID | None]
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # null: raised by a clinician
+    severity: Mapped[str] = mapped_column(Text)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the measurement's
     status: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolution_note: Mapped[str | None] = mapped_column(Text)
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acknowledged_by: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -2,7 +2,8 @@
 language, plus hints where the record falls short of good practice.
 
 Deterministic: the same data (and the same ``since``) gives the same text; the only time in it is
-``since``. Three statements: the client, the progress statement, and one for the rest of the record.
+``since``. Four statements: the client, the progress statement, one for the rest of the record, and the
+unresolved safety alerts (read as every alert list reads them).
 (``since`` filters strength uses by ``occurred_at``, milestones by ``completed_at`` and done experiments by
 their last change, ``updated_at``: experiments have no completion time of their own.)
 """
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
 from service.domain.instruments import INSTRUMENTS
+from service.domain.safety import alert_line, unresolved_alerts
 from service.progress import service as progress
 from service.progress.schemas import ClinicalSummary, GoalProgress, MarkerProgress, QualityHint, SummarySection
 
@@ -196,6 +198,19 @@ def _target_text(target: dict[str, Any], markers: list[MarkerProgress]) -> str:
     return f"{what}: {comparator} {_n(target['value'])}{unit}{period}{duration}"
 
 
+async def _safety_section(conn: AsyncConnection, who: Principal, client_id: UUID) -> SummarySection | None:
+    """Safety first: every open or acknowledged alert, urgent first then oldest, told from its immutable trigger,
+    severity and observed_at (service.domain.safety), never from text anyone can edit."""
+    alerts = await unresolved_alerts(conn, who, client_id)
+    if not alerts:
+        return None
+    n = len(alerts)
+    return SummarySection(title="Safety", lines=[
+        f"{n} unresolved safety alert{'s' if n != 1 else ''}: review before anything else and update the safety plan.",
+        *(alert_line(a) for a in alerts),
+    ])
+
+
 async def clinical_summary(
     conn: AsyncConnection, who: Principal, client_id: UUID, *, since: date | None = None,
     off_track_days: int = progress.DEFAULT_OFF_TRACK_DAYS,
@@ -293,14 +308,8 @@ async def clinical_summary(
     if not progress_lines:
         progress_lines.append(f"No strength uses, experiments, milestones or measurements recorded since {day}.")
 
-    sections = []
-    if prog.safety_priority:
-        n = prog.open_safety_alerts
-        sections.append(SummarySection(title="Safety", lines=[
-            f"{n} open safety alert{'s' if n != 1 else ''}: review before anything else and update the safety plan.",
-            *(f"Open since {a.opened_at.date().isoformat()}: {a.reason.strip().rstrip('.')}."
-              for a in prog.safety_alerts),
-        ]))
+    safety = await _safety_section(conn, who, client_id)
+    sections = [safety] if safety else []
     sections += [
         SummarySection(title="Assessment", lines=assessment),
         SummarySection(title="Goals", lines=goal_lines),

@@ -33,13 +33,13 @@ from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
 from service.collections import service
+from service.collections.declared import snapshot
 from service.collections.records import record_changes
-from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import parse_identifier, readable
+from service.collections.registry import REGISTRY, Collection, Written
+from service.collections.repository import parse_identifier, readable_record
 from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, set_tenant
-from service.domain.outcomes import measurements, open_alert_for, risk_reasons
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
 from service.models.base import Base
@@ -119,7 +119,15 @@ async def import_line(conn: Any, who: Principal, raw: bytes) -> dict[str, Any]:
         record, created = await service.upsert(conn, who, coll, identifier[0], identifier[1], body, None)
     else:
         record, created = await service.create(conn, who, coll, body), True
-    return {"status": "created" if created else "updated", "id": record["id"]}
+    return _result("created" if created else "updated", record)
+
+
+def _result(status: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A line's result; with the safety alert a measurement line opened, as the batch answers it."""
+    result = {"status": status, "id": record["id"]}
+    if record.get("safety_alert"):
+        result["safety_alert"] = record["safety_alert"]
+    return result
 
 
 def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | None:
@@ -323,19 +331,16 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             coll = REGISTRY[name]
             written = await _insert_rows(conn, coll, [v for _, v in rows_by[name]])
             snapshots = []
-            for (pos, values), row in zip(rows_by[name], written, strict=True):
+            for (_, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
-                snapshots.append({**out, "deleted_at": None})
-                results[pos].update(status="created", id=out["id"])
+                snapshots.append(snapshot(coll, out))
                 client = values["id"] if name == "clients" else values.get("client_id")
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
-            if coll is measurements:  # as measurement_after_write, with the markers already loaded
-                for snapshot in snapshots:
-                    marker = found["outcome-markers"][snapshot["marker_id"]]
-                    reasons = risk_reasons(marker, snapshot.get("items"), snapshot["value"])
-                    if reasons:
-                        await open_alert_for(conn, who, snapshot, reasons)
+            if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
+                await coll.after_write(conn, who, [Written(s) for s in snapshots])
+            for (pos, _), snap in zip(rows_by[name], snapshots, strict=True):
+                results[pos].update(_result("created", snap))
         if claims:
             got = (await conn.execute(_CLAIM_ALL, {
                 "org": who.org_id, "collections": [c[0] for c in claims], "systems": [c[1] for c in claims],
@@ -343,7 +348,7 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
                 "clients": [c[4] for c in claims]})).all()
             if len(got) != len(claims):
                 raise _RetryCarefully()  # an identifier is taken (by a concurrent writer, or twice in the chunk)
-    except (DBAPIError, asyncpg.PostgresError) as exc:
+    except (DBAPIError, asyncpg.PostgresError, DomainError) as exc:  # DomainError: a line's after_write refused it
         raise _RetryCarefully() from exc
     return results
 
@@ -452,7 +457,7 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
             table = coll.table
-            stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+            stmt = readable_record(coll, who).where(table.c.deleted_at.is_(None))
             if since is not None:
                 stmt = stmt.where(table.c.updated_at >= since)
             result = await conn.stream(stmt.order_by(table.c.id).execution_options(yield_per=500))
