@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, FromClause, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -76,12 +76,21 @@ class Collection:
     to_out: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection output tweaks
     to_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection input tweaks
     after_write: AfterWrite | None = None  # e.g. measurements open safety alerts
+    # Output fields computed in SQL: name -> an expression over the collection's table (or a selectable with its
+    # columns, such as the row a write returns), e.g. a correlated subquery; selected with the row by every read
+    # and returned by every write (measurements: ``band``).
+    computed: dict[str, Callable[[FromClause], ColumnElement[Any]]] = field(default_factory=dict)
     description: str = ""
 
     @property
     def key(self) -> str:
         """The snake_case name, used for ?include= keys and history paths."""
         return self.name.replace("-", "_")
+
+    @cached_property
+    def computed_columns(self) -> tuple[ColumnElement[Any], ...]:
+        """The ``computed`` expressions, labelled with their output names (built once)."""
+        return tuple(build(self.table).label(name) for name, build in self.computed.items())
 
     @cached_property
     def out_fields(self) -> frozenset[str]:

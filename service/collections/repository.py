@@ -25,6 +25,12 @@ def readable(table: Table, who: Principal, *, client_column: str = "client_id") 
     return stmt
 
 
+def read_statement(coll: Any, who: Principal) -> Select[Any]:
+    """``readable()`` for a collection's reads: its columns and its declared ``computed`` fields."""
+    stmt = readable(coll.table, who)
+    return stmt.add_columns(*coll.computed_columns) if coll.computed else stmt
+
+
 def param(name: str) -> Any:
     """A named parameter of a ``CompiledRead`` statement, given at execution."""
     return bindparam(name, None)

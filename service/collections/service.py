@@ -27,6 +27,7 @@ from service.collections.repository import (
     fetch_page,
     param,
     parse_identifier,
+    read_statement,
     readable,
 )
 from service.collections.types import uuid7
@@ -50,6 +51,24 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
     if with_deleted:
         data["deleted_at"] = deleted_at
     return data
+
+
+def returning(coll: Collection, dml: Any) -> Any:
+    """An INSERT or UPDATE that returns the written row and the collection's computed fields (computed over the
+    written row: ``WITH written AS (... RETURNING *) SELECT written.*, <computed> FROM written``)."""
+    if not coll.computed:
+        return dml.returning(*coll.table.c)
+    written = dml.returning(*coll.table.c).cte("written")
+    return select(*(written.c[c.name].label(c.name) for c in coll.table.c),  # plain str keys, as RETURNING gives
+                  *(build(written).label(name) for name, build in coll.computed.items()))
+
+
+def stored(coll: Collection, out: dict[str, Any]) -> dict[str, Any]:
+    """A serialized live record as its history version keeps it: without the computed fields (they are read
+    from the current data, not stored)."""
+    snapshot = {k: v for k, v in out.items() if k not in coll.computed} if coll.computed else dict(out)
+    snapshot["deleted_at"] = None
+    return snapshot
 
 
 # ---------------------------------------------------------------- reads
@@ -77,14 +96,15 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
 
 @cache
 def _by_id(coll_name: str) -> CompiledRead:
-    table = REGISTRY[coll_name].table
-    return CompiledRead(lambda who: readable(table, who).where(table.c.id == param("record_id")))
+    coll = REGISTRY[coll_name]
+    return CompiledRead(lambda who: read_statement(coll, who).where(coll.table.c.id == param("record_id")))
 
 
 @cache
 def _children_of(child_name: str, fk: str) -> CompiledRead:
-    table = REGISTRY[child_name].table
-    return CompiledRead(lambda who: readable(table, who)
+    coll = REGISTRY[child_name]
+    table = coll.table
+    return CompiledRead(lambda who: read_statement(coll, who)
                         .where(table.c[fk] == param("parent_id"), table.c.deleted_at.is_(None))
                         .order_by(table.c.id).limit(MAX_INCLUDE))
 
@@ -115,7 +135,7 @@ def list_statement(
     who: Principal, coll: Collection, *, filters: dict[str, Any], cursor: str | None
 ) -> Select[Any]:
     table = coll.table
-    stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+    stmt = read_statement(coll, who).where(table.c.deleted_at.is_(None))
     for name, value in filters.items():
         if value is None:
             continue
@@ -327,14 +347,14 @@ async def create(
     new_id = record_id or uuid7()
     values = new_row(who, coll, payload, ctx, new_id)
     try:
-        row = (await conn.execute(insert(coll.table).values(**values).returning(*coll.table.c))).one()
+        row = (await conn.execute(returning(coll, insert(coll.table).values(**values)))).one()
     except IntegrityError as exc:  # a unique index of the collection's own (e.g. source+external_id)
         raise Conflict(f"The {coll.type_name.replace('_', ' ')} conflicts with an existing one") from exc
     if ext_ids:
         client_id = new_id if coll.name == "clients" else payload.get("client_id")
         await _write_external_ids(conn, who, coll, new_id, client_id, ext_ids, replace=False)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "created")
+    await record_change(conn, who, coll.name, stored(coll, out), "created")
     if coll.after_write:
         out = await coll.after_write(conn, who, out, "created")
     return out
@@ -373,18 +393,14 @@ async def apply_update(
     if ext_ids is not None:
         values["external_ids"] = ext_ids
     table = coll.table
-    stmt = (
-        update(table)
-        .where(table.c.org_id == who.org_id, table.c.id == current["id"])
-        .values(**values, version=table.c.version + 1, updated_at=func.now())
-        .returning(*table.c)
-    )
+    stmt = returning(coll, update(table).where(table.c.org_id == who.org_id, table.c.id == current["id"])
+                     .values(**values, version=table.c.version + 1, updated_at=func.now()))
     row = (await conn.execute(stmt)).one()
     if ext_ids is not None:
         client_id = row.id if coll.name == "clients" else row.client_id
         await _write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "updated")
+    await record_change(conn, who, coll.name, stored(coll, out), "updated")
     if coll.after_write:
         out = await coll.after_write(conn, who, out, "updated")
     return out

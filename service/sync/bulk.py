@@ -35,7 +35,7 @@ from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import parse_identifier, readable
+from service.collections.repository import parse_identifier, read_statement
 from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, set_tenant
@@ -452,7 +452,7 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
             table = coll.table
-            stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+            stmt = read_statement(coll, who).where(table.c.deleted_at.is_(None))
             if since is not None:
                 stmt = stmt.where(table.c.updated_at >= since)
             result = await conn.stream(stmt.order_by(table.c.id).execution_options(yield_per=500))
