@@ -20,7 +20,7 @@ FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 INK, MUTED, MILESTONE, CUT_OFF, TARGET = "#222222", "#555555", "#0d47a1", "#b71c1c", "#1b5e20"
 BAND_COLOURS = ("#2e7d32", "#9e9d24", "#f9a825", "#ef6c00", "#c62828")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-CHAR_WIDTH = 0.62  # of the font size: a generous average advance for sans-serif text, to size label boxes
+CHAR_WIDTH = 0.58  # of the font size: a generous average advance for sans-serif text, to size label boxes
 Point = tuple[datetime, float]
 Milestone = tuple[datetime, str, str]
 
@@ -93,7 +93,7 @@ def _boxed_label(parent: ET.Element, x: float, y: float, content: str, colour: s
     width = len(content) * size * CHAR_WIDTH + 6
     left = x - 3 if anchor == "start" else x - width + 3
     ET.SubElement(parent, "rect", {"x": str(round(left, 1)), "y": str(round(y - size, 1)),
-                                   "width": str(round(width, 1)), "height": str(size + 5), "fill": "#ffffff",
+                                   "width": str(round(width, 1)), "height": str(size + 4), "fill": "#ffffff",
                                    "class": f"{css}-bg"})
     _text(parent, x, y, content, fill=colour, **{"font-size": str(size), "text-anchor": anchor, "class": css})
 
@@ -119,7 +119,7 @@ def _reference_line(svg: ET.Element, plot: Plot, value: float, colour: str, labe
     y = plot.y(value)
     ET.SubElement(group, "line", {"x1": str(LEFT), "y1": str(y), "x2": str(LEFT + plot.width), "y2": str(y),
                                   "stroke": colour, "stroke-width": "1.5", "stroke-dasharray": "6 4"})
-    _boxed_label(group, LEFT + 6, y - 4, label, colour, f"{css}-label")
+    _boxed_label(group, LEFT + 6, y - 6, label, colour, f"{css}-label")  # the box ends 2 px above the line
 
 
 def _axes(svg: ET.Element, plot: Plot, axis_label: str) -> None:

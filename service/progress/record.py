@@ -81,7 +81,7 @@ WINDOW = f"""(SELECT coalesce(json_agg(json_build_object(
          FROM outcome_markers m
          JOIN measurements x ON x.org_id = :org AND x.marker_id = m.id AND x.deleted_at IS NULL AND {IN_WINDOW}
          WHERE m.org_id = :org AND m.client_id = :client AND m.deleted_at IS NULL
-         GROUP BY m.id) w)"""
+         GROUP BY m.org_id, m.id) w)"""
 
 RECORD = text(f"""
 SELECT
