@@ -165,3 +165,24 @@ async def test_min_change_on_markers(c):  # noqa: F811
     assert walks["min_change"] == 2
     r = await c.patch(f"/v1/outcome-markers/{walks['id']}", json={"min_change": None})
     assert (r.status_code, r.json()["min_change"]) == (200, None)
+
+
+async def test_a_stored_duration_beyond_the_schema_never_fails_the_statement(api, c):  # noqa: F811
+    """Older validation accepted any digits (P99999999999999999Y is no PostgreSQL interval): such a target reads
+    as the strictest one (never held long enough), and progress still answers."""
+    from uuid import UUID
+
+    cid = (await create(c, "clients"))["id"]
+    g, m = await goal_with_marker(c, cid, goal={"lifecycle": "active"}, **WALKS)
+    await c.patch(f"/v1/goals/{g['id']}", json={"target": {
+        "marker_id": m["id"], "comparator": ">=", "value": 3, "period": "P1W", "duration": "P1W"}})
+    await record(c, cid, m, [(4, ago(20)), (4, ago(1))])
+    assert goal_of(await progress(c, cid), g["id"])["target_met"] is True
+    await api.db.fetch("""UPDATE goals SET target = jsonb_set(jsonb_set(target, '{duration}', '"P99999999999999999Y"'),
+                                                              '{period}', '"P99999999999999999W"') WHERE id = $1""",
+                       UUID(g["id"]))
+    assert goal_of(await progress(c, cid), g["id"])["target_met"] is False
+    assert (await c.get("/v1/progress/summary")).status_code == 200
+    r = await c.patch(f"/v1/goals/{g['id']}", json={"target": {"comparator": ">=", "value": 3,
+                                                                "duration": "P99999W"}})
+    assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "target.duration")

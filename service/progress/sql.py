@@ -40,6 +40,16 @@ RECENT = "(now() - interval '28 days')"  # measured "in the last 4 weeks, counte
 REF_CUT = "((date_trunc('day', now() AT TIME ZONE 'UTC') - interval '27 days') AT TIME ZONE 'UTC')"
 BAND = band_sql("c.instrument", "{value}")
 
+# ISO 8601 durations as the goal schema accepts them. A stored one beyond it (older, looser validation) never
+# fails the statement: it reads as the strictest value (a period of 0, a duration of 9999 years).
+DURATION = "^P([0-9]{1,4}Y)?([0-9]{1,4}M)?([0-9]{1,4}W)?([0-9]{1,4}D)?$"
+
+
+def interval(text_value: str, fallback: str) -> str:
+    return (f"CASE WHEN {text_value} IS NULL THEN NULL WHEN {text_value} ~ '{DURATION}' "
+            f"THEN CAST({text_value} AS interval) ELSE interval '{fallback}' END")
+
+
 COURSE_CTES = f"""
 inst AS (
   SELECT * FROM unnest(CAST(:i_key AS text[]), CAST(:i_sd AS float8[]), CAST(:i_r AS float8[]),
@@ -74,8 +84,8 @@ courses AS (
     SELECT 'goal' AS kind, l.goal_id, l.client_id, l.marker_id, l.instrument, l.start_date, l.is_target,
            CASE WHEN l.is_target THEN l.target ->> 'comparator' END AS t_cmp,
            CASE WHEN l.is_target THEN CAST(l.target ->> 'value' AS float8) END AS t_value,
-           CASE WHEN l.is_target THEN CAST(l.target ->> 'period' AS interval) END AS t_period,
-           CASE WHEN l.is_target THEN CAST(l.target ->> 'duration' AS interval) END AS t_duration,
+           CASE WHEN l.is_target THEN {interval("l.target ->> 'period'", "0")} END AS t_period,
+           CASE WHEN l.is_target THEN {interval("l.target ->> 'duration'", "9999 years")} END AS t_duration,
            l.sign, l.caseness, l.threshold, l.s_diff, l.min_change
     FROM links l
     UNION ALL
