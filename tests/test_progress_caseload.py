@@ -207,3 +207,16 @@ async def test_who_may_read_the_caseload(api, org, c):
     assert (theirs["client_count"], theirs["clients"]) == (0, [])
     mine = (await api.client(await api.token(org, "system/Progress.s")).get("/v1/progress/summary")).json()
     assert [row["client_id"] for row in mine["clients"]] == [cid]
+
+
+async def test_the_rows_shown_are_audited_in_rest_and_graphql(api, org, c):
+    ids = [(await create(c, "clients"))["id"] for _ in range(3)]
+    reader = api.client(await api.token(org, "system/Progress.s"))
+    for query in (lambda: reader.get("/v1/progress/summary", params={"limit": 2, "sort": "client_id"}),
+                  lambda: reader.post("/graphql", json={"query": '{ progressSummary(limit: 2, sort: "client_id") '
+                                                                 "{ clients { clientId } } }"})):
+        before = await api.db.fetchval("SELECT coalesce(max(seq), 0) FROM audit_events")
+        assert (await query()).status_code == 200
+        rows = await api.db.fetch("SELECT resource_type, client_ids FROM audit_events WHERE seq > $1 "
+                                  "AND resource_type = 'Progress'", before)
+        assert [sorted(str(i) for i in r["client_ids"]) for r in rows] == [sorted(ids)[:2]]

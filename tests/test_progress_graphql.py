@@ -25,7 +25,7 @@ query($id: UUID!) {
       clientMeasures { markerId label latest latestBand }
     }
   }
-  progressSummary(sort: "-phq9", first: 1) {
+  progressSummary(sort: "-phq9", limit: 1) {
     clientCount openSafetyAlerts nextCursor
     byLabel { recovered reliablyImproved noReliableChange reliablyDeteriorated }
     clients { clientId safetyPriority phq9 { value band label } gad7 { value band label } offTrackGoals recovery }
@@ -69,7 +69,7 @@ async def test_graphql_and_rest_give_the_same_numbers(c):  # noqa: F811
     assert body["data"]["progressSummary"]["clients"][0]["clientId"] == second  # 14 before 9
     after = body["data"]["progressSummary"]["nextCursor"]
     page2 = (await c.post("/graphql", json={"query": "query($a: String) { progressSummary(sort: \"-phq9\", "
-                                                     "after: $a) { clients { clientId } } }",
+                                                     "cursor: $a) { clients { clientId } } }",
                                             "variables": {"a": after}})).json()
     assert [row["clientId"] for row in page2["data"]["progressSummary"]["clients"]] == [cid]
     bad = (await c.post("/graphql", json={"query": '{ progressSummary(sort: "mood") { clientCount } }'})).json()

@@ -27,18 +27,18 @@ def client_progress_field(types: Types) -> Any:
 def progress_summary_field(types: Types) -> Any:
     async def resolve(info: Any, client_ids: list[UUID] | None, since: datetime | None, until: datetime | None,
                       sort: str, safety_priority: bool | None, off_track: bool | None, stale: bool | None,
-                      first: int, after: str | None) -> Any:
+                      limit: int, cursor: str | None) -> Any:
         ctx = _ctx(info)
         ctx.require("Progress", "s")
         async with ctx.transaction() as conn:
             return await caseload_summary(conn, ctx.who, client_ids=client_ids, since=since, until=until, sort=sort,
                                           safety_priority=safety_priority, off_track=off_track, stale=stale,
-                                          limit=first, cursor=after)
+                                          limit=limit, cursor=cursor)
 
     return field(resolve, types.nested_object(CaseloadSummary), [
         ("client_ids", list[UUID] | None, None), ("since", datetime | None, None), ("until", datetime | None, None),
         ("sort", str, DEFAULT_SORT), ("safety_priority", bool | None, None), ("off_track", bool | None, None),
-        ("stale", bool | None, None), ("first", int, DEFAULT_LIMIT), ("after", str | None, None),
+        ("stale", bool | None, None), ("limit", int, DEFAULT_LIMIT), ("cursor", str | None, None),
     ], root=False, description="The caseload of the token's organization (or the listed clients): counts and a "
-                               "page of client rows (`first` rows after the cursor `after`, REST's `next_cursor`), "
-                               "in one statement")
+                               "page of client rows (`limit` rows after `cursor`, a `nextCursor`), as REST's "
+                               "GET /v1/progress/summary, in one statement")

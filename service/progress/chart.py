@@ -18,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import audit
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY
@@ -65,6 +66,7 @@ async def progress_chart(
     *, since: datetime | None = None, until: datetime | None = None,
 ) -> str:
     """Without ``marker_id``, the client's first goal-linked marker (else its first marker)."""
+    audit.seen("Progress", client_id, client_id)
     check_period(since, until)
     await check_client(conn, who, client_id)
     if marker_id is None:

@@ -8,7 +8,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.rest import Db, problems
@@ -31,7 +30,6 @@ SORT_HELP = ("Comma-separated row fields (" + ", ".join(caseload.SORT_NAMES) + "
     summary="A client's progress per goal, client measures and recovery", responses=problems(401, 403, 404, 410, 422),
 )
 async def read_progress(client_id: UUID, who: Reader, db: Db) -> Response:
-    audit.seen("Progress", client_id, client_id)
     result = await progress.client_progress(db, who, client_id)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
@@ -55,14 +53,10 @@ async def read_caseload(
     limit: Annotated[int, Query(ge=1, le=progress.MAX_LIMIT, description="Rows per page")] = progress.DEFAULT_LIMIT,
     cursor: Annotated[str | None, caseload.CURSOR.query(annotated=True)] = None,
 ) -> Response:
-    for cid in client_id or []:
-        audit.seen("Progress", cid, cid)
     result = await progress.caseload_summary(
         db, who, client_ids=client_id, since=since, until=until, sort=sort, safety_priority=safety_priority,
         off_track=off_track, stale=stale, limit=limit, cursor=cursor,
     )
-    rows = [r.client_id for r in result.clients]
-    audit.seen_many("Progress", rows, rows)
     headers = dict(NO_STORE)
     if result.next_cursor:
         url = request.url.include_query_params(cursor=result.next_cursor)
@@ -79,7 +73,6 @@ async def read_summary(
     client_id: UUID, who: Reader, db: Db,
     since: Annotated[Day | None, Query(description="Progress since this date (default 30 days ago)")] = None,
 ) -> Response:
-    audit.seen("Progress", client_id, client_id)
     result = await summary.clinical_summary(db, who, client_id, since=since)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
@@ -100,7 +93,6 @@ async def read_chart(
     until: Annotated[Timestamp | None,
                      Query(description="To (default: the last measurement); `since` after it is a 422")] = None,
 ) -> Response:
-    audit.seen("Progress", client_id, client_id)
     svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
 

@@ -14,6 +14,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import audit
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY
@@ -36,6 +37,7 @@ async def check_client(conn: AsyncConnection, who: Principal, client_id: UUID) -
 
 
 async def client_progress(conn: AsyncConnection, who: Principal, client_id: UUID) -> ClientProgress:
+    audit.seen("Progress", client_id, client_id)  # asked for, so audited even when refused
     await check_client(conn, who, client_id)
     return await progress_of_live_client(conn, who, client_id)
 
@@ -59,6 +61,8 @@ async def caseload_summary(
 ) -> CaseloadSummary:
     """The token's organization (or patient), optionally restricted to ``client_ids``: counts over it and a
     page of its client rows (filters apply to the rows only). One statement."""
+    for cid in client_ids or []:
+        audit.seen("Progress", cid, cid)
     check_period(since, until)
     if not 1 <= limit <= MAX_LIMIT:  # REST declares the same bounds; GraphQL reaches here with any Int
         raise ValidationFailed.on("limit", f"must be between 1 and {MAX_LIMIT}", "out_of_range")
@@ -83,4 +87,5 @@ async def caseload_summary(
         next_cursor = order.encode([float(v) for v in last["_keys"] if v is not None], UUID(last["client_id"]))
     for r in rows:
         del r["_keys"]
+    audit.seen_many("Progress", (r["client_id"] for r in rows), (r["client_id"] for r in rows))
     return CaseloadSummary(**row, clients=rows, next_cursor=next_cursor)

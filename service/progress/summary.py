@@ -17,6 +17,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import audit
 from service.auth.principal import Principal
 from service.progress import service as progress
 from service.progress.hints import record_hints
@@ -38,6 +39,7 @@ def safety_lines(alerts: list[OpenAlert]) -> list[str]:
 async def clinical_summary(
     conn: AsyncConnection, who: Principal, client_id: UUID, *, since: date | None = None,
 ) -> ClinicalSummary:
+    audit.seen("Progress", client_id, client_id)
     since = since or (datetime.now(UTC) - timedelta(days=30)).date()
     client = await progress.check_client(conn, who, client_id)
     prog = await progress.progress_of_live_client(conn, who, client_id)
