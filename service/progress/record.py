@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from service.domain.instruments import band_sql
+from service.domain.instruments import INSTRUMENTS, band_sql
 
 IN_WINDOW = "x.observed_at >= :since AND x.observed_at <= now()"
+# Instruments in the registry's order (PHQ-9, then GAD-7), as notes list them.
+ORDER = "array_position(ARRAY[" + ", ".join(f"'{key}'" for key in INSTRUMENTS) + "]::text[], {column})"
 
 # The time an experiment's current `done` status was recorded: the first version of its latest run of `done`.
 DONE_AT = """(SELECT min(h.changed_at) FROM history h
@@ -56,7 +58,8 @@ MILESTONES = """(SELECT coalesce(json_agg(json_build_object(
 SYMPTOMS = f"""(SELECT coalesce(json_agg(json_build_object(
       'instrument', s.instrument, 'n', s.n, 'latest', s.latest, 'latest_at', s.latest_at,
       'latest_band', {band_sql("s.instrument", "s.latest")}, 'first', s.first, 'first_at', s.first_at,
-      'first_band', {band_sql("s.instrument", "s.first")}, 'recent', s.recent) ORDER BY s.instrument), '[]'::json)
+      'first_band', {band_sql("s.instrument", "s.first")}, 'recent', s.recent)
+    ORDER BY {ORDER.format(column="s.instrument")}), '[]'::json)
    FROM (SELECT m.instrument, count(*) AS n,
                 (array_agg(x.value ORDER BY x.observed_at DESC, x.id DESC))[1] AS latest,
                 max(x.observed_at) AS latest_at,
@@ -72,7 +75,7 @@ WINDOW = f"""(SELECT coalesce(json_agg(json_build_object(
       'min_change', w.min_change, 'n', w.n, 'first', w.first, 'first_at', w.first_at,
       'first_band', {band_sql("w.instrument", "w.first")}, 'last', w.last, 'last_at', w.last_at,
       'last_band', {band_sql("w.instrument", "w.last")})
-    ORDER BY w.instrument IS NULL, w.instrument, w.name, w.id), '[]'::json)
+    ORDER BY {ORDER.format(column="w.instrument")} NULLS LAST, w.name, w.id), '[]'::json)
    FROM (SELECT m.id, m.name, m.unit, m.instrument, m.direction,
                 coalesce(m.min_change, (m.max - m.min) / 10.0) AS min_change, count(*) AS n,
                 (array_agg(x.value ORDER BY x.observed_at, x.id))[1] AS first, min(x.observed_at) AS first_at,

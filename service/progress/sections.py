@@ -18,6 +18,7 @@ from service.progress.wording import (
     sentence,
     strength_name,
     target_text,
+    unit_words,
     verb_phrase,
     window_course,
 )
@@ -41,7 +42,7 @@ def _strength_line(s: dict[str, Any]) -> str:
     if behavioural(s["description"], s["label"]):
         line += f": client {verb_phrase(s['description'])}"
     if s["context"]:
-        line += f"; shows up {verb_phrase(s['context'])}"
+        line += f"; where: {' '.join(s['context'].split()).rstrip('.')}"
     if s["under_stress"]:
         line += "; also shows up under stress"
     if s["evidence"]:
@@ -90,15 +91,22 @@ def _goal_line(g: GoalProgress, strengths: dict[Any, dict[str, Any]]) -> str:
         line += f" Target: {target_text(g.target, marker)} ({met})."
     for m in g.markers:
         if m.latest is not None and m.baseline_at is not None:
-            course = LABEL_WORDS[m.label] if m.label else f"change {num(m.change)}"
-            line += (f" {m.name}: latest {score(m.latest, m.latest_band)} on {day(m.last_measured)}; since the "
-                     f"baseline of {score(m.baseline, m.baseline_band)} on {day(m.baseline_at)}: {course}.")
+            unit = unit_words(m.unit, m.instrument)
+            line += (f" {m.name}: latest {score(m.latest, m.latest_band)}{unit} on {day(m.last_measured)}; since the "
+                     f"baseline of {score(m.baseline, m.baseline_band)} on {day(m.baseline_at)}: "
+                     f"{LABEL_WORDS[m.label] if m.label else _course(m.improvement or 0, m.change or 0, unit)}.")
     line += f" Milestones: {g.milestones_done} of {g.milestones_total} done."
     if g.off_track:
         line += " Off track: not better than 4 weeks ago by the minimal meaningful change; review the plan."
     if g.stale and g.lifecycle == "active":
         line += " Not measured in the last 4 weeks."
     return line
+
+
+def _course(improvement: float, change: float, unit: str) -> str:
+    if improvement == 0:
+        return "no change"
+    return f"{'better' if improvement > 0 else 'worse'} by {num(abs(change))}{unit}"
 
 
 def goal_lines(prog: ClientProgress, record: dict[str, Any]) -> list[str]:
@@ -144,6 +152,9 @@ def plan_lines(prog: ClientProgress, record: dict[str, Any]) -> list[str]:
             due = f", due {nxt.due_date.isoformat()}" if nxt.due_date else ""
             lines.append(f"Next milestone for {quoted(g.description)}: {quoted(nxt.title)}{due} (done when: "
                          f"{verb_phrase(nxt.completion_criteria)}).")
+        if g.off_track:
+            lines.append(f"Review {quoted(g.description)} with the client: off track (not better than 4 weeks ago "
+                         "by the minimal meaningful change).")
         if g.barriers:
             lines.append(f"Barriers to {quoted(g.description)}: " + "; ".join(b.strip().rstrip(".")
                                                                                for b in g.barriers) + ".")
