@@ -14,8 +14,9 @@ from typing import Any
 from service.domain.instruments import INSTRUMENTS, InstrumentDef
 from service.progress.wording import COMPARATORS, UNIT_WORDS, duration, num
 
-W, H = 640, 360
+W, H = 640, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 72, 52
+ROW = 18  # a row of milestone labels, in a strip above the values (labels never cover the data)
 FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 INK, MUTED, MILESTONE, CUT_OFF, TARGET = "#222222", "#555555", "#0d47a1", "#b71c1c", "#1b5e20"
 BAND_COLOURS = ("#2e7d32", "#9e9d24", "#f9a825", "#ef6c00", "#c62828")
@@ -35,6 +36,7 @@ class Plot:
     t1: datetime
     lo: float
     hi: float
+    top: float = TOP  # the values' area starts here: below the milestone labels' strip
 
     @property
     def width(self) -> int:
@@ -42,13 +44,13 @@ class Plot:
 
     @property
     def height(self) -> int:
-        return H - TOP - BOTTOM
+        return H - self.top - BOTTOM
 
     def x(self, t: datetime) -> float:
         return round(LEFT + self.width * (t - self.t0).total_seconds() / (self.t1 - self.t0).total_seconds(), 1)
 
     def y(self, v: float) -> float:
-        return round(TOP + self.height * (1 - (v - self.lo) / (self.hi - self.lo)), 1)
+        return round(self.top + self.height * (1 - (v - self.lo) / (self.hi - self.lo)), 1)
 
 
 def _time_range(points: list[Point], milestones: list[Milestone], since: datetime | None,
@@ -124,9 +126,10 @@ def _reference_line(svg: ET.Element, plot: Plot, value: float, colour: str, labe
 
 def _axes(svg: ET.Element, plot: Plot, axis_label: str) -> None:
     axes = ET.SubElement(svg, "g", {"class": "axes", "stroke": INK})
-    ET.SubElement(axes, "line", {"x1": str(LEFT), "y1": str(TOP), "x2": str(LEFT), "y2": str(TOP + plot.height)})
-    ET.SubElement(axes, "line", {"x1": str(LEFT), "y1": str(TOP + plot.height), "x2": str(LEFT + plot.width),
-                                 "y2": str(TOP + plot.height)})
+    bottom = H - BOTTOM
+    ET.SubElement(axes, "line", {"x1": str(LEFT), "y1": str(plot.top), "x2": str(LEFT), "y2": str(bottom)})
+    ET.SubElement(axes, "line", {"x1": str(LEFT), "y1": str(bottom), "x2": str(LEFT + plot.width),
+                                 "y2": str(bottom)})
     ticks = ET.SubElement(svg, "g", {"class": "ticks", "fill": INK, "font-size": "12"})
     step = _nice_step(plot.hi - plot.lo)
     v = (plot.lo // step) * step
@@ -138,12 +141,12 @@ def _axes(svg: ET.Element, plot: Plot, axis_label: str) -> None:
         v += step
     for frac, anchor in ((0, "start"), (0.5, "middle"), (1, "end")):
         t = plot.t0 + (plot.t1 - plot.t0) * frac
-        _text(ticks, plot.x(t), TOP + plot.height + 17, short_date(t, year=True), **{"text-anchor": anchor})
+        _text(ticks, plot.x(t), H - BOTTOM + 17, short_date(t, year=True), **{"text-anchor": anchor})
     _text(svg, LEFT + plot.width / 2, H - 10, "Date (UTC)", fill=INK,
           **{"text-anchor": "middle", "class": "x-label", "font-size": "12"})
-    _text(svg, 16, TOP + plot.height / 2, axis_label, fill=INK, **{
-        "text-anchor": "middle", "class": "y-label", "font-size": "12",
-        "transform": f"rotate(-90 16 {TOP + plot.height / 2})"})
+    middle = plot.top + plot.height / 2
+    _text(svg, 16, middle, axis_label, fill=INK, **{
+        "text-anchor": "middle", "class": "y-label", "font-size": "12", "transform": f"rotate(-90 16 {middle})"})
 
 
 def _nice_step(span: float) -> float:
@@ -159,7 +162,7 @@ def _milestones(svg: ET.Element, plot: Plot, shown: list[Milestone]) -> None:
     marks = ET.SubElement(svg, "g", {"class": "milestones"})
     for at, title, status in shown:
         mx = str(plot.x(at))
-        attrs = {"x1": mx, "y1": str(TOP), "x2": mx, "y2": str(TOP + plot.height), "stroke": MILESTONE,
+        attrs = {"x1": mx, "y1": str(TOP), "x2": mx, "y2": str(H - BOTTOM), "stroke": MILESTONE,
                  "stroke-width": "1.5", "class": "milestone"}
         if status != "done":
             attrs["stroke-dasharray"] = "4 3"
@@ -168,7 +171,7 @@ def _milestones(svg: ET.Element, plot: Plot, shown: list[Milestone]) -> None:
     for i, (at, title, _status) in enumerate(shown):  # labels over every line
         label = title if len(title) <= 28 else title[:27] + "…"
         right = plot.x(at) > LEFT + plot.width * 0.6  # labels near the right edge go to the left of their line
-        _boxed_label(marks, plot.x(at) + (-4 if right else 4), TOP + 16 + 18 * (i % 3), label, MILESTONE,
+        _boxed_label(marks, plot.x(at) + (-4 if right else 4), TOP + 14 + ROW * (i % 3), label, MILESTONE,
                      "milestone-label", anchor="end" if right else "start")
 
 
@@ -240,9 +243,10 @@ def render(
     unit = UNIT_WORDS.get(unit, unit[1:-1] if unit.startswith("{") and unit.endswith("}") else unit)
     t0, t1 = _time_range(points, milestones, since, until)
     target_value = float(target["value"]) if target else None
-    plot = Plot(t0, t1, *_value_range(marker, spec, [v for _, v in points], target_value))
-    lower_is_better = marker.get("direction") == "lower_is_better"
     shown = [m for m in milestones if t0 <= m[0] <= t1]
+    strip = ROW * min(3, len(shown)) + (4 if shown else 0)
+    plot = Plot(t0, t1, *_value_range(marker, spec, [v for _, v in points], target_value), top=TOP + strip)
+    lower_is_better = marker.get("direction") == "lower_is_better"
     title = name if spec else f"{name}{f' ({unit})' if unit else ''}"
     said = caption(name, unit, spec, points, target)
 
