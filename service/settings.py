@@ -74,8 +74,6 @@ class Settings(BaseSettings):
         default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
     )
 
-    progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
-    progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")
 
     webhooks_allow_private_targets: bool = Field(
         default=False, description="Allow http:// and loopback/private webhook targets (development and tests only)"

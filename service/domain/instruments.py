@@ -23,12 +23,26 @@ reliable when |RCI| > 1.96. Each instrument carries the SD and reliability r it 
   1.96 * S_diff = 3.9, i.e. the IAPT reliable-change threshold of 4 points.
 Clinically significant change uses the caseness cut-off (criterion c is not used: Jacobson & Truax's
 normative means are not in the reference): PHQ-9 >= 10, GAD-7 >= 8 (IAPT manual, as above).
+
+The verdicts (CONTRACT.md section 4) use the whole-score thresholds of NHS Talking Therapies, not the RCI:
+a change is reliable when it is at least ``reliable_change`` points (PHQ-9 6, GAD-7 4), so PHQ-9 14 -> 8 is a
+reliable improvement although its RCI is 1.93 (the Jacobson-Truax 1.96 * S_diff is 6.10 and would need 7). The
+RCI is reported beside the verdict for information. Reliable recovery (Gyani et al. 2013): a reliable improvement
+from at or above caseness to below it.
+
+The severity bands are the instruments' published bands (PHQ-9 Kroenke 2001: 0-4 minimal, 5-9 mild, 10-14
+moderate, 15-19 moderately severe, 20-27 severe; GAD-7 Spitzer 2006: 0-4, 5-9, 10-14, 15-21). ``band_sql`` turns
+them into the SQL expression every statement uses, so the registry stays their one source.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, literal_column, null
+from sqlalchemy.dialects import postgresql
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class RiskRule:
 class InstrumentDef:
     key: str
     name: str
+    display_name: str  # what a chart or a note calls it ("PHQ-9 depression score")
     panel_loinc: str
     total_loinc: str
     item_loincs: tuple[str, ...]
@@ -97,6 +112,10 @@ class InstrumentDef:
                 return band.label
         return "unknown"
 
+    def is_case(self, total: float) -> bool:
+        """At or above the caseness cut-off."""
+        return total >= self.caseness
+
     @property
     def s_diff(self) -> float:
         """The standard error of the difference between two scores (Jacobson & Truax)."""
@@ -110,6 +129,7 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
     "phq9": InstrumentDef(
         key="phq9",
         name="PHQ-9",
+        display_name="PHQ-9 depression score",
         panel_loinc="44249-1",
         total_loinc="44261-6",
         item_loincs=("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
@@ -134,6 +154,7 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
     "gad7": InstrumentDef(
         key="gad7",
         name="GAD-7",
+        display_name="GAD-7 anxiety score",
         panel_loinc="69737-5",
         total_loinc="70274-6",
         item_loincs=("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"),
@@ -151,3 +172,21 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
                        "risk statement", kind="severe_total", total_at_least=15),),
     ),
 }
+
+
+def band_case(instrument: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The severity band of ``value`` for the instrument ``instrument`` names, as a SQL CASE built from the
+    registry (null for a marker that is not an instrument, or a value outside every band). Keys, bounds and
+    labels are the registry's constants, rendered inline (no parameters)."""
+    return case(*(
+        (and_(instrument == literal_column(f"'{spec.key}'"),
+              value.between(literal_column(str(band.low)), literal_column(str(band.high)))),
+         literal_column(f"'{band.label}'"))
+        for spec in INSTRUMENTS.values() for band in spec.bands
+    ), else_=null())
+
+
+def band_sql(instrument: str, value: str) -> str:
+    """``band_case`` as SQL text, over two SQL expressions (for the hand-written progress statements)."""
+    expr = band_case(literal_column(instrument), literal_column(value))
+    return f"({expr.compile(dialect=postgresql.dialect())})"

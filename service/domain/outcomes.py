@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import Field, create_model
@@ -24,7 +24,7 @@ from service.collections.types import (
     Timestamp,
 )
 from service.domain.enums import AlertSeverity, AlertStatus, Direction, Instrument, MarkerKind, TriggerKind
-from service.domain.instruments import INSTRUMENTS
+from service.domain.instruments import INSTRUMENTS, band_case
 from service.domain.safety import alert_raised_by_hand, alert_status_moves, measurement_after_write, severity_rank
 from service.errors import RuleViolation, ValidationFailed, field_error
 from service.models import Measurement, OutcomeMarker, SafetyAlert
@@ -40,6 +40,12 @@ class OutcomeMarkerIn(Strict):
     min: Finite | None = None
     max: Finite | None = None
     direction: Direction = Direction.higher_is_better
+    min_change: Finite | None = Field(
+        default=None, gt=0,
+        description="The smallest change that matters (in the marker's unit): progress calls a goal off track when "
+                    "it has not improved by this much in 4 weeks. Instruments: their reliable-change threshold "
+                    "(PHQ-9 6, GAD-7 4), set by the service; others: a tenth of max - min when not given",
+    )
     goal_id: UUID | None = None
     external_ids: ExternalIds = Field(default_factory=list)
 
@@ -94,10 +100,14 @@ async def marker_kind_matches_instrument(ctx: RuleContext) -> None:
         raise RuleViolation("kind", "A marker with an instrument has kind 'instrument'", "instrument_kind_mismatch")
     if instrument:
         spec = INSTRUMENTS[str(instrument)]
+        sent = ctx.data.get("min_change")
+        if sent is not None and sent != spec.reliable_change and ctx.changed("min_change"):
+            raise RuleViolation("min_change", f"A {spec.name} marker's minimal change is its reliable-change "
+                                f"threshold, {spec.reliable_change:g} points", "min_change_fixed")
         defaults = {"min": 0.0, "max": float(spec.max_total), "unit": spec.unit, "code": spec.total_loinc,
-                    "direction": spec.direction}
+                    "direction": spec.direction, "min_change": float(spec.reliable_change)}
         for name, value in defaults.items():
-            if ctx.data.get(name) is None or name in ("min", "max", "direction"):
+            if ctx.data.get(name) is None or name in ("min", "max", "direction", "min_change"):
                 ctx.extra[name] = value
                 ctx.data[name] = value
     low, high = ctx.data.get("min"), ctx.data.get("max")
@@ -216,7 +226,19 @@ safety_alerts = register(Collection(
                 "never deleted, only resolved. Listed urgent first, then oldest first.",
 ))
 
+def measurement_band(table: FromClause) -> ColumnElement[Any]:
+    """The severity band of an instrument measurement's total (null for other markers): a correlated subquery on
+    the marker's instrument, with the bands of the instrument registry."""
+    markers = OutcomeMarker.__table__
+    return (select(band_case(markers.c.instrument, table.c.value))
+            .where(markers.c.org_id == table.c.org_id, markers.c.id == table.c.marker_id)
+            .correlate(table).scalar_subquery())
+
+
+BAND = Literal["minimal", "mild", "moderate", "moderately_severe", "severe"]
 ms_create, ms_patch, ms_out = schemas(MeasurementIn, extra_out={
+    "band": (BAND | None, Field(default=None, description="Instruments: the severity band of the total "
+                                                          "(PHQ-9 and GAD-7 bands); null for other markers")),
     "safety_alert": (a_out | None, Field(None, description="On a write: the alert it opened, if any")),
     "safety_alert_ids": (list[UUID], Field(description="The alerts this measurement opened, oldest first")),
 })
@@ -225,6 +247,6 @@ measurements = register(Collection(
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
-    computed={"safety_alert_ids": alert_ids},
+    computed={"safety_alert_ids": alert_ids, "band": measurement_band},
     description="One observed value of a marker; instruments are scored by the service.",
 ))

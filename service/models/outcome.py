@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import DateTime, Float, Index, SmallInteger, Text, func, text
+from sqlalchemy import CheckConstraint, DateTime, Float, Index, SmallInteger, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +24,7 @@ class OutcomeMarker(ClientOwnedMixin, Base):
         enum_check("kind", MarkerKind),
         enum_check("instrument", Instrument, nullable=True),
         enum_check("direction", Direction),
+        CheckConstraint("min_change IS NULL OR min_change > 0", name="min_change_positive"),
     )
 
     kind: Mapped[str] = mapped_column(Text)
@@ -34,6 +35,7 @@ class OutcomeMarker(ClientOwnedMixin, Base):
     min: Mapped[float | None] = mapped_column(Float)
     max: Mapped[float | None] = mapped_column(Float)
     direction: Mapped[str] = mapped_column(Text)
+    min_change: Mapped[float | None] = mapped_column(Float)
     goal_id: Mapped[UUID | None]
 
 
