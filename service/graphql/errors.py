@@ -47,7 +47,8 @@ def from_domain(exc: DomainError) -> GraphQLError:
     if isinstance(exc, Forbidden):
         return forbidden(exc.scope)
     code = "CONFLICT" if isinstance(exc, Conflict) else \
-        "PRECONDITION_FAILED" if isinstance(exc, PreconditionFailed) else "BAD_REQUEST"
+        "PRECONDITION_FAILED" if isinstance(exc, PreconditionFailed) else \
+        "FORBIDDEN" if exc.status == 403 else "BAD_REQUEST"
     extensions: dict[str, Any] = {"code": code, "reason": reason}
     if exc.errors:
         extensions["errors"] = [{**e, "field": camel_path(e["field"])} for e in exc.errors]
