@@ -51,7 +51,8 @@ async def test_the_row_level_policy_alone_limits_a_patient_transaction_to_its_pa
         await conn.execute("SELECT set_config('app.org_id', $1, false), set_config('app.patient_id', $2, false)",
                            str(org.id), ana["id"])
         rows = await conn.fetch("SELECT client_ids FROM audit_events")  # no WHERE: the policy is the filter
-        assert rows and all(r["client_ids"] == [uuid.UUID(ana["id"])] for r in rows)
+        assert rows
+        assert all(r["client_ids"] == [uuid.UUID(ana["id"])] for r in rows)
         await conn.execute("SELECT set_config('app.patient_id', '', false)")
         every = await conn.fetch("SELECT client_ids FROM audit_events")
         assert any(uuid.UUID(ben["id"]) in r["client_ids"] for r in every)  # the organization sees them all

@@ -149,7 +149,8 @@ async def _bens_records_unchanged(w: World) -> None:
         param = "identifier" if name == "clients" else "external_id"
         page = (await w.staff.get(f"/v1/{name}", params={param: f"{system}|{value}"})).json()["data"]
         mine = [r for r in page if (r["id"] if name == "clients" else r["client_id"]) == w.ben]
-        assert len(mine) == 1 and mine[0]["version"] == 1, (name, page)
+        assert len(mine) == 1, (name, page)
+        assert mine[0]["version"] == 1, (name, page)
 
 
 # ---------------------------------------------------------------- batch, bulk, GraphQL, FHIR
@@ -251,7 +252,8 @@ async def test_batch_bulk_graphql_and_fhir_cannot_tell_another_patients_identifi
     unknown = await attempt(w, f"R-{uuid.uuid4().hex}")
     assert foreign == unknown, (foreign, unknown)
     assert EXPECTED[path] in repr(foreign), foreign
-    assert "duplicate" not in repr(foreign) and "INTERNAL" not in repr(foreign), foreign
+    assert "duplicate" not in repr(foreign), foreign
+    assert "INTERNAL" not in repr(foreign), foreign
     await _bens_records_unchanged(w)
 
 

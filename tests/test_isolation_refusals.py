@@ -87,7 +87,8 @@ async def test_a_bulk_line_row_level_security_refuses_is_that_lines_error(patien
     assert resp.status_code == 200
     results = [orjson.loads(x) for x in resp.content.splitlines()]
     assert [(r["line"], r["status"]) for r in results] == [(1, "created"), (2, "error"), (3, "created")]
-    assert results[1]["problem"]["status"] == 403 and results[1]["problem"]["code"] == "write_refused"
+    assert results[1]["problem"]["status"] == 403
+    assert results[1]["problem"]["code"] == "write_refused"
     stored = {s["id"] for s in (await staff.get(f"/v1/strengths?client_id={ana['id']}")).json()["data"]}
     assert stored == {results[0]["id"], results[2]["id"]}  # what the stream says was stored, was
     assert len((await staff.get("/v1/clients")).json()["data"]) == 1
