@@ -53,9 +53,9 @@ class Database:
     def settings(self, **overrides: Any) -> Settings:
         """Test apps run no background webhook dispatcher unless a test asks for one (tests/webhook_support.FAST),
         so statement counts and timings see only the test's own requests."""
-        defaults: dict[str, Any] = {"webhooks_dispatcher": False}
+        defaults: dict[str, Any] = {"webhooks_dispatcher": False, "public_url": "http://testserver"}
         return Settings(database_url=self.app_url, migration_database_url=self.owner_url, host="testserver",
-                        port=80, public_url="http://testserver", **{**defaults, **overrides})
+                        port=80, **{**defaults, **overrides})
 
 
 @dataclass
