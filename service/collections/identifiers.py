@@ -4,10 +4,12 @@ external id), and what a patient-context token may do with them (CONTRACT.md sec
 No answer may let a patient token tell another patient's identifiers from unknown ones. So identifiers live in
 *compartments*: one written with a patient token lives in that patient's compartment (the client's id), one
 written by any other token in the organization's (``ORG_WIDE``); uniqueness holds per compartment. For a write
-about client C, an identifier names the record holding it in the organization's compartment or in C's
-(``ORG_WIDE`` first); row-level security hides other patients' rows from a patient token, so to it another
-patient's identifier is an unknown one, and its record is stored in its own compartment. Among clinicians' and
-EHRs' writes identifiers stay unique per organization, as before.
+about client C, an identifier names the record holding it in the organization's compartment or in C's, C's
+own records first, then the organization's compartment (another client's record is named only when C has
+none, and a write about C then meets it as before: ``client_id_immutable``, a ``duplicate``, a 409). Row-level
+security hides other patients' rows from a patient token, so to it another patient's identifier is an unknown
+one, and its record is stored in its own compartment. Among clinicians' and EHRs' writes identifiers stay
+unique per organization, as before.
 
 Records that *are* patients (clients, ``Collection.identity``) are never created by a patient token, nor are
 their identifiers changed by one: 403, whatever the identifiers are.
@@ -56,7 +58,8 @@ def check_identity_update(who: Principal, coll: Collection, current: dict[str, A
 _LOOKUP = text(
     "SELECT record_id FROM external_ids WHERE org_id = :org AND collection = :collection AND system = :system "
     "AND value = :value AND compartment IN (CAST(:org_wide AS uuid), CAST(:client AS uuid)) "
-    "ORDER BY compartment = CAST(:org_wide AS uuid) DESC LIMIT 1"
+    "ORDER BY client_id IS NOT DISTINCT FROM CAST(:client AS uuid) DESC, compartment = CAST(:org_wide AS uuid) DESC "
+    "LIMIT 1"
 )
 # Claims (system, value) for record_id in the writer's compartment, unless another record holds it there or in
 # the other compartment this client's records see (``elsewhere``): true when the identifier is now the record's.
@@ -137,11 +140,12 @@ async def write_external_ids(
 
 def natural_key_statement(who: Principal, coll: Collection, client: Any, key: dict[str, Any]) -> Select[Any]:
     """The live or deleted records whose natural key is ``key``, as a write about ``client`` sees them: in the
-    organization's compartment or the client's, the organization's first."""
+    organization's compartment or the client's; the client's own records first, the organization's first."""
     table = coll.table
     stmt = readable(table, who).where(*(table.c[name] == key[name] for name in coll.natural_key))
     stmt = stmt.where(or_(table.c.compartment == ORG_WIDE, table.c.compartment == client if client else false()))
-    return stmt.order_by((table.c.compartment == ORG_WIDE).desc()).limit(1)
+    return stmt.order_by((table.c.client_id == client).desc() if client else table.c.id,
+                         (table.c.compartment == ORG_WIDE).desc()).limit(1)
 
 
 async def natural_key_holder(conn: AsyncConnection, who: Principal, coll: Collection, values: dict[str, Any],
