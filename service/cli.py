@@ -128,6 +128,7 @@ def cmd_apps_create(args: argparse.Namespace) -> None:
         return await create_app_record(
             conn, org_id=UUID(args.org), name=args.name, scopes=args.scopes,
             patient_id=UUID(args.patient) if args.patient else None, jwks=jwks, jwks_url=args.jwks_url,
+            jwks_allow_private=Settings().jwks_allow_private_targets,
         )
 
     try:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     webhooks_allow_private_targets: bool = Field(
         default=False, description="Allow http:// and loopback/private webhook targets (development and tests only)"
     )
+    jwks_allow_private_targets: bool = Field(
+        default=False, description="Allow http:// and loopback/private JWKS URLs (apps' --jwks-url, external "
+        "issuers' jwks_url): development and tests only")
     webhooks_dispatcher: bool = Field(default=True, description="Run the webhook dispatcher inside `serve`")
     webhooks_poll_seconds: float = 1.0
     webhooks_timeout_seconds: float = 10.0

@@ -269,10 +269,17 @@ def test_loads_strict_fast_path_agrees_with_the_strict_parser(body):
             raise http.MalformedRequest("The body is not valid UTF-8") from exc
         try:
             value = json.loads(text, object_pairs_hook=http._pairs, parse_constant=http._constant)
-        except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-            if isinstance(exc, http.MalformedRequest):
-                raise
-            raise http.MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+        except http.MalformedRequest:
+            raise
+        except json.JSONDecodeError as exc:
+            raise http.MalformedRequest(f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+                                        f"{exc.colno})") from exc
+        except RecursionError as exc:
+            depth = http.MAX_JSON_DEPTH
+            raise http.MalformedRequest(f"The body is nested too deeply (at most {depth} levels)") from exc
+        except ValueError as exc:
+            raise http.MalformedRequest("The body holds a value that cannot be read (e.g. a number with too many "
+                                        "digits)") from exc
         http._check_depth(http._shape(value)[1])
         return value
 

@@ -118,7 +118,8 @@ async def test_bad_observations_answer_operation_outcome(api):
                   "_sort=code", "_cursor=bogus", "_cursor=false&patient=nobody"):  # the last: a live fuzz finding
         outcome(await c.get(f"{FHIR}/Observation?{query}"), 400)
     outcome(await c.get(f"{FHIR}/Observation?foo=1", headers={"Prefer": "handling=strict"}), 400)
-    assert (await c.get(f"{FHIR}/Observation?foo=1")).status_code == 200  # lenient by default
+    outcome(await c.get(f"{FHIR}/Observation?foo=1"), 400)  # strict by default (CONTRACT.md section 6)
+    assert (await c.get(f"{FHIR}/Observation?foo=1", headers={"Prefer": "handling=lenient"})).status_code == 200
     # Nothing of the refused posts was stored.
     assert (await c.get(f"/v1/measurements?client_id={pid}")).json()["data"] == []
     # Unknown ids and paths.

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import orjson
@@ -15,6 +14,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.auth.assertions import check_jwks_url
 from service.auth.scopes import ScopeError, parse_scopes
 
 
@@ -58,9 +58,10 @@ async def create_org(conn: AsyncConnection, name: str) -> dict[str, Any]:
 
 async def create_app_record(
     conn: AsyncConnection, *, org_id: UUID, name: str, scopes: str, patient_id: UUID | None = None,
-    jwks: dict[str, Any] | None = None, jwks_url: str | None = None,
+    jwks: dict[str, Any] | None = None, jwks_url: str | None = None, jwks_allow_private: bool = False,
 ) -> dict[str, Any]:
-    """Register an app; returns its credentials (the secret only here, once)."""
+    """Register an app; returns its credentials (the secret only here, once). A JWKS URL must pass the outbound
+    guard (``jwks_allow_private``: JWKS_ALLOW_PRIVATE_TARGETS), and does again at each fetch."""
     try:
         parsed = parse_scopes(scopes)
     except ScopeError as exc:
@@ -74,8 +75,8 @@ async def create_app_record(
             raise ValueError(f"the organization has no client {patient_id}")
     if jwks is not None:
         jwks = public_jwks_document(jwks)
-    if jwks_url is not None and urlsplit(jwks_url).scheme not in ("https", "http"):
-        raise ValueError("the JWKS URL must be an http(s) URL")
+    if jwks_url is not None:
+        await check_jwks_url(jwks_url, jwks_allow_private)
     client_id = "app_" + secrets.token_urlsafe(12)
     secret = None if (jwks or jwks_url) else "sec_" + secrets.token_urlsafe(32)
     await conn.execute(

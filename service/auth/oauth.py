@@ -115,7 +115,8 @@ async def _find_app(request: Request, client_id: str) -> Any:
 def jwks_cache(request: Request) -> JwksCache:
     cache = getattr(request.app.state, "jwks_cache", None)
     if cache is None:
-        cache = request.app.state.jwks_cache = JwksCache()
+        cache = request.app.state.jwks_cache = JwksCache(
+            allow_private=request.app.state.ctx.settings.jwks_allow_private_targets)
     return cache
 
 

@@ -89,6 +89,8 @@ class Collection:
     ext_field: str = "external_ids"  # the API name of the external identifiers ("identifiers" for clients)
     deletable: bool = True
     client_owned: bool = True
+    identity: bool = False  # its records are the patients: patient tokens neither create them nor change identifiers
+    natural_key: tuple[str, ...] = ()  # columns that name a record for sync instead of ext_field (measurements)
     to_out: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection output tweaks
     to_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection input tweaks
     after_write: AfterWrite | None = None  # e.g. measurements open safety alerts

@@ -246,6 +246,7 @@ measurements = register(Collection(
     name="measurements", type_name="measurement", resource="Measurement", title="Measurements",
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
+    natural_key=("source", "external_id"),
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
     computed={"safety_alert_ids": alert_ids, "band": measurement_band},
     description="One observed value of a marker; instruments are scored by the service.",

@@ -6,7 +6,7 @@ import inspect
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
@@ -31,12 +31,12 @@ from service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from service.fhir import codes, mapping, search
+from service.fhir import codes, mapping, search, urls
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
+from service.fhir.urls import PREFIX, base_url
 from service.http import is_json, loads_strict
 
-PREFIX = "/fhir/R4"
 FHIR_VERSION = "4.0.1"
 
 OUTCOME_SCHEMA = {"type": "object", "description": "FHIR OperationOutcome", "required": ["resourceType", "issue"],
@@ -107,10 +107,6 @@ async def to_resources(db: Any, who: Principal, records: list[tuple[str, dict[st
     return out
 
 
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + PREFIX
-
-
 def resource_response(resource: dict[str, Any], status: int = 200, **headers: str) -> FhirOut:
     meta = resource["meta"]
     return FhirOut(resource, status_code=status, headers={
@@ -164,7 +160,7 @@ async def instance_history(fhir_type: str, resource_id: str, who: Principal, db:
     collection, entries = await versions(fhir_type, resource_id, who, db, "s")
     live = [e for e in entries if e["action"] != "deleted"]
     resources = iter(await to_resources(db, who, [(collection, e["record"]) for e in live]))
-    base = base_url(request)
+    base = urls.base_url(request)
     items = []
     for e in entries:
         url = f"{fhir_type}/{resource_id}"
@@ -181,7 +177,8 @@ async def instance_history(fhir_type: str, resource_id: str, who: Principal, db:
         items.append(item)
     items.reverse()  # newest first (FHIR http.html#history)
     bundle = {"resourceType": "Bundle", "type": "history", "total": len(items),
-              "link": [{"relation": "self", "url": str(request.url)}], "entry": items}
+              "link": [{"relation": "self", "url": urls.absolute(request, f"{fhir_type}/{resource_id}/_history")}],
+              "entry": items}
     return FhirOut(bundle, headers={"Cache-Control": "no-store"})
 
 
@@ -201,7 +198,7 @@ SEARCH_PARAMS: dict[str, list[tuple[str, str]]] = {
     "Flag": [("patient", "Patient/<id>"), ("status", "active | inactive"), ("category", "safety")],
 }
 REPEATABLE = {"date", "_lastUpdated"}
-IGNORED = {"_format", "_pretty"}  # accepted and ignored: we answer JSON only
+REFERENCES = ("patient", "subject")
 # Paths we serve with some method: another method on them is a 405, anything else a 404.
 KNOWN_PATH = re.compile(
     r"^(?:(?:Patient|Goal|Observation|Flag)(?:/[^/]+(?:/_history(?:/[^/]+)?)?)?|CodeSystem/[^/]+|metadata)$"
@@ -229,13 +226,11 @@ def _count(params: dict[str, list[str]]) -> int:
 
 
 async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) -> Response:
-    known = {name for name, _ in search_params(fhir_type)}
+    kept = urls.search_params(request, [name for name, _ in search_params(fhir_type)], fhir_type)
     params: dict[str, list[str]] = {}
-    for name, value in request.query_params.multi_items():
-        if name in known:
-            params.setdefault(name, []).append(value)
-        elif name not in IGNORED and "handling=strict" in request.headers.get("prefer", ""):
-            raise search.BadSearch(f"Unknown search parameter {name} for {fhir_type}")
+    for name, value in kept:
+        params.setdefault(name, []).append(value)
+    urls.local_references(request, params, REFERENCES)
     count = _count(params)
     descending = False
     for raw in params.get("_sort", []):
@@ -251,12 +246,12 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
     page = await search.run(db, who, parts, count=count, cursor=params.get("_cursor", [None])[-1],
                             descending=descending)
     resources = await to_resources(db, who, page.records)
-    base = base_url(request)
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k in known and k != "_cursor"]
-    links = [{"relation": "self", "url": str(request.url.replace(query=urlencode(kept + _cursor_of(params))))}]
+    base = urls.base_url(request)
+    kept = [(k, v) for k, v in kept if k != "_cursor"]
+    links = [{"relation": "self", "url": urls.absolute(request, fhir_type, kept + _cursor_of(params))}]
     if page.next_cursor:
-        links.append({"relation": "next",
-                      "url": str(request.url.replace(query=urlencode(kept + [("_cursor", page.next_cursor)])))})
+        links.append({"relation": "next", "url": urls.absolute(request, fhir_type,
+                                                               kept + [("_cursor", page.next_cursor)])})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle", "type": "searchset",
         "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
@@ -392,7 +387,7 @@ def fhir_router() -> APIRouter:
         if condition and (found := await _existing(db, who, request, condition)) is not None:
             return found
         async def run() -> Response:
-            body = await measurement_body(db, who, loads_strict(await request.body()))
+            body = await measurement_body(db, who, loads_strict(await request.body()), request)
             try:
                 if condition:  # a concurrent twin may win the unique index: then answer with its record
                     async with db.begin_nested():
@@ -406,7 +401,7 @@ def fhir_router() -> APIRouter:
                     return found
                 raise
             resource = (await to_resources(db, who, [("measurements", record)]))[0]
-            location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
+            location = urls.absolute(request, f"Observation/{resource['id']}/_history/{record['version']}")
             return resource_response(resource, 201, Location=location)
 
         return await idempotent(request, db, who, run, client_ids=_subject_ids)
@@ -441,8 +436,8 @@ async def _existing(db: Any, who: Principal, request: Request, identifier: str) 
     if not page.records:
         return None
     resource = (await to_resources(db, who, page.records))[0]
-    return resource_response(resource, 200, Location=f"{base_url(request)}/Observation/{resource['id']}/_history/"
-                                                     f"{resource['meta']['versionId']}")
+    return resource_response(resource, 200, Location=urls.absolute(
+        request, f"Observation/{resource['id']}/_history/{resource['meta']['versionId']}"))
 
 
 def _resource_routes(router: APIRouter, fhir_type: str) -> None:

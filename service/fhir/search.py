@@ -42,18 +42,16 @@ from service.collections.repository import readable, readable_record
 from service.collections.service import serialize
 from service.domain.enums import AlertStatus, GoalLifecycle
 from service.domain.instruments import INSTRUMENTS
-from service.errors import MalformedRequest, ValidationFailed
+from service.errors import ValidationFailed
 from service.fhir import codes as c
 from service.fhir.mapping import OBSERVATION_KINDS, parse_observation_id
+from service.fhir.urls import BadSearch
 from service.models import ExternalId
 
 MAX_COUNT = 500
 DEFAULT_COUNT = 50
 
 
-class BadSearch(MalformedRequest):
-    code = "invalid_search"
-    title = "The search parameters are not valid"
 
 
 # ---------------------------------------------------------------- parameter parsing

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.domain.enums import AlertSeverity, AlertStatus, Direction, Instrument, MarkerKind
-from service.models.base import Base, ClientOwnedMixin, client_fk, enum_check, ref_fk
+from service.models.base import Base, ClientOwnedMixin, client_fk, compartment_column, enum_check, ref_fk
 
 
 class OutcomeMarker(ClientOwnedMixin, Base):
@@ -47,7 +47,7 @@ class Measurement(ClientOwnedMixin, Base):
         Index("ix_measurements_org_id_marker_id_observed_at", "org_id", "marker_id", "observed_at"),
         Index("ix_measurements_org_id_client_id", "org_id", "client_id"),
         Index(
-            "uq_measurements_org_id_source_external_id", "org_id", "source", "external_id",
+            "uq_measurements_org_id_source_external_id_compartment", "org_id", "source", "external_id", "compartment",
             unique=True, postgresql_where=text("external_id IS NOT NULL"),
         ),
     )
@@ -60,6 +60,7 @@ class Measurement(ClientOwnedMixin, Base):
     source: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
+    compartment: Mapped[UUID] = compartment_column()  # of (source, external_id): see ExternalId
 
 
 class SafetyAlert(ClientOwnedMixin, Base):

@@ -29,9 +29,9 @@ from service.db import tenant_transaction
 from service.http import dumps
 from service.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.settings import Settings
+from service.webhooks import targets
 from service.webhooks.events import emit
 from service.webhooks.signing import sign
-from service.webhooks.targets import GuardedBackend
 
 log = logging.getLogger("strengths.webhooks")
 
@@ -98,13 +98,9 @@ class Dispatcher:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        transport = httpx.AsyncHTTPTransport(retries=0)
-        pool = transport._pool  # noqa: SLF001 - the one way to put a resolver guard under httpx
-        pool._network_backend = GuardedBackend(  # noqa: SLF001
-            pool._network_backend, allow_private=settings.webhooks_allow_private_targets,  # noqa: SLF001
-        )
         self.http = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, timeout=settings.webhooks_timeout_seconds,
+            transport=targets.transport(settings.webhooks_allow_private_targets), follow_redirects=False,
+            timeout=settings.webhooks_timeout_seconds,
             headers={"user-agent": USER_AGENT},
         )
         self.lease = max(settings.webhooks_lease_seconds, int(settings.webhooks_timeout_seconds) + 5)
