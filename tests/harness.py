@@ -51,9 +51,10 @@ class Database:
             await conn.close()
 
     def settings(self, **overrides: Any) -> Settings:
-        """Test apps run no background webhook dispatcher unless a test asks for one (tests/webhook_support.FAST),
+        """Test apps run no background webhook dispatcher nor export runner unless a test asks for one
+        (tests/webhook_support.FAST, tests/bulk_support.py),
         so statement counts and timings see only the test's own requests."""
-        defaults: dict[str, Any] = {"webhooks_dispatcher": False}
+        defaults: dict[str, Any] = {"webhooks_dispatcher": False, "bulk_export_runner": False}
         return Settings(database_url=self.app_url, migration_database_url=self.owner_url, host="testserver",
                         port=80, public_url="http://testserver", **{**defaults, **overrides})
 

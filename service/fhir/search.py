@@ -45,6 +45,7 @@ from service.domain.instruments import INSTRUMENTS
 from service.errors import MalformedRequest, ValidationFailed
 from service.fhir import codes as c
 from service.fhir.mapping import OBSERVATION_KINDS, parse_observation_id
+from service.fhir.questionnaires import instrument_of
 from service.models import ExternalId
 
 MAX_COUNT = 500
@@ -228,6 +229,23 @@ async def load_markers(conn: AsyncConnection, who: Principal, ids: set[Any]) -> 
     return {str(r.id): serialize(coll, r) for r in rows}
 
 
+async def alerts_by_measurement(conn: AsyncConnection, who: Principal, ids: list[Any],
+                                as_of: datetime | None = None) -> dict[str, list[Any]]:
+    """The safety alerts each measurement opened (oldest first). Alerts are never deleted and their
+    ``measurement_id`` never changes, so ``as_of`` (alerts opened at or before it) gives them as they were."""
+    if not ids:
+        return {}
+    table = REGISTRY["safety-alerts"].table
+    stmt = readable(table, who).where(table.c.measurement_id.in_(ids)).with_only_columns(
+        table.c.measurement_id, table.c.id).order_by(table.c.created_at, table.c.id)
+    if as_of is not None:
+        stmt = stmt.where(table.c.created_at <= as_of)
+    out: dict[str, list[Any]] = {}
+    for row in (await conn.execute(stmt)).all():
+        out.setdefault(str(row.measurement_id), []).append(row.id)
+    return out
+
+
 # ---------------------------------------------------------------- per resource type
 
 
@@ -375,3 +393,23 @@ def observation_parts(who: Principal, params: dict[str, list[str]], collections:
         parts.append(part)
     return parts
 
+
+
+def instrument_markers(instruments: list[str]) -> ColumnElement[bool]:
+    markers = REGISTRY["outcome-markers"].table
+    return REGISTRY["measurements"].table.c.marker_id.in_(
+        select(markers.c.id).where(markers.c.instrument.in_(instruments)))
+
+
+def questionnaire_parts(who: Principal, params: dict[str, list[str]]) -> list[Part]:
+    """QuestionnaireResponse: the measurements of instrument markers (PHQ-9, GAD-7)."""
+    part = _patient(_common(Part("measurements", sort=lambda t: t.c.observed_at), who, params), params)
+    table = REGISTRY["measurements"].table
+    part.conditions.append(instrument_markers(list(INSTRUMENTS)))
+    for raw in params.get("questionnaire", []):
+        specs = [instrument_of(v) for v in raw.split(",") if v]
+        wanted = [spec.key for spec in specs if spec is not None]
+        part.conditions.append(instrument_markers(wanted) if wanted else false())
+    for raw in params.get("authored", []):
+        part.conditions.append(date_condition(table.c.observed_at, raw, "authored"))
+    return [part]

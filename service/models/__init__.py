@@ -13,7 +13,8 @@ from service.models.strength import Exception_, Experiment, ProtectiveFactor, St
 from service.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
-    "App", "AuditEvent", "Base", "BulkExportChunk", "BulkExportFile", "BulkExportJob", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
+    "App", "AuditEvent", "Base", "BulkExportChunk", "BulkExportFile", "BulkExportJob",
+    "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
     "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
