@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Select, case, select, true
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -50,6 +51,6 @@ async def records_as_of(conn: AsyncConnection, who: Principal, collection: str, 
     before = HIST.c.changed_at <= as_of
     stmt = (readable(HIST, who).with_only_columns(HIST.c.record_id, HIST.c.data)
             .where(HIST.c.collection == collection, HIST.c.record_id.in_([UUID(str(i)) for i in ids]))
-            .distinct(HIST.c.record_id)
+            .ext(distinct_on(HIST.c.record_id))
             .order_by(HIST.c.record_id, before.desc(), case((before, -HIST.c.version), else_=HIST.c.version)))
     return {str(r.record_id): r.data for r in (await conn.execute(stmt)).all()}
