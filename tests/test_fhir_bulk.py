@@ -78,7 +78,7 @@ async def test_round_trip_kick_off_poll_manifest_download(db):
         exported = {str(i) for r in rows for i in r["resource_ids"]}
         assert {p["id"] for p in files["Patient"]} <= exported
         assert len({r["path"] for r in rows}) == len(manifest["output"])
-        done = await db.fetch("SELECT resource_type, client_ids FROM audit_events WHERE request_id LIKE 'bulk-export-%'")
+        done = await db.fetch("SELECT resource_type FROM audit_events WHERE request_id LIKE 'bulk-export-%'")
         assert {r["resource_type"] for r in done} >= {"BulkExport", "Client", "Measurement", "SafetyAlert"}
 
 

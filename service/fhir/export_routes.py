@@ -32,9 +32,10 @@ SinceParam = Annotated[str | None, Query(
                                                "the transactionTime of the previous export")]
 FormatParam = Annotated[str | None, Query(alias="_outputFormat", description="NDJSON (the default)",
                                           json_schema_extra={"enum": list(jobs.OUTPUT_FORMATS)})]
-PreferHeader = Annotated[str, Header(
-    alias="Prefer", pattern="respond-async", max_length=200,
-    description="respond-async (required by Bulk Data); handling=lenient ignores unsupported parameters")]
+PreferHeader = Annotated[str | None, Header(
+    alias="Prefer", max_length=200, json_schema_extra={"pattern": "respond-async"},
+    description="respond-async: required (Bulk Data), a 400 without it; handling=lenient ignores unsupported "
+                "parameters")]
 
 KICK_OFF_DOC = """Starts an asynchronous export (FHIR Bulk Data Access v2). Answers 202 with `Content-Location`:
 poll that URL (202 with `X-Progress` and `Retry-After` while it runs; 200 with the manifest when done; `DELETE`
@@ -63,12 +64,13 @@ def _status_responses() -> dict[int | str, dict[str, Any]]:
 
 async def _kick_off(request: Request, who: Principal, db: Any, level: str, group: str | None) -> Response:
     settings = request.app.state.ctx.settings
+    group_id = caseload_id(group, who) if group is not None else None  # another organization's: 404 first
     params = parameter_values(request, KNOWN, "$export", strict=True)
     if "respond-async" not in request.headers.get("prefer", ""):
         raise MalformedRequest("Bulk Data kick-off needs Prefer: respond-async")
     jobs.parse_format(params.get("_outputFormat", []))
     ask = jobs.KickOff(
-        level=level, group_id=caseload_id(group, who) if group is not None else None,
+        level=level, group_id=group_id,
         types=jobs.parse_types(params.get("_type", [])), since=jobs.parse_since(params.get("_since", [])),
         request_url=settings.base_url + request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     job_id = await jobs.kick_off(db, who, settings, ask)
@@ -83,19 +85,21 @@ def add_routes(router: APIRouter) -> None:
             "responses": _kick_off_responses()}
 
     @router.get("/$export", operation_id="fhir_export_system", summary="Bulk Data export: everything", **kick)
-    async def export_system(who: Exporter, db: Db, request: Request, prefer: PreferHeader, _type: TypeParam = None,
-                            _since: SinceParam = None, _output_format: FormatParam = None) -> Response:
+    async def export_system(who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
+                            _type: TypeParam = None, _since: SinceParam = None,
+                            _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "system", None)
 
     @router.get("/Patient/$export", operation_id="fhir_export_patients", summary="Bulk Data export: all patients",
                 **kick)
-    async def export_patients(who: Exporter, db: Db, request: Request, prefer: PreferHeader, _type: TypeParam = None,
-                              _since: SinceParam = None, _output_format: FormatParam = None) -> Response:
+    async def export_patients(who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
+                              _type: TypeParam = None, _since: SinceParam = None,
+                              _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "patient", None)
 
     @router.get("/Group/{group_id}/$export", operation_id="fhir_export_group", **kick,
                 summary="Bulk Data export: the caseload Group's patients (404 for another organization's group)")
-    async def export_group(group_id: str, who: Exporter, db: Db, request: Request, prefer: PreferHeader,
+    async def export_group(group_id: str, who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
                            _type: TypeParam = None, _since: SinceParam = None,
                            _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "group", group_id)
