@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.audit import AuditTrail
 from service.auth.principal import Principal
 from service.auth.scopes import parse_scopes
-from service.collections.registry import REGISTRY
 from service.collections.types import uuid7
 from service.db import set_tenant, tenant_transaction
+from service.domain.registry import COLLECTIONS  # registers every collection: the worker never builds the app
 from service.fhir import mapping, snapshot
 from service.fhir.export_jobs import AUDIT_TYPE
 from service.fhir.search import alerts_by_measurement
@@ -37,6 +37,7 @@ from service.settings import Settings
 log = logging.getLogger("strengths.bulk_export")
 
 MAX_FAILURES = 3
+RESOURCES = {coll.name: coll.resource for coll in COLLECTIONS}  # scope resource of each collection
 SWEEP_EVERY_SECONDS = 60.0
 
 _CLAIM = text("SELECT claimed_org, claimed_id, claimed_token FROM bulk_export_claim(:lease)")
@@ -207,7 +208,7 @@ class ExportRunner:
                            remote=None, action="export", principal=who)
         trail.seen(AUDIT_TYPE, job.id, job.patient_id)
         for row in (await conn.execute(_CLIENTS, {"org": job.org_id, "id": job.id})).all():
-            trail.seen_many(REGISTRY[row.collection].resource, [], row.clients)
+            trail.seen_many(RESOURCES[row.collection], [], row.clients)
         await trail.insert(conn, 200)
 
     async def _failed(self, org_id: UUID, job_id: UUID, token: UUID) -> None:
