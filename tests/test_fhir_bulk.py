@@ -237,3 +237,70 @@ async def test_expired_files_are_swept(db):
         assert (await c.get(local(status))).status_code == 404
         assert (await c.get(local(manifest["output"][0]["url"]))).status_code == 404
         assert await db.fetchval("SELECT count(*) FROM bulk_export_chunks") == 0
+
+
+async def test_only_the_app_that_started_a_job_reaches_it_and_scopes_are_checked_per_type(db):
+    async with Api.start(db, **FAST) as api, runner(db):
+        org, other_org = await api.org("A"), await api.org("B")
+        owner = api.client(await api.token(org, "system/*.rs"))
+        await create(api.client(await api.token(org, "system/*.cruds")), "clients")
+        status = await kick_off(owner)
+        manifest = await wait_for_manifest(owner, status)
+        file_url = local(manifest["output"][0]["url"])
+        same_org_other_app = api.client(await api.token(org, "system/Client.rs"))
+        other = api.client(await api.token(other_org, "system/*.rs"))
+        for c in (same_org_other_app, other):
+            assert (await c.get(local(status))).status_code == 404
+            assert (await c.get(file_url)).status_code == 404
+            assert (await c.delete(local(status))).status_code == 404
+        assert (await other.get(f"{FHIR}/Group/{org.id}")).status_code == 404  # another organization's caseload
+        assert (await other.get(f"{FHIR}/Group/{org.id}/$export", headers=KICK_OFF)).status_code == 404
+        assert (await owner.get(file_url)).status_code == 200  # still there: nobody else could cancel it
+        anonymous = api.client(None)
+        for method, url in (("GET", f"{FHIR}/$export"), ("GET", local(status)), ("GET", file_url),
+                            ("DELETE", local(status)), ("GET", f"{FHIR}/Group"), ("GET", f"{FHIR}/Group/{org.id}"),
+                            ("GET", f"{FHIR}/QuestionnaireResponse"), ("POST", f"{FHIR}/QuestionnaireResponse")):
+            r = await anonymous.request(method, url, headers=KICK_OFF)
+            assert r.status_code == 401, (method, url)
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        # A type asked for without its `s` is a 403 naming the scope; without _type, only what the token may search.
+        goals_only = api.client(await api.token(org, "system/Goal.rs"))
+        r = await goals_only.get(f"{FHIR}/$export", params={"_type": "Patient"}, headers=KICK_OFF)
+        assert r.status_code == 403
+        assert 'scope="system/Patient.s"' in r.headers["www-authenticate"]
+        assert (await goals_only.get(f"{FHIR}/$export", params={"_type": "Goal"}, headers=KICK_OFF)).status_code == 202
+        reader = api.client(await api.token(org, "system/Client.r"))  # read, no search
+        r = await reader.get(f"{FHIR}/$export", headers=KICK_OFF)
+        assert r.status_code == 403
+        assert 'scope="system/*.s"' in r.headers["www-authenticate"]
+        r = await reader.get(f"{FHIR}/Group")
+        assert r.status_code == 403
+        assert 'scope="system/Group.s"' in r.headers["www-authenticate"]
+        assert (await reader.get(f"{FHIR}/Group/{org.id}")).status_code == 200
+        qr_reader = api.client(await api.token(org, "system/QuestionnaireResponse.rs"))
+        r = await qr_reader.post(f"{FHIR}/QuestionnaireResponse", json={"resourceType": "QuestionnaireResponse"})
+        assert r.status_code == 403
+        assert 'scope="system/QuestionnaireResponse.c"' in r.headers["www-authenticate"]
+        r = await goals_only.get(f"{FHIR}/QuestionnaireResponse")
+        assert r.status_code == 403
+        assert 'scope="system/QuestionnaireResponse.s"' in r.headers["www-authenticate"]
+
+
+async def test_erasing_a_client_removes_the_export_files_that_held_it(db):
+    from service.db import make_engine
+    from service.purge import purge_client
+
+    async with Api.start(db, **FAST) as api, runner(db):
+        org = await api.org()
+        c = api.client(await api.token(org, "system/*.cruds"))
+        erased = await create(c, "clients")
+        status = await kick_off(c)
+        manifest = await wait_for_manifest(c, status)
+        engine = make_engine(db.owner_url, db.settings(), pool=False)
+        async with engine.begin() as conn:
+            out = await purge_client(conn, erased["id"], "test")
+        await engine.dispose()
+        assert out["removed"]["bulk_export_files"] == len(manifest["output"])
+        assert (await c.get(local(status))).status_code == 404
+        assert (await c.get(local(manifest["output"][0]["url"]))).status_code == 404
+        assert await db.fetchval("SELECT count(*) FROM bulk_export_chunks") == 0
