@@ -27,15 +27,16 @@ TypeParam = Annotated[str | None, Query(
     alias="_type", pattern=f"^({TYPES})(,({TYPES}))*$",
     description=f"Comma-separated resource types ({', '.join(jobs.EXPORT_TYPES)}); default: every type the token "
                 "may search")]
+INSTANT = (r"^(19|20|21)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+           r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")
 SinceParam = Annotated[str | None, Query(
-    alias="_since", max_length=64, description="Only resources changed after this instant (with a time zone), e.g. "
-                                               "the transactionTime of the previous export")]
+    alias="_since", pattern=INSTANT, description="Only resources changed after this FHIR instant (with a time "
+                                                 "zone), e.g. the transactionTime of the previous export")]
 FormatParam = Annotated[str | None, Query(alias="_outputFormat", description="NDJSON (the default)",
                                           json_schema_extra={"enum": list(jobs.OUTPUT_FORMATS)})]
-PreferHeader = Annotated[str | None, Header(
-    alias="Prefer", max_length=200, json_schema_extra={"pattern": "respond-async"},
-    description="respond-async: required (Bulk Data), a 400 without it; handling=lenient ignores unsupported "
-                "parameters")]
+PreferHeader = Annotated[str, Header(
+    alias="Prefer", max_length=200, pattern="respond-async",
+    description="respond-async (required by Bulk Data); with handling=lenient, unsupported parameters are ignored")]
 
 KICK_OFF_DOC = """Starts an asynchronous export (FHIR Bulk Data Access v2). Answers 202 with `Content-Location`:
 poll that URL (202 with `X-Progress` and `Retry-After` while it runs; 200 with the manifest when done; `DELETE`
@@ -44,8 +45,8 @@ cancels). Files are NDJSON per resource type, downloaded with the same token, ke
 exports its own patient only. Unsupported parameters are a 400 unless `Prefer: handling=lenient`."""
 
 
-def _kick_off_responses() -> dict[int | str, dict[str, Any]]:
-    out = fhir_responses(202, "Accepted: poll the Content-Location URL", 400, 401, 403)
+def _kick_off_responses(*more: int) -> dict[int | str, dict[str, Any]]:
+    out = fhir_responses(202, "Accepted: poll the Content-Location URL", 400, 401, 403, *more)
     out[202]["headers"] = {"Content-Location": {"description": "The status URL", "schema": {"type": "string"}}}
     out[429] = {"description": "Too many exports of this organization queued or running",
                 "content": {FHIR_JSON: {"schema": OUTCOME_SCHEMA}}}
@@ -85,21 +86,22 @@ def add_routes(router: APIRouter) -> None:
             "responses": _kick_off_responses()}
 
     @router.get("/$export", operation_id="fhir_export_system", summary="Bulk Data export: everything", **kick)
-    async def export_system(who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
+    async def export_system(who: Exporter, db: Db, request: Request, prefer: PreferHeader,
                             _type: TypeParam = None, _since: SinceParam = None,
                             _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "system", None)
 
     @router.get("/Patient/$export", operation_id="fhir_export_patients", summary="Bulk Data export: all patients",
                 **kick)
-    async def export_patients(who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
+    async def export_patients(who: Exporter, db: Db, request: Request, prefer: PreferHeader,
                               _type: TypeParam = None, _since: SinceParam = None,
                               _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "patient", None)
 
-    @router.get("/Group/{group_id}/$export", operation_id="fhir_export_group", **kick,
+    @router.get("/Group/{group_id}/$export", operation_id="fhir_export_group",
+                **{**kick, "responses": _kick_off_responses(404)},
                 summary="Bulk Data export: the caseload Group's patients (404 for another organization's group)")
-    async def export_group(group_id: str, who: Exporter, db: Db, request: Request, prefer: PreferHeader = None,
+    async def export_group(group_id: str, who: Exporter, db: Db, request: Request, prefer: PreferHeader,
                            _type: TypeParam = None, _since: SinceParam = None,
                            _output_format: FormatParam = None) -> Response:
         return await _kick_off(request, who, db, "group", group_id)
