@@ -116,3 +116,48 @@ async def test_worker_command_runs_an_export_alone_and_answers_its_probes(db):
             stop(worker)
         assert worker.returncode == 0
 
+
+
+async def test_worker_killed_mid_export_another_finishes_it(db):
+    """`strengths-api worker` SIGKILLed in the middle of a job (held at a known point: the test locks the file
+    it is appending to); a second worker takes the job over when the lease runs out and completes it, with the
+    same transactionTime and every patient exactly once."""
+    env = {**env_for(db), "BULK_EXPORT_POLL_SECONDS": "0.1", "BULK_EXPORT_PAGE_SIZE": "2",
+           "BULK_EXPORT_LEASE_SECONDS": "2", "BULK_EXPORT_RETRY_AFTER_SECONDS": "1", "WEBHOOKS_DISPATCHER": "0"}
+    async with Api.start(db) as api:
+        org = await api.org()
+        c = api.client(await api.token(org, "system/*.cruds"))
+        r = await c.post("/v1/bulk/import", content=b"".join(
+            b'{"type": "client", "resource": {"display_name": "Client %d"}}\n' % i for i in range(200)),
+            headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 200
+        status = await kick_off(c, _type="Patient")
+        first = spawn(["worker"], env)
+        lock = await db.connect()
+        try:
+            for _ in range(600):
+                if await db.fetchval("SELECT coalesce(sum(lines), 0) FROM bulk_export_files") > 0:
+                    break
+                await asyncio.sleep(0.01)
+            tx = lock.transaction()
+            await tx.start()
+            await lock.execute("SELECT * FROM bulk_export_files FOR UPDATE")  # the worker's next append waits
+            await asyncio.sleep(0.5)
+            job = (await db.fetch("SELECT status, resources, transaction_time FROM bulk_export_jobs"))[0]
+            assert job["status"] == "in-progress"
+            assert 0 < job["resources"] < 200
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            await tx.rollback()
+        finally:
+            await lock.close()
+            stop(first)
+        second = spawn(["worker"], env)
+        try:
+            manifest = await wait_for_manifest(c, status, within=120)
+        finally:
+            stop(second)
+        assert manifest["transactionTime"] == job["transaction_time"].isoformat().replace("+00:00", "Z")
+        ids = [p["id"] for p in (await download(c, manifest))["Patient"]]
+        assert len(ids) == len(set(ids)) == 200
+        assert await db.fetchval("SELECT attempts FROM bulk_export_jobs") >= 2
