@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -157,6 +157,11 @@ async def load(conn: AsyncConnection, who: Principal, job_id: UUID, *, for_updat
     return row
 
 
+def expired(job: Any) -> bool:
+    """Past its retention (the worker's sweep deletes the files within a minute; until then they are refused)."""
+    return job.status == "expired" or (job.expires_at is not None and job.expires_at <= datetime.now(UTC))
+
+
 async def files(conn: AsyncConnection, job: Any) -> list[Any]:
     return list((await conn.execute(text(
         "SELECT id, resource_type, part, lines FROM bulk_export_files WHERE org_id = :org AND job_id = :id "
@@ -208,7 +213,7 @@ _CHUNKS = text("SELECT seq, collection, record_ids, client_ids, data FROM bulk_e
 
 async def file_of(conn: AsyncConnection, who: Principal, job_id: UUID, file_text: str) -> Any:
     job = await load(conn, who, job_id)
-    if job.status == "expired":
+    if expired(job):
         raise NotFound(f"Export {job_id} has expired: its files were deleted")
     try:
         file_id = UUID(file_text)

@@ -120,7 +120,7 @@ def _status_routes(router: APIRouter) -> None:
             return Response(status_code=202, headers={
                 "X-Progress": jobs.progress(job), "Retry-After": str(settings.bulk_export_retry_after_seconds),
                 "Cache-Control": "no-store"})
-        if job.status == "expired":
+        if jobs.expired(job):
             raise NotFound(f"Export {job_id} has expired: its files were deleted")
         if job.status == "failed":
             return FhirOut(outcome(500, f"The export failed: {job.error}", code="exception"), status_code=500,
