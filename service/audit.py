@@ -229,7 +229,8 @@ def _target(path: str) -> tuple[str | None, UUID | None]:
         coll = REGISTRY.get(name)
         resource_type = coll.resource if coll else ("Progress" if name == "progress" else None)
     elif parts[:2] == ["fhir", "R4"] and len(parts) > 2:
-        resource_type = parts[2] if parts[2] in FHIR_ALIASES or parts[2] == "Patient" else None
+        resource_type = parts[2] if parts[2] in FHIR_ALIASES or parts[2] == "Patient" else (
+            "BulkExport" if parts[2].startswith("$export") else None)  # Bulk Data kick-off, status and files
     elif parts[:1] == ["graphql"]:
         resource_type = "GraphQL"
     for p in parts[1:]:

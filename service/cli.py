@@ -99,9 +99,10 @@ def _serve_granian(host: str, port: int, workers: int) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from service.lifecycle import prepare_database
-    from service.webhooks.dispatcher import run_worker
+    from service.lifecycle import exit_cleanly_on_sigterm, prepare_database
+    from service.worker import run_worker
 
+    exit_cleanly_on_sigterm()  # SIGTERM cancels the loops (a running export keeps its cursor) and disposes cleanly
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(prepare_database(Settings())))
 
@@ -193,7 +194,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply the migrations").set_defaults(fn=cmd_migrate)
 
-    sub.add_parser("worker", help="run the webhook dispatcher alone").set_defaults(fn=cmd_worker)
+    sub.add_parser("worker", help="run the background loops alone: webhooks, Bulk Data exports") \
+        .set_defaults(fn=cmd_worker)
 
     orgs = sub.add_parser("orgs", help="organizations").add_subparsers(dest="orgs_command", required=True)
     oc = orgs.add_parser("create", help="create an organization; prints it as JSON")

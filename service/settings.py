@@ -91,6 +91,24 @@ class Settings(BaseSettings):
     )
     webhooks_lease_seconds: int = 60
 
+    bulk_export_runner: bool = Field(default=True, description="Run the FHIR Bulk Data export runner inside `serve`")
+    bulk_export_retention_hours: float = Field(
+        default=24, description="A finished export's NDJSON files can be downloaded this long, then are deleted")
+    bulk_export_max_active_jobs: int = Field(
+        default=5, description="Exports an organization may have queued or running at once; more are a 429")
+    bulk_export_page_size: int = Field(default=1000, description="Records read (and written to a file) per step")
+    bulk_export_file_max_lines: int = Field(default=100_000, description="Lines per NDJSON file before the next part")
+    bulk_export_lease_seconds: int = Field(
+        default=60, description="A running export's lease: a worker that stops renewing it (it died) loses the "
+        "job to another worker after this long")
+    bulk_export_poll_seconds: float = 1.0
+    bulk_export_retry_after_seconds: int = Field(default=2, description="Retry-After of a running export's status")
+    worker_health_port: int | None = Field(
+        default=None, description="`strengths-api worker` serves /healthz and /readyz (its loops' heartbeats) on "
+        "this port (on HOST); unset: no health server")
+    worker_stuck_seconds: float = Field(
+        default=120, description="A worker loop that has not completed an iteration this long is stuck (/healthz 503)")
+
     max_body_bytes: int = 1_000_000
     max_batch_body_bytes: int = Field(default=16_000_000, description="POST /v1/measurements/batch (1,000 items)")
     max_bulk_body_bytes: int = Field(default=2_000_000_000, description="POST /v1/bulk/import (streamed NDJSON)")

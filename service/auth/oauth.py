@@ -22,7 +22,7 @@ from service.auth.assertions import (
     verify_assertion,
 )
 from service.auth.principal import Principal
-from service.auth.scopes import RESOURCES, ScopeError, grant, parse_scopes
+from service.auth.scopes import FHIR_ALIASES, RESOURCES, ScopeError, grant, parse_scopes
 from service.db import tenant_transaction
 from service.errors import Unauthenticated
 from service.http import JSONOut
@@ -48,7 +48,8 @@ class OAuthError(Exception):
 
 
 def scopes_supported() -> list[str]:
-    return [f"{ctx}/{res}.{perm}" for ctx in ("system", "patient") for res in ("*", *RESOURCES)
+    aliases = [name for name in FHIR_ALIASES if name not in RESOURCES]  # the FHIR facade's names (bulk export)
+    return [f"{ctx}/{res}.{perm}" for ctx in ("system", "patient") for res in ("*", *RESOURCES, *aliases)
             for perm in ("cruds", "rs")]
 
 

@@ -26,6 +26,8 @@ FHIR_ALIASES: dict[str, tuple[str, ...]] = {
     "Goal": ("Goal",),
     "Observation": ("Measurement", "Strength", "ProtectiveFactor", "Exception"),
     "Flag": ("SafetyAlert",),
+    "QuestionnaireResponse": ("Measurement",),  # PHQ-9 and GAD-7 measurements as SDC responses
+    "Group": ("Client",),  # the organization's caseload
 }
 V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
 # Resources a wildcard never reaches: audit access is always named (CONTRACT.md section 2).

@@ -44,6 +44,8 @@ SD_STRENGTH_STATUS = f"{BASE}/StructureDefinition/strength-status"
 SD_PROTECTIVE_STATUS = f"{BASE}/StructureDefinition/protective-factor-status"
 SD_TARGET_PERIOD = f"{BASE}/StructureDefinition/goal-target-period"
 SD_TARGET_DURATION = f"{BASE}/StructureDefinition/goal-target-duration"
+SD_OUTCOME_MARKER = f"{BASE}/StructureDefinition/outcome-marker"  # QuestionnaireResponse: the marker it measures
+SD_SAFETY_ALERT = f"{BASE}/StructureDefinition/safety-alert"  # QuestionnaireResponse: an alert it opened (Flag)
 
 # LOINC answer list LL358-3 (PHQ-9 / GAD-7 items): item score -> answer (interop.md 1.3).
 ITEM_ANSWERS = {0: ("LA6568-5", "Not at all"), 1: ("LA6569-3", "Several days"),

@@ -14,6 +14,7 @@ import orjson
 from service.domain.instruments import INSTRUMENTS
 from service.domain.safety import trigger_text
 from service.fhir import codes as c
+from service.fhir import questionnaires as q
 from service.http import dumps
 
 # Observation ids: a measurement keeps its UUID; the other kinds carry a prefix so one id names one record.
@@ -173,7 +174,7 @@ def _ours(cs_id: str, code: str) -> dict[str, Any]:
 def measurement(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": observation_id("measurements", rec["id"]), "meta": _meta(rec),
-        # The Flags it opened (current reads and the create response; a history version has none).
+        # The Flags it opened (every read; exports as of their transactionTime: search.with_alert_ids).
         "extension": [_ext(c.SD_OBSERVATION_SAFETY_ALERT, valueReference={"reference": f"Flag/{alert_id}"})
                       for alert_id in rec.get("safety_alert_ids") or []],
         "identifier": [{"system": rec["source"], "value": rec["external_id"]}]
@@ -186,6 +187,8 @@ def measurement(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
         "effectiveDateTime": rec["observed_at"],
         "issued": rec["created_at"],
         "note": [{"text": rec["note"]}] if rec.get("note") else [],
+        # US Core's pattern for scored instruments: the Observation derives from the QuestionnaireResponse.
+        "derivedFrom": [{"reference": f"QuestionnaireResponse/{rec['id']}"}] if marker.get("instrument") else [],
     }
     if marker.get("instrument"):
         spec = INSTRUMENTS[marker["instrument"]]
@@ -307,5 +310,63 @@ def flag(rec: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+# ---------------------------------------------------------------- QuestionnaireResponse
+
+
+def questionnaire_response(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
+    """An instrument measurement as the SDC response to the LOINC questionnaire (the questionnaires module)."""
+    spec = INSTRUMENTS[marker["instrument"]]
+    items = []
+    for code, score in zip(spec.item_loincs, rec.get("items") or [], strict=False):
+        answer, display = c.ITEM_ANSWERS[score]
+        items.append({"linkId": q.link_id(code), "text": q.ITEM_TEXTS[code],
+                      "answer": [{"valueCoding": _coding(c.LOINC, answer, display)}]})
+    items.append({"linkId": q.link_id(spec.total_loinc), "text": q.ITEM_TEXTS[spec.total_loinc],
+                  "answer": [{"valueInteger": int(rec["value"])}]})
+    extensions = [_ext(c.SD_OUTCOME_MARKER, valueCoding=_coding(c.system("outcome-marker"), str(marker["id"]),
+                                                                   marker["name"]))]
+    # The Flags it opened, as the Observation names them.
+    extensions += [_ext(c.SD_SAFETY_ALERT, valueReference=reference("safety-alerts", a))
+                   for a in rec.get("safety_alert_ids") or []]
+    return _clean({
+        "resourceType": "QuestionnaireResponse", "id": str(rec["id"]), "meta": _meta(rec),
+        "extension": extensions,
+        "identifier": {"system": rec["source"], "value": rec["external_id"]}
+        if rec.get("source") and rec.get("external_id") else None,
+        "questionnaire": q.canonical(spec),
+        "status": "completed",
+        "subject": reference("clients", rec["client_id"]),
+        "authored": rec["observed_at"],
+        "item": items,
+    })
+
+
 SIMPLE = {"clients": patient, "strengths": strength, "protective-factors": protective_factor,
           "exceptions": exception, "safety-alerts": flag}
+
+
+def marker_ids(records: list[tuple[str, dict[str, Any]]]) -> set[Any]:
+    """The outcome markers the records' resources need (a measurement's own, a goal target's)."""
+    out: set[Any] = set()
+    for collection, rec in records:
+        if collection == "measurements":
+            out.add(str(rec["marker_id"]))
+        elif collection == "goals" and (rec.get("target") or {}).get("marker_id"):
+            out.add(str(rec["target"]["marker_id"]))
+    return out
+
+
+def resource(collection: str, rec: dict[str, Any], markers: dict[str, dict[str, Any]], *,
+             questionnaire: bool = False) -> dict[str, Any] | None:
+    """The one dispatch from a record (as JSON) to its resource, for reads, searches and bulk export alike;
+    ``questionnaire``: a measurement as a QuestionnaireResponse, None when its marker is no instrument."""
+    if collection == "measurements":
+        marker = markers[str(rec["marker_id"])]
+        if questionnaire:
+            if not marker.get("instrument"):
+                return None
+            return questionnaire_response(rec, marker)
+        return measurement(rec, marker)
+    if collection == "goals":
+        return goal(rec, markers)
+    return SIMPLE[collection](rec)

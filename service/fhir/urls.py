@@ -64,6 +64,15 @@ def search_params(request: Request, supported: Iterable[str], resource_type: str
     return kept
 
 
+def parameter_values(request: Request, supported: Iterable[str], resource_type: str) -> dict[str, list[str]]:
+    """The supported parameters' values by name (repeats kept), after ``search_params``' check of the others: for
+    searches and operations (Bulk Data kick-off, Group) alike."""
+    params: dict[str, list[str]] = {}
+    for name, value in search_params(request, supported, resource_type):
+        params.setdefault(name, []).append(value)
+    return params
+
+
 def local(request: Request, reference: str) -> str:
     """``reference`` relative to our base: a relative one as it is, one under our own base without it; one under
     another server's base raises ``ForeignReference`` (it names a resource of that server, not of ours)."""

@@ -3,6 +3,7 @@
 from service.models.audit import AuditEvent
 from service.models.base import Base
 from service.models.client import Client
+from service.models.export import BulkExportChunk, BulkExportFile, BulkExportJob
 from service.models.goal import Goal, Milestone
 from service.models.oauth import RevokedToken, UsedAssertion
 from service.models.org import App, Organization, SigningKey
@@ -12,7 +13,8 @@ from service.models.strength import Exception_, Experiment, ProtectiveFactor, St
 from service.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
-    "App", "AuditEvent", "Base", "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
+    "App", "AuditEvent", "Base", "BulkExportChunk", "BulkExportFile", "BulkExportJob",
+    "Change", "Client", "Exception_", "Experiment", "ExternalId", "Goal", "History",
     "IdempotencyKey",
     "Measurement", "Milestone", "Organization", "OutcomeMarker", "ProtectiveFactor", "SafetyAlert",
     "RevokedToken", "SigningKey", "Strength", "StrengthUse", "UsedAssertion",
