@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
     )
 
+    graphql_compiled_responses: bool = Field(
+        default=True, description="Answer a GraphQL query whose every field is compiled to SQL, and that holds no "
+        "error, with the JSON PostgreSQL builds, without the executor's walk (docs/graphql.md); false: always the "
+        "stock executor over the same statements")
+
     progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
     progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")
 

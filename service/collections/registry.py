@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -76,6 +76,11 @@ class Collection:
     to_out: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection output tweaks
     to_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection input tweaks
     after_write: AfterWrite | None = None  # e.g. measurements open safety alerts
+    # Output fields computed by SQL over the collection's table, selected with the row by every read.
+    computed: dict[str, Callable[[Table], ColumnElement[Any]]] = field(default_factory=dict)
+    # What ``to_out`` derives in Python, as SQL over the table for reads compiled to SQL (GraphQL): an expression
+    # whose JSON is the field's value exactly as REST writes it (e.g. a measurement's observed_at in its offset).
+    out_sql: dict[str, Callable[[Table], ColumnElement[Any]]] = field(default_factory=dict)
     description: str = ""
 
     @property

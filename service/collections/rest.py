@@ -15,7 +15,7 @@ from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit, cursors
+from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
@@ -25,9 +25,9 @@ from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp
-from service.db import set_tenant
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
+from service.uow import unit_of_work as work
 
 
 async def unit_of_work(
@@ -35,10 +35,9 @@ async def unit_of_work(
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
-    async with request.app.state.ctx.engine.begin() as conn:
-        await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocation_key(who))
-        yield conn
-        await audit.flush(conn, who)  # the request's audit row commits with its writes
+    ctx = request.app.state.ctx
+    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+        yield conn  # the request's audit row commits with its writes
 
 
 unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate

@@ -15,6 +15,7 @@ from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, register
 from service.collections.schemas import schemas
+from service.collections.sqljson import iso_datetime
 from service.collections.types import (
     ExternalIds,
     Finite,
@@ -216,5 +217,6 @@ measurements = register(Collection(
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
+    out_sql={"observed_at": lambda t: iso_datetime(t.c.observed_at, t.c.observed_offset)},  # as to_out writes it
     description="One observed value of a marker; instruments are scored by the service.",
 ))

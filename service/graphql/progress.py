@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from service.graphql.context import read_field
 from service.graphql.fields import _ctx, field
 from service.graphql.typegen import Types
 from service.progress.schemas import CaseloadSummary, ClientProgress
@@ -14,8 +15,8 @@ def client_progress_field(types: Types) -> Any:
     async def resolve(root: Any, info: Any, off_track_days: int) -> Any:
         ctx = _ctx(info)
         ctx.require("Progress", "r")
-        async with ctx.transaction() as conn:
-            return await client_progress(conn, ctx.who, root.id, off_track_days=off_track_days)
+        async with ctx.reading() as conn:
+            return await client_progress(conn, ctx.who, read_field(root, "id"), off_track_days=off_track_days)
 
     return field(resolve, types.nested_object(ClientProgress) | None, [("off_track_days", int, DEFAULT_OFF_TRACK_DAYS)],
                  description="Per goal: milestones, strengths, markers with reliable change; safety first "
@@ -27,7 +28,7 @@ def progress_summary_field(types: Types) -> Any:
                       stale_days: int, off_track_days: int) -> Any:
         ctx = _ctx(info)
         ctx.require("Progress", "s")
-        async with ctx.transaction() as conn:
+        async with ctx.reading() as conn:
             return await caseload_summary(conn, ctx.who, client_ids=client_ids, since=since, until=until,
                                           stale_days=stale_days, off_track_days=off_track_days)
 
