@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func
 
 from service.collections.registry import REGISTRY
-from service.graphql import specs, sql
+from service.graphql import compiled, specs, sql
 from tests.gqlkit import ALL, DASHBOARD, gql, one_of_each, seed_caseload, statements_on_the_wire
 from tests.graphql_corpus import selection
 
@@ -144,6 +144,7 @@ async def test_computed_columns_are_selected_with_the_row(api, whole, monkeypatc
     monkeypatch.setitem(strengths.__dict__, "computed", {"label": lambda t: func.upper(t.c.label)})
     specs.record_specs.cache_clear()
     sql.compiled.cache_clear()
+    compiled.clear_plans()
     try:
         org = await api.org()
         ids = await one_of_each(api, org)
@@ -156,3 +157,4 @@ async def test_computed_columns_are_selected_with_the_row(api, whole, monkeypatc
         monkeypatch.undo()
         specs.record_specs.cache_clear()
         sql.compiled.cache_clear()
+        compiled.clear_plans()

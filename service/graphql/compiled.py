@@ -19,6 +19,7 @@ both to the answers the previous implementation gave.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
@@ -39,7 +40,6 @@ from service.graphql.reads import Plan, filter_names, plan_node, plan_one, plan_
 from service.graphql.selection import ABSENT, Doc, NotPlain, argument, coerce_variables
 from service.graphql.specs import record_specs, unwrap
 from service.uow import driver_unit_of_work
-
 
 log = structlog.get_logger("service.graphql")
 
@@ -106,8 +106,38 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
     return data
 
 
+_PLANS: OrderedDict[tuple[Any, ...], tuple[list[tuple[str, str]], list[tuple[str, Plan | str]] | None]] = \
+    OrderedDict()
+MAX_PLANS = 256
+
+
 def _whole(ec: Any, ctx: GraphQLContext) -> list[tuple[str, Plan | str]] | None:
-    """Each root field's plan (or ``__typename``'s value), or None when the stock executor must answer."""
+    """Each root field's plan (or ``__typename``'s value), or None when the stock executor must answer.
+
+    Plans depend on the document, the operation, the variables and what the token may read (and whether it is a
+    patient's), never on the organization or the data: they are kept per those (the 256 most recent), and a request
+    that finds one checks its root fields' scopes again, as the resolvers would."""
+    key = (ec.query, ec.operation_name, orjson.dumps(ec.variables, option=orjson.OPT_SORT_KEYS),
+           tuple(ctx.who.scopes), ctx.who.patient_id is not None)
+    hit = _PLANS.get(key)
+    if hit is not None:
+        _PLANS.move_to_end(key)
+        checks, planned = hit
+        return planned if all(_may(ctx, *check) for check in checks) else None
+    checked: list[tuple[str, str]] = []
+    planned = _planned(ec, ctx, checked)
+    _PLANS[key] = (checked, planned)
+    if len(_PLANS) > MAX_PLANS:
+        _PLANS.popitem(last=False)
+    return planned
+
+
+def clear_plans() -> None:
+    """Forget the kept plans (when what the registry declares changes: tests)."""
+    _PLANS.clear()
+
+
+def _planned(ec: Any, ctx: GraphQLContext, checked: list[tuple[str, str]]) -> list[tuple[str, Plan | str]] | None:
     if ec.graphql_document is None:
         return None
     operation = get_operation_ast(ec.graphql_document, ec.operation_name)
@@ -117,7 +147,7 @@ def _whole(ec: Any, ctx: GraphQLContext) -> list[tuple[str, Plan | str]] | None:
         doc = Doc.of(ec.graphql_document, coerce_variables(operation, ec.variables, _enums()))
         planned: list[tuple[str, Plan | str]] = []
         for key, nodes in doc.grouped([operation.selection_set], lambda cond: cond == "Query").items():
-            item = _plan(doc, nodes, ctx)
+            item = _plan(doc, nodes, ctx, checked)
             if item is None:
                 return None
             planned.append((key, item))
@@ -126,7 +156,7 @@ def _whole(ec: Any, ctx: GraphQLContext) -> list[tuple[str, Plan | str]] | None:
     return planned
 
 
-def _plan(doc: Doc, nodes: list[FieldNode], ctx: GraphQLContext) -> Plan | str | None:
+def _plan(doc: Doc, nodes: list[FieldNode], ctx: GraphQLContext, checked: list[tuple[str, str]]) -> Plan | str | None:
     name = nodes[0].name.value
     if name == "__typename":
         return "Query"
@@ -141,10 +171,12 @@ def _plan(doc: Doc, nodes: list[FieldNode], ctx: GraphQLContext) -> Plan | str |
             return None
         plan = plan_node(doc, nodes, readable, _uuid(record_id), ctx.allows, "response")
     elif root.kind == "one":
+        checked.append((root.coll.resource, "r"))
         if not _may(ctx, root.coll.resource, "r"):
             return None
         plan = plan_one(doc, nodes, root.coll, _uuid(doc.value(argument(node, "id"))), ctx.allows, "response")
     else:
+        checked.append((root.coll.resource, "s"))
         if not _may(ctx, root.coll.resource, "s"):
             return None
         plan = _page(doc, nodes, root.coll, ctx)

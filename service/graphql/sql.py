@@ -154,10 +154,9 @@ class Builder:
     # ------------------------------------------------------------ records
 
     def _readable(self, coll: Collection, shapes: Sequence[RecordShape]) -> Select[Any]:
-        """The collection's rows as the principal may read them, with the SQL-derived fields the shapes select."""
-        stmt = readable(coll.table, self.who)
-        extra = _derived(coll, shapes)
-        return stmt.add_columns(*extra) if extra else stmt
+        """The collection's rows as the principal may read them: the columns the shapes read (narrow rows through
+        the sorts and joins), with the SQL-derived fields they select."""
+        return _narrow(readable(coll.table, self.who), coll, shapes)
 
     def record(self, shape: RecordShape, rows: FromClause, gate: ColumnElement[Any] | None = None,
                frm: FromClause | None = None,
@@ -265,8 +264,8 @@ class Builder:
     def _numbered(self, coll: Collection, shape: ConnShape, base: Select[Any], first: Any) -> Select[Any]:
         """Up to ``first + 1`` rows in id order (one more tells whether more follow), numbered."""
         table = coll.table
-        extra = _derived(coll, _node_shapes(shape))
-        return (base.add_columns(*extra, func.row_number().over(order_by=table.c.id).label("_n"))
+        return (_narrow(base, coll, _node_shapes(shape))
+                .add_columns(func.row_number().over(order_by=table.c.id).label("_n"))
                 .order_by(None).order_by(table.c.id).limit(first + literal_column("1", Integer)))
 
     def _page(self, shape: ConnShape, rows: FromClause, first: Any, *, audit_extra: bool) -> Select[Any]:
@@ -319,6 +318,21 @@ class Builder:
                 value = _key("PageInfo")
             pairs.append((_key(p.key), value))
         return jobj(pairs)
+
+
+def _narrow(stmt: Select[Any], coll: Collection, shapes: Sequence[RecordShape]) -> Select[Any]:
+    """``stmt`` (rows of ``coll``'s table) selecting only what the shapes read: the id and the client (audit), the
+    fields' columns, the columns relations follow; and the SQL-derived fields, computed from the table."""
+    table = coll.table
+    names = {"id", "id" if coll.name == "clients" else "client_id"}
+    for shape in shapes:
+        for entry in shape.entries:
+            if isinstance(entry, Value) and entry.spec.source in ("column", "ext"):
+                names.add("external_ids" if entry.spec.source == "ext" else entry.spec.name)
+            elif isinstance(entry, Rel) and entry.relation.kind in ("one", "many"):
+                names.add(entry.relation.attr)
+    columns = [c for c in table.c if c.name in names]
+    return stmt.with_only_columns(*columns, *_derived(coll, shapes))
 
 
 def _derived(coll: Collection, shapes: Sequence[RecordShape]) -> list[ColumnElement[Any]]:
