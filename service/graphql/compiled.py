@@ -153,6 +153,9 @@ def _planned(ec: Any, ctx: GraphQLContext, checked: list[tuple[str, str]]) -> li
             planned.append((key, item))
     except (NotPlain, DomainError):
         return None  # the executor reports it (or coerces what this module does not)
+    except Exception:  # noqa: BLE001 - a planning bug must not cost the request: the executor answers it
+        log.warning("whole_response_planning_failed", exc_info=True)
+        return None
     return planned
 
 
