@@ -158,3 +158,20 @@ async def test_computed_columns_are_selected_with_the_row(api, whole, monkeypatc
         specs.record_specs.cache_clear()
         sql.compiled.cache_clear()
         compiled.clear_plans()
+
+
+async def test_a_record_of_more_than_fifty_keys(api, whole):
+    """PostgreSQL's json_build_object takes 50 pairs: wider selections are built in chunks, keys still in order."""
+    org = await api.org()
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    fields = selection("Client", 1)  # its fields and relations
+    aliases = " ".join(f"a{i}: displayName" for i in range(30))  # the most aliases a document may hold
+    body = await gql(c, f"query($id: UUID!) {{ client(id: $id) {{ __typename {fields} {aliases} }} }}",
+                     {"id": ids["clients"]})
+    assert "errors" not in body, body
+    record = body["data"]["client"]
+    assert len(record) > 50
+    assert list(record)[-30:] == [f"a{i}" for i in range(30)]
+    assert {record[f"a{i}"] for i in range(30)} == {"Ana"}
+    assert record["strengths"]["edges"][0]["node"]["__typename"] == "Strength"

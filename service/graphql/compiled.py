@@ -91,6 +91,8 @@ class CompiledReads(SchemaExtension):
 async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) -> dict[str, Any] | None:
     """The response's data, each field's JSON as PostgreSQL wrote it; None if anything failed, so that the executor
     answers (and reports the failure where graphql-core reports it, masked)."""
+    if all(isinstance(item, str) for _, item in planned):
+        return dict(planned)  # nothing to read (``{ __typename }``)
     try:
         async with driver_unit_of_work(ctx.engine, ctx.who) as conn:
             data: dict[str, Any] = {}
