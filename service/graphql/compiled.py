@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 import orjson
 import structlog
@@ -221,8 +222,6 @@ def _filter_enum(coll: Collection, name: str) -> type | None:
 
 
 def _uuid(value: Any) -> Any:
-    from uuid import UUID
-
     if isinstance(value, UUID):
         return value
     if isinstance(value, str):

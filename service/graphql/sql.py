@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
+from pydantic import AwareDatetime
 from sqlalchemy import (
     ColumnElement,
     FromClause,
@@ -95,11 +97,9 @@ def _const(value: str | None) -> ColumnElement[Any]:
 
 def _typed(value: ColumnElement[Any], spec: Spec) -> ColumnElement[Any]:
     """A column as the service writes its value in JSON (timestamps, whole floats, renamed enum values)."""
-    from datetime import datetime
-
     if spec.many:
         return value
-    if spec.base is datetime or getattr(spec.base, "__name__", "") == "AwareDatetime":
+    if spec.base in (datetime, AwareDatetime):
         return iso_datetime(value)
     if spec.base is float:
         return float_json(value)
