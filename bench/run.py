@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench import capture, chart, loadgen, profile, raw, rls
+from bench import capture, chart, limit, loadgen, profile, raw, rls
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
 from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
@@ -298,6 +298,8 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
                     f"service CPU {http.cpu_ms_per_req} ms/request), "
                     f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
+                if w.name in limit.LIMITS:
+                    measure_limit(setup, ctx, w, variants, args, http, out.runs[w.name][-1], rep)
                 if args.ladder and not w.writes:
                     sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
                                             concurrency=args.concurrency, duration=args.duration,
@@ -314,6 +316,23 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
             for w in setup.workloads:
                 out.profiles[w.name] = profile_http(setup, svc.pid, ctx, w)
     return out
+
+
+LIMIT_WRITE_PLANS = 8000  # W3's limit twin: distinct plans per run (it is faster than the service and the replay)
+
+
+def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Variant], args: argparse.Namespace,
+                  http: loadgen.Result, run: dict[str, Any], rep: int) -> None:
+    """The limit twin (bench/limit.py) right after the replay twin, at the same concurrency for as long."""
+    plans = limit.plans(w.name, ctx, variants, LIMIT_WRITE_PLANS if w.writes else None)
+    twin = raw.run_raw_processes(setup.db.owner_dsn, setup.db.settings, plans, processes=args.workers,
+                                 concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
+                                 sequential=w.writes)
+    ratio = http.rps / twin.rps if twin.rps else 0.0
+    run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req}
+    run["limit_ratio"] = round(ratio, 3)
+    log(f"repeat {rep + 1}/{args.repeats}: {w.name} limit twin {twin.rps:.0f} rps ({twin.errors} errors, client "
+        f"CPU {twin.cpu_ms_per_req} ms/request), ratio to the limit {ratio:.2f}")
 
 
 def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
@@ -388,6 +407,14 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
                 result["workloads"][w.name]["rps"] * w.items_per_request, 1)
             result["workloads"][w.name][f"raw_{w.item_name}_per_s"] = round(
                 result["workloads"][w.name]["raw_rps"] * w.items_per_request, 1)
+        if any("limit" in r for r in reps):
+            limited = [r for r in reps if "limit" in r]
+            result["workloads"][w.name].update(
+                limit_rps=round(median([r["limit"]["rps"] for r in limited]), 1),
+                limit_p50_ms=round(median([r["limit"]["p50_ms"] for r in limited]), 2),
+                limit_errors=int(median([r["limit"]["errors"] for r in limited])),
+                limit_ratio=round(median([r["limit_ratio"] for r in limited]), 3),
+                limit_client_cpu_ms_per_req=median_opt([r["limit"]["client_cpu_ms_per_req"] for r in limited]))
         if any("sqlalchemy" in r for r in reps):
             result["workloads"][w.name]["sqlalchemy_rps"] = round(
                 median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
@@ -439,18 +466,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"(no token, no database) through it: {g['service_healthz_rps']:.0f} rps, "
         f"{g.get('service_healthz_cpu_ms_per_req')} ms of service CPU per request.",
         "",
-        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | target | service CPU ms/req "
-        "| raw client CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | rps | p50 ms | p99 ms | errors | raw rps | raw p50 ms | ratio | target | limit rps "
+        "| ratio to limit | service CPU ms/req | raw client CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, w in result["workloads"].items():
         cpu, rcpu, target = w.get("service_cpu_ms_per_req"), w.get("raw_client_cpu_ms_per_req"), w.get("target")
         met = "" if target is None else (" (met)" if w["ratio"] >= target else " (missed)")
         conc = f" (c{w['concurrency']}, {w['duration_s']:g} s)" if "concurrency" in w else ""
+        limit_rps = f"{w['limit_rps']:.0f}" if "limit_rps" in w else "-"
+        limit_ratio = f"**{w['limit_ratio']:.2f}**" if "limit_ratio" in w else "-"
         lines.append(f"| {name} {w['title']}{conc} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
                      f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | **{w['ratio']:.2f}** | "
-                     f"{'-' if target is None else f'≥ {target}{met}'} | {'-' if cpu is None else f'{cpu:.2f}'} | "
-                     f"{'-' if rcpu is None else f'{rcpu:.2f}'} |")
+                     f"{'-' if target is None else f'≥ {target}{met}'} | {limit_rps} | {limit_ratio} | "
+                     f"{'-' if cpu is None else f'{cpu:.2f}'} | {'-' if rcpu is None else f'{rcpu:.2f}'} |")
     for name, w in result["workloads"].items():
         if w.get("items_per_request"):
             item = next(k[:-len("_per_s")] for k in w if k.endswith("_per_s") and not k.startswith("raw_"))
@@ -471,7 +500,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines += rls.markdown(result["rls_cost"])
     lines += ["", "![throughput and ratios](latest.svg)"]
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
-              "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run."]
+              "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run: what "
+              "the framework costs. ratio to limit = rps / limit rps: against raw asyncpg running hand-written SQL "
+              "that returns the same response in one statement, no transaction, tenant or audit (bench/limit.py): "
+              "everything the service does included. Medians of the per-repeat ratios."]
     return "\n".join(lines)
 
 

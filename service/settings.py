@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
     )
 
+    graphql_compiled_responses: bool = Field(
+        default=True, description="Answer a GraphQL query whose every field is compiled to SQL, and that holds no "
+        "error, with the JSON PostgreSQL builds, without the executor's walk (docs/graphql.md); false: always the "
+        "stock executor over the same statements")
 
     webhooks_allow_private_targets: bool = Field(
         default=False, description="Allow http:// and loopback/private webhook targets (development and tests only)"

@@ -31,6 +31,37 @@ def statements_sent(engine: Any, keep: Callable[[str], bool] = lambda _: True) -
         event.remove(engine.sync_engine, "before_cursor_execute", before)
 
 
+@contextmanager
+def statements_on_the_wire(engine: Any) -> Iterator[list[str]]:
+    """Every statement the service's connections send to PostgreSQL while the block runs: SQLAlchemy's (its
+    ``before_cursor_execute`` event; it runs them as asyncpg prepared statements) and those sent on the asyncpg
+    connection itself, BEGIN and COMMIT included (asyncpg's query loggers, which prepared statements bypass)."""
+    seen: list[str] = []
+    logged: dict[int, Any] = {}
+
+    def log(record: Any) -> None:
+        seen.append(record.query)
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    def checkout(dbapi_conn: Any, *_: Any) -> None:
+        raw = dbapi_conn.driver_connection
+        if id(raw) not in logged:
+            logged[id(raw)] = raw
+            raw.add_query_logger(log)
+
+    event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "checkout", checkout)
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
+        for raw in logged.values():
+            raw.remove_query_logger(log)
+
+
 async def gql(client: AuthedClient, query: str, variables: dict[str, Any] | None = None, *,
               status: int = 200) -> dict[str, Any]:
     resp = await client.post("/graphql", json={"query": query, "variables": variables or {}})

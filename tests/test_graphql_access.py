@@ -17,14 +17,15 @@ from graphql import (
     GraphQLObjectType,
     get_named_type,
 )
+from graphql import build_schema as graphql_build_schema
 
 from service.auth.scopes import RESOURCES
 from service.collections.registry import REGISTRY, Collection
-from service.graphql import build_schema
+from service.graphql import schema_sdl
 from service.graphql.errors import camel
 from tests.gqlkit import ALL, gql, one_of_each
 
-SCHEMA = build_schema()._schema
+SCHEMA = graphql_build_schema(schema_sdl())  # the committed SDL, as a client sees the schema
 BY_TYPE = {c.out.__name__: c for c in REGISTRY.values()}
 REFS = {camel(r.field): r.target for c in REGISTRY.values() for r in c.refs if "." not in r.field}
 PERM_OF = {"create": "c", "update": "u", "delete": "d"}

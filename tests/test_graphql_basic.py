@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.gqlkit import ALL, error_codes, gql, one_of_each
 
 
@@ -90,13 +92,15 @@ async def test_phq9_mutation_returns_its_safety_alert(api):
     assert created["safetyAlert"]["status"] == "open"
 
 
-async def test_unexpected_errors_are_masked(api, monkeypatch):
-    from service.collections import service
+@pytest.mark.parametrize("whole", [True, False])
+async def test_unexpected_errors_are_masked(api, monkeypatch, whole):
+    from service.graphql import reads
 
-    async def broken(*args, **kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("secret detail: patient Ana")
 
-    monkeypatch.setattr(service, "list_page", broken)
+    monkeypatch.setattr(reads, "compiled", broken)  # every compiled read, whichever path answers
+    monkeypatch.setattr(api.app.state.ctx.settings, "graphql_compiled_responses", whole)
     org = await api.org()
     c = api.client(await api.token(org, ALL))
     body = await gql(c, "{ clients { edges { node { id } } } }")

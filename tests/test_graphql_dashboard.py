@@ -37,11 +37,9 @@ async def test_statement_count_does_not_grow_with_page_size(api, caseload):
         counts[size] = len(statements)
     print(f"dashboard SQL statements: {counts}")
     assert counts[5] == counts[50]
-    # today 4 through SQLAlchemy: the clients page and its transaction's tenant statement, the request's
-    # token check and its audit row's tenant statement. The relations (strengths, goals, markers, goal
-    # strengths, milestones, latest measurements) are prefetched in the page's transaction on the driver
-    # connection, which these events do not see: tests/test_graphql_prefetch.py counts those, one per
-    # relation and level
+    # through SQLAlchemy: authentication's revocation check; the query's whole selection is one compiled statement
+    # in the operation's transaction, on the driver connection (tests/test_graphql_compiled.py counts every
+    # statement sent, and that they do not grow with the page or the nesting)
     assert counts[50] < 20  # fewer statements than clients on the page
 
 

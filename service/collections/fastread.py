@@ -34,13 +34,12 @@ from uuid import UUID
 from fastapi import Request, Response
 from fastapi.security import SecurityScopes
 
-from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, authorize, bearer_token
 from service.collections.registry import Collection
-from service.db import driver_transaction
 from service.errors import DomainError
 from service.problems import domain_problem
+from service.uow import driver_unit_of_work
 
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -91,11 +90,9 @@ async def _serve(read: FastRead, record_id: UUID, include: str | None, request: 
     who: Principal = await authenticate(request, bearer_token(request.headers.get("authorization")))
     await authorize(read.scopes, who)
     ctx = request.app.state.ctx
-    async with driver_transaction(ctx.engine, who.org_id, who.patient_id, ctx.tokens.revocation_key(who)) as db:
+    async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocation_key(who)) as db:
         names = await read.include(include)
-        response = await read.endpoint(record_id=record_id, who=who, db=db, include=names)
-        await audit.flush(db, who)  # the request's audit row commits with the transaction
-    return response
+        return await read.endpoint(record_id=record_id, who=who, db=db, include=names)  # type: ignore[no-any-return]
 
 
 _OTHER = object()

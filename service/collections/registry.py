@@ -97,6 +97,9 @@ class Collection:
     computed: dict[str, Computed] = field(default_factory=dict)  # output field -> SQL, selected by every read
     immutable: tuple[str, ...] = ()  # fields a write may repeat but never change (422 immutable_field)
     order: Order | None = None  # the list order (default: by id)
+    # What ``to_out`` derives in Python, as SQL over the table for reads compiled to SQL (GraphQL): an expression
+    # whose JSON is the field's value exactly as REST writes it (e.g. a measurement's observed_at in its offset).
+    out_sql: dict[str, Computed] = field(default_factory=dict)
     description: str = ""
 
     @property

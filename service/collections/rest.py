@@ -15,7 +15,7 @@ from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit, cursors
+from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
@@ -25,9 +25,9 @@ from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp
-from service.db import tenant_transaction
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
+from service.uow import unit_of_work as work
 
 
 async def unit_of_work(
@@ -36,9 +36,8 @@ async def unit_of_work(
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
     ctx = request.app.state.ctx
-    async with tenant_transaction(ctx.engine, who.org_id, who.patient_id, ctx.tokens.revocation_key(who)) as conn:
-        yield conn
-        await audit.flush(conn, who)  # the request's audit row commits with its writes
+    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+        yield conn  # the request's audit row commits with its writes
 
 
 unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate

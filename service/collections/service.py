@@ -126,8 +126,9 @@ def list_statement(
             continue
         if name == "updated_since":
             stmt = stmt.where(table.c.updated_at >= value)
-        elif name == "external_id":
-            system, ident = parse_identifier(value, "identifier" if coll.name == "clients" else "external_id")
+        elif name == "external_id":  # "system|value", or already split (GraphQL binds the two as parameters)
+            system, ident = value if isinstance(value, tuple) else \
+                parse_identifier(value, "identifier" if coll.name == "clients" else "external_id")
             if coll.natural_key:  # measurements: source|external_id
                 stmt = stmt.where(*(table.c[k] == v for k, v in zip(coll.natural_key, (system, ident), strict=True)))
                 continue

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, array_agg
 
 from service.collections.registry import Collection, Ref, RuleContext, register
 from service.collections.schemas import schemas
+from service.collections.sqljson import iso_datetime
 from service.collections.types import (
     ExternalIds,
     Finite,
@@ -249,5 +250,6 @@ measurements = register(Collection(
     natural_key=("source", "external_id"),
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
     computed={"safety_alert_ids": alert_ids, "band": measurement_band},
+    out_sql={"observed_at": lambda t: iso_datetime(t.c.observed_at, t.c.observed_offset)},  # as to_out writes it
     description="One observed value of a marker; instruments are scored by the service.",
 ))

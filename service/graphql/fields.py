@@ -1,32 +1,34 @@
 """Resolvers generated per collection: relations of a record type, root queries and mutations.
 
-Each resolver checks its scope once (a cached lookup in the context), then reads through a DataLoader or
-calls the service layer (service.create / patch / delete / list_page): no second copy of validation or
-access filtering. NotFound and Gone resolve to null, as CONTRACT.md section 5 says.
+A thin layer over the compiled reads (``reads.py``): a root field checks its scope and arguments, then reads its
+whole selection in one statement on the query's unit of work and returns the values; a relation field checks its
+scope (and page arguments) and returns the value its parent already holds. A mutation calls the service layer
+(service.create / patch / delete) in its own unit of work and reads its answer back the same way. No second copy of
+validation or access filtering; NotFound and Gone resolve to null, as CONTRACT.md section 5 says.
 """
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 import strawberry
 from pydantic import ValidationError
 
-from service import audit
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import encode_cursor
-from service.errors import DomainError, Gone, NotFound, ValidationFailed
-from service.graphql.context import GraphQLContext, record_obj, wrap
+from service.errors import DomainError, Gone, NotFound
+from service.graphql.context import GraphQLContext
 from service.graphql.errors import forbidden, from_domain, from_pydantic
 from service.graphql.limits import DEFAULT_FIRST, ROOT_FIRST, check_page
-from service.graphql.prefetch import MISSING, Relation, prefetch, prefetched, relations_of
-from service.graphql.typegen import Node, PageInfo, Types, plain
+from service.graphql.reads import filter_names, plan_node, plan_one, plan_page, run
+from service.graphql.relations import Relation, relations_of
+from service.graphql.shapes import page_key
+from service.graphql.specs import record_specs
+from service.graphql.typegen import Node, Types, plain
 
 P = inspect.Parameter
 
@@ -68,12 +70,8 @@ async def _awaited(pending: Awaitable[Any]) -> Any:
 
 
 def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any]] | None = None, *, root: bool = True,
-          description: str | None = None, direct: bool = False) -> Any:
-    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments.
-
-    ``direct``: the resolver reads nothing of ``info`` but ``info.context`` and its arguments need no conversion
-    (scalars named alike in GraphQL and Python), so graphql-core may call it itself (execution.resolve_directly).
-    """
+          description: str | None = None) -> Any:
+    """A Strawberry field whose resolver takes ``root``, ``info`` and the given keyword arguments."""
     sig = [P("root", P.POSITIONAL_OR_KEYWORD)] if root else []
     sig.append(P("info", P.POSITIONAL_OR_KEYWORD, annotation=strawberry.Info))
     sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
@@ -81,30 +79,11 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
     wrapped = _guarded(fn)
     wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
-    wrapped.resolves_directly = direct  # type: ignore[attr-defined]
     return strawberry.field(resolver=wrapped, description=description)
 
 
 def _ctx(info: Any) -> GraphQLContext:
     return info.context  # type: ignore[no-any-return]
-
-
-class Edge:
-    """An edge of any connection type (edge types have no type check): its cursor is encoded if selected."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Any) -> None:
-        self.node = node
-
-    @property
-    def cursor(self) -> str:
-        return encode_cursor(self.node.id)
-
-
-def connection(types: Types, coll: Collection, nodes: list[Any], has_next: bool) -> Any:
-    page = PageInfo(has_next_page=has_next, end_cursor=encode_cursor(nodes[-1].id) if nodes else None)
-    return types.connections[coll.name](edges=[Edge(n) for n in nodes], page_info=page)
 
 
 # ---------------------------------------------------------------- relations of a record type
@@ -114,32 +93,35 @@ def relations(types: Types, coll: Collection) -> dict[str, Any]:
     return {name: _relation_field(types, rel) for name, rel in relations_of(coll.name).items()}
 
 
-def _relation_field(types: Types, rel: Relation) -> Any:
-    """Synchronous when the value was prefetched (no coroutine per field and record); else a DataLoader's."""
-    target = rel.target
+class NotCompiled(Exception):
+    """A relation's value is missing from its parent: a bug of the compiler (masked, logged)."""
 
-    def value(root: Any, ctx: GraphQLContext, args: tuple[Any, ...], shape: Callable[[Any], Any]) -> Any:
-        found = prefetched(root, (rel.name, args))
-        if found is not MISSING:
-            return shape(found)
-        return _shaped(ctx.relation(rel, args).load(root), shape)
+
+def _compiled(root: Any, key: str) -> Any:
+    try:
+        return root[key]
+    except (KeyError, TypeError):
+        raise NotCompiled(key) from None
+
+
+def _relation_field(types: Types, rel: Relation) -> Any:
+    """The value the compiled statement put in the parent (under the key ``shapes`` gives it); the scope and page
+    arguments checked first, so a refused relation is an error of this field (and was never read)."""
+    target = rel.target
 
     if rel.kind == "children":
         def children(root: Any, info: Any, first: int = DEFAULT_FIRST, after: str | None = None) -> Any:
-            ctx = _ctx(info)
-            ctx.require(target.resource, rel.perm)
-            check_page(first, after)  # a bad cursor is refused here, before any transaction
-            return value(root, ctx, (first, after),
-                         lambda rows: connection(types, target, rows[:first], len(rows) > first))
+            _ctx(info).require(target.resource, rel.perm)
+            check_page(first, after)
+            return _compiled(root, page_key(info.path.key, first, after))
 
         return field(children, types.connections[target.name] | None,
                      [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
-                     description=f"Live {target.title.lower()} of this record, in {_order(target)}", direct=True)
+                     description=f"Live {target.title.lower()} of this record, in {_order(target)}")
 
     def resolve(root: Any, info: Any) -> Any:
-        ctx = _ctx(info)
-        ctx.require(target.resource, rel.perm)
-        return value(root, ctx, (), _same)
+        _ctx(info).require(target.resource, rel.perm)
+        return _compiled(root, info.path.key)
 
     if rel.kind == "many":
         returns: Any = list[types.record_types[target.name]] | None  # type: ignore[name-defined]
@@ -150,18 +132,14 @@ def _relation_field(types: Types, rel: Relation) -> Any:
     else:
         returns = types.record_types[target.name] | None
         description = "The most recent measurement of this marker (by observed_at)"
-    return field(resolve, returns, description=description, direct=True)
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-async def _shaped(pending: Awaitable[Any], shape: Callable[[Any], Any]) -> Any:
-    return shape(await pending)
+    return field(resolve, returns, description=description)
 
 
 # ---------------------------------------------------------------- root queries
+
+
+def _loaded(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
 
 
 def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
@@ -170,32 +148,23 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
     async def one(info: Any, **kwargs: Any) -> Any:
         ctx = _ctx(info)
         ctx.require(coll.resource, "r")
-        return await ctx.by_id(coll).load(kwargs["id"])
+        variables = info.variable_values
+        plan = plan_one(ctx.doc(variables), ctx.root_nodes(info.operation, info.path.key, variables), coll,
+                        kwargs["id"], ctx.allows, "resolvers")
+        async with ctx.connection() as conn:
+            return _loaded(await run(conn, ctx.who, plan))
 
     async def many(info: Any, first: int, after: str | None, **filters: Any) -> Any:
         ctx = _ctx(info)
         ctx.require(coll.resource, "s")
-        check_page(first)  # the cursor is service.list_page's
-        if "identifier" in filters:
-            filters["external_id"] = filters.pop("identifier")
-        since = filters.get("updated_since")
-        if isinstance(since, datetime) and since.utcoffset() is None:
-            raise ValidationFailed.on("updated_since", "A timestamp needs a time zone offset", "timezone_required")
-        async with ctx.transaction() as conn:
-            data, next_cursor = await service.list_page(conn, ctx.who, coll, filters=filters, limit=first,
-                                                        cursor=after)
-            records = [record_obj(coll, d) for d in data]
-            await prefetch(ctx, conn, coll, records, info)
-        return connection(types, coll, records, next_cursor is not None)
+        variables = info.variable_values
+        plan = plan_page(ctx.doc(variables), ctx.root_nodes(info.operation, info.path.key, variables), coll, first,
+                         after, filters, ctx.allows, "resolvers")
+        async with ctx.connection() as conn:
+            return _loaded(await run(conn, ctx.who, plan))
 
     params: list[tuple[str, Any, Any]] = [("first", int, ROOT_FIRST), ("after", str | None, None)]
-    if coll.client_owned:
-        params.append(("client_id", UUID | None, None))
-    if "status" in coll.table.c:
-        params.append(("status", types.output(coll.out.model_fields["status"].annotation) | None, None))
-    params.append(("updated_since", datetime | None, None))
-    params.append(("identifier" if coll.name == "clients" else "external_id", str | None, None))
-    params += [(name, UUID | None, None) for name in coll.filters]
+    params += root_filters(types, coll)
     noun = coll.type_name.replace("_", " ")
     return {
         coll.type_name: field(one, record_type | None, [("id", UUID, P.empty)], root=False,
@@ -209,14 +178,30 @@ def _order(coll: Collection) -> str:
     return "their list order (as REST lists them)" if coll.order else "id order"
 
 
+def root_filters(types: Types, coll: Collection) -> list[tuple[str, Any, Any]]:
+    """The REST list filters of a collection, as root connection arguments."""
+    from datetime import datetime
+
+    def annotation(name: str) -> Any:
+        if name == "status":
+            return types.output(coll.out.model_fields["status"].annotation) | None
+        return {"updated_since": datetime | None, "identifier": str | None, "external_id": str | None}.get(
+            name, UUID | None)
+
+    return [(name, annotation(name), None) for name in filter_names(coll)]
+
+
 def node_field() -> Any:
     async def node(info: Any, **kwargs: Any) -> Any:
         ctx = _ctx(info)
-        readable = [c for c in REGISTRY.values() if ctx.who.allows(c.resource, "r")]
+        readable = [c for c in REGISTRY.values() if ctx.allows(c.resource, "r")]
         if not readable:
             raise forbidden(f"{ctx.who.context}/*.r")
-        found = await asyncio.gather(*(ctx.by_id(c).load(kwargs["id"]) for c in readable))
-        return next((r for r in found if r is not None), None)
+        variables = info.variable_values
+        plan = plan_node(ctx.doc(variables), ctx.root_nodes(info.operation, info.path.key, variables), readable,
+                         kwargs["id"], ctx.allows, "resolvers")
+        async with ctx.connection() as conn:
+            return _loaded(await run(conn, ctx.who, plan))
 
     return field(node, Node | None, [("id", UUID, P.empty)], root=False,
                  description="Any record by id, among the collections the token may read; null if none has it")
@@ -236,6 +221,22 @@ def _if_match(expected_version: int | None) -> str | None:
     return None if expected_version is None else f'W/"{expected_version}"'
 
 
+async def _answer(info: Any, conn: Any, coll: Collection, out: dict[str, Any]) -> Any:
+    """A write's answer: the record read back through the compiled read of the field's selection, in the write's
+    transaction; the fields only a write's answer carries (a measurement's safety alert) from the service's."""
+    ctx = _ctx(info)
+    variables = info.variable_values
+    plan = plan_one(ctx.doc(variables), ctx.root_nodes(info.operation, info.path.key, variables), coll, out["id"],
+                    ctx.allows, "resolvers")
+    record = _loaded(await run(conn, ctx.who, plan, uuids=True))
+    if record is None:
+        return out
+    for spec in record_specs(coll.name).values():
+        if spec.source == "none":
+            record[spec.name] = out.get(spec.name)
+    return record
+
+
 def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
     record_type = types.record_types[coll.name]
     noun = coll.type_name.replace("_", " ")
@@ -244,26 +245,23 @@ def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
         ctx = _ctx(info)
         ctx.require(coll.resource, "c")
         body = _validate(coll.create, kwargs["input"])
-        async with ctx.transaction() as conn:
+        async with ctx.unit_of_work() as conn:
             out = await service.create(conn, ctx.who, coll, body)
-            await audit.flush(conn, ctx.who)
-        return record_obj(coll, out)
+            return await _answer(info, conn, coll, out)
 
     async def update(info: Any, **kwargs: Any) -> Any:
         ctx = _ctx(info)
         ctx.require(coll.resource, "u")
         body = _validate(coll.patch, kwargs["input"])
-        async with ctx.transaction() as conn:
+        async with ctx.unit_of_work() as conn:
             out = await service.patch(conn, ctx.who, coll, kwargs["id"], body, _if_match(kwargs["expected_version"]))
-            await audit.flush(conn, ctx.who)
-        return record_obj(coll, out)
+            return await _answer(info, conn, coll, out)
 
     async def delete(info: Any, **kwargs: Any) -> Any:
         ctx = _ctx(info)
         ctx.require(coll.resource, "d")
-        async with ctx.transaction() as conn:
+        async with ctx.unit_of_work() as conn:
             await service.delete(conn, ctx.who, coll, kwargs["id"], _if_match(kwargs["expected_version"]))
-            await audit.flush(conn, ctx.who)
         return kwargs["id"]
 
     version = ("expected_version", int | None, None)
@@ -282,4 +280,4 @@ def mutation_fields(types: Types, coll: Collection) -> dict[str, Any]:
     return fields
 
 
-__all__ = ["connection", "mutation_fields", "query_fields", "relations", "wrap"]
+__all__ = ["mutation_fields", "query_fields", "relations"]

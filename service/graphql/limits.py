@@ -46,7 +46,8 @@ MAX_FIRST = 500  # as REST's maximum limit
 
 def check_page(first: int, after: str | None = None) -> None:
     """A connection's page arguments: ``first`` within bounds and a cursor that decodes, else a 422 problem (a
-    GraphQL error with its code). The resolvers check them; prefetch leaves a field they refuse to them."""
+    GraphQL error with its code). The resolvers check them; the SQL compiler leaves out a relation they refuse
+    (shapes.py)."""
     if not 1 <= first <= MAX_FIRST:
         raise ValidationFailed.on("first", f"first must be between 1 and {MAX_FIRST}", "invalid_page_size")
     if after:

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from service.graphql.context import read_field
 from service.graphql.fields import _ctx, field
 from service.graphql.typegen import Types
 from service.progress.caseload import DEFAULT_SORT
@@ -15,8 +16,8 @@ def client_progress_field(types: Types) -> Any:
     async def resolve(root: Any, info: Any) -> Any:
         ctx = _ctx(info)
         ctx.require("Progress", "r")
-        async with ctx.transaction() as conn:
-            return await client_progress(conn, ctx.who, root.id)
+        async with ctx.reading() as conn:
+            return await client_progress(conn, ctx.who, read_field(root, "id"))
 
     return field(resolve, types.nested_object(ClientProgress) | None, [],
                  description="Per goal: milestones, strengths, markers with reliable change, target_met, stale, "
@@ -30,7 +31,7 @@ def progress_summary_field(types: Types) -> Any:
                       limit: int, cursor: str | None) -> Any:
         ctx = _ctx(info)
         ctx.require("Progress", "s")
-        async with ctx.transaction() as conn:
+        async with ctx.reading() as conn:
             return await caseload_summary(conn, ctx.who, client_ids=client_ids, since=since, until=until, sort=sort,
                                           safety_priority=safety_priority, off_track=off_track, stale=stale,
                                           limit=limit, cursor=cursor)

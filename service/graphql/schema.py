@@ -1,16 +1,21 @@
-"""The schema, assembled from the registry once per process."""
+"""The schema, assembled from the registry once per process, run by Strawberry's stock executor."""
 
+import dataclasses
 import types
+from datetime import date, datetime
 from functools import cache
 from typing import Any
 
 import strawberry
+from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.types.base_scalars import DateDefinition, DateTimeDefinition
 
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
-from service.graphql.execution import ExecutionContext, resolve_directly
+from service.graphql.compiled import CompiledReads
+from service.graphql.context import read_field
 from service.graphql.typegen import PageInfo, Types
 
 
@@ -33,13 +38,24 @@ def _decorate(types_: Types) -> None:
 
 
 def _is_type_of(name: str) -> Any:
-    """Records are namespaces, not instances: they name their collection (see context.record_obj)."""
+    """Records are dicts: a compiled one names its collection (``@type``; shapes.py), a write's own answer does not
+    (it is of its field's type)."""
 
     def is_type_of(cls: Any, obj: Any, info: Any) -> bool:
-        return getattr(obj, "_collection", name) == name
+        return obj.get("@type", name) == name if type(obj) is dict else True
 
-    is_type_of.ignores_info = True  # type: ignore[attr-defined]  # execution.py may check it without one
     return is_type_of
+
+
+def _text_or_iso(value: Any) -> str:
+    """Compiled reads carry timestamps and dates already written as ``isoformat`` writes them (sqljson.py)."""
+    return value if isinstance(value, str) else value.isoformat()  # type: ignore[no-any-return]
+
+
+SCALARS = {
+    datetime: dataclasses.replace(DateTimeDefinition, serialize=_text_or_iso, implementation=None),
+    date: dataclasses.replace(DateDefinition, serialize=_text_or_iso, implementation=None),
+}
 
 
 def _root(name: str, members: dict[str, Any], description: str) -> Any:
@@ -62,10 +78,9 @@ def build_schema() -> strawberry.Schema:
         mutations.update(fields.mutation_fields(types_, coll))
     query = _root("Query", queries, "Every collection, by id and as Relay-style connections")
     mutation = _root("Mutation", mutations, "The same writes as REST, through the same service layer")
-    schema = strawberry.Schema(query=query, mutation=mutation, extensions=[*limits.extensions(), AuditAction],
-                               execution_context_class=ExecutionContext)
-    resolve_directly(schema)
-    return schema
+    return strawberry.Schema(query=query, mutation=mutation,
+                             extensions=[*limits.extensions(), AuditAction, CompiledReads],
+                             config=StrawberryConfig(default_resolver=read_field), scalar_overrides=SCALARS)
 
 
 def schema_sdl() -> str:

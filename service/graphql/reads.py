@@ -1,0 +1,113 @@
+"""Root fields read through one compiled statement each: a record by id, a page with the REST filters, ``node``.
+
+``plan_*`` check a root field's arguments as the resolvers always have (page size, time zone, identifier, cursor:
+a ``DomainError`` otherwise) and turn its selection into a shape and parameters; ``run`` executes the statement on
+the unit of work's connection and notes in the audit trail what it read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from graphql import FieldNode
+
+from service import audit
+from service.auth.principal import Principal
+from service.collections.registry import Collection
+from service.collections.repository import decode_cursor, parse_identifier
+from service.errors import ValidationFailed
+from service.graphql.limits import check_page
+from service.graphql.selection import Doc
+from service.graphql.shapes import Mode, Planner
+from service.graphql.sql import RootShape, compiled
+
+
+@dataclass
+class Plan:
+    root: RootShape
+    params: dict[str, Any]
+    complete: bool  # nothing is left to a resolver (no error to report, no field with a resolver of its own)
+
+
+def filter_names(coll: Collection) -> list[str]:
+    """The REST list filters a root connection takes, by Python name."""
+    names = ["client_id"] if coll.client_owned else []
+    if "status" in coll.table.c:
+        names.append("status")
+    names += ["updated_since", "identifier" if coll.name == "clients" else "external_id", *coll.filters]
+    return names
+
+
+def page_filters(coll: Collection, filters: dict[str, Any]) -> dict[str, Any]:
+    """The list filters of a root connection as ``service.list_statement`` takes them, checked as before."""
+    filters = {k: v for k, v in filters.items() if v is not None}
+    if "identifier" in filters:
+        filters["external_id"] = filters.pop("identifier")
+    since = filters.get("updated_since")
+    if isinstance(since, datetime) and since.utcoffset() is None:
+        raise ValidationFailed.on("updated_since", "A timestamp needs a time zone offset", "timezone_required")
+    if "external_id" in filters:
+        filters["external_id"] = parse_identifier(filters["external_id"],
+                                                  "identifier" if coll.name == "clients" else "external_id")
+    return filters
+
+
+def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, after: str | None,
+              filters: dict[str, Any], allows: Callable[[str, str], bool], mode: Mode) -> Plan:
+    check_page(first)
+    filters = page_filters(coll, filters)
+    params: dict[str, Any] = {"first": first}
+    if after:
+        params["after"] = decode_cursor(after)
+    for name, value in filters.items():
+        if name == "external_id":
+            params["f_system"], params["f_value"] = value
+        else:
+            params[f"f_{name}"] = value
+    planner = Planner(doc, allows, mode)
+    shape = planner.connection(coll, nodes)
+    root = RootShape("page", mode, (shape,), tuple(filters), bool(after))
+    return Plan(root, {**planner.params, **params}, planner.complete)
+
+
+def plan_one(doc: Doc, nodes: list[FieldNode], coll: Collection, record_id: UUID,
+             allows: Callable[[str, str], bool], mode: Mode) -> Plan:
+    planner = Planner(doc, allows, mode)
+    shape = planner.record(coll, nodes)
+    return Plan(RootShape("one", mode, (shape,)), {**planner.params, "id": record_id}, planner.complete)
+
+
+def plan_node(doc: Doc, nodes: list[FieldNode], colls: list[Collection], record_id: UUID,
+              allows: Callable[[str, str], bool], mode: Mode) -> Plan:
+    """``node(id)``: the record among the collections the token may read, whichever it is."""
+    planner = Planner(doc, allows, mode)
+    shapes = tuple(planner.record(coll, nodes) for coll in colls)
+    return Plan(RootShape("node", mode, shapes), {**planner.params, "id": record_id}, planner.complete)
+
+
+async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> str | None:
+    """The field's JSON (None: no such record), the records it read noted in the audit trail."""
+    rows = await compiled(plan.root).fetch(conn, who, **plan.params)
+    if not rows:
+        return None
+    note(rows[0]["a"], uuids=uuids)
+    return rows[0]["j"]  # type: ignore[no-any-return]
+
+
+def note(entries: str | None, *, uuids: bool = False) -> None:
+    """Note ``Resource:id:client`` entries in the audit trail, by resource, in order. Ids stay text (the trail writes
+    them as text) unless ``uuids``: a write's answer, read back, names the record the write noted as a UUID."""
+    if not entries:
+        return
+    by_resource: dict[str, tuple[dict[Any, None], dict[Any, None]]] = {}
+    for entry in entries.split(","):
+        resource, record_id, client_id = entry.split(":")
+        ids, clients = by_resource.setdefault(resource, ({}, {}))
+        ids[UUID(record_id) if uuids else record_id] = None
+        clients[UUID(client_id) if uuids else client_id] = None
+    for resource, (ids, clients) in by_resource.items():
+        audit.seen_many(resource, ids, clients)
