@@ -9,11 +9,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from service.settings import PROJECT_ROOT
 from tests.harness import Api, Database, TestServer
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# The token signing keys are stored encrypted (service.auth.keycrypt): the apps these tests build, and the
+# servers and commands they start, share one key per test process.
+os.environ.setdefault("SIGNING_KEY_ENCRYPTION_KEY", Fernet.generate_key().decode())
 _counter = itertools.count()
 
 

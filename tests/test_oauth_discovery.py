@@ -13,7 +13,7 @@ async def test_smart_configuration(api):
     assert conf["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert conf["introspection_endpoint"] == "http://testserver/oauth/introspect"
     assert conf["revocation_endpoint"] == "http://testserver/oauth/revoke"
-    assert conf["grant_types_supported"] == ["client_credentials"]
+    assert conf["grant_types_supported"] == ["client_credentials", "authorization_code", "refresh_token"]
     assert {"client-confidential-asymmetric", "permission-v2", "permission-v1",
             "permission-patient"} <= set(conf["capabilities"])
     assert "private_key_jwt" in conf["token_endpoint_auth_methods_supported"]
