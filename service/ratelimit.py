@@ -16,6 +16,8 @@ import ipaddress
 import math
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,16 +175,32 @@ def address_key(host: str | None) -> str:
     return str(address)
 
 
+class Attempt:
+    """One OAuth request in flight under ``FailedAttempts``: ``failed()`` when its credential did not hold."""
+
+    def __init__(self) -> None:
+        self.did_fail = False
+
+    def failed(self) -> None:
+        self.did_fail = True
+
+
 class FailedAttempts:
     """The token endpoints' abuse limit (CONTRACT.md section 2): failed authentications are counted per source
     address, and per client id only among that address's attempts. A request is refused (429) before anything
     is checked only when its own address has failed too often (overall, or with that client id); a request
     that authenticates spends nothing here, so knowing an app's client_id (not a secret) lets nobody lock the
     app out from elsewhere. Failures are a wrong secret or assertion, and an unknown, expired, used or
-    mismatched link code, authorization code or refresh token."""
+    mismatched link code, authorization code or refresh token.
+
+    Attempts still in flight from an address count as provisional failures of that address (in this process),
+    so a burst of concurrent guesses cannot all pass the check before the first of them is counted: at most
+    TOKEN_FAILURE_LIMIT of one address's requests are in flight at once per instance. Not per client id, so
+    an app's backend refreshing many patients' tokens at once from one address is not refused for that."""
 
     def __init__(self, per_address: TokenBucketLimiter, per_client: TokenBucketLimiter) -> None:
         self.per_address, self.per_client = per_address, per_client
+        self._pending: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> FailedAttempts:
@@ -199,13 +217,30 @@ class FailedAttempts:
             buckets.append((self.per_client, f"addr:{address}|client:{client_id[:200]}"))
         return [(limiter, key) for limiter, key in buckets if limiter.enabled]
 
-    async def check(self, address: str, client_id: str | None) -> None:
-        """TooManyRequests (429 with the RateLimit fields and Retry-After) when this address is out of tries."""
-        for limiter, key in self._buckets(address, client_id):
+    @asynccontextmanager
+    async def attempt(self, address: str, client_id: str | None) -> AsyncIterator[Attempt]:
+        """Admit one request (else TooManyRequests: 429 with the RateLimit fields and Retry-After); when it
+        ends, a failed one spends from this address's buckets."""
+        buckets = self._buckets(address, client_id)
+        held = f"addr:{address}" if self.per_address.enabled else None
+        for limiter, key in buckets:
             decision = await limiter.peek(key)
-            if not decision.allowed:
-                raise limiter.refusal(limiter.headers(decision), decision.retry_after)
-
-    async def failed(self, address: str, client_id: str | None) -> None:
-        for limiter, key in self._buckets(address, client_id):
-            await limiter.spend(key)
+            left = decision.remaining - (self._pending.get(key, 0) if key == held else 0)
+            if left < 1:
+                retry = max(1, decision.retry_after)
+                raise limiter.refusal(limiter.headers(Decision(False, 0, decision.reset, retry)), retry)
+        if held:
+            self._pending[held] = self._pending.get(held, 0) + 1
+        attempt = Attempt()
+        try:
+            yield attempt
+        finally:
+            if attempt.did_fail:
+                for limiter, key in buckets:
+                    await limiter.spend(key)
+            if held:
+                still = self._pending.get(held, 1) - 1
+                if still > 0:
+                    self._pending[held] = still
+                else:
+                    self._pending.pop(held, None)

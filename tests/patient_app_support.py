@@ -21,7 +21,8 @@ APP_SCOPES = "patient/Client.rs patient/Measurement.crs patient/OutcomeMarker.rs
 STAFF_SCOPES = "system/Client.cruds system/Strength.cruds system/OutcomeMarker.cruds system/Measurement.cruds"
 
 
-async def public_app(api: Api, org: Org, scopes: str = APP_SCOPES, redirect_uris: list[str] | None = None) -> dict[str, Any]:
+async def public_app(api: Api, org: Org, scopes: str = APP_SCOPES,
+                     redirect_uris: list[str] | None = None) -> dict[str, Any]:
     engine = make_engine(api.db.owner_url, api.db.settings(), pool=False)
     try:
         async with engine.begin() as conn:
@@ -67,6 +68,16 @@ async def exchange(http: httpx.AsyncClient, app: dict[str, Any], code: str, veri
 async def refresh(http: httpx.AsyncClient, app: dict[str, Any], token: str, **extra: str) -> httpx.Response:
     return await http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token,
                                                  "client_id": app["client_id"], **extra})
+
+
+async def world(api: Api, **app_kw: Any) -> tuple[Org, AuthedClient, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(organization, a clinician's client, a client, a public app, a link of the two) before any redemption."""
+    org = await api.org()
+    staff = api.client(await api.token(org, STAFF_SCOPES))
+    client = await create(staff, "clients")
+    app = await public_app(api, org, **app_kw)
+    link = await new_link(staff, client["id"], app["client_id"])
+    return org, staff, client, app, link
 
 
 @dataclass

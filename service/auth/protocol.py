@@ -91,12 +91,12 @@ async def guarded(request: Request, client_id: str | None, work: Callable[[], Aw
     often (overall, or with this client id); a failed credential spends from its buckets; a request that
     authenticates spends nothing, so failures elsewhere never refuse it."""
     attempts = request.app.state.ctx.failed_attempts
-    address = source_address(request)
-    if attempts is not None:
-        await attempts.check(address, client_id)
-    try:
+    if attempts is None:
         return await work()
-    except OAuthError as err:
-        if err.failed_attempt and attempts is not None:
-            await attempts.failed(address, client_id)
-        raise
+    async with attempts.attempt(source_address(request), client_id) as attempt:
+        try:
+            return await work()
+        except OAuthError as err:
+            if err.failed_attempt:
+                attempt.failed()
+            raise
