@@ -184,3 +184,19 @@ async def test_security(api, method):
     # user/ context works like system/.
     user = api.client(await api.token(org, "user/Client.ru"))
     assert (await call(user, client["id"])).status_code == ok
+
+
+async def test_purging_a_client_removes_its_links_and_kills_its_apps_tokens(api, monkeypatch):
+    import asyncio
+
+    from service import cli
+    from tests.patient_app_support import linked
+
+    setup = await linked(api)
+    assert await api.db.fetchval("SELECT count(*) FROM refresh_tokens") == 1
+    monkeypatch.setenv("DATABASE_URL", api.db.app_url)
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", api.db.owner_url)
+    await asyncio.to_thread(cli.main, ["purge-client", setup.client["id"], "--by", "dpo@clinic.example"])
+    for table in ("app_links", "app_grants", "authorization_codes", "refresh_tokens"):
+        assert await api.db.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
+    assert (await api.client(setup.tokens["access_token"]).get("/v1/measurements")).status_code == 401

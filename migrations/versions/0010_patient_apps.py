@@ -7,7 +7,8 @@
   code or refresh token before they know the organization: ``oauth_secret_org()``, a definer function,
   answers the organization of the one secret whose hash it is given, and nothing else.
 - ``token_revoked(jti, client_id, grant_id)`` replaces the two-argument form: the same one statement
-  (``service.db.set_tenant``) now also refuses a token whose grant, or whose grant's link, is revoked.
+  (``service.db.set_tenant``) now also refuses a token whose grant, or whose grant's link, is revoked, or
+  whose grant no longer exists (a purged client's): it fails closed.
 - ``signing_keys.private_jwk`` (plaintext JSON the service role could select) becomes ``encrypted_jwk``:
   the private JWK encrypted with SIGNING_KEY_ENCRYPTION_KEY (Fernet), which the database never sees.
   Existing rows are encrypted here when ``service.migrate`` hands the keys in (``serve`` and
@@ -137,9 +138,9 @@ CREATE FUNCTION token_revoked(p_jti text, p_client_id text, p_grant text) RETURN
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
   AS $$ SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = p_jti)
             OR EXISTS (SELECT 1 FROM apps WHERE client_id = p_client_id AND disabled_at IS NOT NULL)
-            OR EXISTS (SELECT 1 FROM app_grants g JOIN app_links l ON l.org_id = g.org_id AND l.id = g.link_id
-                       WHERE g.id = CAST(NULLIF(p_grant, '') AS uuid)
-                         AND (g.revoked_at IS NOT NULL OR l.revoked_at IS NOT NULL)) $$;
+            OR (p_grant <> '' AND NOT EXISTS (
+                  SELECT 1 FROM app_grants g JOIN app_links l ON l.org_id = g.org_id AND l.id = g.link_id
+                   WHERE g.id = CAST(NULLIF(p_grant, '') AS uuid) AND g.revoked_at IS NULL AND l.revoked_at IS NULL)) $$;
 """)
     for fn in ("oauth_secret_org(text)", "token_revoked(text, text, text)"):
         op.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC")
