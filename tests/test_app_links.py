@@ -200,3 +200,20 @@ async def test_purging_a_client_removes_its_links_and_kills_its_apps_tokens(api,
     for table in ("app_links", "app_grants", "authorization_codes", "refresh_tokens"):
         assert await api.db.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
     assert (await api.client(setup.tokens["access_token"]).get("/v1/measurements")).status_code == 401
+
+
+async def test_a_reply_sealed_under_a_removed_key_is_a_409_not_a_500(api):
+    from cryptography.fernet import Fernet
+
+    _org, staff, client, app = await world(api)
+    path = f"/v1/clients/{client['id']}/app-links"
+    assert (await staff.post(path, json={"app_id": app["client_id"]}, headers={"Idempotency-Key": "r"})).status_code \
+        == 201
+    conn = await api.db.connect()
+    try:  # as if the encryption key it was sealed with had been rotated out
+        await conn.execute("UPDATE idempotency_keys SET body = $1", Fernet(Fernet.generate_key()).encrypt(b"{}"))
+    finally:
+        await conn.close()
+    replay = await staff.post(path, json={"app_id": app["client_id"]}, headers={"Idempotency-Key": "r"})
+    assert replay.status_code == 409, replay.text
+    assert await api.db.fetchval("SELECT count(*) FROM app_links") == 1

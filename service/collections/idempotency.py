@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
+from cryptography.fernet import InvalidToken
 from fastapi import Request, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,6 +56,14 @@ class Sealer(Protocol):
     def decrypt(self, token: bytes) -> bytes: ...
 
 
+def _opened(sealed: Sealer, body: bytes) -> bytes:
+    try:
+        return sealed.decrypt(body)
+    except InvalidToken as exc:  # sealed under an encryption key since removed (docs/signing-keys.md)
+        raise Conflict(f"The reply stored for this {KEY_HEADER} can no longer be read (the encryption key was "
+                       "rotated); send the request with a new key") from exc
+
+
 def key_of(request: Request) -> str | None:
     key = request.headers.get(KEY_HEADER)
     if key is None:
@@ -85,7 +94,7 @@ async def idempotent(
             raise RuleViolation("Idempotency-Key", "This key was used with another request body",
                                 "idempotency_key_reused")
         headers = {**orjson.loads(orjson.dumps(found.headers)), "Idempotent-Replayed": "true"}
-        content = sealed.decrypt(bytes(found.body)) if sealed else bytes(found.body)
+        content = _opened(sealed, bytes(found.body)) if sealed else bytes(found.body)
         return Response(content=content, status_code=found.status_code, headers=headers)
     response = await run()
     if 200 <= response.status_code < 300:
