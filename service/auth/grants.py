@@ -35,6 +35,7 @@ from service.auth.apps import hash_secret
 from service.auth.keycrypt import sealed_by
 from service.auth.protocol import TOKEN_HEADERS, OAuthError, find_app, invalid_client, invalid_grant
 from service.auth.scopes import ScopeError, grant_for_link, is_narrowing, parse_scopes
+from service.auth.tokens import KEY_RELOAD_SECONDS
 from service.collections.types import uuid7
 from service.db import tenant_transaction
 from service.errors import Unauthenticated
@@ -42,7 +43,6 @@ from service.http import JSONOut
 
 CODE_TTL_SECONDS = 60
 REFRESH_GRACE_SECONDS = 5
-KEY_RELOAD_SECONDS = 60.0
 VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 section 4.1
 CREDENTIALS = ("client_secret", "client_assertion", "client_assertion_type")
 

@@ -24,6 +24,7 @@ from service.auth.protocol import (
     presented_client_id,
 )
 from service.auth.scopes import ScopeError, grant, parse_scopes
+from service.auth.tokens import KEY_RELOAD_SECONDS
 from service.errors import Unauthenticated
 from service.http import JSONOut
 
@@ -31,7 +32,6 @@ router = APIRouter(tags=["OAuth"])
 TOO_MANY = {"description": "Too many failed authentications from this address (TOKEN_FAILURE_LIMIT, "
             "TOKEN_FAILURE_LIMIT_PER_CLIENT), or too many calls by this app (TOKEN_RATE_LIMIT_REQUESTS): a problem "
             "with the RateLimit fields and Retry-After"}
-KEY_RELOAD_SECONDS = 60.0
 
 
 def jwks_cache(request: Request) -> JwksCache:

@@ -31,6 +31,7 @@ log = structlog.get_logger("service.auth.tokens")
 ALGORITHMS = ["ES256"]
 CACHE_SECONDS = 5  # a verified token is reused for at most this long; revocation is checked on every call
 CACHE_SIZE = 20_000
+KEY_RELOAD_SECONDS = 60.0  # the token endpoint reloads the keys at most this often (picks up `keys rotate`)
 
 
 def new_signing_key() -> ECKey:
