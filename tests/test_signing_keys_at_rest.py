@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import ECKey
 
 from service import cli, migrate
-from service.auth.keycrypt import KEY_FILE_NAME, ensure_key_file
+from service.auth.keycrypt import KEY_FILE_NAME, configured_keys, ensure_key_file
 from service.lifecycle import with_embedded_key
 from service.settings import Settings
 from tests.harness import APP_ROLE, Api
@@ -123,7 +123,7 @@ async def test_the_wrong_encryption_key_stops_the_start_with_a_clear_error(api):
 async def test_rotating_the_encryption_key(api, monkeypatch, capsys):
     """Put a new key first, re-encrypt, drop the old key: tokens issued before keep verifying."""
     setup = await linked(api)
-    old = os.environ["SIGNING_KEY_ENCRYPTION_KEY"]
+    old = configured_keys(Settings())[0]
     capsys.readouterr()
     await asyncio.to_thread(cli.main, ["keys", "new-encryption-key"])
     new = capsys.readouterr().out.strip()
@@ -141,7 +141,8 @@ async def test_rotating_the_encryption_key(api, monkeypatch, capsys):
 
 
 def test_the_embedded_default_generates_its_key_once(tmp_path):
-    settings = with_embedded_key(Settings(data_dir=tmp_path, signing_key_encryption_key=None))
+    settings = with_embedded_key(Settings(data_dir=tmp_path, signing_key_encryption_key=None,
+                                          signing_key_encryption_key_file=None))
     path = settings.signing_key_encryption_key_file
     assert path == tmp_path.resolve() / KEY_FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
