@@ -28,6 +28,7 @@ from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain import ingest
 from service.domain.registry import COLLECTIONS
+from service.fhir.export_runner import ExportRunner
 from service.fhir.routes import fhir_router
 from service.graphql import graphql_router
 from service.http import JSONOut
@@ -111,11 +112,16 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
         task = asyncio.create_task(dispatcher.run_forever()) if dispatcher else None
+        exports = asyncio.create_task(ExportRunner(engine, settings).run_forever()) \
+            if settings.bulk_export_runner else None
         try:
             yield
         finally:
             if tracing is not None:
                 tracing.shutdown()
+            if exports is not None:
+                exports.cancel()
+                await asyncio.gather(exports, return_exceptions=True)
             if task and dispatcher:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

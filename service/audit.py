@@ -53,6 +53,9 @@ _INSERT = (
 )
 
 
+_ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
+
+
 def new_request_id(incoming: str | None) -> str:
     """The caller's X-Request-Id when it is a plain token (no CR/LF, at most 128 characters), else a new one."""
     if incoming and _REQUEST_ID.match(incoming):
@@ -142,7 +145,10 @@ class AuditTrail:
 
     async def insert(self, conn: AsyncConnection, status: int | None) -> None:
         rows = self.rows(status)
-        await (await driver(conn)).execute(_INSERT, dumps([
+        # A request refused before its organization was known (no valid token) leaves an anonymous row, through
+        # the one function that may write a row without an organization (migration 0010).
+        sql = _INSERT if self.principal is not None else _ANONYMOUS
+        await (await driver(conn)).execute(sql, dumps([
             {"org_id": r["org"], "app_id": r["app"], "subject": r["subject"], "action": r["action"],
              "resource_type": r["type"], "resource_ids": r["ids"], "client_ids": r["clients"],
              "outcome": r["outcome"], "status_code": r["status"], "request_id": r["request_id"],
@@ -223,7 +229,8 @@ def _target(path: str) -> tuple[str | None, UUID | None]:
         coll = REGISTRY.get(name)
         resource_type = coll.resource if coll else ("Progress" if name == "progress" else None)
     elif parts[:2] == ["fhir", "R4"] and len(parts) > 2:
-        resource_type = parts[2] if parts[2] in FHIR_ALIASES or parts[2] == "Patient" else None
+        resource_type = parts[2] if parts[2] in FHIR_ALIASES or parts[2] == "Patient" else (
+            "BulkExport" if parts[2].startswith("$export") else None)  # Bulk Data kick-off, status and files
     elif parts[:1] == ["graphql"]:
         resource_type = "GraphQL"
     for p in parts[1:]:

@@ -79,8 +79,8 @@ async def list_audit_events(
 ) -> Response:
     t = AuditEvent.__table__
     stmt = select(*FIELDS, t.c.seq).where(t.c.org_id == who.org_id)
-    if who.patient_id is not None:  # a patient's own app sees only the events naming that patient
-        stmt = stmt.where(t.c.client_ids.contains([who.patient_id]))
+    if who.patient_id is not None:  # a patient's own app sees only the events about that patient alone (as the
+        stmt = stmt.where(t.c.client_ids == [who.patient_id])  # row-level policy patient_read also says)
     if client_id is not None:
         stmt = stmt.where(t.c.client_ids.contains([client_id]))
     if resource_id is not None:

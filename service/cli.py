@@ -99,9 +99,10 @@ def _serve_granian(host: str, port: int, workers: int) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from service.lifecycle import prepare_database
-    from service.webhooks.dispatcher import run_worker
+    from service.lifecycle import exit_cleanly_on_sigterm, prepare_database
+    from service.worker import run_worker
 
+    exit_cleanly_on_sigterm()  # SIGTERM cancels the loops (a running export keeps its cursor) and disposes cleanly
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(prepare_database(Settings())))
 
@@ -128,6 +129,7 @@ def cmd_apps_create(args: argparse.Namespace) -> None:
         return await create_app_record(
             conn, org_id=UUID(args.org), name=args.name, scopes=args.scopes,
             patient_id=UUID(args.patient) if args.patient else None, jwks=jwks, jwks_url=args.jwks_url,
+            jwks_allow_private=Settings().jwks_allow_private_targets,
             public=args.public, redirect_uris=args.redirect_uri or [],
         )
 
@@ -212,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply the migrations").set_defaults(fn=cmd_migrate)
 
-    sub.add_parser("worker", help="run the webhook dispatcher alone").set_defaults(fn=cmd_worker)
+    sub.add_parser("worker", help="run the background loops alone: webhooks, Bulk Data exports") \
+        .set_defaults(fn=cmd_worker)
 
     orgs = sub.add_parser("orgs", help="organizations").add_subparsers(dest="orgs_command", required=True)
     oc = orgs.add_parser("create", help="create an organization; prints it as JSON")

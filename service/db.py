@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import orjson
+import structlog
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.errors import WriteRefused
 from service.http import dumps
 from service.settings import Settings
+
+log = structlog.get_logger("service.db")
+INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of a row-level security violation (and of a missing privilege)
 
 TENANT_SQL = text(
     "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
@@ -96,13 +103,39 @@ def _revoked() -> None:
     raise Unauthenticated("The token has been revoked (or its app disabled, or its app link revoked)")
 
 
+def refusal(exc: BaseException) -> WriteRefused | None:
+    """The domain error for a database error that is the database refusing the write (row-level security, or
+    a privilege the service role lacks), else None: such a refusal is a 403 like any other, never a 500."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    if sqlstate != INSUFFICIENT_PRIVILEGE:
+        return None
+    log.warning("write_refused_by_database", error=str(orig or exc)[:300])  # the table and policy, for operators
+    return WriteRefused("The write is outside the records this token may change")
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Raise ``refusal(exc)`` for a database error that is one (the transaction is already rolled back or
+    must be: a statement failed in it)."""
+    try:
+        yield
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        refused = refusal(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
 @asynccontextmanager
 async def tenant_transaction(
-    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None, token: tuple[str, str] | None = None
 ) -> AsyncIterator[AsyncConnection]:
-    async with engine.begin() as conn:
-        await set_tenant(conn, org_id, patient_id)
-        yield conn
+    """A transaction bound to the tenant (see ``set_tenant``); a write the database refuses is a ``WriteRefused``."""
+    with refusals():
+        async with engine.begin() as conn:
+            await set_tenant(conn, org_id, patient_id, token)
+            yield conn
 
 
 async def driver(conn: AsyncConnection) -> Any:

@@ -6,6 +6,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 PROBLEM_BASE = "https://strengths-api.dev/problems/"
+MAX_DETAIL = 500  # characters of a problem's detail or an error's message: a short excerpt of any input it names
+MAX_FIELD = 200  # characters of an error's field path (a JSON key sent by the client may be in it)
+
+
+def excerpt(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut): error details name what was wrong with
+    the input, never echo it whole."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class DomainError(Exception):
@@ -20,8 +28,8 @@ class DomainError(Exception):
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+        self.detail = excerpt(detail or self.title)
+        super().__init__(self.detail)
         self.errors = errors
         self.headers = headers or {}
 
@@ -42,8 +50,9 @@ class DomainError(Exception):
 
 def field_error(field: str, message: str, code: str) -> dict[str, Any]:
     """A validation error naming the field by JSON pointer and by dotted location."""
+    field = excerpt(field, MAX_FIELD)
     parts = [p for p in field.split(".") if p]
-    return {"path": "/" + "/".join(parts), "field": field, "message": message, "code": code}
+    return {"path": "/" + "/".join(parts), "field": field, "message": excerpt(message), "code": code}
 
 
 class ValidationFailed(DomainError):
@@ -69,6 +78,12 @@ class RuleViolation(ValidationFailed):
         return body
 
 
+class ImmutableField(ValidationFailed):
+    """A write would change a field that never changes once the record exists (each one in ``errors``)."""
+
+    code = "immutable_field"
+
+
 class MalformedRequest(DomainError):
     status, code, title = 400, "malformed_request", "The request could not be parsed"
 
@@ -92,6 +107,26 @@ class Forbidden(DomainError):
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
         )
         self.scope = scope
+
+
+class Refused(DomainError):
+    """The token may never do this, whatever its scopes: 403 without a scope challenge (CONTRACT.md section 2)."""
+
+    status, code, title = 403, "forbidden", "This token may not make this change"
+
+
+class PatientCannotCreate(Refused):
+    code, title = "patient_token_cannot_create", "A patient-context token cannot create this record"
+
+
+class PatientCannotChangeIdentifiers(Refused):
+    code, title = "patient_token_cannot_change_identifiers", "A patient-context token cannot change identifiers"
+
+
+class WriteRefused(Refused):
+    """The database's row-level security (or its privileges) refused a write: a refusal like any other."""
+
+    code, title = "write_refused", "The write is outside what this token may change"
 
 
 class NotFound(DomainError):

@@ -17,6 +17,9 @@ from pydantic import BaseModel
 from service.errors import MalformedRequest, UnsupportedMediaType, ValidationFailed
 
 NO_STORE = {"Cache-Control": "no-store"}
+# A 5xx ends the connection cleanly: the client reads the whole answer and opens a new connection, instead of
+# finding a kept-alive connection reset under its next request (the server closes it after an unhandled error).
+SERVER_ERROR_HEADERS = {"Cache-Control": "no-store", "Connection": "close"}
 
 
 def _default(value: Any) -> Any:
@@ -129,10 +132,16 @@ def loads_strict(body: bytes) -> Any:
         raise MalformedRequest("The body is not valid UTF-8") from exc
     try:
         value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
-    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        if isinstance(exc, MalformedRequest):
-            raise
-        raise MalformedRequest(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+    except MalformedRequest:
+        raise
+    except json.JSONDecodeError as exc:  # where, never what: the message names the position only
+        raise MalformedRequest(f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+                               ) from exc
+    except RecursionError as exc:
+        raise MalformedRequest(f"The body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from exc
+    except ValueError as exc:  # an integer past Python's digit limit, and the like: no internals in the answer
+        raise MalformedRequest("The body holds a value that cannot be read (e.g. a number with too many digits)"
+                               ) from exc
     _check_depth(_shape(value)[1])
     return value
 

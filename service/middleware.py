@@ -43,6 +43,8 @@ class RequestContextMiddleware:
                 raw = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 raw.append((b"x-request-id", request_id.encode()))
                 present = {k.lower() for k, _ in raw}
+                if status >= 500 and b"connection" not in present:  # service.http.SERVER_ERROR_HEADERS
+                    raw.append((b"connection", b"close"))
                 for name, value in (state.get("ratelimit") or {}).items():
                     if name.lower().encode() not in present:
                         raw.append((name.lower().encode(), value.encode()))

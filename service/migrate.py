@@ -16,7 +16,7 @@ from service.settings import PROJECT_ROOT, Settings
 
 
 def alembic_config(url: str, app_role: str = "strengths_app", encryption_keys: list[str] | None = None) -> Config:
-    """``encryption_keys``: SIGNING_KEY_ENCRYPTION_KEY's keys, for migration 0010 to encrypt existing signing keys."""
+    """``encryption_keys``: SIGNING_KEY_ENCRYPTION_KEY's keys, for migration 0012 to encrypt existing signing keys."""
     cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(Path(PROJECT_ROOT / "migrations")))
     cfg.attributes["url"] = url

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import PROBLEM_BASE, DomainError, field_error
-from service.http import ProblemOut
+from service.http import SERVER_ERROR_HEADERS, ProblemOut
 
 log = structlog.get_logger("service.errors")
 
@@ -74,6 +74,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> ProblemOut:
+        # Sent by Starlette's outermost ServerErrorMiddleware, past every middleware of ours: it says itself that
+        # the connection closes (the server closes it after an unhandled error).
         log.exception("unhandled error", path=request.url.path, method=request.method)
         return problem_response(500, "internal_error", "Internal server error",
-                                "The error was logged; no details are given to clients.")
+                                "The error was logged; no details are given to clients.", headers=SERVER_ERROR_HEADERS)

@@ -1,8 +1,9 @@
 """Erasure on request (a client's right to be forgotten): ``strengths-api purge-client ID``.
 
 Runs as the owner role, in one transaction: removes the client's records in every collection, their
-history and external ids, the stored idempotent replies that mention the client, and its app links (with
-the grants, authorization codes and refresh tokens issued through them: its apps' tokens stop working); records a
+history and external ids, the stored idempotent replies that mention the client, the Bulk Data export
+files that hold any of its records, and its app links (with the grants, authorization codes and refresh
+tokens issued through them: its apps' tokens stop working); records a
 ``deleted`` change-feed entry (ids and versions only) for each removed record, so sync consumers drop
 their copies; and leaves an audit event of who purged and when. The audit trail itself is kept: it
 holds ids, never client data, and is append-only.
@@ -23,6 +24,23 @@ ORDER = ["safety_alerts", "measurements", "strength_uses", "experiments", "miles
 
 class NoSuchClient(LookupError):
     pass
+
+
+async def _erase_exports(conn: AsyncConnection, params: dict[str, Any]) -> int:
+    """Bulk Data exports holding any of the client's records lose all their files (a file with lines cut out
+    would mislead) and end as expired; the app exports again. Returns how many files went."""
+    jobs = (await conn.execute(text(
+        "SELECT DISTINCT f.job_id FROM bulk_export_chunks c JOIN bulk_export_files f ON f.org_id = c.org_id "
+        "AND f.id = c.file_id WHERE c.org_id = :org AND c.client_ids @> ARRAY[CAST(:client AS uuid)]"),
+        params)).scalars().all()
+    if not jobs:
+        return 0
+    await conn.execute(text(
+        "UPDATE bulk_export_jobs SET status = 'expired', lease_token = NULL, updated_at = now(), error = "
+        "'a client whose records it held was erased' WHERE org_id = :org AND id = ANY(:jobs)"),
+        {**params, "jobs": list(jobs)})
+    return (await conn.execute(text("DELETE FROM bulk_export_files WHERE org_id = :org AND job_id = ANY(:jobs)"),
+                               {**params, "jobs": list(jobs)})).rowcount
 
 
 async def _purge_app_links(conn: AsyncConnection, org_id: UUID, client_id: UUID) -> dict[str, int]:
@@ -69,6 +87,7 @@ async def purge_client(conn: AsyncConnection, client_id: UUID, by: str) -> dict[
     removed["idempotency_keys"] = (await conn.execute(
         text("DELETE FROM idempotency_keys WHERE org_id = :org AND client_ids @> ARRAY[CAST(:client AS uuid)]"),
         params)).rowcount
+    removed["bulk_export_files"] = await _erase_exports(conn, params)
     ids_removed = sum(removed[t] for t in ORDER)
     event_id = (await conn.execute(
         text("INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, "

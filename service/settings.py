@@ -80,12 +80,13 @@ class Settings(BaseSettings):
         default=None, description="Serve /metrics on this port (on HOST) instead of the API port; one worker only"
     )
 
-    progress_off_track_days: int = Field(default=28, description="A goal is off track with no improvement this long")
-    progress_stale_days: int = Field(default=14, description="A marker is stale when not measured this long")
 
     webhooks_allow_private_targets: bool = Field(
         default=False, description="Allow http:// and loopback/private webhook targets (development and tests only)"
     )
+    jwks_allow_private_targets: bool = Field(
+        default=False, description="Allow http:// and loopback/private JWKS URLs (apps' --jwks-url, external "
+        "issuers' jwks_url): development and tests only")
     webhooks_dispatcher: bool = Field(default=True, description="Run the webhook dispatcher inside `serve`")
     webhooks_poll_seconds: float = 1.0
     webhooks_timeout_seconds: float = 10.0
@@ -95,6 +96,24 @@ class Settings(BaseSettings):
         default=3 * 24 * 3600, description="Retry this long, then give up and disable the subscription"
     )
     webhooks_lease_seconds: int = 60
+
+    bulk_export_runner: bool = Field(default=True, description="Run the FHIR Bulk Data export runner inside `serve`")
+    bulk_export_retention_hours: float = Field(
+        default=24, description="A finished export's NDJSON files can be downloaded this long, then are deleted")
+    bulk_export_max_active_jobs: int = Field(
+        default=5, description="Exports an organization may have queued or running at once; more are a 429")
+    bulk_export_page_size: int = Field(default=1000, description="Records read (and written to a file) per step")
+    bulk_export_file_max_lines: int = Field(default=100_000, description="Lines per NDJSON file before the next part")
+    bulk_export_lease_seconds: int = Field(
+        default=60, description="A running export's lease: a worker that stops renewing it (it died) loses the "
+        "job to another worker after this long")
+    bulk_export_poll_seconds: float = 1.0
+    bulk_export_retry_after_seconds: int = Field(default=2, description="Retry-After of a running export's status")
+    worker_health_port: int | None = Field(
+        default=None, description="`strengths-api worker` serves /healthz and /readyz (its loops' heartbeats) on "
+        "this port (on HOST); unset: no health server")
+    worker_stuck_seconds: float = Field(
+        default=120, description="A worker loop that has not completed an iteration this long is stuck (/healthz 503)")
 
     max_body_bytes: int = 1_000_000
     max_batch_body_bytes: int = Field(default=16_000_000, description="POST /v1/measurements/batch (1,000 items)")

@@ -51,11 +51,16 @@ class Database:
             await conn.close()
 
     def settings(self, **overrides: Any) -> Settings:
-        """Test apps run no background webhook dispatcher unless a test asks for one (tests/webhook_support.FAST),
+        """Test apps run no background webhook dispatcher nor export runner unless a test asks for one
+        (tests/webhook_support.FAST, tests/bulk_support.py),
         so statement counts and timings see only the test's own requests."""
-        defaults: dict[str, Any] = {"webhooks_dispatcher": False}
+        # JWKS documents are served on loopback by the tests (tests/oauth_support.jwks_server); the outbound guard
+        # itself is tested with it off (tests/test_isolation_outbound.py).
+        defaults: dict[str, Any] = {"webhooks_dispatcher": False, "public_url": "http://testserver",
+                                    "jwks_allow_private_targets": True,
+                                    "bulk_export_runner": False}
         return Settings(database_url=self.app_url, migration_database_url=self.owner_url, host="testserver",
-                        port=80, public_url="http://testserver", **{**defaults, **overrides})
+                        port=80, **{**defaults, **overrides})
 
 
 @dataclass

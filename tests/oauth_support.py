@@ -52,7 +52,8 @@ async def register(api: Api, org: Org, scopes: str, *, patient: UUID | None = No
     try:
         async with engine.begin() as conn:
             return await create_app_record(conn, org_id=org.id, name="test app", scopes=scopes,
-                                           patient_id=patient, jwks=jwks, jwks_url=jwks_url)
+                                           patient_id=patient, jwks=jwks, jwks_url=jwks_url,
+                                           jwks_allow_private=api.app.state.ctx.settings.jwks_allow_private_targets)
     finally:
         await engine.dispose()
 

@@ -24,7 +24,8 @@ async def test_the_demo_through_the_api_leaves_no_client_data_or_tokens_in_the_l
             async with engine.begin() as conn:
                 demo = await load_demo(conn)
                 org_id = demo["organization"]["id"]
-                creds = await create_app_record(conn, org_id=org_id, name="reader", scopes="system/*.cruds")
+                creds = await create_app_record(conn, org_id=org_id, name="reader",
+                                                scopes="system/*.cruds system/AuditEvent.s")
         finally:
             await engine.dispose()
         resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"},

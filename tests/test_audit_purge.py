@@ -20,7 +20,7 @@ async def test_purge_client_erases_records_history_ids_and_replies(api, monkeypa
     for name in COLLECTIONS:
         if name != "clients":
             made[name] = [(await create(c, name, client_id=cid))["id"]]
-    await c.patch(f"/v1/strengths/{made['strengths'][0]}", json={"status": "confirmed"})
+    await c.patch(f"/v1/strengths/{made['strengths'][0]}", json={"status": "confirmed", "evidence": ["Paid the rent"]})
     replay = await c.post("/v1/protective-factors", headers={"Idempotency-Key": "k-" + uuid.uuid4().hex},
                           json={"client_id": cid, "category": "routine", "description": "Walks the dog daily"})
     assert replay.status_code == 201

@@ -20,8 +20,12 @@ PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-kn
           ("POST", "/oauth/introspect"), ("POST", "/oauth/revoke"),  # these two authenticate the app itself
           ("GET", "/oauth/authorize"),  # a patient's app, before it has a token: the link code is its login
           # FHIR discovery and terminology: no client data (SMART App Launch: metadata is public).
-          ("GET", "/fhir/R4/metadata"), ("GET", "/fhir/R4/CodeSystem/{code_system_id}")}
-FHIR_COLLECTIONS = {"Patient": "clients", "Goal": "goals", "Observation": "measurements", "Flag": "safety-alerts"}
+          ("GET", "/fhir/R4/metadata"), ("GET", "/fhir/R4/CodeSystem/{code_system_id}"),
+          ("GET", "/fhir/R4/Questionnaire/{questionnaire_id}")}
+FHIR_COLLECTIONS = {"Patient": "clients", "Goal": "goals", "Observation": "measurements", "Flag": "safety-alerts",
+                    "QuestionnaireResponse": "measurements", "Group": "group", "$export": "bulk-export",
+                    "$export-status": "bulk-export"}
+KICK_OFF = {"Prefer": "respond-async"}  # Bulk Data kick-off needs it; the status and file routes ignore it
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -66,9 +70,17 @@ def collection_of(path: str) -> str:
     return parts[2] if parts[1] == "history" else parts[1]
 
 
-def fhir_observation(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A FHIR Observation of A's measurement marker (POST /fhir/R4/Observation)."""
+def fhir_body(path: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A FHIR Observation of A's measurement marker (POST /fhir/R4/Observation), or a PHQ-9 response about A's
+    patient (POST /fhir/R4/QuestionnaireResponse)."""
     m = records["measurements"]
+    if path.endswith("/QuestionnaireResponse"):
+        return {"resourceType": "QuestionnaireResponse", "questionnaire": "http://loinc.org/q/44249-1",
+                "status": "completed", "subject": {"reference": f"Patient/{m['client_id']}"},
+                "authored": "2026-11-20T09:30:00+01:00",
+                "item": [{"linkId": f"/{code}", "answer": [{"valueInteger": 0}]} for code in (
+                    "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
+                    "44260-8")]}
     return {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{m['client_id']}"},
             "code": {"coding": [{"system": "https://strengths-api.dev/fhir/CodeSystem/outcome-marker",
                                  "code": m["marker_id"]}]},
@@ -81,7 +93,12 @@ def error_code(r) -> str:
 
 
 async def seed(c) -> dict[str, dict[str, Any]]:
-    return {name: await create(c, name) for name in [*COLLECTIONS, *ORG_PATCHES]}
+    records = {name: await create(c, name) for name in [*COLLECTIONS, *ORG_PATCHES]}
+    # The caseload Group (its id is the organization's) and a Bulk Data export job of this organization's app.
+    records["group"] = {"id": (await c.get("/fhir/R4/Group")).json()["entry"][0]["resource"]["id"]}
+    status = (await c.get("/fhir/R4/$export", headers=KICK_OFF)).headers["content-location"]
+    records["bulk-export"] = {"id": status.rsplit("/", 1)[1]}
+    return records
 
 
 def fill(path: str, records: dict[str, dict[str, Any]], *, random_ids: bool = False) -> str:
@@ -111,8 +128,9 @@ async def check_bulk_import(anonymous, narrow, b, records) -> None:
 
 async def test_every_operation_refuses_as_the_contract_says(api):
     org_a, org_b = await api.org("A"), await api.org("B")
-    a = api.client(await api.token(org_a, "system/*.cruds"))
-    b = api.client(await api.token(org_b, "system/*.cruds"))
+    everything = "system/*.cruds system/AuditEvent.s"  # audit access is always named (CONTRACT.md section 2)
+    a = api.client(await api.token(org_a, everything))
+    b = api.client(await api.token(org_b, everything))
     narrow = api.client(await api.token(org_a, "system/AuditEvent.r"))
     anonymous = api.client(None)
     records = await seed(a)
@@ -128,7 +146,7 @@ async def test_every_operation_refuses_as_the_contract_says(api):
             checked += 1
             continue
         if method == "POST" and fhir:
-            body = fhir_observation(records)
+            body = fhir_body(path, records)
         elif path.endswith("/app-links"):
             body = {"app_id": "app_any"}  # the client is looked up first: another organization's is 404
         elif path == "/v1/measurements/batch":
@@ -138,30 +156,34 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         elif method == "PATCH":
             body = {**PATCHES, **ORG_PATCHES}[coll]
         url = fill(path, records)
+        extra = KICK_OFF if fhir and "$export" in path else {}
 
-        r = await anonymous.request(method, url, json=body)
+        r = await anonymous.request(method, url, json=body, headers=extra)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
 
-        r = await narrow.request(method, url, json=body)
+        r = await narrow.request(method, url, json=body, headers=extra)
         assert r.status_code == 403, (method, path, r.status_code)
         needed = required_scopes(op)[0]
         assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
         assert f'scope="{needed}"' in r.headers["www-authenticate"], (r.headers["www-authenticate"], needed)
 
         # Another organization's id answers exactly as an unknown id.
-        theirs = await b.request(method, url, json=body)
-        unknown = await b.request(method, fill(path, records, random_ids=True), json=body)
+        theirs = await b.request(method, url, json=body, headers=extra)
+        unknown = await b.request(method, fill(path, records, random_ids=True), json=body, headers=extra)
         if "{" in path:
             assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.status_code)
             assert error_code(theirs) == error_code(unknown)
         elif method == "POST" and (coll == "clients" or coll in ORG_PATCHES):  # B's own, never A's
             assert theirs.status_code == 201
             assert theirs.json()["id"] not in [x["id"] for x in (await a.get(f"/v1/{coll}")).json()["data"]]
-        elif method == "POST" and fhir:  # an Observation about A's patient: as for a patient that does not exist
+        elif method == "POST" and fhir:  # a resource about A's patient: as for a patient that does not exist
             assert theirs.status_code == 422, (method, path, theirs.text)
             assert theirs.json()["resourceType"] == "OperationOutcome"
-            assert theirs.json()["issue"][0]["expression"] == ["Observation.subject"]
+            assert theirs.json()["issue"][0]["expression"] == [f"{body['resourceType']}.subject"]
+        elif fhir and "$export" in path:  # B's own export: a job of B's, which A's status URL never names
+            assert theirs.status_code == 202, (method, path, theirs.text)
+            assert records["bulk-export"]["id"] not in theirs.headers["content-location"]
         elif path == "/v1/measurements/batch":  # the item fails as for a client that does not exist
             assert theirs.status_code == 200, theirs.text
             result = theirs.json()["results"][0]
@@ -186,8 +208,8 @@ async def test_every_operation_refuses_as_the_contract_says(api):
         checked += 1
     assert checked >= 5 * len(REGISTRY)
     # Nothing of A's changed.
-    for name, rec in records.items():
-        got = await a.get(f"/v1/{name}/{rec['id']}")
+    for name in [*COLLECTIONS, *ORG_PATCHES]:
+        got = await a.get(f"/v1/{name}/{records[name]['id']}")
         assert got.json()["version"] == 1, name
 
 
@@ -207,6 +229,8 @@ async def test_a_patient_token_reaches_only_its_own_client(api):
             continue  # organization-wide: a patient token is refused outright (403, tests/test_webhooks.py)
         if "/app-links" in path:
             continue  # clinician-side only: a patient token is refused outright (403, tests/test_app_links.py)
+        if path.startswith("/fhir/R4/Group/"):
+            continue  # the caseload: a patient token reads it with its own patient only (tests/test_fhir_bulk.py)
         coll = collection_of(path)
         body = PATCHES.get(coll) if method == "PATCH" else None
         theirs = await patient.request(method, fill(path, records), json=body)

@@ -261,3 +261,38 @@ def test_lock_pins_every_runtime_dependency_with_hashes():
             assert "--hash=sha256:" in block, block.splitlines()[0]
     dev_only = {"pytest", "ruff", "hypothesis"}
     assert not dev_only & set(normal)
+
+
+def test_worker_probes_call_the_worker_health_server():
+    """The worker Deployment's probes reach the health server `strengths-api worker` runs on WORKER_HEALTH_PORT,
+    on the paths it serves from its loops' heartbeat (tests/test_worker.py: a stuck loop turns /healthz 503)."""
+    import inspect
+
+    from service import worker
+
+    fields = {name.upper() for name in Settings.model_fields}
+    for rendered in (BASE, OVERLAY):
+        deployment = one(rendered, "Deployment", "strengths-api-worker")
+        (container,) = containers(deployment)
+        assert container["args"] == ["worker"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert "WORKER_HEALTH_PORT" in fields
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["health"] == int(env["WORKER_HEALTH_PORT"])
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        # The kubelet gives up only after longer than a healthy loop may be silent (one export step, one poll).
+        liveness = container["livenessProbe"]
+        assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30
+        config = one(rendered, "ConfigMap", "strengths-api-config")["data"]
+        assert config.get("HOST") == "0.0.0.0"  # the health server binds HOST: reachable by the kubelet
+    source = inspect.getsource(worker.health_server)
+    assert '"/healthz"' in source
+    assert '"/readyz"' in source
+
+
+def test_compose_worker_checks_its_heartbeat():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    svc = compose["services"]["worker"]
+    port = svc["environment"]["WORKER_HEALTH_PORT"]
+    assert f":{port}/healthz" in " ".join(svc["healthcheck"]["test"])

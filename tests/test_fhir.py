@@ -14,7 +14,8 @@ async def test_every_resource_the_facade_returns_validates_as_r4(api):
     assert meta.headers["content-type"].startswith(FHIR_JSON)
     cap = validate(meta.json())
     assert cap.fhirVersion == "4.0.1"
-    assert {r.type for r in cap.rest[0].resource} == {"Patient", "Goal", "Observation", "Flag", "CodeSystem"}
+    assert {r.type for r in cap.rest[0].resource} == {"Patient", "Goal", "Observation", "Flag", "CodeSystem",
+                                                      "QuestionnaireResponse", "Group", "Questionnaire"}
     seen: dict[str, int] = {}
     for fhir_type in ("Patient", "Goal", "Observation", "Flag"):
         resources = await all_pages(c, f"{FHIR}/{fhir_type}?_count=7")
@@ -57,7 +58,7 @@ async def test_panels_goals_and_flags_carry_the_mapped_codes(api):
     dates = [o["effectiveDateTime"] for o in phq]
     assert [validate(o).effectiveDateTime for o in phq] == sorted((validate(o).effectiveDateTime for o in phq),
                                                                    reverse=True), dates
-    panel = phq[-1]  # the first PHQ-9: item 9 endorsed
+    panel = phq[-1]
     codes = [comp["code"]["coding"][0]["code"] for comp in panel["component"]]
     assert codes[:9] == ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
                          "44260-8"]
@@ -82,12 +83,16 @@ async def test_panels_goals_and_flags_carry_the_mapped_codes(api):
                                                            "achieved", "not-achieved"}
     assert g["target"][0]["detailQuantity"]["comparator"] == ">="
 
-    flags = await all_pages(c, f"{FHIR}/Flag?patient=Patient/{pid}&status=active")
+    # Amara's first PHQ-9 endorses item 9: the demo's one safety alert
+    amara = (await all_pages(c, f"{FHIR}/Patient?identifier=urn:demo:ehr:mrn|MRN-1003"))[0]["id"]
+    [flagged] = await all_pages(c, f"{FHIR}/Observation?patient=Patient/{amara}&code=http://loinc.org|44249-1")
+    flags = await all_pages(c, f"{FHIR}/Flag?patient=Patient/{amara}&status=active")
     assert flags
     assert all(f["category"][0]["coding"][0]["code"] == "safety" for f in flags)
-    assert await all_pages(c, f"{FHIR}/Flag?patient=Patient/{pid}&status=inactive") == []
+    assert await all_pages(c, f"{FHIR}/Flag?patient=Patient/{amara}&status=inactive") == []
+    assert await all_pages(c, f"{FHIR}/Flag?patient=Patient/{pid}") == []
     measured = [e["valueReference"]["reference"] for f in flags for e in f["extension"] if "valueReference" in e]
-    assert any(ref.removeprefix("Observation/") == panel["id"] for ref in measured)
+    assert any(ref.removeprefix("Observation/") == flagged["id"] for ref in measured)
 
     strengths = await all_pages(c, f"{FHIR}/Observation?patient={pid}&category=strength")
     assert len(strengths) == 3
@@ -111,8 +116,10 @@ async def test_date_prefixes_and_last_updated(api):
     assert len(ge) + len(lt) == len(everything)
     assert all(validate(o).effectiveDateTime >= middle for o in ge)
     assert all(validate(o).effectiveDateTime < middle for o in lt)
-    day = await all_pages(c, f"{FHIR}/Observation?date=2026-11&date=le2026-11-20&_count=500")
-    assert all(validate(o).effectiveDateTime.strftime("%Y-%m") == "2026-11" for o in day)
+    month, day_of = middle.strftime("%Y-%m"), middle.strftime("%Y-%m-%d")  # the demo is dated from today
+    day = await all_pages(c, f"{FHIR}/Observation?date={month}&date=le{day_of}&_count=500")
+    assert all(validate(o).effectiveDateTime.strftime("%Y-%m") == month for o in day)
+    assert all(validate(o).effectiveDateTime.strftime("%Y-%m-%d") <= day_of for o in day)
     assert day
     assert await all_pages(c, f"{FHIR}/Patient?_lastUpdated=lt2000-01-01") == []
     assert len(await all_pages(c, f"{FHIR}/Patient?_lastUpdated=ge2000-01-01")) == 3
@@ -127,8 +134,10 @@ def test_fhir_operations_document_operation_outcome_and_every_ref_resolves(api):
     assert len(fhir_ops) >= 19
     for path, op in fhir_ops:
         if path in ("/fhir/R4/metadata", "/fhir/R4/CodeSystem/{code_system_id}",
-                    "/fhir/R4/.well-known/smart-configuration"):
+                    "/fhir/R4/.well-known/smart-configuration", "/fhir/R4/Questionnaire/{questionnaire_id}"):
             continue
-        assert op["security"][0]["OAuth2"][0].split("/")[1].split(".")[0] in {"Patient", "Goal", "Observation", "Flag"}
+        # Bulk Data spans types: system/*.s (each type's own s is then checked, tests/test_fhir_bulk.py).
+        assert op["security"][0]["OAuth2"][0].split("/")[1].split(".")[0] in {
+            "Patient", "Goal", "Observation", "Flag", "QuestionnaireResponse", "Group", "*"}
         for code in ("401", "403"):
             assert FHIR_JSON in op["responses"][code]["content"], (path, code)

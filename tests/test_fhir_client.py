@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 
+import httpx
 import uvicorn
 from fhirpy import AsyncFHIRClient
 
@@ -16,12 +17,15 @@ from tests.factories import create
 from tests.fhir_support import validate
 
 
-@contextmanager
-def live_server(app) -> Iterator[str]:
-    """uvicorn on a free loopback port, in a thread with its own event loop."""
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(app, port: int) -> Iterator[str]:
+    """uvicorn on a free loopback port, in a thread with its own event loop."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -61,7 +65,12 @@ async def test_fhirpy_searches_one_patients_observations_by_code_and_date_and_pa
     low = (start + timedelta(days=5)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     high = (start + timedelta(days=24)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    with live_server(create_app(api.db.settings())) as base:
+    port = free_port()  # the live server's PUBLIC_URL is where it is reached: its links point there
+    with live_server(create_app(api.db.settings(public_url=f"http://127.0.0.1:{port}")), port) as base:
+        creds = await api.register_app(org, "system/*.cruds")
+        async with httpx.AsyncClient() as http:
+            token = (await http.post(f"{base}/oauth/token", data={"grant_type": "client_credentials"},
+                                     auth=(creds["client_id"], creds["client_secret"]))).json()["access_token"]
         client = AsyncFHIRClient(f"{base}/fhir/R4", authorization=f"Bearer {token}")
         search = (client.resources("Observation")
                   .search(patient=patient["id"], code="http://loinc.org|93832-4")

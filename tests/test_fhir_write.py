@@ -75,7 +75,7 @@ async def test_phq9_item9_posted_through_fhir_opens_a_flag_found_at_once(api):
     found = await all_pages(c, f"{FHIR}/Observation?identifier=urn:app:mood|resp-1")
     assert [o["id"] for o in found] == [created["id"]]
     # Resolved through REST: the Flag turns inactive.
-    await c.patch(f"/v1/safety-alerts/{flag['id']}", json={"status": "resolved"})
+    await c.patch(f"/v1/safety-alerts/{flag['id']}", json={"status": "resolved", "resolution_note": "Called; safe"})
     assert await all_pages(c, f"{FHIR}/Flag?patient={pid}&status=active") == []
     inactive = await all_pages(c, f"{FHIR}/Flag?patient={pid}&status=inactive")
     assert inactive[0]["period"]["end"]
@@ -118,7 +118,8 @@ async def test_bad_observations_answer_operation_outcome(api):
                   "_sort=code", "_cursor=bogus", "_cursor=false&patient=nobody"):  # the last: a live fuzz finding
         outcome(await c.get(f"{FHIR}/Observation?{query}"), 400)
     outcome(await c.get(f"{FHIR}/Observation?foo=1", headers={"Prefer": "handling=strict"}), 400)
-    assert (await c.get(f"{FHIR}/Observation?foo=1")).status_code == 200  # lenient by default
+    outcome(await c.get(f"{FHIR}/Observation?foo=1"), 400)  # strict by default (CONTRACT.md section 6)
+    assert (await c.get(f"{FHIR}/Observation?foo=1", headers={"Prefer": "handling=lenient"})).status_code == 200
     # Nothing of the refused posts was stored.
     assert (await c.get(f"/v1/measurements?client_id={pid}")).json()["data"] == []
     # Unknown ids and paths.

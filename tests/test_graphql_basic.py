@@ -61,8 +61,9 @@ async def test_mutations_validate_like_rest(api):
                        'label: ""}) { id } }', {"c": ids["clients"]})
     assert error_codes(bad) == [("BAD_USER_INPUT", "validation_error")]
     assert bad["errors"][0]["extensions"]["errors"][0]["field"] == "input.label"
-    ok = await gql(c, """mutation($id: UUID!) { updateStrength(id: $id, input: {status: confirmed}, expectedVersion: 1)
-                         { status version } }""", {"id": ids["strengths"]})
+    ok = await gql(c, """mutation($id: UUID!) {
+                           updateStrength(id: $id, input: {status: confirmed, evidence: ["Asked for help"]},
+                                          expectedVersion: 1) { status version } }""", {"id": ids["strengths"]})
     assert ok["data"]["updateStrength"] == {"status": "confirmed", "version": 2}
     stale = await gql(c, """mutation($id: UUID!) { updateStrength(id: $id, input: {label: "x"}, expectedVersion: 1)
                             { version } }""", {"id": ids["strengths"]})

@@ -31,8 +31,8 @@ async def test_every_operation_refuses_missing_unknown_issuer_and_revoked_tokens
     assert len(ops) > 20
     org = await api.org()
     key = rsa_key()
-    stranger = ehr_token(key, org.id, scope=("system/*.cruds",))
-    creds = await register(api, org, "system/*.cruds")
+    stranger = ehr_token(key, org.id, scope=("system/*.cruds", "system/AuditEvent.s"))
+    creds = await register(api, org, "system/*.cruds system/AuditEvent.s")  # every scope: refusals are the tokens'
     resp = await api.http.post("/oauth/token", data={"grant_type": "client_credentials"},
                                auth=(creds["client_id"], creds["client_secret"]))
     revoked = resp.json()["access_token"]

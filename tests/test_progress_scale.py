@@ -3,7 +3,8 @@
 Seeded set-based (owner role, one INSERT ... SELECT per table): 2,000 clients, 4,000 active goals
 (started 60 days ago), one PHQ-9 marker and one frequency marker per client, six measurements each
 ten days apart (24,000 measurements), two done milestones per goal.
-PHQ-9 runs 19 -> 9 (recovered for every client); the frequency marker 5 -> 10 (improving).
+PHQ-9 runs 19 -> 9 (recovered for every client; 6 better than 30 days ago, so on track); the frequency marker
+5 -> 10 (improving: 3 better than 30 days ago, over its minimal change of 2.7, a tenth of 0 to 27).
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ async def test_caseload_summary_over_2000_clients(api: Api):
         timings.append(time.perf_counter() - started)
         assert r.status_code == 200, r.text
     s = r.json()
-    assert s["clients"] == N
+    assert s["client_count"] == N
     assert s["by_label"]["recovered"] == N
-    assert s["by_trend"] == {"improving": 2 * N, "worsening": 0, "unchanged": 0, "not_measured": 0}
+    assert s["by_trend"] == {"improving": 2 * N, "worsening": 0, "unchanged": 0, "insufficient_data": 0,
+                             "not_measured": 0}
+    assert len(s["clients"]) == 50
+    assert s["next_cursor"]
+    assert all(row["phq9"] == {"value": 9, "band": "mild", "label": "recovered"} for row in s["clients"])
     assert s["off_track_count"] == 0
     assert s["milestones_completed"] == 2 * N  # the 20-days-ago ones; the 40-days-ago ones are out of the period
     assert s["stale_markers"] == 0

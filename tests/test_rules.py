@@ -130,7 +130,8 @@ async def test_safety_alerts_cannot_be_deleted(api, c):
     r = await c.delete(f"/v1/safety-alerts/{alert['id']}")
     assert r.status_code == 405
     assert "GET" in r.headers["allow"]
-    resolved = await c.patch(f"/v1/safety-alerts/{alert['id']}", json={"status": "resolved"})
+    resolved = await c.patch(f"/v1/safety-alerts/{alert['id']}",
+                             json={"status": "resolved", "resolution_note": "Safety plan reviewed in session"})
     assert resolved.json()["resolved_at"] is not None
     assert resolved.json()["resolved_by"]
 

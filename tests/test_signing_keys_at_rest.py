@@ -154,19 +154,19 @@ def test_the_embedded_default_generates_its_key_once(tmp_path):
 
 
 @pytest.mark.parametrize("with_key", [True, False])
-async def test_migration_0010_encrypts_existing_plaintext_keys_or_retires_them(server, with_key):
+async def test_migration_0012_encrypts_existing_plaintext_keys_or_retires_them(server, with_key):
     name = f"keys_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     server.handle.psql(f"CREATE DATABASE {name} OWNER strengths_owner;")
     url = server.url(name, "strengths_owner")
     key = ECKey.generate_key("P-256", parameters={"kid": "legacy", "use": "sig", "alg": "ES256"})
     fernet_key = Fernet.generate_key().decode()
     try:
-        migrate.upgrade(url, "0007", app_role=APP_ROLE)
+        migrate.upgrade(url, "0011", app_role=APP_ROLE)
         conn = await asyncpg.connect(f"postgresql://strengths_owner@/{name}?host={server.socket_dir}")
         try:
             await conn.execute("INSERT INTO signing_keys (kid, alg, private_jwk) VALUES ('legacy', 'ES256', $1::jsonb)",
                                json.dumps(key.as_dict(private=True)))
-            migrate.upgrade(url, "0010", app_role=APP_ROLE, encryption_keys=[fernet_key] if with_key else None)
+            migrate.upgrade(url, "0012", app_role=APP_ROLE, encryption_keys=[fernet_key] if with_key else None)
             rows = await conn.fetch("SELECT kid, encrypted_jwk FROM signing_keys")
             if not with_key:
                 assert rows == []  # no plaintext survives; the service's next start makes a new, encrypted key
@@ -174,7 +174,7 @@ async def test_migration_0010_encrypts_existing_plaintext_keys_or_retires_them(s
             assert [r["kid"] for r in rows] == ["legacy"]
             assert json.loads(Fernet(fernet_key).decrypt(rows[0]["encrypted_jwk"].encode()))["d"] == \
                 key.as_dict(private=True)["d"]
-            migrate.downgrade(url, "0007", app_role=APP_ROLE, encryption_keys=[fernet_key])
+            migrate.downgrade(url, "0011", app_role=APP_ROLE, encryption_keys=[fernet_key])
             back = await conn.fetchval("SELECT private_jwk::text FROM signing_keys WHERE kid = 'legacy'")
             assert json.loads(back)["d"] == key.as_dict(private=True)["d"]
         finally:

@@ -93,7 +93,7 @@ async def test_change_feed_pages_every_change_once_with_versions(api):
     org = await api.org()
     c = api.client(await api.token(org, ALL))
     s = await create(c, "strengths")
-    await c.patch(f"/v1/strengths/{s['id']}", json={"status": "confirmed"})
+    await c.patch(f"/v1/strengths/{s['id']}", json={"status": "confirmed", "evidence": ["Paid the rent on time"]})
     await c.delete(f"/v1/strengths/{s['id']}")
     seen, cursor = await drain(c, None, params={"limit": 2},
                                want=lambda es: sum(e["id"] == s["id"] for e in es) == 3)
@@ -168,7 +168,7 @@ async def test_concurrent_writers_and_a_polling_reader_see_everything_once(api):
         for _ in range(n):
             r = await c.post("/v1/strengths", json=body)
             ids.append(r.json()["id"])
-            await c.patch(f"/v1/strengths/{ids[-1]}", json={"status": "confirmed"})
+            await c.patch(f"/v1/strengths/{ids[-1]}", json={"status": "confirmed", "evidence": ["Paid the rent"]})
         return ids
 
     async def reader() -> None:

@@ -64,7 +64,7 @@ async def test_creating_a_strength_delivers_a_verified_thin_event(db, receiver):
             [("strength.created", "delivered", 1, 204)]
         assert rows[0]["id"] == receiver.received[0].headers["webhook-id"]
         # Not subscribed: strength.updated writes nothing to the outbox.
-        await c.patch(f"/v1/strengths/{strength['id']}", json={"status": "confirmed"})
+        await c.patch(f"/v1/strengths/{strength['id']}", json={"status": "confirmed", "evidence": ["Paid the rent"]})
         assert await db.fetchval("SELECT count(*) FROM webhook_outbox WHERE event = 'strength.updated'") == 0
 
 

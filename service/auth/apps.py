@@ -15,6 +15,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.auth.assertions import check_jwks_url
 from service.auth.scopes import ScopeError, context_scopes, parse_scopes
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -89,12 +90,13 @@ def _check_public(parsed: list[Any], patient_id: UUID | None, jwks: Any, jwks_ur
 
 async def create_app_record(
     conn: AsyncConnection, *, org_id: UUID, name: str, scopes: str, patient_id: UUID | None = None,
-    jwks: dict[str, Any] | None = None, jwks_url: str | None = None, public: bool = False,
-    redirect_uris: list[str] | None = None,
+    jwks: dict[str, Any] | None = None, jwks_url: str | None = None, jwks_allow_private: bool = False,
+    public: bool = False, redirect_uris: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Register an app; returns its credentials (the secret only here, once). A public app (a patient's own
-    app) has no secret: it gets patient-context tokens through app links, the authorization code flow with
-    PKCE and its exact redirect URIs."""
+    """Register an app; returns its credentials (the secret only here, once). A JWKS URL must pass the outbound
+    guard (``jwks_allow_private``: JWKS_ALLOW_PRIVATE_TARGETS), and does again at each fetch. A public app (a
+    patient's own app) has no secret: it gets patient-context tokens through app links, the authorization code
+    flow with PKCE and its exact redirect URIs."""
     try:
         parsed = parse_scopes(scopes)
     except ScopeError as exc:
@@ -112,8 +114,8 @@ async def create_app_record(
             raise ValueError(f"the organization has no client {patient_id}")
     if jwks is not None:
         jwks = public_jwks_document(jwks)
-    if jwks_url is not None and urlsplit(jwks_url).scheme not in ("https", "http"):
-        raise ValueError("the JWKS URL must be an http(s) URL")
+    if jwks_url is not None:
+        await check_jwks_url(jwks_url, jwks_allow_private)
     client_id = "app_" + secrets.token_urlsafe(12)
     secret = None if (jwks or jwks_url or public) else "sec_" + secrets.token_urlsafe(32)
     kept = [s.text for s in parsed] + (context_scopes(scopes) if public else [])

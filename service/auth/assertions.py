@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import outbound
 from service.db import tenant_transaction
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -51,12 +52,27 @@ def unverified_parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(obj.headers()), claims
 
 
-class JwksCache:
-    """Apps' registered JWKS: inline documents as stored, URLs fetched with a short timeout and cached."""
+def jwks_policy(allow_private: bool) -> outbound.Policy:
+    """Where a JWKS may be fetched from (apps' URLs, external issuers'): the outbound guard, any port."""
+    return outbound.Policy("JWKS", allow_private=allow_private)
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+
+async def check_jwks_url(url: str, allow_private: bool) -> None:
+    """Raise ValueError unless ``url`` is an acceptable JWKS URL (at registration)."""
+    try:
+        await outbound.check_url(url, jwks_policy(allow_private))
+    except outbound.TargetRefused as exc:
+        raise ValueError(f"the JWKS URL is refused: {exc.message}") from None
+
+
+class JwksCache:
+    """Apps' registered JWKS: inline documents as stored, URLs fetched with a short timeout and cached, through
+    the outbound guard (checked again at each fetch)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, allow_private: bool = False) -> None:
         self._cache: dict[str, tuple[float, KeySet]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._allow_private = allow_private
         self._transport = transport
 
     async def keyset(self, app: Any, *, kid: str) -> KeySet:
@@ -77,20 +93,29 @@ class JwksCache:
             return fetched
 
     async def _fetch(self, url: str) -> KeySet:
-        try:
-            async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, transport=self._transport,
-                                         follow_redirects=False) as http, \
-                    http.stream("GET", url, headers={"Accept": "application/json"}) as resp:
-                if resp.status_code != 200:
-                    raise AssertionError_(f"The app's JWKS URL answered {resp.status_code}")
-                body = b""
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > JWKS_MAX_BYTES:
-                        raise AssertionError_("The app's JWKS document is too large")
-            return _import(orjson.loads(body))
-        except (httpx.HTTPError, ValueError) as exc:
-            raise AssertionError_("The app's JWKS URL could not be read") from exc
+        return await fetch_jwks(url, self._allow_private, self._transport)
+
+
+async def fetch_jwks(url: str, allow_private: bool, transport: httpx.AsyncBaseTransport | None = None) -> KeySet:
+    """The key set at ``url``, through the outbound guard; AssertionError_ if it is refused or unreadable."""
+    try:
+        await check_jwks_url(url, allow_private)
+    except ValueError as exc:
+        raise AssertionError_(str(exc)) from None
+    try:
+        async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, transport=transport or outbound.GuardedTransport(
+                jwks_policy(allow_private)), follow_redirects=False) as http, \
+                http.stream("GET", url, headers={"Accept": "application/json"}) as resp:
+            if resp.status_code != 200:
+                raise AssertionError_(f"The JWKS URL answered {resp.status_code}")
+            body = b""
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise AssertionError_("The JWKS document is too large")
+        return _import(orjson.loads(body))
+    except (httpx.HTTPError, ValueError) as exc:
+        raise AssertionError_("The JWKS URL could not be read") from exc
 
 
 def _import(document: Any) -> KeySet:

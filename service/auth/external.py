@@ -5,15 +5,14 @@ claims the operator named. A token from an issuer that is not configured is refu
 from __future__ import annotations
 
 import time
-from typing import Any
 from uuid import UUID
 
-import httpx
 import orjson
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
+from service.auth.assertions import AssertionError_, fetch_jwks
 from service.auth.principal import Principal
 from service.auth.scopes import ScopeError, parse_scopes
 from service.errors import Unauthenticated
@@ -25,9 +24,10 @@ JWKS_MIN_REFETCH = 10.0
 
 
 class ExternalIssuers:
-    def __init__(self, issuers: list[ExternalIssuer]) -> None:
+    def __init__(self, issuers: list[ExternalIssuer], *, allow_private: bool = False) -> None:
         self.by_issuer = {i.issuer: i for i in issuers}
         self._keys: dict[str, tuple[float, KeySet]] = {}
+        self._allow_private = allow_private  # JWKS_ALLOW_PRIVATE_TARGETS: the outbound guard (service.outbound)
 
     def __contains__(self, issuer: object) -> bool:
         return issuer in self.by_issuer
@@ -75,16 +75,12 @@ class ExternalIssuers:
             return hit[1]
         try:
             if conf.jwks_file:
-                document: Any = orjson.loads(conf.jwks_file.read_bytes())
+                keys = KeySet.import_key_set(orjson.loads(conf.jwks_file.read_bytes()))
             elif conf.jwks_url:
-                async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=False) as http:
-                    resp = await http.get(conf.jwks_url)
-                    resp.raise_for_status()
-                    document = resp.json()
+                keys = await fetch_jwks(conf.jwks_url, self._allow_private)
             else:
                 raise ValueError("no jwks_url or jwks_file")
-            keys = KeySet.import_key_set(document)
-        except (OSError, httpx.HTTPError, JoseError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, AssertionError_, JoseError, KeyError, TypeError, ValueError) as exc:
             if hit:
                 return hit[1]
             raise Unauthenticated("The token's issuer keys could not be loaded") from exc

@@ -37,7 +37,8 @@ TOO_MANY = {"description": "Too many failed authentications from this address (T
 def jwks_cache(request: Request) -> JwksCache:
     cache = getattr(request.app.state, "jwks_cache", None)
     if cache is None:
-        cache = request.app.state.jwks_cache = JwksCache()
+        cache = request.app.state.jwks_cache = JwksCache(
+            allow_private=request.app.state.ctx.settings.jwks_allow_private_targets)
     return cache
 
 

@@ -28,9 +28,13 @@ FHIR_ALIASES: dict[str, tuple[str, ...]] = {
     "Goal": ("Goal",),
     "Observation": ("Measurement", "Strength", "ProtectiveFactor", "Exception"),
     "Flag": ("SafetyAlert",),
+    "QuestionnaireResponse": ("Measurement",),  # PHQ-9 and GAD-7 measurements as SDC responses
+    "Group": ("Client",),  # the organization's caseload
 }
 V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
 CONTEXT_SCOPES = ("offline_access", "launch/patient")
+# Resources a wildcard never reaches: audit access is always named (CONTRACT.md section 2).
+NAMED_ONLY: frozenset[str] = frozenset({"AuditEvent"})
 
 _SCOPE = re.compile(r"^(system|user|patient)/([A-Za-z]+|\*)\.([a-z*]+)$")
 
@@ -48,7 +52,9 @@ class Scope:
     text: str
 
     def allows(self, resource: str, perm: str) -> bool:
-        return perm in self.perms and ("*" in self.resources or resource in self.resources)
+        if perm not in self.perms:
+            return False
+        return resource in self.resources or ("*" in self.resources and resource not in NAMED_ONLY)
 
 
 @lru_cache(maxsize=4096)  # Scope is immutable; every request checks its route's scope, every token grant several
@@ -131,10 +137,10 @@ def grant(requested: str | None, allowed: str) -> str:
             asked_as = want.text.rsplit(".", 1)[1]
             if V1_PERMS.get(asked_as) == perms:
                 perms = asked_as  # SMART: v1 scopes asked, v1 scopes returned
-            if "*" in have.resources or ("*" not in want.resources and want.resources <= have.resources):
+            if "*" in want.resources:
+                names = ["*"] if "*" in have.resources else sorted(have.resources - NAMED_ONLY)
+            elif want.resources <= have.resources or ("*" in have.resources and not want.resources & NAMED_ONLY):
                 names = [want.name]
-            elif "*" in want.resources:
-                names = sorted(have.resources)
             else:
                 names = sorted(want.resources & have.resources)
             granted.extend(f"{want.context}/{name}.{perms}" for name in names)

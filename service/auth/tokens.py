@@ -154,7 +154,7 @@ class TokenService:
         self.keys = keys
         self.settings = settings
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
-        self.external = ExternalIssuers(settings.external_issuers)
+        self.external = ExternalIssuers(settings.external_issuers, allow_private=settings.jwks_allow_private_targets)
 
     def issue(self, *, org_id: UUID, client_id: str, scope: str, patient_id: UUID | None,
               grant_id: UUID | None = None) -> tuple[str, int]:

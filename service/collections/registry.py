@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, FromClause, Label, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -52,8 +52,24 @@ class RuleContext:
         return rows[0] if rows else None
 
 
+@dataclass
+class Written:
+    """One record a write path has just stored, for the collection's ``after_write``."""
+
+    record: dict[str, Any]  # as serialized (the response); after_write may add output fields to it
+    before: dict[str, Any] | None = None  # the stored columns before an update; None for a new record
+
+
 Rule = Callable[[RuleContext], Awaitable[None]]
-AfterWrite = Callable[[AsyncConnection, Principal, dict[str, Any], str], Awaitable[dict[str, Any]]]
+# Runs in the write's transaction after the records are stored and their changes recorded: every write path
+# (create, update, upsert, batch, bulk import) calls it, with all the records it wrote at once.
+AfterWrite = Callable[[AsyncConnection, Principal, Sequence[Written]], Awaitable[None]]
+# An output field computed in SQL over the collection's table, or over anything with its columns (a subquery,
+# the CTE of a write): e.g. a correlated subquery, ``.correlate(table)``.
+Computed = Callable[[FromClause], ColumnElement[Any]]
+# A list order before the id: ascending SQL keys over the table, on fields that never change (the cursor is the
+# last row's id, whose keys are looked up again for the next page).
+Order = Callable[[FromClause], Sequence[ColumnElement[Any]]]
 
 
 @dataclass
@@ -73,15 +89,29 @@ class Collection:
     ext_field: str = "external_ids"  # the API name of the external identifiers ("identifiers" for clients)
     deletable: bool = True
     client_owned: bool = True
+    identity: bool = False  # its records are the patients: patient tokens neither create them nor change identifiers
+    natural_key: tuple[str, ...] = ()  # columns that name a record for sync instead of ext_field (measurements)
     to_out: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection output tweaks
     to_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection input tweaks
     after_write: AfterWrite | None = None  # e.g. measurements open safety alerts
+    computed: dict[str, Computed] = field(default_factory=dict)  # output field -> SQL, selected by every read
+    immutable: tuple[str, ...] = ()  # fields a write may repeat but never change (422 immutable_field)
+    order: Order | None = None  # the list order (default: by id)
     description: str = ""
 
     @property
     def key(self) -> str:
         """The snake_case name, used for ?include= keys and history paths."""
         return self.name.replace("-", "_")
+
+    def computed_columns(self, table: FromClause | None = None) -> list[Label[Any]]:
+        """The computed fields as labelled SQL expressions over ``table`` (default: the collection's)."""
+        return [expr(self.table if table is None else table).label(name) for name, expr in self.computed.items()]
+
+    def list_keys(self, table: FromClause | None = None) -> list[ColumnElement[Any]]:
+        """The list order's keys over ``table`` (default: the collection's; or an alias of it), the id last."""
+        source = self.table if table is None else table
+        return [*(self.order(source) if self.order else ()), source.c.id]
 
     @cached_property
     def out_fields(self) -> frozenset[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fastapi import Query
-from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import cursors
@@ -16,6 +16,9 @@ from service.collections.types import storable
 from service.db import driver
 from service.errors import ValidationFailed
 
+if TYPE_CHECKING:
+    from service.collections.registry import Collection
+
 
 def readable(table: Table, who: Principal, *, client_column: str = "client_id") -> Select[Any]:
     stmt = select(table).where(table.c.org_id == who.org_id)
@@ -23,6 +26,23 @@ def readable(table: Table, who: Principal, *, client_column: str = "client_id") 
         column = table.c.id if table.name == "clients" else table.c[client_column]
         stmt = stmt.where(column == who.patient_id)
     return stmt
+
+
+def readable_record(coll: Collection, who: Principal) -> Select[Any]:
+    """``readable()`` of the collection's table with its computed fields: what every read of records selects."""
+    return readable(coll.table, who).add_columns(*coll.computed_columns())
+
+
+def after_row(coll: Collection, who: Principal, after_id: Any) -> ColumnElement[bool]:
+    """The rows that come after the row ``after_id`` (a cursor's) in the collection's list order: by id, or by
+    its declared keys, looked up for that row in the same statement (a row the caller cannot see, or none,
+    comes before nothing: an empty page)."""
+    table = coll.table
+    if coll.order is None:
+        return table.c.id > after_id
+    prev = table.alias("after_row")
+    position = select(*coll.list_keys(prev)).where(prev.c.org_id == who.org_id, prev.c.id == after_id)
+    return tuple_(*coll.list_keys()) > position.scalar_subquery()
 
 
 def param(name: str) -> Any:

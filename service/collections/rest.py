@@ -25,7 +25,7 @@ from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp
-from service.db import set_tenant
+from service.db import tenant_transaction
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
 
@@ -35,8 +35,8 @@ async def unit_of_work(
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
-    async with request.app.state.ctx.engine.begin() as conn:
-        await set_tenant(conn, who.org_id, who.patient_id, request.app.state.ctx.tokens.revocation_key(who))
+    ctx = request.app.state.ctx
+    async with tenant_transaction(ctx.engine, who.org_id, who.patient_id, ctx.tokens.revocation_key(who)) as conn:
         yield conn
         await audit.flush(conn, who)  # the request's audit row commits with its writes
 

@@ -11,23 +11,26 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import ARRAY, Row, Select, Uuid, any_, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import ARRAY, Row, Select, Uuid, any_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import audit
 from service.auth.principal import Principal
+from service.collections import identifiers
+from service.collections.declared import check_immutable, returning, snapshot
 from service.collections.records import record_change
-from service.collections.registry import REGISTRY, Collection, RuleContext
+from service.collections.registry import REGISTRY, Collection, RuleContext, Written
 from service.collections.repository import (
     CompiledRead,
+    after_row,
     decode_cursor,
     encode_cursor,
     fetch_page,
     param,
     parse_identifier,
     readable,
+    readable_record,
 )
 from service.collections.types import uuid7
 from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
@@ -41,6 +44,7 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
     data = dict(row._mapping) if isinstance(row, Row) else dict(row)  # a Row, an asyncpg Record or a mapping
     deleted_at = data.pop("deleted_at", None)
     data.pop("org_id", None)
+    data.pop("compartment", None)  # where its identifier lives (service.collections.identifiers): internal
     external_ids = data.pop("external_ids", None)
     if coll.ext_field in coll.out_fields:  # measurements have a single (source, external_id) instead
         data[coll.ext_field] = external_ids or []
@@ -77,16 +81,17 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
 
 @cache
 def _by_id(coll_name: str) -> CompiledRead:
-    table = REGISTRY[coll_name].table
-    return CompiledRead(lambda who: readable(table, who).where(table.c.id == param("record_id")))
+    coll = REGISTRY[coll_name]
+    return CompiledRead(lambda who: readable_record(coll, who).where(coll.table.c.id == param("record_id")))
 
 
 @cache
 def _children_of(child_name: str, fk: str) -> CompiledRead:
-    table = REGISTRY[child_name].table
-    return CompiledRead(lambda who: readable(table, who)
+    child = REGISTRY[child_name]
+    table = child.table
+    return CompiledRead(lambda who: readable_record(child, who)
                         .where(table.c[fk] == param("parent_id"), table.c.deleted_at.is_(None))
-                        .order_by(table.c.id).limit(MAX_INCLUDE))
+                        .order_by(*child.list_keys()).limit(MAX_INCLUDE))
 
 
 async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def list_statement(
     who: Principal, coll: Collection, *, filters: dict[str, Any], cursor: str | None
 ) -> Select[Any]:
     table = coll.table
-    stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+    stmt = readable_record(coll, who).where(table.c.deleted_at.is_(None))
     for name, value in filters.items():
         if value is None:
             continue
@@ -123,6 +128,9 @@ def list_statement(
             stmt = stmt.where(table.c.updated_at >= value)
         elif name == "external_id":
             system, ident = parse_identifier(value, "identifier" if coll.name == "clients" else "external_id")
+            if coll.natural_key:  # measurements: source|external_id
+                stmt = stmt.where(*(table.c[k] == v for k, v in zip(coll.natural_key, (system, ident), strict=True)))
+                continue
             ext = ExternalId.__table__
             stmt = stmt.where(
                 table.c.id.in_(
@@ -135,8 +143,8 @@ def list_statement(
         else:
             stmt = stmt.where(table.c[name] == value)
     if cursor:
-        stmt = stmt.where(table.c.id > decode_cursor(cursor))
-    return stmt.order_by(table.c.id)
+        stmt = stmt.where(after_row(coll, who, decode_cursor(cursor)))
+    return stmt.order_by(*coll.list_keys())
 
 
 async def list_page(
@@ -267,43 +275,12 @@ async def apply_rules(
     return ctx
 
 
-async def _write_external_ids(
-    conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, client_id: UUID | None,
-    ids: list[dict[str, str]], *, replace: bool,
-) -> None:
-    ext = ExternalId.__table__
-    if replace:
-        await conn.execute(
-            ext.delete().where(ext.c.org_id == who.org_id, ext.c.collection == coll.name, ext.c.record_id == record_id)
-        )
-    for i, ident in enumerate(ids):
-        inserted = (await conn.execute(_ext_insert(who, coll, record_id, client_id, ident))).first()
-        if inserted is None:
-            raise Conflict(
-                f"The identifier {ident['system']}|{ident['value']} already names another {coll.type_name}",
-                errors=[field_error(f"{coll.ext_field}.{i}", "identifier already in use", "identifier_in_use")],
-            )
-
-
-def _ext_insert(who: Principal, coll: Collection, record_id: UUID, client_id: UUID | None,
-                ident: dict[str, str]) -> Any:
-    ext = ExternalId.__table__
-    stmt = pg_insert(ext).values(
-        org_id=who.org_id, collection=coll.name, system=ident["system"], value=ident["value"],
-        record_id=record_id, client_id=client_id,
-    )
-    # Re-asserting an identifier this record already holds is fine; another record's is a conflict.
-    return stmt.on_conflict_do_update(
-        index_elements=["org_id", "collection", "system", "value"],
-        set_={"record_id": stmt.excluded.record_id},
-        where=ext.c.record_id == stmt.excluded.record_id,
-    ).returning(ext.c.record_id)
-
-
 def new_row(who: Principal, coll: Collection, payload: dict[str, Any], ctx: RuleContext, new_id: UUID) -> dict:
     """The column values of a new record from its validated body and what its rules derived."""
     values = {**_row_values(coll, payload), **ctx.extra}
     values.update(org_id=who.org_id, id=new_id, external_ids=payload.get(coll.ext_field) or [])
+    if coll.natural_key:
+        values["compartment"] = identifiers.compartment(who)
     return values
 
 
@@ -319,6 +296,7 @@ async def create(
     conn: AsyncConnection, who: Principal, coll: Collection, body: BaseModel, *, record_id: UUID | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    identifiers.check_identity_create(who, coll)
     payload = body.model_dump()
     if extra:
         payload.update(extra)
@@ -326,18 +304,25 @@ async def create(
     ext_ids = payload.get(coll.ext_field) or []
     new_id = record_id or uuid7()
     values = new_row(who, coll, payload, ctx, new_id)
+    if await identifiers.natural_key_holder(conn, who, coll, values) is not None:
+        raise _natural_key_taken(coll)
     try:
-        row = (await conn.execute(insert(coll.table).values(**values).returning(*coll.table.c))).one()
-    except IntegrityError as exc:  # a unique index of the collection's own (e.g. source+external_id)
-        raise Conflict(f"The {coll.type_name.replace('_', ' ')} conflicts with an existing one") from exc
+        row = (await conn.execute(returning(coll, insert(coll.table).values(**values)))).one()
+    except IntegrityError as exc:  # a unique index of the collection's own (its natural key)
+        raise _natural_key_taken(coll) from exc
     if ext_ids:
-        client_id = new_id if coll.name == "clients" else payload.get("client_id")
-        await _write_external_ids(conn, who, coll, new_id, client_id, ext_ids, replace=False)
+        client_id = new_id if coll.identity else payload.get("client_id")
+        await identifiers.write_external_ids(conn, who, coll, new_id, client_id, ext_ids, replace=False)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "created")
+    await record_change(conn, who, coll.name, snapshot(coll, out), "created")
     if coll.after_write:
-        out = await coll.after_write(conn, who, out, "created")
+        await coll.after_write(conn, who, [Written(out)])
     return out
+
+
+def _natural_key_taken(coll: Collection) -> Conflict:
+    names = " and ".join(coll.natural_key) or "identifiers"
+    return Conflict(f"The {coll.type_name.replace('_', ' ')}'s {names} already name another one")
 
 
 def check_if_match(if_match: str | None, version: int) -> None:
@@ -365,29 +350,47 @@ async def apply_update(
     current = dict(current_row._mapping)
     if coll.client_owned and "client_id" in changes and changes["client_id"] != current["client_id"]:
         raise ValidationFailed.on("client_id", "A record cannot move to another client", "client_id_immutable")
+    check_immutable(coll, current, changes)
+    changes = {k: v for k, v in changes.items() if not (v is None and k in coll.immutable)}  # null: as stored
     ext_ids = changes.pop(coll.ext_field, None)
+    identifiers.check_identity_update(who, coll, current, ext_ids)
     merged = {**current, **_row_values(coll, changes)}
     ctx = await _validate(conn, who, coll, merged, current, set(changes))
     values = {**_row_values(coll, changes), **ctx.extra}
     values.pop("client_id", None)
     if ext_ids is not None:
         values["external_ids"] = ext_ids
+    await _rekey(conn, who, coll, current, values)
     table = coll.table
     stmt = (
         update(table)
         .where(table.c.org_id == who.org_id, table.c.id == current["id"])
         .values(**values, version=table.c.version + 1, updated_at=func.now())
-        .returning(*table.c)
     )
-    row = (await conn.execute(stmt)).one()
+    try:
+        row = (await conn.execute(returning(coll, stmt))).one()
+    except IntegrityError as exc:  # the new natural key is another record's (in the same compartment)
+        raise _natural_key_taken(coll) from exc
     if ext_ids is not None:
-        client_id = row.id if coll.name == "clients" else row.client_id
-        await _write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)
+        client_id = row.id if coll.identity else row.client_id
+        await identifiers.write_external_ids(conn, who, coll, row.id, client_id, ext_ids, replace=True)
     out = serialize(coll, row)
-    await record_change(conn, who, coll.name, {**out, "deleted_at": None}, "updated")
+    await record_change(conn, who, coll.name, snapshot(coll, out), "updated")
     if coll.after_write:
-        out = await coll.after_write(conn, who, out, "updated")
+        await coll.after_write(conn, who, [Written(out, current)])
     return out
+
+
+async def _rekey(conn: AsyncConnection, who: Principal, coll: Collection, current: dict[str, Any],
+                 values: dict[str, Any]) -> None:
+    """A changed natural key moves to the writer's compartment (service.collections.identifiers) and must not
+    name another record there or where the client's records see it."""
+    if not any(name in values and values[name] != current.get(name) for name in coll.natural_key):
+        return
+    values["compartment"] = identifiers.compartment(who)
+    merged = {**current, **values}
+    if await identifiers.natural_key_holder(conn, who, coll, merged, current["id"]) is not None:
+        raise _natural_key_taken(coll)
 
 
 async def delete(
@@ -409,17 +412,6 @@ async def delete(
 
 # ---------------------------------------------------------------- sync by external identifier
 
-_CLAIM = text(
-    "INSERT INTO external_ids (org_id, collection, system, value, record_id, client_id) "
-    "VALUES (:org, :collection, :system, :value, :record_id, :client_id) "
-    "ON CONFLICT DO NOTHING RETURNING record_id"
-)
-_OWNER = text(
-    "SELECT record_id FROM external_ids WHERE org_id = :org AND collection = :collection AND system = :system "
-    "AND value = :value"
-)
-
-
 async def upsert(
     conn: AsyncConnection, who: Principal, coll: Collection, system: str, value: str, body: BaseModel,
     if_match: str | None,
@@ -429,47 +421,55 @@ async def upsert(
     Exactly one record is ever created for an identifier, however many PUTs race: the identifier is
     claimed by inserting it into a unique index first; a concurrent PUT waits on that index entry and
     then updates the record the winner created. A retired identifier (its record deleted) answers 410.
+    Which record an identifier names, and where a new one's lives: service.collections.identifiers.
     """
     payload = body.model_dump()
-    if coll.name == "measurements":
-        return await _upsert_measurement(conn, who, coll, system, value, payload, if_match)
+    if coll.natural_key:
+        return await _upsert_by_natural_key(conn, who, coll, system, value, payload, if_match)
     ident = {"system": system, "value": value}
     ext_ids = payload.get(coll.ext_field) or []
     if ident not in ext_ids:
         payload[coll.ext_field] = [*ext_ids, ident]
-    new_id = uuid7()
-    claim = {"org": who.org_id, "collection": coll.name, "system": system, "value": value, "record_id": new_id,
-             "client_id": new_id if coll.name == "clients" else payload.get("client_id")}
-    claimed = (await conn.execute(_CLAIM, claim)).first()
-    if claimed is not None:
-        if if_match not in (None, "*"):
-            raise PreconditionFailed("No record has this identifier yet")
-        try:  # the identifier joins the body's own: it may make the list too long or hold too long a value
-            body = coll.create.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ValidationFailed.on(coll.ext_field, f"With the identifier from the query: {first['msg']}",
-                                      "invalid_identifier") from None
-        return await create(conn, who, coll, body, record_id=new_id), True
-    record_id = (await conn.execute(_OWNER, claim)).scalar_one()
-    current = await fetch(conn, who, coll, record_id, for_update=True)
+    client = None if coll.identity else payload.get("client_id")
+    if client is not None and who.patient_id is not None:
+        await _check_client(conn, who, client)  # before the claim, which names the client
+    record_id = await identifiers.lookup(conn, who, coll, client, system, value)
+    if record_id is None:
+        identifiers.check_identity_create(who, coll)
+        new_id = uuid7()
+        if await identifiers.claim(conn, who, coll, new_id, new_id if coll.identity else client, system, value,
+                                   only_new=True):
+            if if_match not in (None, "*"):
+                raise PreconditionFailed("No record has this identifier yet")
+            return await create(conn, who, coll, _with_identifier(coll, payload), record_id=new_id), True
+        record_id = await identifiers.lookup(conn, who, coll, client, system, value)  # a concurrent PUT's
+    current = await fetch(conn, who, coll, record_id, for_update=True)  # type: ignore[arg-type]
     check_if_match(if_match, current.version)
     return await apply_update(conn, who, coll, current, payload), False
 
 
-async def _upsert_measurement(
-    conn: AsyncConnection, who: Principal, coll: Collection, source: str, external_id: str,
+def _with_identifier(coll: Collection, payload: dict[str, Any]) -> BaseModel:
+    try:  # the identifier joins the body's own: it may make the list too long or hold too long a value
+        return coll.create.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValidationFailed.on(coll.ext_field, f"With the identifier from the query: {first['msg']}",
+                                  "invalid_identifier") from None
+
+
+async def _upsert_by_natural_key(
+    conn: AsyncConnection, who: Principal, coll: Collection, system: str, value: str,
     payload: dict[str, Any], if_match: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """Measurements are named by (source, external_id), which their own unique index keeps unique."""
-    payload.update(source=source, external_id=external_id)
-    table = coll.table
-    find = readable(table, who).where(table.c.source == source, table.c.external_id == external_id)
+    key = dict(zip(coll.natural_key, (system, value), strict=True))
+    payload.update(key)
+    find = identifiers.natural_key_statement(who, coll, payload.get("client_id"), key)
     for _attempt in range(2):
         row = (await conn.execute(find.with_for_update())).first()
         if row is not None:
             if row.deleted_at is not None:
-                raise Gone(f"The measurement {source}|{external_id} was deleted")
+                raise Gone(f"The {coll.type_name.replace('_', ' ')} {system}|{value} was deleted")
             check_if_match(if_match, row.version)
             return await apply_update(conn, who, coll, row, payload), False
         if if_match not in (None, "*"):
@@ -479,4 +479,4 @@ async def _upsert_measurement(
                 return await create(conn, who, coll, coll.create.model_validate(payload)), True
         except Conflict:
             continue  # a concurrent PUT created it first: update that one
-    raise Conflict("The measurement is being written concurrently; retry")
+    raise Conflict(f"The {coll.type_name.replace('_', ' ')} is being written concurrently; retry")

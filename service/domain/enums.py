@@ -132,3 +132,17 @@ class AlertStatus(StrEnum):
     open = "open"
     acknowledged = "acknowledged"
     resolved = "resolved"
+
+
+class AlertSeverity(StrEnum):
+    """How soon a clinician must look: ``urgent`` for PHQ-9 item 9 at 2 or more, ``high`` otherwise."""
+
+    urgent = "urgent"
+    high = "high"
+
+
+class TriggerKind(StrEnum):
+    """What in a measurement opened an alert."""
+
+    item9 = "item9"
+    severe_total = "severe_total"

@@ -26,18 +26,23 @@ from service.domain.enums import Comparator, GoalAchievement, GoalLifecycle, Mil
 from service.errors import RuleViolation
 from service.models import Goal, Milestone
 
-IsoDuration = Annotated[str, Field(pattern=r"^P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?$", min_length=3, max_length=20,
-                                   description="ISO 8601 duration, e.g. P1W")]
+# At most four digits per unit (P9999Y at most), so that every accepted duration is a PostgreSQL interval.
+IsoDuration = Annotated[str, Field(pattern=r"^P([0-9]{1,4}Y)?([0-9]{1,4}M)?([0-9]{1,4}W)?([0-9]{1,4}D)?$",
+                                   min_length=3, max_length=20, description="ISO 8601 duration, e.g. P1W")]
 
 
 class GoalTarget(Strict):
-    """A behavioural target: e.g. marker >= 3 per P1W, held for P4W."""
+    """A behavioural target: e.g. marker >= 3 per P1W, held for P4W (progress evaluates it as ``target_met``:
+    docs/progress.md)."""
 
-    marker_id: UUID | None = None
+    marker_id: UUID | None = Field(default=None, description="The marker the target is read on (default: the "
+                                                              "goal's only marker)")
     comparator: Comparator
     value: Finite
-    period: IsoDuration | None = Field(default=None, description="The period the value is counted over")
-    duration: IsoDuration | None = Field(default=None, description="How long the target must hold")
+    period: IsoDuration | None = Field(default=None, description="The period each reading of the marker counts "
+                                                                 "over (P1W: a weekly count)")
+    duration: IsoDuration | None = Field(default=None, description="How long the target must hold: its readings "
+                                                                   "meet it without a break for this long")
 
 
 class GoalIn(Strict):

@@ -15,22 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service import metrics
 from service.auth.principal import Principal
 from service.auth.rest import needs
+from service.collections import identifiers
 from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
+from service.collections.registry import Written
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
 from service.collections.types import Out, Strict, uuid7s
 from service.db import driver
 from service.domain.clients import clients
-from service.domain.outcomes import (
-    a_out,
-    measurement_to_out,
-    measurement_to_row,
-    measurements,
-    open_alert_for,
-    outcome_markers,
-    risk_reasons,
-)
+from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
+from service.domain.safety import measurement_after_write
 from service.errors import DomainError
 from service.http import NO_STORE, JSONOut, StrictRoute, dumps
 from service.problems import validation_problem
@@ -64,17 +59,19 @@ class BatchOut(Out):
 # it returns are the values the database set, the rest of each record is what was inserted.
 _INSERT = """
 INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
-                          external_id, note)
+                          external_id, note, compartment)
 SELECT $1, t.id, t.client_id, t.marker_id, t.value, t.items, t.observed_at, t.observed_offset, t.source,
-       t.external_id, t.note
+       t.external_id, t.note, $3
 FROM json_to_recordset($2::json)
      AS t(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[], observed_at timestamptz,
           observed_offset smallint, source text, external_id text, note text)
-ON CONFLICT (org_id, source, external_id) WHERE external_id IS NOT NULL DO NOTHING
+ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING id, created_at, updated_at, version
 """
+# The records that took an item's (source, external_id) first: in the writer's compartment (a patient token's
+# own; service.collections.identifiers), so a duplicate is only ever one the writer may see.
 _EXISTING = text(
-    "SELECT id, source, external_id FROM measurements WHERE org_id = :org "
+    "SELECT id, source, external_id FROM measurements WHERE org_id = :org AND compartment = :compartment "
     "AND (source, external_id) IN (SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:exts AS text[])))"
 )
 
@@ -85,8 +82,8 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
 
 
 _ITEMS = TypeAdapter(list[measurements.create])
-# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker,
-# risk_reasons). Not the jsonb external ids nor the timestamps, which cost a decode per row.
+# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker).
+# Not the jsonb external ids nor the timestamps, which cost a decode per row.
 _MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
 
 
@@ -138,6 +135,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             first_of[key] = i  # type: ignore[index]
         rows.append((i, values))
 
+    rows = await _held_elsewhere(conn, who, rows, results)
     stamps = {r["id"]: r for r in await _insert(conn, who, [v for _, v in rows])}
     created: list[dict[str, Any]] = []
     missing: list[tuple[int, tuple[Any, Any]]] = []
@@ -151,22 +149,40 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             missing.append((i, (values["source"], values["external_id"])))
     if missing:
         existing = {(r.source, r.external_id): r.id for r in (await conn.execute(_EXISTING, {
-            "org": who.org_id, "sources": [k[0] for _, k in missing], "exts": [k[1] for _, k in missing]})).all()}
+            "org": who.org_id, "compartment": identifiers.compartment(who),
+            "sources": [k[0] for _, k in missing], "exts": [k[1] for _, k in missing]})).all()}
         for i, key in missing:
             results[i] = {"index": i, "status": "duplicate", "id": existing.get(key)}
     for i, first in duplicates_in_batch.items():
         results[i] = {"index": i, "status": "duplicate", "id": (results[first] or {}).get("id")}
 
     await record_changes(conn, who, measurements.name, [{**r, "deleted_at": None} for r in created], "created")
+    await measurement_after_write(conn, who, [Written(r) for r in created])  # the safety rules, for the batch
     for result in results:
         if result and result["status"] == "created":
             record = result.pop("record")
-            marker = markers[record["marker_id"]]
-            reasons = risk_reasons(marker, record.get("items"), record["value"])
-            if reasons:
-                result["safety_alert"] = await open_alert_for(conn, who, record, reasons)
+            if record["safety_alert"] is not None:
+                result["safety_alert"] = record["safety_alert"]
     metrics.count_ingest(results)
     return [r for r in results if r is not None]
+
+
+async def _held_elsewhere(conn: AsyncConnection, who: Principal, rows: list[tuple[int, dict[str, Any]]],
+                          results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
+    """The rows to insert: those whose (source, external_id) another compartment's record holds for the same
+    client are duplicates of it (``identifiers.held_elsewhere``; the INSERT's unique index sees the writer's)."""
+    keyed = [(v["client_id"], v["source"], v["external_id"]) for _, v in rows if v.get("external_id") is not None]
+    held = await identifiers.held_elsewhere(conn, who, measurements, keyed)
+    if not held:
+        return rows
+    kept = []
+    for i, values in rows:
+        found = held.get((values["client_id"], values.get("source"), values.get("external_id")))
+        if found is None:
+            kept.append((i, values))
+        else:
+            results[i] = {"index": i, "status": "duplicate", "id": found}
+    return kept
 
 
 _STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "observed_offset", "source",
@@ -190,7 +206,8 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
         return []
     for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
         row["id"] = new_id
-    return await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode())  # type: ignore[no-any-return]
+    fetched = await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode(), identifiers.compartment(who))
+    return fetched  # type: ignore[no-any-return]
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]

@@ -23,12 +23,26 @@ reliable when |RCI| > 1.96. Each instrument carries the SD and reliability r it 
   1.96 * S_diff = 3.9, i.e. the IAPT reliable-change threshold of 4 points.
 Clinically significant change uses the caseness cut-off (criterion c is not used: Jacobson & Truax's
 normative means are not in the reference): PHQ-9 >= 10, GAD-7 >= 8 (IAPT manual, as above).
+
+The verdicts (CONTRACT.md section 4) use the whole-score thresholds of NHS Talking Therapies, not the RCI:
+a change is reliable when it is at least ``reliable_change`` points (PHQ-9 6, GAD-7 4), so PHQ-9 14 -> 8 is a
+reliable improvement although its RCI is 1.93 (the Jacobson-Truax 1.96 * S_diff is 6.10 and would need 7). The
+RCI is reported beside the verdict for information. Reliable recovery (Gyani et al. 2013): a reliable improvement
+from at or above caseness to below it.
+
+The severity bands are the instruments' published bands (PHQ-9 Kroenke 2001: 0-4 minimal, 5-9 mild, 10-14
+moderate, 15-19 moderately severe, 20-27 severe; GAD-7 Spitzer 2006: 0-4, 5-9, 10-14, 15-21). ``band_sql`` turns
+them into the SQL expression every statement uses, so the registry stays their one source.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, literal_column, null
+from sqlalchemy.dialects import postgresql
 
 
 @dataclass(frozen=True)
@@ -40,12 +54,19 @@ class Band:
 
 @dataclass(frozen=True)
 class RiskRule:
-    """Opens a safety alert: an item above a value, or a total at or above a value."""
+    """Opens a safety alert: an item above a value, or a total at or above a value.
+
+    Rules are listed in precedence order: when several fire, the first names the alert's ``kind`` (CONTRACT.md
+    section 3: item 9 before a severe total). The severity is ``urgent`` when the item reaches ``urgent_from``,
+    else ``high``.
+    """
 
     reason: str
+    kind: str  # TriggerKind
     item: int | None = None  # 1-based item number
     item_above: int = 0
     total_at_least: int | None = None
+    urgent_from: int | None = None  # the item value from which the alert is urgent
 
     def fires(self, items: list[int] | None, total: float) -> bool:
         if self.item is not None:
@@ -57,6 +78,7 @@ class RiskRule:
 class InstrumentDef:
     key: str
     name: str
+    display_name: str  # what a chart or a note calls it ("PHQ-9 depression score")
     panel_loinc: str
     total_loinc: str
     item_loincs: tuple[str, ...]
@@ -90,6 +112,10 @@ class InstrumentDef:
                 return band.label
         return "unknown"
 
+    def is_case(self, total: float) -> bool:
+        """At or above the caseness cut-off."""
+        return total >= self.caseness
+
     @property
     def s_diff(self) -> float:
         """The standard error of the difference between two scores (Jacobson & Truax)."""
@@ -103,6 +129,7 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
     "phq9": InstrumentDef(
         key="phq9",
         name="PHQ-9",
+        display_name="PHQ-9 depression score",
         panel_loinc="44249-1",
         total_loinc="44261-6",
         item_loincs=("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
@@ -119,13 +146,15 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         citation="r: Kroenke et al., J Gen Intern Med 2001;16:606 (test-retest 0.84); SD 5.5: clinical SD as in "
                  "interop.md 1.5 (reproduces the IAPT threshold of 6); caseness 10: IAPT manual",
         risk=(
-            RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", item=9),
-            RiskRule("PHQ-9 total in the severe band (20 or more)", total_at_least=20),
+            RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", kind="item9",
+                     item=9, urgent_from=2),
+            RiskRule("PHQ-9 total in the severe band (20 or more)", kind="severe_total", total_at_least=20),
         ),
     ),
     "gad7": InstrumentDef(
         key="gad7",
         name="GAD-7",
+        display_name="GAD-7 anxiety score",
         panel_loinc="69737-5",
         total_loinc="70274-6",
         item_loincs=("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"),
@@ -139,6 +168,25 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         reliability=0.83,
         citation="r: Spitzer et al., Arch Intern Med 2006;166:1092 (test-retest ICC 0.83); SD 3.41: Löwe et al., "
                  "Med Care 2008;46:266; caseness 8: IAPT manual",
-        risk=(RiskRule("GAD-7 total in the severe band (15 or more)", total_at_least=15),),
+        risk=(RiskRule("GAD-7 total in the severe band (15 or more): symptom severity for clinician review, not a "
+                       "risk statement", kind="severe_total", total_at_least=15),),
     ),
 }
+
+
+def band_case(instrument: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The severity band of ``value`` for the instrument ``instrument`` names, as a SQL CASE built from the
+    registry (null for a marker that is not an instrument, or a value outside every band). Keys, bounds and
+    labels are the registry's constants, rendered inline (no parameters)."""
+    return case(*(
+        (and_(instrument == literal_column(f"'{spec.key}'"),
+              value.between(literal_column(str(band.low)), literal_column(str(band.high)))),
+         literal_column(f"'{band.label}'"))
+        for spec in INSTRUMENTS.values() for band in spec.bands
+    ), else_=null())
+
+
+def band_sql(instrument: str, value: str) -> str:
+    """``band_case`` as SQL text, over two SQL expressions (for the hand-written progress statements)."""
+    expr = band_case(literal_column(instrument), literal_column(value))
+    return f"({expr.compile(dialect=postgresql.dialect())})"

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import Field
-from sqlalchemy.ext.asyncio import AsyncConnection
+from pydantic import Field, create_model
+from sqlalchemy import ColumnElement, FromClause, Uuid, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, array_agg
 
-from service import metrics
-from service.auth.principal import Principal
-from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, register
 from service.collections.schemas import schemas
 from service.collections.types import (
@@ -25,8 +23,9 @@ from service.collections.types import (
     Text,
     Timestamp,
 )
-from service.domain.enums import AlertStatus, Direction, Instrument, MarkerKind
-from service.domain.instruments import INSTRUMENTS
+from service.domain.enums import AlertSeverity, AlertStatus, Direction, Instrument, MarkerKind, TriggerKind
+from service.domain.instruments import INSTRUMENTS, band_case
+from service.domain.safety import alert_raised_by_hand, alert_status_moves, measurement_after_write, severity_rank
 from service.errors import RuleViolation, ValidationFailed, field_error
 from service.models import Measurement, OutcomeMarker, SafetyAlert
 
@@ -41,6 +40,12 @@ class OutcomeMarkerIn(Strict):
     min: Finite | None = None
     max: Finite | None = None
     direction: Direction = Direction.higher_is_better
+    min_change: Finite | None = Field(
+        default=None, gt=0,
+        description="The smallest change that matters (in the marker's unit): progress calls a goal off track when "
+                    "it has not improved by this much in 4 weeks. Instruments: their reliable-change threshold "
+                    "(PHQ-9 6, GAD-7 4), set by the service; others: a tenth of max - min when not given",
+    )
     goal_id: UUID | None = None
     external_ids: ExternalIds = Field(default_factory=list)
 
@@ -57,12 +62,31 @@ class MeasurementIn(Strict):
     note: Text | None = None
 
 
+class AlertTrigger(Strict):
+    """What in a measurement opened the alert; set by the service, never changed."""
+
+    kind: TriggerKind
+    instrument: Instrument
+    item9: SmallInt | None = Field(default=None, description="PHQ-9 item 9 (0-3); null for other instruments")
+    total: SmallInt
+    band: ShortText = Field(description="The total's severity band")
+
+
 class SafetyAlertIn(Strict):
+    """A safety alert a clinician raises by hand (the service opens those of measurements itself)."""
+
     client_id: UUID
-    reason: RequiredText
-    measurement_id: UUID | None = None
-    status: AlertStatus = AlertStatus.open
+    reason: RequiredText = Field(description="What was observed; never changes")
+    measurement_id: UUID | None = Field(default=None, description="The measurement it concerns, if any")
+    severity: AlertSeverity | None = Field(
+        default=None, description="urgent or high; default high, and on a measurement never below its trigger's")
+    observed_at: Timestamp | None = Field(
+        default=None, description="When the risk was observed: default now; on a measurement, the measurement's")
     external_ids: ExternalIds = Field(default_factory=list)
+
+
+IMMUTABLE: dict[str, Any] = {"reason": RequiredText, "trigger": AlertTrigger, "severity": AlertSeverity,
+                             "measurement_id": UUID, "observed_at": Timestamp}
 
 
 # ---------------------------------------------------------------- rules
@@ -76,10 +100,14 @@ async def marker_kind_matches_instrument(ctx: RuleContext) -> None:
         raise RuleViolation("kind", "A marker with an instrument has kind 'instrument'", "instrument_kind_mismatch")
     if instrument:
         spec = INSTRUMENTS[str(instrument)]
+        sent = ctx.data.get("min_change")
+        if sent is not None and sent != spec.reliable_change and ctx.changed("min_change"):
+            raise RuleViolation("min_change", f"A {spec.name} marker's minimal change is its reliable-change "
+                                f"threshold, {spec.reliable_change:g} points", "min_change_fixed")
         defaults = {"min": 0.0, "max": float(spec.max_total), "unit": spec.unit, "code": spec.total_loinc,
-                    "direction": spec.direction}
+                    "direction": spec.direction, "min_change": float(spec.reliable_change)}
         for name, value in defaults.items():
-            if ctx.data.get(name) is None or name in ("min", "max", "direction"):
+            if ctx.data.get(name) is None or name in ("min", "max", "direction", "min_change"):
                 ctx.extra[name] = value
                 ctx.data[name] = value
     low, high = ctx.data.get("min"), ctx.data.get("max")
@@ -93,6 +121,8 @@ async def measurement_fits_marker(ctx: RuleContext) -> None:
         return
     items = ctx.data.get("items")
     value = ctx.data.get("value")
+    if ctx.current is not None and ctx.changed("items") and not ctx.changed("value"):
+        value = None  # corrected items without a new value: the stored total is recomputed, not compared
     if marker["instrument"]:
         spec = INSTRUMENTS[marker["instrument"]]
         if items is None:
@@ -123,17 +153,6 @@ async def measurement_fits_marker(ctx: RuleContext) -> None:
                             "value_out_of_range")
 
 
-async def alert_status_stamps(ctx: RuleContext) -> None:
-    if not ctx.changed("status"):
-        return
-    now = datetime.now(UTC)
-    status = ctx.data.get("status")
-    if status in (AlertStatus.acknowledged, AlertStatus.resolved) and not ctx.data.get("acknowledged_at"):
-        ctx.extra.update(acknowledged_at=now, acknowledged_by=ctx.who.who)
-    if status == AlertStatus.resolved:
-        ctx.extra.update(resolved_at=now, resolved_by=ctx.who.who)
-
-
 # ---------------------------------------------------------------- measurement time zones
 
 
@@ -159,35 +178,16 @@ def measurement_to_out(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-# ---------------------------------------------------------------- safety first
+# ---------------------------------------------------------------- what reads compute
 
 
-def risk_reasons(marker: dict[str, Any], items: list[int] | None, value: float) -> list[str]:
-    if not marker.get("instrument"):
-        return []
-    return INSTRUMENTS[marker["instrument"]].risk_reasons(items, value)
-
-
-async def open_alert_for(
-    conn: AsyncConnection, who: Principal, measurement: dict[str, Any], reasons: list[str]
-) -> dict[str, Any]:
-    """One alert per risk measurement, in the measurement's transaction."""
-    body = SafetyAlertIn(client_id=measurement["client_id"], reason="; ".join(reasons),
-                         measurement_id=measurement["id"])
-    alert = await service.create(conn, who, safety_alerts, body)
-    metrics.SAFETY_ALERTS_OPENED.inc()
-    return alert
-
-
-async def measurement_after_write(
-    conn: AsyncConnection, who: Principal, record: dict[str, Any], action: str
-) -> dict[str, Any]:
-    if action != "created":
-        return record
-    marker = await service.get(conn, who, outcome_markers, record["marker_id"])
-    reasons = risk_reasons(marker, record.get("items"), record["value"])
-    record["safety_alert"] = await open_alert_for(conn, who, record, reasons) if reasons else None
-    return record
+def alert_ids(table: FromClause) -> ColumnElement[Any]:
+    """The ids of the alerts a measurement opened, oldest first (an empty list when none)."""
+    alerts = SafetyAlert.__table__
+    ids = (select(array_agg(aggregate_order_by(alerts.c.id, alerts.c.created_at, alerts.c.id)))
+           .where(alerts.c.org_id == table.c.org_id, alerts.c.measurement_id == table.c.id)
+           .correlate(table).scalar_subquery())
+    return func.coalesce(ids, cast(literal_column("'{}'"), ARRAY(Uuid())))
 
 
 o_create, o_patch, o_out = schemas(OutcomeMarkerIn)
@@ -199,22 +199,55 @@ outcome_markers = register(Collection(
     description="What is measured: frequency, duration, confidence, recovery time, instruments, mood.",
 ))
 
-a_create, a_patch, a_out = schemas(SafetyAlertIn, extra_out={
+a_create, _, a_out = schemas(SafetyAlertIn, extra_out={
+    "severity": (AlertSeverity, ...), "observed_at": (datetime, Field(description="When the risk was observed")),
+    "trigger": (AlertTrigger | None, Field(None, description="Null for an alert raised by a clinician")),
+    "status": (AlertStatus, ...), "opened_at": (datetime, ...),
     "acknowledged_at": (datetime | None, None), "acknowledged_by": (str | None, None),
     "resolved_at": (datetime | None, None), "resolved_by": (str | None, None),
+    "resolution_note": (str | None, None),
 })
+a_patch = create_model(  # type: ignore[call-overload]
+    "SafetyAlertPatch", __base__=Strict,
+    status=(AlertStatus, Field(None, description="open -> acknowledged, open or acknowledged -> resolved, "
+                                                 "resolved -> open")),
+    resolution_note=(Text | None, Field(None, description="What was done; required to resolve")),
+    external_ids=(ExternalIds, None),
+    **{name: (annotation, Field(None, description="Never changes: a different value is a 422 immutable_field"))
+       for name, annotation in IMMUTABLE.items()},
+)
 safety_alerts = register(Collection(
     name="safety-alerts", type_name="safety_alert", resource="SafetyAlert", title="Safety alerts",
     table=SafetyAlert.__table__, create=a_create, patch=a_patch, out=a_out,
-    refs=[Ref("measurement_id", "measurements")], rules=[alert_status_stamps], deletable=False,
-    description="Raised by the service when a measurement signals risk; never deleted, only resolved.",
+    refs=[Ref("measurement_id", "measurements")], rules=[alert_raised_by_hand, alert_status_moves],
+    filters=["measurement_id"], deletable=False, immutable=tuple(IMMUTABLE),
+    order=lambda table: (severity_rank(table), table.c.observed_at),
+    description="Opened by the service when a measurement meets a safety trigger (or raised by a clinician); "
+                "never deleted, only resolved. Listed urgent first, then oldest first.",
 ))
 
-ms_create, ms_patch, ms_out = schemas(MeasurementIn, extra_out={"safety_alert": (a_out | None, None)})
+def measurement_band(table: FromClause) -> ColumnElement[Any]:
+    """The severity band of an instrument measurement's total (null for other markers): a correlated subquery on
+    the marker's instrument, with the bands of the instrument registry."""
+    markers = OutcomeMarker.__table__
+    return (select(band_case(markers.c.instrument, table.c.value))
+            .where(markers.c.org_id == table.c.org_id, markers.c.id == table.c.marker_id)
+            .correlate(table).scalar_subquery())
+
+
+BAND = Literal["minimal", "mild", "moderate", "moderately_severe", "severe"]
+ms_create, ms_patch, ms_out = schemas(MeasurementIn, extra_out={
+    "band": (BAND | None, Field(default=None, description="Instruments: the severity band of the total "
+                                                          "(PHQ-9 and GAD-7 bands); null for other markers")),
+    "safety_alert": (a_out | None, Field(None, description="On a write: the alert it opened, if any")),
+    "safety_alert_ids": (list[UUID], Field(description="The alerts this measurement opened, oldest first")),
+})
 measurements = register(Collection(
     name="measurements", type_name="measurement", resource="Measurement", title="Measurements",
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
+    natural_key=("source", "external_id"),
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
+    computed={"safety_alert_ids": alert_ids, "band": measurement_band},
     description="One observed value of a marker; instruments are scored by the service.",
 ))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from pydantic import Field
+from sqlalchemy import ColumnElement, FromClause, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.collections.registry import Collection, Ref, RuleContext, register
+from service.auth.principal import Principal
+from service.auth.scopes import required_scope
+from service.collections import service
+from service.collections.registry import Collection, Ref, RuleContext, Written, register
+from service.collections.repository import readable
 from service.collections.schemas import schemas
 from service.collections.types import (
     Day,
@@ -30,8 +38,11 @@ from service.domain.enums import (
     StrengthSource,
     StrengthStatus,
 )
-from service.errors import RuleViolation
+from service.errors import Forbidden, Gone, RuleViolation
 from service.models import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
+
+MAX_EVIDENCE = 50
+MAX_TEXT = 10_000  # as types.Text
 
 
 class StrengthIn(Strict):
@@ -45,9 +56,12 @@ class StrengthIn(Strict):
     )
     context: Text | None = Field(default=None, description="Where it shows up")
     under_stress: Flag | None = Field(default=None, description="Shows up when things get hard")
+    suppressed_in: Text | None = Field(default=None, description="Where it gets held back")
     source: StrengthSource = StrengthSource.client_report
-    status: StrengthStatus = StrengthStatus.hypothesis
-    evidence: list[Text] = Field(default_factory=list, max_length=50, description="Lived examples")
+    status: StrengthStatus = Field(
+        default=StrengthStatus.hypothesis,
+        description="confirmed only with a lived example: an evidence entry or a logged strength use")
+    evidence: list[Text] = Field(default_factory=list, max_length=MAX_EVIDENCE, description="Lived examples")
     external_ids: ExternalIds = Field(default_factory=list)
 
 
@@ -78,6 +92,10 @@ class StrengthUseIn(Strict):
     result: Text | None = None
     rating: Rating | None = Field(default=None, description="How well it went, 0-10")
     occurred_at: Timestamp
+    add_to_evidence: Flag = Field(
+        default=False, description="Also append this use to its strength's evidence as a lived example "
+        "('<occurred_at date>: <situation> Result: <result>'), in the same transaction, once, when it becomes "
+        "true; needs the Strength.u scope")
     external_ids: ExternalIds = Field(default_factory=list)
 
 
@@ -95,16 +113,73 @@ class ExperimentIn(Strict):
     external_ids: ExternalIds = Field(default_factory=list)
 
 
+async def _has_uses(conn: AsyncConnection, who: Principal, strength_id: Any) -> bool:
+    uses = StrengthUse.__table__
+    logged = readable(uses, who).where(uses.c.strength_id == strength_id, uses.c.deleted_at.is_(None))
+    return bool((await conn.execute(select(exists(logged)))).scalar())
+
+
+async def confirmed_needs_lived_example(ctx: RuleContext) -> None:
+    """CONTRACT.md section 3: a strength becomes ``confirmed`` only with a lived example (a non-blank evidence
+    entry or a logged strength use); an assessment result stays a hypothesis until then."""
+    if ctx.data.get("status") != StrengthStatus.confirmed or not (ctx.changed("status") or ctx.changed("evidence")):
+        return
+    if any(e.strip() for e in ctx.data.get("evidence") or []):
+        return
+    if ctx.current is not None and await _has_uses(ctx.conn, ctx.who, ctx.current["id"]):
+        return
+    raise RuleViolation("status", "A strength is confirmed only with a lived example: an evidence entry or a "
+                        "logged strength use", "confirmed_without_evidence")
+
+
+def uses_count(table: FromClause) -> ColumnElement[int]:
+    """The live strength uses logged for a strength."""
+    uses = StrengthUse.__table__
+    return (select(func.count()).where(uses.c.org_id == table.c.org_id, uses.c.strength_id == table.c.id,
+                                       uses.c.deleted_at.is_(None))
+            .correlate(table).scalar_subquery())
+
+
+def lived_example(use: dict[str, Any]) -> str:
+    """A strength use as an evidence entry."""
+    text = f"{use['occurred_at'].date().isoformat()}: {use['situation'].strip()}"
+    if (use.get("result") or "").strip():
+        text += f" Result: {use['result'].strip()}"
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+async def use_as_evidence(conn: AsyncConnection, who: Principal, writes: Sequence[Written]) -> None:
+    """A use written with ``add_to_evidence`` (or changed to it) appends itself to its strength's evidence: an
+    update of the strength (version, history, ``strength.updated``) in the use's transaction."""
+    for w in writes:
+        if not w.record.get("add_to_evidence") or (w.before is not None and w.before.get("add_to_evidence")):
+            continue
+        if not who.allows(strengths.resource, "u"):  # it changes the strength: its own scope is needed
+            raise Forbidden(required_scope(strengths.resource, "u", who.context))  # type: ignore[arg-type]
+        try:
+            row = await service.fetch(conn, who, strengths, w.record["strength_id"], for_update=True)
+        except Gone:
+            raise RuleViolation("add_to_evidence", "The strength was deleted", "reference_not_found") from None
+        evidence = [*row.evidence, lived_example(w.record)]
+        if len(evidence) > MAX_EVIDENCE:
+            raise RuleViolation("add_to_evidence", f"The strength already holds {MAX_EVIDENCE} lived examples; "
+                                "edit its evidence instead", "evidence_full")
+        await service.apply_update(conn, who, strengths, row, {"evidence": evidence})
+
+
 async def experiment_done_needs_result(ctx: RuleContext) -> None:
     if ctx.data.get("status") == ExperimentStatus.done and not (ctx.data.get("result") or "").strip():
         raise RuleViolation("result", "An experiment marked done needs its result", "experiment_done_without_result")
 
 
-s_create, s_patch, s_out = schemas(StrengthIn)
+s_create, s_patch, s_out = schemas(StrengthIn, extra_out={
+    "uses_count": (int, Field(description="Strength uses logged (read-only)")),
+})
 strengths = register(Collection(
     name="strengths", type_name="strength", resource="Strength", title="Strengths", table=Strength.__table__,
     create=s_create, patch=s_patch, out=s_out, children={"strength-uses": "strength_id", "experiments": "strength_id"},
-    description="What the client can already do or draw on.",
+    rules=[confirmed_needs_lived_example], computed={"uses_count": uses_count},
+    description="What the client can already do or draw on; confirmed only by a lived example.",
 ))
 
 p_create, p_patch, p_out = schemas(ProtectiveFactorIn)
@@ -125,8 +200,8 @@ u_create, u_patch, u_out = schemas(StrengthUseIn)
 strength_uses = register(Collection(
     name="strength-uses", type_name="strength_use", resource="StrengthUse", title="Strength uses",
     table=StrengthUse.__table__, create=u_create, patch=u_patch, out=u_out,
-    refs=[Ref("strength_id", "strengths")], filters=["strength_id"],
-    description="The strengths log: situation, strength used, result.",
+    refs=[Ref("strength_id", "strengths")], filters=["strength_id"], after_write=use_as_evidence,
+    description="The strengths log: situation, strength used, result; a use may become its strength's evidence.",
 ))
 
 x_create, x_patch, x_out = schemas(ExperimentIn)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.domain.enums import (
+    AlertSeverity,
     AlertStatus,
     ExceptionCondition,
     MarkerKind,
@@ -34,10 +35,17 @@ def system(cs_id: str) -> str:
 
 SD_FLAG_MEASUREMENT = f"{BASE}/StructureDefinition/flag-measurement"
 SD_ALERT_STATUS = f"{BASE}/StructureDefinition/safety-alert-status"
+SD_ALERT_TRIGGER = f"{BASE}/StructureDefinition/safety-alert-trigger"  # complex: kind, instrument, item9, total, band
+SD_OBSERVATION_SAFETY_ALERT = f"{BASE}/StructureDefinition/observation-safety-alert"  # a Flag the Observation opened
+# R4 core extension and its example code system (Flag priority: PH high, PM medium).
+FLAG_PRIORITY_EXT = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+FLAG_PRIORITY = "http://hl7.org/fhir/flag-priority-code"
 SD_STRENGTH_STATUS = f"{BASE}/StructureDefinition/strength-status"
 SD_PROTECTIVE_STATUS = f"{BASE}/StructureDefinition/protective-factor-status"
 SD_TARGET_PERIOD = f"{BASE}/StructureDefinition/goal-target-period"
 SD_TARGET_DURATION = f"{BASE}/StructureDefinition/goal-target-duration"
+SD_OUTCOME_MARKER = f"{BASE}/StructureDefinition/outcome-marker"  # QuestionnaireResponse: the marker it measures
+SD_SAFETY_ALERT = f"{BASE}/StructureDefinition/safety-alert"  # QuestionnaireResponse: an alert it opened (Flag)
 
 # LOINC answer list LL358-3 (PHQ-9 / GAD-7 items): item score -> answer (interop.md 1.3).
 ITEM_ANSWERS = {0: ("LA6568-5", "Not at all"), 1: ("LA6569-3", "Several days"),
@@ -101,6 +109,17 @@ _OUR: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
                             _concepts(ExceptionCondition)),
     "safety-alert-status": ("Safety alert statuses", "Our alert workflow behind Flag.status.",
                             _concepts(AlertStatus)),
+    "safety-alert-severity": ("Safety alert severities", "How soon a clinician must look (CONTRACT.md section 3).",
+                              _concepts(AlertSeverity, {"urgent": "PHQ-9 item 9 answered 2 or 3",
+                                                        "high": "Any other trigger, or a clinician's alert"})),
+    "safety-alert-trigger": ("Safety alert triggers", "What opened a safety alert.", [
+        {"code": "item9", "display": "PHQ-9 item 9 above 0",
+         "definition": "Thoughts of being better off dead or of self-harm endorsed (also when the total is severe)"},
+        {"code": "severe-total", "display": "Severe total",
+         "definition": "An instrument total in its severe band (PHQ-9 20 or more, GAD-7 15 or more)"},
+        {"code": "raised-by-clinician", "display": "Raised by a clinician",
+         "definition": "Raised by hand; the reason says why"},
+    ]),
     "outcome-marker": ("Outcome markers", "Local marker codes: the code is the marker id (no LOINC code).", []),
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,8 +16,9 @@ from service.collections import service
 from service.collections.registry import REGISTRY
 from service.collections.repository import readable
 from service.domain.instruments import INSTRUMENTS
-from service.errors import MalformedRequest, ValidationFailed, field_error
+from service.errors import MalformedRequest, RuleViolation, ValidationFailed, field_error
 from service.fhir import codes as c
+from service.fhir import urls
 from service.fhir.search import reference_id
 
 # Where each measurement field lives in the Observation (for OperationOutcome.issue.expression).
@@ -32,9 +34,11 @@ def fhir_path(field: str) -> str:
 
 
 def invalid(path: str, message: str, code: str = "invalid_observation") -> ValidationFailed:
-    err = field_error(path, message, code)
-    err["fhir_path"] = path
-    return ValidationFailed(message, errors=[err])
+    """A 422 at ``path`` whose domain code (OperationOutcome issue details) is ``code``."""
+    exc = RuleViolation(path, message, code)
+    for err in exc.errors or []:
+        err["fhir_path"] = path
+    return exc
 
 
 def with_fhir_paths(exc: ValidationFailed) -> ValidationFailed:
@@ -102,14 +106,18 @@ async def _marker(conn: AsyncConnection, who: Principal, client_id: UUID, code: 
     return service.serialize(markers, rows[0])
 
 
-async def measurement_body(conn: AsyncConnection, who: Principal, body: Any) -> Any:
-    """The measurement create body for an Observation."""
+async def measurement_body(conn: AsyncConnection, who: Principal, body: Any, request: Request) -> Any:
+    """The measurement create body for an Observation (``request``: whose base URL is ours, service.fhir.urls)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Observation":
         raise MalformedRequest("The body must be an Observation resource")
     if body.get("status") == "entered-in-error":
         raise invalid("Observation.status", "An observation entered in error cannot be created")
     ref = (body.get("subject") or {}).get("reference") if isinstance(body.get("subject"), dict) else None
-    client_id = reference_id(ref) if isinstance(ref, str) else None
+    try:
+        client_id = reference_id(urls.local(request, ref)) if isinstance(ref, str) else None
+    except urls.ForeignReference:
+        raise invalid("Observation.subject", "subject references another server's resource; this server takes "
+                      "Patient/<id> (or its own base URL)", "foreign_reference") from None
     if client_id is None:
         raise invalid("Observation.subject", "subject must reference a Patient (Patient/<id>)")
     clients = REGISTRY["clients"].table

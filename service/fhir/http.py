@@ -13,8 +13,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import DomainError
-from service.http import JSONOut, StrictRoute
+from service.errors import MAX_FIELD, DomainError, excerpt
+from service.http import SERVER_ERROR_HEADERS, JSONOut, StrictRoute
 
 log = structlog.get_logger("service.fhir")
 
@@ -71,14 +71,15 @@ def render(exc: Exception, request: Request) -> Response:
         pairs = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ())]
-            pairs.append((".".join(loc[1:]) or (loc[0] if loc else "request"), str(err.get("msg", "invalid"))))
+            pairs.append((excerpt(".".join(loc[1:]) or (loc[0] if loc else "request"), MAX_FIELD),
+                          excerpt(str(err.get("msg", "invalid")))))
         status = 422 if any(str(e.get("loc", ("",))[0]) == "body" for e in exc.errors()) else 400
         return outcome_response(status, "; ".join(f"{w}: {m}" for w, m in pairs[:5]), reason="validation_error",
                                 expressions=pairs)
     if isinstance(exc, StarletteHTTPException):
         return outcome_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     log.exception("unhandled FHIR error", path=request.url.path, method=request.method)
-    return outcome_response(500, "Internal server error; the error was logged.")
+    return outcome_response(500, "Internal server error; the error was logged.", headers=SERVER_ERROR_HEADERS)
 
 
 class FhirRoute(StrictRoute):

@@ -12,7 +12,9 @@ from uuid import UUID
 import orjson
 
 from service.domain.instruments import INSTRUMENTS
+from service.domain.safety import trigger_text
 from service.fhir import codes as c
+from service.fhir import questionnaires as q
 from service.http import dumps
 
 # Observation ids: a measurement keeps its UUID; the other kinds carry a prefix so one id names one record.
@@ -172,6 +174,9 @@ def _ours(cs_id: str, code: str) -> dict[str, Any]:
 def measurement(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": observation_id("measurements", rec["id"]), "meta": _meta(rec),
+        # The Flags it opened (every read; exports as of their transactionTime: search.with_alert_ids).
+        "extension": [_ext(c.SD_OBSERVATION_SAFETY_ALERT, valueReference={"reference": f"Flag/{alert_id}"})
+                      for alert_id in rec.get("safety_alert_ids") or []],
         "identifier": [{"system": rec["source"], "value": rec["external_id"]}]
         if rec.get("source") and rec.get("external_id") else [],
         "status": "final",
@@ -182,6 +187,8 @@ def measurement(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
         "effectiveDateTime": rec["observed_at"],
         "issued": rec["created_at"],
         "note": [{"text": rec["note"]}] if rec.get("note") else [],
+        # US Core's pattern for scored instruments: the Observation derives from the QuestionnaireResponse.
+        "derivedFrom": [{"reference": f"QuestionnaireResponse/{rec['id']}"}] if marker.get("instrument") else [],
     }
     if marker.get("instrument"):
         spec = INSTRUMENTS[marker["instrument"]]
@@ -205,6 +212,7 @@ STRENGTH_STATUS = {"hypothesis": "preliminary", "confirmed": "final", "retired":
 def strength(rec: dict[str, Any]) -> dict[str, Any]:
     notes = [rec.get("description"), rec.get("client_label") and f"In the client's words: {rec['client_label']}",
              rec.get("context") and f"Context: {rec['context']}",
+             rec.get("suppressed_in") and f"Held back in: {rec['suppressed_in']}",
              *(f"Example: {e}" for e in rec.get("evidence") or [])]
     return _clean({
         "resourceType": "Observation", "id": observation_id("strengths", rec["id"]), "meta": _meta(rec),
@@ -263,11 +271,31 @@ def exception(rec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- Flag
 
 
+FLAG_PRIORITY = {"urgent": ("PH", "High priority"), "high": ("PM", "Medium priority")}
+
+
+def _trigger_extension(trigger: dict[str, Any]) -> dict[str, Any]:
+    parts = [_ext("kind", valueCode=c.code_of(trigger["kind"])), _ext("instrument", valueCode=trigger["instrument"]),
+             _ext("total", valueInteger=trigger["total"]), _ext("band", valueCode=c.code_of(trigger["band"]))]
+    if trigger.get("item9") is not None:
+        parts.insert(2, _ext("item9", valueInteger=trigger["item9"]))
+    return _ext(c.SD_ALERT_TRIGGER, extension=parts)
+
+
 def flag(rec: dict[str, Any]) -> dict[str, Any]:
+    """From what never changes (trigger, severity, observed_at) and the status; never from editable text."""
     extensions = [_ext(c.SD_ALERT_STATUS, valueCode=rec["status"])]
     if rec.get("measurement_id"):
         extensions.append(_ext(c.SD_FLAG_MEASUREMENT, valueReference=reference("measurements", rec["measurement_id"])))
-    period = {"start": rec["created_at"]}
+    priority, display = FLAG_PRIORITY[rec["severity"]]
+    extensions.append(_ext(c.FLAG_PRIORITY_EXT, valueCodeableConcept=_concept(
+        _coding(c.FLAG_PRIORITY, priority, display), _coding(c.system("safety-alert-severity"), rec["severity"]),
+        text=rec["severity"])))
+    trigger = rec.get("trigger")
+    if trigger:
+        extensions.append(_trigger_extension(trigger))
+    kind = c.code_of(trigger["kind"]) if trigger else "raised-by-clinician"
+    period = {"start": rec["observed_at"]}
     if rec.get("resolved_at"):
         period["end"] = rec["resolved_at"]
     return _clean({
@@ -275,11 +303,70 @@ def flag(rec: dict[str, Any]) -> dict[str, Any]:
         "identifier": _identifiers(rec.get("external_ids")),
         "status": "inactive" if rec["status"] == "resolved" else "active",
         "category": [_concept(_coding(c.FLAG_CATEGORY, "safety", "Safety"))],
-        "code": _concept(_coding(c.system("observation-code"), "safety-alert", "Safety alert"), text=rec["reason"]),
+        "code": _concept(_coding(c.system("observation-code"), "safety-alert", "Safety alert"),
+                         _coding(c.system("safety-alert-trigger"), kind), text=trigger_text(rec)),
         "subject": reference("clients", rec["client_id"]),
         "period": period,
     })
 
 
+# ---------------------------------------------------------------- QuestionnaireResponse
+
+
+def questionnaire_response(rec: dict[str, Any], marker: dict[str, Any]) -> dict[str, Any]:
+    """An instrument measurement as the SDC response to the LOINC questionnaire (the questionnaires module)."""
+    spec = INSTRUMENTS[marker["instrument"]]
+    items = []
+    for code, score in zip(spec.item_loincs, rec.get("items") or [], strict=False):
+        answer, display = c.ITEM_ANSWERS[score]
+        items.append({"linkId": q.link_id(code), "text": q.ITEM_TEXTS[code],
+                      "answer": [{"valueCoding": _coding(c.LOINC, answer, display)}]})
+    items.append({"linkId": q.link_id(spec.total_loinc), "text": q.ITEM_TEXTS[spec.total_loinc],
+                  "answer": [{"valueInteger": int(rec["value"])}]})
+    extensions = [_ext(c.SD_OUTCOME_MARKER, valueCoding=_coding(c.system("outcome-marker"), str(marker["id"]),
+                                                                   marker["name"]))]
+    # The Flags it opened, as the Observation names them.
+    extensions += [_ext(c.SD_SAFETY_ALERT, valueReference=reference("safety-alerts", a))
+                   for a in rec.get("safety_alert_ids") or []]
+    return _clean({
+        "resourceType": "QuestionnaireResponse", "id": str(rec["id"]), "meta": _meta(rec),
+        "extension": extensions,
+        "identifier": {"system": rec["source"], "value": rec["external_id"]}
+        if rec.get("source") and rec.get("external_id") else None,
+        "questionnaire": q.canonical(spec),
+        "status": "completed",
+        "subject": reference("clients", rec["client_id"]),
+        "authored": rec["observed_at"],
+        "item": items,
+    })
+
+
 SIMPLE = {"clients": patient, "strengths": strength, "protective-factors": protective_factor,
           "exceptions": exception, "safety-alerts": flag}
+
+
+def marker_ids(records: list[tuple[str, dict[str, Any]]]) -> set[Any]:
+    """The outcome markers the records' resources need (a measurement's own, a goal target's)."""
+    out: set[Any] = set()
+    for collection, rec in records:
+        if collection == "measurements":
+            out.add(str(rec["marker_id"]))
+        elif collection == "goals" and (rec.get("target") or {}).get("marker_id"):
+            out.add(str(rec["target"]["marker_id"]))
+    return out
+
+
+def resource(collection: str, rec: dict[str, Any], markers: dict[str, dict[str, Any]], *,
+             questionnaire: bool = False) -> dict[str, Any] | None:
+    """The one dispatch from a record (as JSON) to its resource, for reads, searches and bulk export alike;
+    ``questionnaire``: a measurement as a QuestionnaireResponse, None when its marker is no instrument."""
+    if collection == "measurements":
+        marker = markers[str(rec["marker_id"])]
+        if questionnaire:
+            if not marker.get("instrument"):
+                return None
+            return questionnaire_response(rec, marker)
+        return measurement(rec, marker)
+    if collection == "goals":
+        return goal(rec, markers)
+    return SIMPLE[collection](rec)

@@ -6,7 +6,7 @@ import inspect
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
@@ -31,12 +31,12 @@ from service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from service.fhir import codes, mapping, search
+from service.fhir import codes, mapping, search, urls
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
+from service.fhir.urls import PREFIX, base_url
 from service.http import is_json, loads_strict
 
-PREFIX = "/fhir/R4"
 FHIR_VERSION = "4.0.1"
 
 OUTCOME_SCHEMA = {"type": "object", "description": "FHIR OperationOutcome", "required": ["resourceType", "issue"],
@@ -86,29 +86,20 @@ def check(who: Principal, collection: str, perm: str) -> None:
 # ---------------------------------------------------------------- resources out
 
 
-async def to_resources(db: Any, who: Principal, records: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Map records (current rows or history snapshots) to resources, loading markers once per page."""
-    marker_ids: set[Any] = set()
-    for collection, rec in records:
-        if collection == "measurements":
-            marker_ids.add(rec["marker_id"])
-        elif collection == "goals" and (rec.get("target") or {}).get("marker_id"):
-            marker_ids.add(rec["target"]["marker_id"])
-    markers = {k: mapping.as_json(v) for k, v in (await search.load_markers(db, who, marker_ids)).items()}
+async def to_resources(db: Any, who: Principal, records: list[tuple[str, dict[str, Any]]],
+                       fhir_type: str | None = None) -> list[dict[str, Any]]:
+    """Map records (current rows or history snapshots) to resources, loading markers once per page. As
+    QuestionnaireResponses, measurements of markers that are no instrument are left out."""
+    await search.with_alert_ids(db, who, records)
+    found = await search.load_markers(db, who, mapping.marker_ids(records))
+    markers = {k: mapping.as_json(v) for k, v in found.items()}
+    questionnaire = fhir_type == "QuestionnaireResponse"
     out = []
     for collection, rec in records:
-        data = mapping.as_json(rec)
-        if collection == "measurements":
-            out.append(mapping.measurement(data, markers[str(data["marker_id"])]))
-        elif collection == "goals":
-            out.append(mapping.goal(data, markers))
-        else:
-            out.append(mapping.SIMPLE[collection](data))
+        made = mapping.resource(collection, mapping.as_json(rec), markers, questionnaire=questionnaire)
+        if made is not None:
+            out.append(made)
     return out
-
-
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + PREFIX
 
 
 def resource_response(resource: dict[str, Any], status: int = 200, **headers: str) -> FhirOut:
@@ -134,14 +125,27 @@ def locate(fhir_type: str, resource_id: str, who: Principal, perm: str) -> tuple
             raise NotFound(f"No Observation with id {resource_id}")
         check(who, found[0], perm)
         return found
-    collection = {"Patient": "clients", "Goal": "goals", "Flag": "safety-alerts"}[fhir_type]
+    collection = COLLECTIONS[fhir_type]
     return collection, _uuid(resource_id, fhir_type)
+
+
+COLLECTIONS = {"Patient": "clients", "Goal": "goals", "Flag": "safety-alerts", "QuestionnaireResponse": "measurements"}
+
+
+async def one_resource(db: Any, who: Principal, fhir_type: str, collection: str, record: dict[str, Any],
+                       what: str) -> dict[str, Any]:
+    """The record as ``fhir_type``; NotFound when it is not one (a measurement of no instrument as a
+    QuestionnaireResponse)."""
+    made = await to_resources(db, who, [(collection, record)], fhir_type)
+    if not made:
+        raise NotFound(f"No {fhir_type} with id {what}")
+    return made[0]
 
 
 async def read(fhir_type: str, resource_id: str, who: Principal, db: Any) -> Response:
     collection, rid = locate(fhir_type, resource_id, who, "r")
     record = await service.get(db, who, REGISTRY[collection], rid)
-    return resource_response((await to_resources(db, who, [(collection, record)]))[0])
+    return resource_response(await one_resource(db, who, fhir_type, collection, record, resource_id))
 
 
 async def versions(fhir_type: str, resource_id: str, who: Principal, db: Any, perm: str) -> tuple[str, list[Any]]:
@@ -157,14 +161,17 @@ async def vread(fhir_type: str, resource_id: str, vid: str, who: Principal, db: 
         raise NotFound(f"{fhir_type}/{resource_id} has no version {vid}")
     if entry["action"] == "deleted":
         raise Gone(f"{fhir_type}/{resource_id} was deleted at version {vid}")
-    return resource_response((await to_resources(db, who, [(collection, entry["record"])]))[0])
+    return resource_response(await one_resource(db, who, fhir_type, collection, entry["record"], resource_id))
 
 
 async def instance_history(fhir_type: str, resource_id: str, who: Principal, db: Any, request: Request) -> Response:
     collection, entries = await versions(fhir_type, resource_id, who, db, "s")
     live = [e for e in entries if e["action"] != "deleted"]
-    resources = iter(await to_resources(db, who, [(collection, e["record"]) for e in live]))
-    base = base_url(request)
+    mapped = await to_resources(db, who, [(collection, e["record"]) for e in live], fhir_type)
+    if len(mapped) != len(live):  # not this type (a measurement of no instrument as a QuestionnaireResponse)
+        raise NotFound(f"No {fhir_type} with id {resource_id}")
+    resources = iter(mapped)
+    base = urls.base_url(request)
     items = []
     for e in entries:
         url = f"{fhir_type}/{resource_id}"
@@ -181,7 +188,8 @@ async def instance_history(fhir_type: str, resource_id: str, who: Principal, db:
         items.append(item)
     items.reverse()  # newest first (FHIR http.html#history)
     bundle = {"resourceType": "Bundle", "type": "history", "total": len(items),
-              "link": [{"relation": "self", "url": str(request.url)}], "entry": items}
+              "link": [{"relation": "self", "url": urls.absolute(request, f"{fhir_type}/{resource_id}/_history")}],
+              "entry": items}
     return FhirOut(bundle, headers={"Cache-Control": "no-store"})
 
 
@@ -199,12 +207,18 @@ SEARCH_PARAMS: dict[str, list[tuple[str, str]]] = {
                     ("date", "effective date with prefix eq, ne, gt, lt, ge or le; may repeat"),
                     ("_sort", "date or -date")],
     "Flag": [("patient", "Patient/<id>"), ("status", "active | inactive"), ("category", "safety")],
+    "QuestionnaireResponse": [
+        ("patient", "Patient/<id>"), ("subject", "Patient/<id>"),
+        ("questionnaire", "Canonical of the LOINC questionnaire (http://loinc.org/q/44249-1 PHQ-9, "
+                          "http://loinc.org/q/69737-5 GAD-7), comma-separated for any of"),
+        ("authored", "authored date with prefix eq, ne, gt, lt, ge or le; may repeat")],
 }
-REPEATABLE = {"date", "_lastUpdated"}
-IGNORED = {"_format", "_pretty"}  # accepted and ignored: we answer JSON only
+REPEATABLE = {"date", "_lastUpdated", "authored"}
+REFERENCES = ("patient", "subject")
 # Paths we serve with some method: another method on them is a 405, anything else a 404.
 KNOWN_PATH = re.compile(
-    r"^(?:(?:Patient|Goal|Observation|Flag)(?:/[^/]+(?:/_history(?:/[^/]+)?)?)?|CodeSystem/[^/]+|metadata)$"
+    r"^(?:(?:Patient|Goal|Observation|Flag|QuestionnaireResponse)(?:/[^/]+(?:/_history(?:/[^/]+)?)?)?|Group(?:/[^/]+)?"
+    r"|(?:CodeSystem|Questionnaire)/[^/]+|metadata|(?:Patient/|Group/[^/]+/)?\$export(?:-status/[^/]+(?:/files/[^/]+)?)?)$"
 )
 
 
@@ -217,7 +231,7 @@ _DATE = (r"^(eq|ne|gt|lt|ge|le)?(19|20|21)[0-9]{2}(-(0[1-9]|1[0-2])(-(0[1-9]|1[0
          r":[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))?)?)?$")
 _TOKEN = r"[^|,\x00]+\|[^|,\x00]+"
 PATTERNS = {"_count": r"^0*[1-9][0-9]{0,8}$", "_cursor": cursors.FHIR.pattern, "_sort": r"^-?date$",
-            "identifier": f"^({_TOKEN}(,{_TOKEN})*)?$", "_lastUpdated": _DATE, "date": _DATE}
+            "identifier": f"^({_TOKEN}(,{_TOKEN})*)?$", "_lastUpdated": _DATE, "date": _DATE, "authored": _DATE}
 CONDITION = re.compile(r"^\??identifier=[A-Za-z0-9._:/~-]+\|[A-Za-z0-9._:/~-]+$")
 
 
@@ -229,13 +243,11 @@ def _count(params: dict[str, list[str]]) -> int:
 
 
 async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) -> Response:
-    known = {name for name, _ in search_params(fhir_type)}
+    kept = urls.search_params(request, [name for name, _ in search_params(fhir_type)], fhir_type)
     params: dict[str, list[str]] = {}
-    for name, value in request.query_params.multi_items():
-        if name in known:
-            params.setdefault(name, []).append(value)
-        elif name not in IGNORED and "handling=strict" in request.headers.get("prefer", ""):
-            raise search.BadSearch(f"Unknown search parameter {name} for {fhir_type}")
+    for name, value in kept:
+        params.setdefault(name, []).append(value)
+    urls.local_references(request, params, REFERENCES)
     count = _count(params)
     descending = False
     for raw in params.get("_sort", []):
@@ -246,17 +258,17 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
         kinds = [k for k, res in search.OBSERVATION_RESOURCES.items() if who.allows(res, "s")]
         parts = search.observation_parts(who, params, kinds)
     else:
-        parts = {"Patient": search.patient_parts, "Goal": search.goal_parts, "Flag": search.flag_parts}[fhir_type](
-            who, params)
+        parts = {"Patient": search.patient_parts, "Goal": search.goal_parts, "Flag": search.flag_parts,
+                 "QuestionnaireResponse": search.questionnaire_parts}[fhir_type](who, params)
     page = await search.run(db, who, parts, count=count, cursor=params.get("_cursor", [None])[-1],
                             descending=descending)
-    resources = await to_resources(db, who, page.records)
-    base = base_url(request)
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k in known and k != "_cursor"]
-    links = [{"relation": "self", "url": str(request.url.replace(query=urlencode(kept + _cursor_of(params))))}]
+    resources = await to_resources(db, who, page.records, fhir_type)
+    base = urls.base_url(request)
+    kept = [(k, v) for k, v in kept if k != "_cursor"]
+    links = [{"relation": "self", "url": urls.absolute(request, fhir_type, kept + _cursor_of(params))}]
     if page.next_cursor:
-        links.append({"relation": "next",
-                      "url": str(request.url.replace(query=urlencode(kept + [("_cursor", page.next_cursor)])))})
+        links.append({"relation": "next", "url": urls.absolute(request, fhir_type,
+                                                               kept + [("_cursor", page.next_cursor)])})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle", "type": "searchset",
         "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
@@ -307,7 +319,9 @@ def capability_statement(request: Request) -> dict[str, Any]:
     issuer = request.app.state.ctx.settings.issuer
 
     def resource(fhir_type: str, interactions: list[str], profile_note: str) -> dict[str, Any]:
-        return {
+        operations = [{"name": "export", "definition": BULK_OPERATION + "patient-export"}] \
+            if fhir_type == "Patient" else []
+        return {**({"operation": operations} if operations else {}),
             "type": fhir_type, "documentation": profile_note,
             "interaction": [{"code": i} for i in interactions],
             "versioning": "versioned", "readHistory": True, "updateCreate": False,
@@ -323,6 +337,7 @@ def capability_statement(request: Request) -> dict[str, Any]:
         "implementation": {"description": "FHIR R4 facade over strengths-based therapy records",
                            "url": base_url(request)},
         "fhirVersion": FHIR_VERSION, "format": [FHIR_JSON, "json"],
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "rest": [{
             "mode": "server",
             "documentation": "Paging through Bundle.link next (opaque cursor); _sort=date|-date on Observation.",
@@ -346,16 +361,30 @@ def capability_statement(request: Request) -> dict[str, Any]:
                 resource("Observation", [*reads, "create"],
                          "Measurements (PHQ-9/GAD-7 as panels), strengths, protective factors and exceptions"),
                 resource("Flag", reads, "Safety alerts (category safety)"),
+                resource("QuestionnaireResponse", [*reads, "create"],
+                         "PHQ-9 and GAD-7 responses (LOINC questionnaires, SDC); create stores a measurement"),
+                {"type": "Group", "interaction": [{"code": "read"}, {"code": "search-type"}],
+                 "documentation": "The organization's caseload (one Group; its id is the organization's id)",
+                 "searchParam": [{"name": "_id", "type": "token"}],
+                 "operation": [{"name": "export", "definition": BULK_OPERATION + "group-export"}]},
+                {"type": "Questionnaire", "interaction": [{"code": "read"}],
+                 "documentation": "PHQ-9 (44249-1) and GAD-7 (69737-5) as this server takes them"},
                 {"type": "CodeSystem", "interaction": [{"code": "read"}],
                  "documentation": "Our code systems: " + ", ".join(codes.CODE_SYSTEM_IDS)},
             ],
+            "operation": [{"name": "export", "definition": BULK_OPERATION + "export",
+                           "documentation": "FHIR Bulk Data Access v2 export: _type, _since, _outputFormat; "
+                                            "Patient/$export and Group/{id}/$export too"}],
         }],
     }
 
 
+BULK_OPERATION = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+
+
 def _param_type(name: str) -> str:
-    return {"date": "date", "_lastUpdated": "date", "patient": "reference", "subject": "reference",
-            "_id": "token"}.get(name, "token")
+    return {"date": "date", "_lastUpdated": "date", "authored": "date", "patient": "reference",
+            "subject": "reference", "questionnaire": "reference", "_id": "token"}.get(name, "token")
 
 
 def fhir_router() -> APIRouter:
@@ -374,8 +403,15 @@ def fhir_router() -> APIRouter:
             raise NotFound(f"No CodeSystem {code_system_id}; ours are {', '.join(codes.CODE_SYSTEM_IDS)}")
         return FhirOut(resource, headers={"Cache-Control": "public, max-age=3600"})
 
-    for fhir_type in ("Patient", "Goal", "Observation", "Flag"):
+    # Imported here: these modules build on this one's helpers. Bulk Data first, so that Patient/$export is
+    # not taken for the read of a Patient whose id is "$export".
+    from service.fhir import export_routes, group, questionnaire_routes
+
+    export_routes.add_routes(router)
+    group.add_routes(router)
+    for fhir_type in ("Patient", "Goal", "Observation", "Flag", "QuestionnaireResponse"):
         _resource_routes(router, fhir_type)
+    questionnaire_routes.add_routes(router)
 
     Creator = Annotated[Principal, fhir_needs("Observation", "c")]
 
@@ -396,7 +432,7 @@ def fhir_router() -> APIRouter:
         if condition and (found := await _existing(db, who, request, condition)) is not None:
             return found
         async def run() -> Response:
-            body = await measurement_body(db, who, loads_strict(await request.body()))
+            body = await measurement_body(db, who, loads_strict(await request.body()), request)
             try:
                 if condition:  # a concurrent twin may win the unique index: then answer with its record
                     async with db.begin_nested():
@@ -410,7 +446,7 @@ def fhir_router() -> APIRouter:
                     return found
                 raise
             resource = (await to_resources(db, who, [("measurements", record)]))[0]
-            location = f"{base_url(request)}/Observation/{resource['id']}/_history/{record['version']}"
+            location = urls.absolute(request, f"Observation/{resource['id']}/_history/{record['version']}")
             return resource_response(resource, 201, Location=location)
 
         return await idempotent(request, db, who, run, client_ids=_subject_ids)
@@ -418,8 +454,10 @@ def fhir_router() -> APIRouter:
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown(rest: str, request: Request) -> Response:
         if KNOWN_PATH.match(rest):
+            allow = "GET, DELETE" if rest.startswith("$export-status/") and "/files/" not in rest else "GET"
             raise MethodNotAllowed(f"{request.method} {PREFIX}/{rest} is not supported by this server",
-                                   headers={"Allow": "POST, GET" if rest == "Observation" else "GET"})
+                                   headers={"Allow": "POST, GET" if rest in ("Observation", "QuestionnaireResponse")
+                                            else allow})
         return outcome_response(404, f"This server does not support {PREFIX}/{rest}")
 
     return router
@@ -445,8 +483,8 @@ async def _existing(db: Any, who: Principal, request: Request, identifier: str) 
     if not page.records:
         return None
     resource = (await to_resources(db, who, page.records))[0]
-    return resource_response(resource, 200, Location=f"{base_url(request)}/Observation/{resource['id']}/_history/"
-                                                     f"{resource['meta']['versionId']}")
+    return resource_response(resource, 200, Location=urls.absolute(
+        request, f"Observation/{resource['id']}/_history/{resource['meta']['versionId']}"))
 
 
 def _resource_routes(router: APIRouter, fhir_type: str) -> None:

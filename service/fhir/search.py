@@ -38,22 +38,21 @@ from sqlalchemy.types import Integer
 from service import cursors
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
-from service.collections.repository import readable
+from service.collections.repository import readable, readable_record
 from service.collections.service import serialize
 from service.domain.enums import AlertStatus, GoalLifecycle
 from service.domain.instruments import INSTRUMENTS
-from service.errors import MalformedRequest, ValidationFailed
+from service.errors import ValidationFailed
 from service.fhir import codes as c
 from service.fhir.mapping import OBSERVATION_KINDS, parse_observation_id
+from service.fhir.questionnaires import instrument_of
+from service.fhir.urls import BadSearch
 from service.models import ExternalId
 
 MAX_COUNT = 500
 DEFAULT_COUNT = 50
 
 
-class BadSearch(MalformedRequest):
-    code = "invalid_search"
-    title = "The search parameters are not valid"
 
 
 # ---------------------------------------------------------------- parameter parsing
@@ -213,7 +212,7 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
     loaded: dict[tuple[int, UUID], dict[str, Any]] = {}
     for k, ids in by_kind.items():
         coll = REGISTRY[by_order[k]]
-        for rec in (await conn.execute(readable(coll.table, who).where(coll.table.c.id.in_(ids)))).all():
+        for rec in (await conn.execute(readable_record(coll, who).where(coll.table.c.id.in_(ids)))).all():
             loaded[(k, rec.id)] = serialize(coll, rec)
     records = [(by_order[r.k], loaded[(r.k, r.id)]) for r in rows if (r.k, r.id) in loaded]
     next_cursor = encode_cursor((rows[-1].d, rows[-1].k, rows[-1].id)) if more and rows else None
@@ -226,6 +225,27 @@ async def load_markers(conn: AsyncConnection, who: Principal, ids: set[Any]) -> 
     coll = REGISTRY["outcome-markers"]
     rows = (await conn.execute(readable(coll.table, who).where(coll.table.c.id.in_(list(ids))))).all()
     return {str(r.id): serialize(coll, r) for r in rows}
+
+
+async def with_alert_ids(conn: AsyncConnection, who: Principal, records: list[tuple[str, dict[str, Any]]],
+                         as_of: datetime | None = None) -> None:
+    """Give each measurement record that lacks them (a history version: the history keeps stored fields only)
+    its ``safety_alert_ids``, as a read computes them: the alerts it opened, oldest first. Alerts are never
+    deleted and their ``measurement_id`` never changes, so ``as_of`` (alerts opened at or before it: an export's
+    transactionTime) gives them as they were."""
+    missing = [rec for collection, rec in records if collection == "measurements" and "safety_alert_ids" not in rec]
+    if not missing:
+        return
+    table = REGISTRY["safety-alerts"].table
+    stmt = readable(table, who).where(table.c.measurement_id.in_([rec["id"] for rec in missing])).with_only_columns(
+        table.c.measurement_id, table.c.id).order_by(table.c.created_at, table.c.id)
+    if as_of is not None:
+        stmt = stmt.where(table.c.created_at <= as_of)
+    opened: dict[str, list[Any]] = {}
+    for row in (await conn.execute(stmt)).all():
+        opened.setdefault(str(row.measurement_id), []).append(row.id)
+    for rec in missing:
+        rec["safety_alert_ids"] = opened.get(str(rec["id"]), [])
 
 
 # ---------------------------------------------------------------- per resource type
@@ -375,3 +395,23 @@ def observation_parts(who: Principal, params: dict[str, list[str]], collections:
         parts.append(part)
     return parts
 
+
+
+def instrument_markers(instruments: list[str]) -> ColumnElement[bool]:
+    markers = REGISTRY["outcome-markers"].table
+    return REGISTRY["measurements"].table.c.marker_id.in_(
+        select(markers.c.id).where(markers.c.instrument.in_(instruments)))
+
+
+def questionnaire_parts(who: Principal, params: dict[str, list[str]]) -> list[Part]:
+    """QuestionnaireResponse: the measurements of instrument markers (PHQ-9, GAD-7)."""
+    part = _patient(_common(Part("measurements", sort=lambda t: t.c.observed_at), who, params), params)
+    table = REGISTRY["measurements"].table
+    part.conditions.append(instrument_markers(list(INSTRUMENTS)))
+    for raw in params.get("questionnaire", []):
+        specs = [instrument_of(v) for v in raw.split(",") if v]
+        wanted = [spec.key for spec in specs if spec is not None]
+        part.conditions.append(instrument_markers(wanted) if wanted else false())
+    for raw in params.get("authored", []):
+        part.conditions.append(date_condition(table.c.observed_at, raw, "authored"))
+    return [part]

@@ -20,7 +20,7 @@ from strawberry.fastapi import BaseContext
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import CompiledRead, param, readable
+from service.collections.repository import CompiledRead, after_row, param, readable_record
 from service.collections.service import serialize
 from service.db import tenant_transaction
 from service.graphql.errors import forbidden
@@ -92,32 +92,36 @@ def _any(name: str, table: Any, column: str) -> Any:
 
 @lru_cache(maxsize=256)
 def _by_id_read(coll_name: str) -> CompiledRead:
-    table = REGISTRY[coll_name].table
-    return CompiledRead(lambda who: readable(table, who).where(_any("ids", table, "id"),
-                                                               table.c.deleted_at.is_(None)))
+    coll = REGISTRY[coll_name]
+    table = coll.table
+    return CompiledRead(lambda who: readable_record(coll, who).where(_any("ids", table, "id"),
+                                                                     table.c.deleted_at.is_(None)))
 
 
 @lru_cache(maxsize=256)
 def _children_read(child_name: str, fk: str, with_after: bool) -> CompiledRead:
-    """Live children of many parents, at most ``per_parent`` each, in id order: one statement."""
-    table = REGISTRY[child_name].table
+    """Live children of many parents, at most ``per_parent`` each, in the child's list order: one statement."""
+    child = REGISTRY[child_name]
+    table = child.table
 
     def build(who: Principal) -> Any:
-        base = readable(table, who).where(_any("parents", table, fk), table.c.deleted_at.is_(None))
+        base = readable_record(child, who).where(_any("parents", table, fk), table.c.deleted_at.is_(None))
         if with_after:
-            base = base.where(table.c.id > param("after"))
-        rn = func.row_number().over(partition_by=table.c[fk], order_by=table.c.id).label("_rn")
+            base = base.where(after_row(child, who, param("after")))
+        rn = func.row_number().over(partition_by=table.c[fk], order_by=child.list_keys()).label("_rn")
         sub = base.add_columns(rn).subquery()
-        return (select(*(sub.c[c.name] for c in table.c)).where(sub.c._rn <= param("per_parent"))
-                .order_by(sub.c[fk], sub.c.id))
+        names = [c.name for c in table.c] + list(child.computed)
+        return (select(*(sub.c[n] for n in names)).where(sub.c._rn <= param("per_parent"))
+                .order_by(sub.c[fk], sub.c._rn))
 
     return CompiledRead(build)
 
 
 @lru_cache(maxsize=1)
 def _latest_read() -> CompiledRead:
-    table = REGISTRY["measurements"].table
-    return CompiledRead(lambda who: readable(table, who)
+    coll = REGISTRY["measurements"]
+    table = coll.table
+    return CompiledRead(lambda who: readable_record(coll, who)
                         .where(_any("markers", table, "marker_id"), table.c.deleted_at.is_(None))
                         .ext(distinct_on(table.c.marker_id))
                         .order_by(table.c.marker_id, table.c.observed_at.desc(), table.c.id.desc()))

@@ -11,9 +11,18 @@ from graphql import GraphQLError
 from pydantic import ValidationError
 from strawberry.extensions import SchemaExtension
 
-from service.errors import Conflict, DomainError, Forbidden, PreconditionFailed, ValidationFailed, field_error
+from service.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    PreconditionFailed,
+    ValidationFailed,
+    excerpt,
+    field_error,
+)
 
 log = structlog.get_logger("service.graphql")
+MAX_MESSAGE = 300
 
 
 def camel(name: str) -> str:
@@ -47,7 +56,8 @@ def from_domain(exc: DomainError) -> GraphQLError:
     if isinstance(exc, Forbidden):
         return forbidden(exc.scope)
     code = "CONFLICT" if isinstance(exc, Conflict) else \
-        "PRECONDITION_FAILED" if isinstance(exc, PreconditionFailed) else "BAD_REQUEST"
+        "PRECONDITION_FAILED" if isinstance(exc, PreconditionFailed) else \
+        "FORBIDDEN" if exc.status == 403 else "BAD_REQUEST"
     extensions: dict[str, Any] = {"code": code, "reason": reason}
     if exc.errors:
         extensions["errors"] = [{**e, "field": camel_path(e["field"])} for e in exc.errors]
@@ -86,6 +96,8 @@ def _code_for(error: GraphQLError) -> str:
 def _tag(error: GraphQLError) -> None:
     if not (error.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), "code": _code_for(error)}
+    # graphql-core names the offending token or field in full (a 200 KB name comes back whole): a short excerpt.
+    error.message = excerpt(error.message, MAX_MESSAGE)
 
 
 class ErrorCodes(SchemaExtension):

@@ -134,7 +134,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
 
         return field(children, types.connections[target.name] | None,
                      [("first", int, DEFAULT_FIRST), ("after", str | None, None)],
-                     description=f"Live {target.title.lower()} of this record, in id order", direct=True)
+                     description=f"Live {target.title.lower()} of this record, in {_order(target)}", direct=True)
 
     def resolve(root: Any, info: Any) -> Any:
         ctx = _ctx(info)
@@ -201,8 +201,12 @@ def query_fields(types: Types, coll: Collection) -> dict[str, Any]:
         coll.type_name: field(one, record_type | None, [("id", UUID, P.empty)], root=False,
                               description=f"A {noun} by id; null if it does not exist, was deleted, or is not yours"),
         coll.key: field(many, types.connections[coll.name], params, root=False,
-                        description=f"{coll.title}, in id order, with the REST filters"),
+                        description=f"{coll.title}, in {_order(coll)}, with the REST filters"),
     }
+
+
+def _order(coll: Collection) -> str:
+    return "their list order (as REST lists them)" if coll.order else "id order"
 
 
 def node_field() -> Any:

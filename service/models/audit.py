@@ -1,6 +1,9 @@
 """The audit trail: who read or wrote which client records, when, from where, and with what outcome.
 
-Append-only: the service role may INSERT and SELECT rows of its organization, never UPDATE or DELETE.
+Append-only: the service role may INSERT and SELECT rows of its organization, never UPDATE or DELETE; a
+patient-context transaction SELECTs only the rows about its patient alone. Rows without an organization
+(requests refused before any was known: no valid token) are written by the definer function
+``audit_anonymous`` only, which writes nothing else (migration 0010).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class AuditEvent(Base):
 
     id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, server_default=func.gen_random_uuid())
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))  # insertion order, for paging
-    org_id: Mapped[UUID | None] = mapped_column(Uuid)  # null: refused before the organization was known (401)
+    org_id: Mapped[UUID | None] = mapped_column(Uuid)  # null: refused before it was known (audit_anonymous)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
     app_id: Mapped[str | None] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(Text)

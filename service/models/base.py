@@ -24,6 +24,14 @@ NAMING = {
 }
 
 
+# The organization's identifier compartment; a patient's is that client's id (service.models.records.ExternalId).
+ORG_WIDE = UUID(int=0)
+
+
+def compartment_column(*, primary_key: bool = False) -> Mapped[UUID]:
+    return mapped_column(primary_key=primary_key, server_default=text(f"'{ORG_WIDE}'::uuid"))
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, LargeBina
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base
+from service.models.base import Base, compartment_column
 
 
 class History(Base):
@@ -51,7 +51,11 @@ class Change(Base):
 
 
 class ExternalId(Base):
-    """External identifiers (EHR ids) of records: unique per organization, collection, system and value."""
+    """External identifiers (EHR ids) of records: unique per organization, collection, system, value and
+    compartment. Identifiers written with a patient-context token live in that patient's compartment (the
+    client's id), all others in the organization's (``ORG_WIDE``): to a patient token, an identifier another
+    patient uses is an unknown one (CONTRACT.md section 2); among clinicians' and EHRs' writes identifiers
+    stay unique per organization."""
 
     __tablename__ = "external_ids"
     __table_args__ = (Index("ix_external_ids_org_id_record_id", "org_id", "record_id"),)
@@ -60,6 +64,7 @@ class ExternalId(Base):
     collection: Mapped[str] = mapped_column(Text, primary_key=True)
     system: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text, primary_key=True)
+    compartment: Mapped[UUID] = compartment_column(primary_key=True)
     record_id: Mapped[UUID]
     client_id: Mapped[UUID | None]
 

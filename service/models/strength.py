@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from uuid import UUID
 
-from sqlalchemy import Boolean, Date, DateTime, Index, SmallInteger, Text, Uuid
+from sqlalchemy import Boolean, Date, DateTime, Index, SmallInteger, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,6 +39,7 @@ class Strength(ClientOwnedMixin, Base):
     description: Mapped[str | None] = mapped_column(Text)
     context: Mapped[str | None] = mapped_column(Text)
     under_stress: Mapped[bool | None] = mapped_column(Boolean)
+    suppressed_in: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
     evidence: Mapped[list[str]] = mapped_column(ARRAY(Text))
@@ -91,6 +92,7 @@ class StrengthUse(ClientOwnedMixin, Base):
     result: Mapped[str | None] = mapped_column(Text)
     rating: Mapped[int | None] = mapped_column(SmallInteger)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    add_to_evidence: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class Experiment(ClientOwnedMixin, Base):

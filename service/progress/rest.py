@@ -8,60 +8,60 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.rest import Db, problems
 from service.collections.types import Day, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
-from service.progress import chart, summary
+from service.progress import caseload, chart, summary
 from service.progress import service as progress
 from service.progress.schemas import CaseloadSummary, ClientProgress, ClinicalSummary
 
 router = APIRouter(tags=["Progress"], route_class=StrictRoute)
 Reader = Annotated[Principal, needs("Progress", "r")]
 Searcher = Annotated[Principal, needs("Progress", "s")]
-OffTrackDays = Annotated[int | None, Query(ge=1, le=3650, description="Window for off_track (default 28 days)")]
-
-
-def _settings(request: Request):  # noqa: ANN202 - the app's Settings
-    return request.app.state.ctx.settings
+SORT_HELP = ("Comma-separated row fields (" + ", ".join(caseload.SORT_NAMES) + "), `-` for descending; default "
+             f"`{caseload.DEFAULT_SORT}`. Absent readings and due dates sort last; never measured counts as "
+             "measured longest ago")
 
 
 @router.get(
     "/v1/clients/{client_id}/progress", response_model=ClientProgress, operation_id="read_client_progress",
-    summary="A client's progress per goal", responses=problems(401, 403, 404, 410, 422),
+    summary="A client's progress per goal, client measures and recovery", responses=problems(401, 403, 404, 410, 422),
 )
-async def read_progress(client_id: UUID, who: Reader, db: Db, request: Request,
-                        off_track_days: OffTrackDays = None) -> Response:
-    days = off_track_days or _settings(request).progress_off_track_days
-    audit.seen("Progress", client_id, client_id)
-    result = await progress.client_progress(db, who, client_id, off_track_days=days)
+async def read_progress(client_id: UUID, who: Reader, db: Db) -> Response:
+    result = await progress.client_progress(db, who, client_id)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
 
 @router.get(
     "/v1/progress/summary", response_model=CaseloadSummary, operation_id="read_caseload_summary",
-    summary="The caseload's progress: labels, trends, off-track goals, milestones, alerts, stale markers",
-    responses=problems(401, 403, 422),
+    summary="The caseload: counts by label, recovery and trend, off-track goals, milestones, alerts, and a page of "
+            "client rows", responses=problems(401, 403, 422),
 )
 async def read_caseload(
     who: Searcher, db: Db, request: Request,
     client_id: Annotated[list[UUID] | None, Query(max_length=100, description="At most 100 clients")] = None,
-    since: Annotated[Timestamp | None, Query(description="Period start (default 30 days ago)")] = None,
+    since: Annotated[Timestamp | None, Query(description="Milestones period start (default 30 days ago)")] = None,
     until: Annotated[Timestamp | None, Query(description="Period end (default now); `since` after it is a 422")] = None,
-    stale_days: Annotated[int | None, Query(ge=1, le=3650, description="Stale after (default 14 days)")] = None,
-    off_track_days: OffTrackDays = None,
+    sort: Annotated[str | None, Query(max_length=200, description=SORT_HELP)] = None,
+    safety_priority: Annotated[bool | None, Query(description="Rows with (true) or without (false) an open or "
+                                                              "acknowledged safety alert")] = None,
+    off_track: Annotated[bool | None, Query(description="Rows with (true) or without (false) off-track goals")] = None,
+    stale: Annotated[bool | None, Query(description="Rows last measured over 4 weeks ago or never (true), or "
+                                                    "within them (false)")] = None,
+    limit: Annotated[int, Query(ge=1, le=progress.MAX_LIMIT, description="Rows per page")] = progress.DEFAULT_LIMIT,
+    cursor: Annotated[str | None, caseload.CURSOR.query(annotated=True)] = None,
 ) -> Response:
-    settings = _settings(request)
-    for cid in client_id or []:
-        audit.seen("Progress", cid, cid)
     result = await progress.caseload_summary(
-        db, who, client_ids=client_id, since=since, until=until,
-        stale_days=stale_days or settings.progress_stale_days,
-        off_track_days=off_track_days or settings.progress_off_track_days,
+        db, who, client_ids=client_id, since=since, until=until, sort=sort, safety_priority=safety_priority,
+        off_track=off_track, stale=stale, limit=limit, cursor=cursor,
     )
-    return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
+    headers = dict(NO_STORE)
+    if result.next_cursor:
+        url = request.url.include_query_params(cursor=result.next_cursor)
+        headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return JSONOut(result.model_dump(mode="json"), headers=headers)
 
 
 @router.get(
@@ -70,12 +70,10 @@ async def read_caseload(
     responses=problems(401, 403, 404, 410, 422),
 )
 async def read_summary(
-    client_id: UUID, who: Reader, db: Db, request: Request,
+    client_id: UUID, who: Reader, db: Db,
     since: Annotated[Day | None, Query(description="Progress since this date (default 30 days ago)")] = None,
 ) -> Response:
-    audit.seen("Progress", client_id, client_id)
-    result = await summary.clinical_summary(db, who, client_id, since=since,
-                                            off_track_days=_settings(request).progress_off_track_days)
+    result = await summary.clinical_summary(db, who, client_id, since=since)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
 
@@ -95,7 +93,6 @@ async def read_chart(
     until: Annotated[Timestamp | None,
                      Query(description="To (default: the last measurement); `since` after it is a 422")] = None,
 ) -> Response:
-    audit.seen("Progress", client_id, client_id)
     svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
 

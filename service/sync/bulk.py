@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
@@ -32,14 +33,14 @@ from service import audit
 from service.auth.principal import Principal
 from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
-from service.collections import service
+from service.collections import identifiers, service
+from service.collections.declared import snapshot
 from service.collections.records import record_changes
-from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import parse_identifier, readable
+from service.collections.registry import REGISTRY, Collection, Written
+from service.collections.repository import parse_identifier, readable_record
 from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
-from service.db import driver, set_tenant
-from service.domain.outcomes import measurements, open_alert_for, risk_reasons
+from service.db import driver, refusals, set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
 from service.http import dumps, loads_strict
 from service.models.base import Base
@@ -51,10 +52,6 @@ NDJSON = "application/x-ndjson"
 CHUNK_LINES = 500
 MAX_LINE = 1_000_000
 
-_RESOLVE = text(
-    "SELECT record_id FROM external_ids WHERE org_id = :org AND collection = :collection AND system = :system "
-    "AND value = :value"
-)
 
 NDJSON_BODY = {"requestBody": {"required": True, "content": {NDJSON: {"schema": {
     "type": "string", "description": 'One JSON object per line: {"type": "strength", "resource": {...}}'}}}}}
@@ -69,28 +66,38 @@ def _by_type(name: Any) -> Collection:
     raise ValidationFailed.on("type", f"Unknown type {name!r}", "unknown_type")
 
 
-async def _resolve(conn: Any, who: Principal, target: str, value: Any, field: str) -> Any:
-    """An ``{"external_id": "system|value"}`` reference becomes the id of the record it names."""
+async def _resolve(conn: Any, who: Principal, target: str, value: Any, field: str, client: Any) -> Any:
+    """An ``{"external_id": "system|value"}`` reference becomes the id of the record it names (for a record of
+    ``client``: service.collections.identifiers)."""
     if not isinstance(value, dict):
         return value
     if set(value) != {"external_id"} or not isinstance(value["external_id"], str):
         raise ValidationFailed.on(field, 'A reference is an id or {"external_id": "system|value"}', "invalid_reference")
     system, ident = parse_identifier(value["external_id"], field)
-    found = (await conn.execute(_RESOLVE, {"org": who.org_id, "collection": target, "system": system,
-                                           "value": ident})).scalar()
+    coll = REGISTRY[target]
+    found = await identifiers.lookup(conn, who, coll, None if coll.identity else _uuid(client), system, ident)
     if found is None:
         raise ValidationFailed.on(field, f"No {target} with identifier {value['external_id']}", "reference_not_found")
     return str(found)
 
 
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 async def _resolve_refs(conn: Any, who: Principal, coll: Collection, resource: dict[str, Any]) -> None:
-    for name, target, many in _ref_fields(coll):
+    for name, target, many in _ref_fields(coll):  # client_id first: the other references are the client's
         if name not in resource:
             continue
+        client = resource.get("client_id")
         if many and isinstance(resource[name], list):
-            resource[name] = [await _resolve(conn, who, target, v, f"{name}.{i}") for i, v in enumerate(resource[name])]
+            resource[name] = [await _resolve(conn, who, target, v, f"{name}.{i}", client)
+                              for i, v in enumerate(resource[name])]
         else:
-            resource[name] = await _resolve(conn, who, target, resource[name], name)
+            resource[name] = await _resolve(conn, who, target, resource[name], name, client)
 
 
 def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]:
@@ -119,14 +126,21 @@ async def import_line(conn: Any, who: Principal, raw: bytes) -> dict[str, Any]:
         record, created = await service.upsert(conn, who, coll, identifier[0], identifier[1], body, None)
     else:
         record, created = await service.create(conn, who, coll, body), True
-    return {"status": "created" if created else "updated", "id": record["id"]}
+    return _result("created" if created else "updated", record)
+
+
+def _result(status: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A line's result; with the safety alert a measurement line opened, as the batch answers it."""
+    result = {"status": status, "id": record["id"]}
+    if record.get("safety_alert"):
+        result["safety_alert"] = record["safety_alert"]
+    return result
 
 
 def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | None:
-    if coll.name == "measurements":
-        if payload.get("source") and payload.get("external_id"):
-            return payload["source"], payload["external_id"]
-        return None
+    if coll.natural_key:
+        key = tuple(payload.get(name) for name in coll.natural_key)
+        return key if all(key) else None  # type: ignore[return-value]
     ids = payload.get(coll.ext_field) or []
     return (ids[0]["system"], ids[0]["value"]) if ids else None
 
@@ -161,7 +175,7 @@ class _LineByLine(Exception):
 _FK_ORDER = {t.name: i for i, t in enumerate(Base.metadata.sorted_tables)}  # referenced tables first
 
 _KNOWN_IDS = text(
-    "SELECT e.collection, e.system, e.value, e.record_id FROM external_ids e "
+    "SELECT e.collection, e.system, e.value, e.record_id, e.compartment FROM external_ids e "
     "JOIN unnest(CAST(:collections AS text[]), CAST(:systems AS text[]), CAST(:vals AS text[])) AS k(c, s, v) "
     "ON e.collection = k.c AND e.system = k.s AND e.value = k.v WHERE e.org_id = :org"
 )
@@ -171,9 +185,9 @@ _KNOWN_MEASUREMENTS = text(
     "WHERE m.org_id = :org"
 )
 _CLAIM_ALL = text(
-    "INSERT INTO external_ids (org_id, collection, system, value, record_id, client_id) "
-    "SELECT :org, * FROM unnest(CAST(:collections AS text[]), CAST(:systems AS text[]), CAST(:vals AS text[]), "
-    "CAST(:records AS uuid[]), CAST(:clients AS uuid[])) ON CONFLICT DO NOTHING RETURNING 1"
+    "INSERT INTO external_ids (org_id, compartment, collection, system, value, record_id, client_id) "
+    "SELECT :org, :compartment, * FROM unnest(CAST(:collections AS text[]), CAST(:systems AS text[]), "
+    "CAST(:vals AS text[]), CAST(:records AS uuid[]), CAST(:clients AS uuid[])) ON CONFLICT DO NOTHING RETURNING 1"
 )
 
 Key = tuple[str, str, str]  # (collection, system, value)
@@ -259,11 +273,15 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
         keys = list(wanted)
         rows = await conn.execute(_KNOWN_IDS, {"org": who.org_id, "collections": [k[0] for k in keys],
                                                "systems": [k[1] for k in keys], "vals": [k[2] for k in keys]})
-        known = {(r.collection, r.system, r.value): r.record_id for r in rows}
+        known = {}
+        for r in rows:
+            if r.compartment != identifiers.ORG_WIDE:
+                raise _LineByLine()  # which record it names depends on the line's client: service.upsert decides
+            known[(r.collection, r.system, r.value)] = r.record_id
     sources = {(str(r.get("source")), str(r.get("external_id"))) for _, c, r in parsed
-               if c.name == "measurements" and r.get("source") and r.get("external_id")
+               if c.natural_key and r.get("source") and r.get("external_id")
                and storable(str(r.get("source")), str(r.get("external_id")))}
-    if sources and who.allows("Measurement", "u"):
+    if sources:  # an existing one (in any compartment the token sees): service.upsert or service.create decides
         pairs = list(sources)
         if (await conn.execute(_KNOWN_MEASUREMENTS, {"org": who.org_id, "sources": [p[0] for p in pairs],
                                                      "exts": [p[1] for p in pairs]})).first() is not None:
@@ -280,8 +298,13 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             results[pos].update(_error(exc))
             continue
         own = [(coll.name, i["system"], i["value"]) for i in payload.get(coll.ext_field) or []]
-        if coll.name != "measurements" and own and who.allows(coll.resource, "u") and own[0] in known:
-            raise _LineByLine()  # the first identifier names an existing record (or an earlier line's)
+        if any(key in known for key in own):
+            raise _LineByLine()  # it names an existing record (or an earlier line's): service.upsert or create
+        try:
+            identifiers.check_identity_create(who, coll)
+        except DomainError as exc:
+            results[pos].update(_error(exc))
+            continue
         new_id = uuid7()
         for key in own:
             known.setdefault(key, new_id)
@@ -323,27 +346,24 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
             coll = REGISTRY[name]
             written = await _insert_rows(conn, coll, [v for _, v in rows_by[name]])
             snapshots = []
-            for (pos, values), row in zip(rows_by[name], written, strict=True):
+            for (_, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
-                snapshots.append({**out, "deleted_at": None})
-                results[pos].update(status="created", id=out["id"])
-                client = values["id"] if name == "clients" else values.get("client_id")
+                snapshots.append(snapshot(coll, out))
+                client = values["id"] if coll.identity else values.get("client_id")
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
-            if coll is measurements:  # as measurement_after_write, with the markers already loaded
-                for snapshot in snapshots:
-                    marker = found["outcome-markers"][snapshot["marker_id"]]
-                    reasons = risk_reasons(marker, snapshot.get("items"), snapshot["value"])
-                    if reasons:
-                        await open_alert_for(conn, who, snapshot, reasons)
+            if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
+                await coll.after_write(conn, who, [Written(s) for s in snapshots])
+            for (pos, _), snap in zip(rows_by[name], snapshots, strict=True):
+                results[pos].update(_result("created", snap))
         if claims:
             got = (await conn.execute(_CLAIM_ALL, {
-                "org": who.org_id, "collections": [c[0] for c in claims], "systems": [c[1] for c in claims],
-                "vals": [c[2] for c in claims], "records": [c[3] for c in claims],
+                "org": who.org_id, "compartment": identifiers.compartment(who), "collections": [c[0] for c in claims],
+                "systems": [c[1] for c in claims], "vals": [c[2] for c in claims], "records": [c[3] for c in claims],
                 "clients": [c[4] for c in claims]})).all()
             if len(got) != len(claims):
                 raise _RetryCarefully()  # an identifier is taken (by a concurrent writer, or twice in the chunk)
-    except (DBAPIError, asyncpg.PostgresError) as exc:
+    except (DBAPIError, asyncpg.PostgresError, DomainError) as exc:  # DomainError: a line's after_write refused it
         raise _RetryCarefully() from exc
     return results
 
@@ -375,13 +395,16 @@ async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
                 result: dict[str, Any] = {"line": number}
                 try:
                     if careful:
-                        async with conn.begin_nested():
-                            result.update(await import_line(conn, who, raw))
+                        with refusals():  # a write the database refuses is this line's error, like any other
+                            async with conn.begin_nested():
+                                result.update(await import_line(conn, who, raw))
                     else:
                         result.update(await import_line(conn, who, raw))
-                except (DomainError, ValidationError) as exc:
+                except (DomainError, ValidationError, DBAPIError, asyncpg.PostgresError) as exc:
                     if not careful:
                         raise _RetryCarefully() from exc
+                    if not isinstance(exc, DomainError | ValidationError):
+                        raise
                     result.update(_error(exc))
                 out.append(dumps(result) + b"\n")
             await audit.flush(conn, who)  # this chunk's audit row commits with it
@@ -452,7 +475,7 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
             table = coll.table
-            stmt = readable(table, who).where(table.c.deleted_at.is_(None))
+            stmt = readable_record(coll, who).where(table.c.deleted_at.is_(None))
             if since is not None:
                 stmt = stmt.where(table.c.updated_at >= since)
             result = await conn.stream(stmt.order_by(table.c.id).execution_options(yield_per=500))

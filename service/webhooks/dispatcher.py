@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +30,9 @@ from service.db import tenant_transaction
 from service.http import dumps
 from service.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.settings import Settings
+from service.webhooks import targets
 from service.webhooks.events import emit
 from service.webhooks.signing import sign
-from service.webhooks.targets import GuardedBackend
 
 log = logging.getLogger("strengths.webhooks")
 
@@ -95,16 +96,13 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Dispatcher:
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, beat: Callable[[bool], None] | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        transport = httpx.AsyncHTTPTransport(retries=0)
-        pool = transport._pool  # noqa: SLF001 - the one way to put a resolver guard under httpx
-        pool._network_backend = GuardedBackend(  # noqa: SLF001
-            pool._network_backend, allow_private=settings.webhooks_allow_private_targets,  # noqa: SLF001
-        )
+        self.beat = beat or (lambda ok: None)  # the worker's heartbeat (service/worker.py): one per iteration
         self.http = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, timeout=settings.webhooks_timeout_seconds,
+            transport=targets.transport(settings.webhooks_allow_private_targets), follow_redirects=False,
+            timeout=settings.webhooks_timeout_seconds,
             headers={"user-agent": USER_AGENT},
         )
         self.lease = max(settings.webhooks_lease_seconds, int(settings.webhooks_timeout_seconds) + 5)
@@ -117,11 +115,13 @@ class Dispatcher:
         while True:
             try:
                 claimed = await self.run_once()
+                self.beat(True)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep dispatching after any failure
                 log.exception("webhook dispatch failed")
                 claimed = 0
+                self.beat(False)
             if claimed == 0:
                 await asyncio.sleep(self.settings.webhooks_poll_seconds)
 
@@ -188,16 +188,3 @@ class Dispatcher:
                     await emit(conn, org_id, "subscription.disabled", "subscription", row.subscription_id,
                                "disabled", version)
 
-
-async def run_worker(settings: Settings) -> None:
-    """`strengths-api worker`: the dispatcher alone, as the service role."""
-    from service.db import make_engine
-
-    engine = make_engine(settings.database_url or "", settings,
-                         set_role=settings.app_role if not settings.migration_database_url else None)
-    dispatcher = Dispatcher(engine, settings)
-    try:
-        await dispatcher.run_forever()
-    finally:
-        await dispatcher.aclose()
-        await engine.dispose()

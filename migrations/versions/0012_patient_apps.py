@@ -17,8 +17,8 @@
   refused and their apps fetch new ones, as after a compromise, which a plaintext key must be
   presumed to have suffered). Downgrading decrypts with the keys, or deletes likewise.
 
-Revision ID: 0010
-Revises: 0007
+Revision ID: 0012
+Revises: 0011
 """
 
 import json
@@ -29,8 +29,8 @@ from alembic import op
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0010"
-down_revision: str | None = "0007"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
