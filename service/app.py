@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import audit_rest, metrics, problems
-from service.auth import oauth
+from service.auth import app_links_rest, authorize, discovery, oauth
+from service.auth.keycrypt import AtRest
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.rest import collection_router, history_router
@@ -37,7 +38,7 @@ from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, Se
 from service.migrate import head_revision
 from service.openapi import custom_openapi
 from service.progress.rest import router as progress_router
-from service.ratelimit import TokenBucketLimiter, make_limiter
+from service.ratelimit import FailedAttempts, TokenBucketLimiter, make_limiter
 from service.settings import Settings
 from service.sync import bulk, changes
 from service.webhooks import rest as webhooks_rest
@@ -46,7 +47,9 @@ from service.webhooks.dispatcher import Dispatcher
 API_DESCRIPTION = """Strengths-based therapy records (clients, strengths, protective factors, exceptions,
 goals built on strengths, milestones, outcome markers, measurements, the strengths log, experiments and
 safety alerts) for EHRs, mood-tracking apps and dashboards. Every operation needs an OAuth 2.0 bearer
-token (client credentials at `/oauth/token`) carrying the SMART v2 scope the operation names."""
+token carrying the SMART v2 scope the operation names: client credentials at `/oauth/token` for
+practice systems, or the authorization code flow with PKCE (`/oauth/authorize`) for a patient's own app,
+linked to one client with a one-time link code (`POST /v1/clients/{client_id}/app-links`)."""
 
 
 @dataclass
@@ -63,7 +66,9 @@ class AppContext:
     def reader(self) -> AsyncEngine:
         return self.read_engine or self.engine
     limiter: TokenBucketLimiter | None = None
-    token_limiter: TokenBucketLimiter | None = None  # the OAuth endpoints, per client id (service.auth.oauth)
+    token_limiter: TokenBucketLimiter | None = None  # the OAuth endpoints' successful calls, per authenticated app
+    failed_attempts: FailedAttempts | None = None  # failed authentications per source address (service.auth.oauth)
+    at_rest: AtRest | None = None  # SIGNING_KEY_ENCRYPTION_KEY's ciphers (service.auth.keycrypt)
 
 
 def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -> FastAPI:
@@ -86,18 +91,21 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
             settings.database_read_url, settings,
             set_role=settings.app_role if not settings.migration_database_url else None,
         ) if settings.database_read_url else None
-        keys = KeyStore(engine, settings)
-        await ensure_signing_key(engine)
+        at_rest = AtRest.from_settings(settings)
+        keys = KeyStore(engine, settings, at_rest.signing_keys)
+        await ensure_signing_key(engine, at_rest.signing_keys)
         await keys.load()
+        keys.require_current()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
-                                   read_engine=read_engine,
+                                   read_engine=read_engine, at_rest=at_rest,
                                    limiter=make_limiter(settings.rate_limit_requests,
                                                         settings.rate_limit_window_seconds,
                                                         settings.rate_limit_storage_url),
                                    token_limiter=make_limiter(settings.token_rate_limit_requests,
                                                               settings.rate_limit_window_seconds,
                                                               settings.rate_limit_storage_url,
-                                                              policy="oauthclient", who="OAuth client"))
+                                                              policy="oauthclient", who="OAuth client"),
+                                   failed_attempts=FailedAttempts.from_settings(settings))
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)
@@ -133,7 +141,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     )
     problems.install(app)
     _health(app)  # first: the router tries routes in order, and probes should not walk past every API route
+    app.include_router(discovery.router)
     app.include_router(oauth.router)
+    app.include_router(authorize.router)
     app.include_router(ingest.router)
     app.include_router(changes.router)
     app.include_router(bulk.router)
@@ -144,6 +154,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
     app.include_router(progress_router)
+    app.include_router(app_links_rest.router)
     app.include_router(audit_rest.router)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _docs(app)

@@ -130,6 +130,7 @@ def cmd_apps_create(args: argparse.Namespace) -> None:
             conn, org_id=UUID(args.org), name=args.name, scopes=args.scopes,
             patient_id=UUID(args.patient) if args.patient else None, jwks=jwks, jwks_url=args.jwks_url,
             jwks_allow_private=Settings().jwks_allow_private_targets,
+            public=args.public, redirect_uris=args.redirect_uri or [],
         )
 
     try:
@@ -141,13 +142,32 @@ def cmd_apps_create(args: argparse.Namespace) -> None:
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     from sqlalchemy import text
 
+    from service.auth.keycrypt import AtRest
     from service.auth.tokens import insert_key
+
+    settings = _owner_settings()
+    cipher = AtRest.from_settings(settings).signing_keys
 
     async def run(conn: AsyncConnection) -> Any:
         await conn.execute(text("UPDATE signing_keys SET active = false, retired_at = now() WHERE active"))
-        return {"kid": await insert_key(conn)}
+        return {"kid": await insert_key(conn, cipher)}
 
-    _print(_with_owner(run))
+    _print(asyncio.run(_owner_run(settings, run)))
+
+
+def cmd_keys_reencrypt(args: argparse.Namespace) -> None:
+    from service.auth.keycrypt import AtRest
+    from service.auth.tokens import reencrypt_keys
+
+    settings = _owner_settings()
+    cipher = AtRest.from_settings(settings).signing_keys
+    _print(asyncio.run(_owner_run(settings, lambda conn: reencrypt_keys(conn, cipher))))
+
+
+def cmd_keys_new_encryption_key(args: argparse.Namespace) -> None:
+    from service.auth.keycrypt import new_key
+
+    sys.stdout.write(new_key() + "\n")
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:
@@ -208,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     ac.add_argument("--name", required=True)
     ac.add_argument("--scopes", required=True, help='e.g. "system/*.cruds" or "patient/Measurement.cr"')
     ac.add_argument("--patient", help="bind the app to one client (patient-context tokens)")
+    ac.add_argument("--public", action="store_true",
+                    help="a patient's own app: no secret; linked to clients with app links, authorization code + PKCE")
+    ac.add_argument("--redirect-uri", action="append", metavar="URI",
+                    help="a public app's redirect URI, matched exactly (repeat for several)")
     group = ac.add_mutually_exclusive_group()
     group.add_argument("--jwks-url")
     group.add_argument("--jwks-file")
@@ -216,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="token signing keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("rotate", help="start signing with a new key; the old one verifies until tokens expire") \
         .set_defaults(fn=cmd_keys_rotate)
+    keys.add_parser("reencrypt", help="re-encrypt the signing keys with the first SIGNING_KEY_ENCRYPTION_KEY") \
+        .set_defaults(fn=cmd_keys_reencrypt)
+    keys.add_parser("new-encryption-key", help="print a new key for SIGNING_KEY_ENCRYPTION_KEY (Fernet)") \
+        .set_defaults(fn=cmd_keys_new_encryption_key)
 
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(fn=cmd_openapi)
 

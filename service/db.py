@@ -23,11 +23,11 @@ INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of a row-level security violation (
 
 TENANT_SQL = text(
     "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
-    "token_revoked(:jti, :app)"
+    "token_revoked(:jti, :app, :grant)"
 )
 # The same statement as the driver receives it (SQLAlchemy renders TENANT_SQL to exactly this text).
 TENANT_SQL_DRIVER = (
-    "SELECT set_config('app.org_id', $1, true), set_config('app.patient_id', $2, true), token_revoked($3, $4)"
+    "SELECT set_config('app.org_id', $1, true), set_config('app.patient_id', $2, true), token_revoked($3, $4, $5)"
 )
 
 
@@ -72,13 +72,17 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
     return engine
 
 
+Token = tuple[str, str, str]  # (jti, client_id, grant_id or ""): TokenService.revocation_key
+
+
 async def set_tenant(
-    conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None = None
+    conn: AsyncConnection, org_id: UUID | None, patient_id: UUID | None, token: Token | None = None
 ) -> None:
     """Bind the transaction to one organization (and patient): the row-level security key.
 
-    Given the request's access token as (jti, client_id), the same statement checks that the token is
-    not revoked nor its app disabled (two index lookups, no extra round trip) and refuses it if so.
+    Given the request's access token as (jti, client_id, grant_id), the same statement checks that the token
+    is not revoked, nor its app disabled, nor (for a patient app's token) its app-link grant or that grant's
+    link revoked (index lookups in ``token_revoked()``, no extra round trip), and refuses it if so.
     """
     params = _tenant_params(org_id, patient_id, token)
     row = (await conn.execute(TENANT_SQL, params)).one()
@@ -86,17 +90,17 @@ async def set_tenant(
         _revoked()
 
 
-def _tenant_params(org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None) -> dict[str, str]:
+def _tenant_params(org_id: UUID | None, patient_id: UUID | None, token: Token | None) -> dict[str, str]:
     return {
         "org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else "",
-        "jti": token[0] if token else "", "app": token[1] if token else "",
+        "jti": token[0] if token else "", "app": token[1] if token else "", "grant": token[2] if token else "",
     }
 
 
 def _revoked() -> None:
     from service.errors import Unauthenticated
 
-    raise Unauthenticated("The token has been revoked (or its app disabled)")
+    raise Unauthenticated("The token has been revoked (or its app disabled, or its app link revoked)")
 
 
 def refusal(exc: BaseException) -> WriteRefused | None:
@@ -150,7 +154,7 @@ async def driver(conn: AsyncConnection) -> Any:
 
 @asynccontextmanager
 async def driver_transaction(
-    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: tuple[str, str] | None = None
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: Token | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """``engine.begin()`` + ``set_tenant`` with the transaction run on the asyncpg connection itself.
 

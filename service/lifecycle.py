@@ -17,20 +17,33 @@ def prepare_database(settings: Settings, *, run_migrations: bool = True) -> Sett
     """Return settings whose ``database_url`` is ready to serve, migrating it first.
 
     With no DATABASE_URL, start the embedded PostgreSQL under ``data_dir`` and serve through its
-    non-owner login role; the owner role runs the migrations.
+    non-owner login role; the owner role runs the migrations. The signing keys' encryption key is then,
+    unless configured, a file generated once into ``data_dir`` (service.auth.keycrypt).
     """
+    from service.auth.keycrypt import configured_keys
+
     if settings.database_url:
         owner = settings.migration_database_url or settings.database_url
         if run_migrations:
-            migrate.upgrade(owner, app_role=settings.app_role)
+            migrate.upgrade(owner, app_role=settings.app_role, encryption_keys=configured_keys(settings))
         return settings
     from service.embedded import start_embedded
 
+    settings = with_embedded_key(settings)
     server, urls = start_embedded(settings.data_dir, settings.app_role)
     _EMBEDDED.append(server)
     if run_migrations:
-        migrate.upgrade(urls.owner_url, app_role=settings.app_role)
+        migrate.upgrade(urls.owner_url, app_role=settings.app_role, encryption_keys=configured_keys(settings))
     return settings.model_copy(update={"database_url": urls.app_url, "migration_database_url": urls.owner_url})
+
+
+def with_embedded_key(settings: Settings) -> Settings:
+    if settings.signing_key_encryption_key is not None or settings.signing_key_encryption_key_file is not None:
+        return settings
+    from service.auth.keycrypt import KEY_FILE_NAME, ensure_key_file
+
+    path = ensure_key_file(settings.data_dir.resolve() / KEY_FILE_NAME)
+    return settings.model_copy(update={"signing_key_encryption_key_file": path})
 
 
 def export_env(settings: Settings) -> None:
@@ -39,6 +52,8 @@ def export_env(settings: Settings) -> None:
         os.environ["DATABASE_URL"] = settings.database_url
     if settings.migration_database_url:
         os.environ["MIGRATION_DATABASE_URL"] = settings.migration_database_url
+    if settings.signing_key_encryption_key is None and settings.signing_key_encryption_key_file is not None:
+        os.environ["SIGNING_KEY_ENCRYPTION_KEY_FILE"] = str(settings.signing_key_encryption_key_file)
 
 
 def stop_embedded() -> None:

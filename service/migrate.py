@@ -15,11 +15,13 @@ __all__ = ["ScriptDirectory", "alembic_config", "downgrade", "head_revision", "u
 from service.settings import PROJECT_ROOT, Settings
 
 
-def alembic_config(url: str, app_role: str = "strengths_app") -> Config:
+def alembic_config(url: str, app_role: str = "strengths_app", encryption_keys: list[str] | None = None) -> Config:
+    """``encryption_keys``: SIGNING_KEY_ENCRYPTION_KEY's keys, for migration 0012 to encrypt existing signing keys."""
     cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(Path(PROJECT_ROOT / "migrations")))
     cfg.attributes["url"] = url
     cfg.attributes["app_role"] = app_role
+    cfg.attributes["signing_key_encryption_keys"] = list(encryption_keys or [])
     return cfg
 
 
@@ -40,12 +42,14 @@ def _in_thread(fn: Callable[[], None]) -> None:
         raise errors[0]
 
 
-def upgrade(url: str, revision: str = "head", app_role: str = "strengths_app") -> None:
-    _in_thread(lambda: command.upgrade(alembic_config(url, app_role), revision))
+def upgrade(url: str, revision: str = "head", app_role: str = "strengths_app",
+            encryption_keys: list[str] | None = None) -> None:
+    _in_thread(lambda: command.upgrade(alembic_config(url, app_role, encryption_keys), revision))
 
 
-def downgrade(url: str, revision: str, app_role: str = "strengths_app") -> None:
-    _in_thread(lambda: command.downgrade(alembic_config(url, app_role), revision))
+def downgrade(url: str, revision: str, app_role: str = "strengths_app",
+              encryption_keys: list[str] | None = None) -> None:
+    _in_thread(lambda: command.downgrade(alembic_config(url, app_role, encryption_keys), revision))
 
 
 def head_revision() -> str | None:

@@ -1,8 +1,9 @@
 """Erasure on request (a client's right to be forgotten): ``strengths-api purge-client ID``.
 
 Runs as the owner role, in one transaction: removes the client's records in every collection, their
-history and external ids, the stored idempotent replies that mention the client, and the Bulk Data export
-files that hold any of its records; records a
+history and external ids, the stored idempotent replies that mention the client, the Bulk Data export
+files that hold any of its records, and its app links (with the grants, authorization codes and refresh
+tokens issued through them: its apps' tokens stop working); records a
 ``deleted`` change-feed entry (ids and versions only) for each removed record, so sync consumers drop
 their copies; and leaves an audit event of who purged and when. The audit trail itself is kept: it
 holds ids, never client data, and is append-only.
@@ -42,12 +43,26 @@ async def _erase_exports(conn: AsyncConnection, params: dict[str, Any]) -> int:
                                {**params, "jobs": list(jobs)})).rowcount
 
 
+async def _purge_app_links(conn: AsyncConnection, org_id: UUID, client_id: UUID) -> dict[str, int]:
+    """A client's app links and what hangs on them, children first (they name the client by id only)."""
+    params = {"org": org_id, "client": client_id}
+    links = "SELECT id FROM app_links WHERE org_id = :org AND client_id = :client"
+    grants = "SELECT id FROM app_grants WHERE org_id = :org AND client_id = :client"
+    statements = {
+        "refresh_tokens": f"DELETE FROM refresh_tokens WHERE org_id = :org AND grant_id IN ({grants})",
+        "authorization_codes": f"DELETE FROM authorization_codes WHERE org_id = :org AND link_id IN ({links})",
+        "app_grants": "DELETE FROM app_grants WHERE org_id = :org AND client_id = :client",
+        "app_links": "DELETE FROM app_links WHERE org_id = :org AND client_id = :client",
+    }
+    return {table: (await conn.execute(text(sql), params)).rowcount for table, sql in statements.items()}
+
+
 async def purge_client(conn: AsyncConnection, client_id: UUID, by: str) -> dict[str, Any]:
     org_id = (await conn.execute(text("SELECT org_id FROM clients WHERE id = :id FOR UPDATE"),
                                  {"id": client_id})).scalar()
     if org_id is None:
         raise NoSuchClient(f"No client {client_id}")
-    removed: dict[str, int] = {}
+    removed = await _purge_app_links(conn, org_id, client_id)
     for table in ORDER:
         column = "id" if table == "clients" else "client_id"
         rows = (await conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 900
     token_audience: str | None = None
     signing_alg: str = "ES256"
+    signing_key_encryption_key: SecretStr | None = Field(
+        default=None, description="Fernet key(s), comma-separated, newest first: the token signing keys' private "
+        "halves are stored encrypted with them (the database never sees them). docs/signing-keys.md")
+    signing_key_encryption_key_file: Path | None = Field(
+        default=None, description="A file holding those keys, one a line, newest first (instead of the variable). "
+        "Unset with the embedded database: <data_dir>/signing-key-encryption.key, generated on first start")
     external_issuers: list[ExternalIssuer] = Field(
         default_factory=list, description="JSON list of {issuer, jwks_url | jwks_file, audience, org_claim, ...}"
     )
@@ -120,8 +126,14 @@ class Settings(BaseSettings):
     rate_limit_requests: int = Field(default=6000, description="Per app per window, per instance; 0: off")
     rate_limit_window_seconds: int = 60
     token_rate_limit_requests: int = Field(
-        default=600, description="Calls of /oauth/token, /oauth/introspect and /oauth/revoke per client id (per "
-        "address when none is sent) per RATE_LIMIT_WINDOW_SECONDS, failed ones included; 0: off")
+        default=600, description="Successful calls of /oauth/token, /oauth/introspect and /oauth/revoke per "
+        "authenticated app per RATE_LIMIT_WINDOW_SECONDS (counted after its credentials are checked); 0: off")
+    token_failure_limit: int = Field(
+        default=100, description="Failed authentications (wrong secret or assertion, unknown link code, "
+        "authorization code or refresh token) per source address per RATE_LIMIT_WINDOW_SECONDS; then that "
+        "address is refused (429) until its bucket refills; 0: off")
+    token_failure_limit_per_client: int = Field(
+        default=20, description="The same, per client id among one source address's attempts; 0: off")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing, "
         "and OpenTelemetry is not even imported")
@@ -130,6 +142,10 @@ class Settings(BaseSettings):
         default=None, description="redis://host:port/db: one quota shared by every instance; unset: per instance")
     log_level: str = "INFO"
     log_sql: bool = False
+
+    link_code_ttl_hours: int = Field(default=72, ge=1, le=72, description="App links expire after this long")
+    refresh_family_days: int = Field(default=90, ge=1, le=90,
+                                     description="A refresh-token family (one app link redemption) lives this long")
 
     @property
     def base_url(self) -> str:

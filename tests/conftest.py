@@ -10,17 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from service.auth.keycrypt import KEY_FILE_NAME, ensure_key_file
 from service.settings import PROJECT_ROOT
 from tests.harness import Api, Database, TestServer
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+DATA_DIR = Path(os.environ.get("TEST_DATA_DIR", PROJECT_ROOT / ".data" / "test"))
+# The token signing keys are stored encrypted (service.auth.keycrypt). The apps these tests build, and the
+# servers and commands they start, use one key kept in the test data folder, as the embedded default keeps
+# its own: the data folders some tests keep from one run to the next (.data/deploy-serve-*, .data/bench-smoke)
+# hold keys encrypted with it.
+os.environ.setdefault("SIGNING_KEY_ENCRYPTION_KEY_FILE", str(ensure_key_file(DATA_DIR / KEY_FILE_NAME)))
 _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def server() -> TestServer:
-    data_dir = Path(os.environ.get("TEST_DATA_DIR", PROJECT_ROOT / ".data" / "test"))
-    srv = TestServer.start(data_dir)
+    srv = TestServer.start(DATA_DIR)
     srv.make_template(f"tmpl_{WORKER}")
     return srv
 

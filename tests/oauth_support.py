@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID
 
+import uvicorn
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from service.app import create_app
 from service.auth.apps import create_app_record
 from service.db import make_engine
-from tests.harness import Api, Org
+from tests.harness import Api, Database, Org
 
 TOKEN_URL = "http://testserver/oauth/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -121,3 +125,29 @@ def jwks_server(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def live_server(db: Database, **settings: Any) -> Iterator[str]:
+    """The app served by uvicorn on a random port of 127.0.0.1 (its defaults: proxy headers believed from
+    FORWARDED_ALLOW_IPS, 127.0.0.1 unless set), in a thread; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(db.settings(**settings).model_copy(update={"host": "127.0.0.1", "port": port,
+                                                                 "public_url": base}))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

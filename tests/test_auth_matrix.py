@@ -18,6 +18,7 @@ from tests.factories import COLLECTIONS, ORG_PATCHES, PATCHES, body_for, create
 PUBLIC = {("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
           ("POST", "/oauth/token"), ("GET", "/fhir/R4/.well-known/smart-configuration"),
           ("POST", "/oauth/introspect"), ("POST", "/oauth/revoke"),  # these two authenticate the app itself
+          ("GET", "/oauth/authorize"),  # a patient's app, before it has a token: the link code is its login
           # FHIR discovery and terminology: no client data (SMART App Launch: metadata is public).
           ("GET", "/fhir/R4/metadata"), ("GET", "/fhir/R4/CodeSystem/{code_system_id}"),
           ("GET", "/fhir/R4/Questionnaire/{questionnaire_id}")}
@@ -146,6 +147,8 @@ async def test_every_operation_refuses_as_the_contract_says(api):
             continue
         if method == "POST" and fhir:
             body = fhir_body(path, records)
+        elif path.endswith("/app-links"):
+            body = {"app_id": "app_any"}  # the client is looked up first: another organization's is 404
         elif path == "/v1/measurements/batch":
             body = {"measurements": [await body_for(a, "measurements")]}
         elif method in ("POST", "PUT") and (coll in PATCHES or coll in ORG_PATCHES):
@@ -224,6 +227,8 @@ async def test_a_patient_token_reaches_only_its_own_client(api):
             continue
         if path.startswith("/v1/webhook-subscriptions"):
             continue  # organization-wide: a patient token is refused outright (403, tests/test_webhooks.py)
+        if "/app-links" in path:
+            continue  # clinician-side only: a patient token is refused outright (403, tests/test_app_links.py)
         if path.startswith("/fhir/R4/Group/"):
             continue  # the caseload: a patient token reads it with its own patient only (tests/test_fhir_bulk.py)
         coll = collection_of(path)

@@ -9,7 +9,10 @@ import uuid
 import pytest
 
 from service import cli
+from tests.harness import Org
 from tests.oauth_support import assertion_form, ec_key, public_jwks, rsa_key
+from tests.patient_app_support import STAFF_SCOPES, exchange, new_link, pkce, redirected
+from tests.patient_app_support import authorize as authorize_request
 
 
 @pytest.fixture
@@ -68,3 +71,38 @@ async def test_apps_create_with_a_patient(api, run_cli):
     with pytest.raises(SystemExit, match="has no client"):
         await run_cli("apps", "create", "--org", str(org.id), "--name", "x", "--scopes", "patient/Client.r",
                       "--patient", str(uuid.uuid4()))
+
+
+async def test_apps_create_public_then_the_patient_app_flow(api, run_cli):
+    org = await run_cli("orgs", "create", "Riverside")
+    app = await run_cli("apps", "create", "--org", org["id"], "--name", "Mood diary", "--public",
+                        "--redirect-uri", "https://mood.example/callback", "--redirect-uri", "com.example.mood:/cb",
+                        "--scopes", "patient/Measurement.crs patient/Client.r offline_access")
+    assert "client_secret" not in app
+    assert app["public"] is True
+    assert app["token_endpoint_auth_method"] == "none"
+    assert app["redirect_uris"] == ["https://mood.example/callback", "com.example.mood:/cb"]
+    assert app["scopes"] == "patient/Measurement.crs patient/Client.r offline_access"
+    staff = api.client(await api.token(Org(id=uuid.UUID(org["id"]), name="Riverside"), STAFF_SCOPES))
+    client = (await staff.post("/v1/clients", json={"display_name": "Ana"})).json()
+    link = await new_link(staff, client["id"], app["client_id"])
+    verifier, challenge = pkce()
+    code = redirected(await authorize_request(api.http, app, link["link_code"], challenge))["code"]
+    token = await exchange(api.http, app, code, verifier)
+    assert token.status_code == 200, token.text
+    assert token.json()["patient"] == client["id"]
+    assert token.json()["refresh_token"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--scopes", "patient/Client.r"], "at least one --redirect-uri"),
+    (["--scopes", "system/Client.r", "--redirect-uri", "https://a.example/cb"], "patient/ scopes only"),
+    (["--scopes", "patient/Client.r", "--redirect-uri", "http://a.example/cb"], "loopback"),
+    (["--scopes", "patient/Client.r", "--redirect-uri", "https://a.example/cb#x"], "fragment"),
+    (["--scopes", "patient/Client.r", "--redirect-uri", "https://a.example/cb", "--patient", str(uuid.uuid4())],
+     "no --patient"),
+])
+async def test_apps_create_public_refuses(api, run_cli, extra, message):
+    org = await run_cli("orgs", "create", "Riverside")
+    with pytest.raises(SystemExit, match=message):
+        await run_cli("apps", "create", "--org", org["id"], "--name", "x", "--public", *extra)

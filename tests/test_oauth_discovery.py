@@ -13,7 +13,7 @@ async def test_smart_configuration(api):
     assert conf["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert conf["introspection_endpoint"] == "http://testserver/oauth/introspect"
     assert conf["revocation_endpoint"] == "http://testserver/oauth/revoke"
-    assert conf["grant_types_supported"] == ["client_credentials"]
+    assert conf["grant_types_supported"] == ["client_credentials", "authorization_code", "refresh_token"]
     assert {"client-confidential-asymmetric", "permission-v2", "permission-v1",
             "permission-patient"} <= set(conf["capabilities"])
     assert "private_key_jwt" in conf["token_endpoint_auth_methods_supported"]
@@ -34,3 +34,22 @@ async def test_rfc8414_metadata_and_jwks(api):
     jwks = (await api.http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"]
     assert all("d" not in key for key in jwks["keys"])  # public halves only
+
+
+async def test_discovery_lists_the_patient_app_flow(api):
+    meta = (await api.http.get("/.well-known/oauth-authorization-server")).json()
+    smart = (await api.http.get("/fhir/R4/.well-known/smart-configuration")).json()
+    for doc in (meta, smart):
+        assert doc["authorization_endpoint"] == "http://testserver/oauth/authorize"
+        assert {"authorization_code", "refresh_token", "client_credentials"} <= set(doc["grant_types_supported"])
+        assert doc["code_challenge_methods_supported"] == ["S256"]
+        assert doc["response_types_supported"] == ["code"]
+        assert "none" in doc["token_endpoint_auth_methods_supported"]
+        assert {"patient/Observation.rs", "patient/Patient.rs", "patient/Flag.rs", "system/Observation.cruds",
+                "patient/Measurement.cruds", "offline_access", "launch/patient"} <= set(doc["scopes_supported"])
+    assert {"launch-standalone", "client-public", "context-standalone-patient", "permission-offline",
+            "permission-patient", "client-confidential-asymmetric", "permission-v2"} <= set(smart["capabilities"])
+    caps = (await api.http.get("/fhir/R4/metadata")).json()
+    uris = {e["url"]: e["valueUri"] for e in caps["rest"][0]["security"]["extension"][0]["extension"]}
+    assert uris["authorize"] == meta["authorization_endpoint"]
+    assert uris["token"] == meta["token_endpoint"]

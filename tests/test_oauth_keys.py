@@ -69,7 +69,7 @@ async def test_running_instance_signs_with_the_new_key_within_a_minute(api):
 
     engine = make_engine(api.db.owner_url, api.db.settings(), pool=False)
     async with engine.begin() as sa_conn:
-        new_kid = await insert_key(sa_conn)
+        new_kid = await insert_key(sa_conn, api.app.state.ctx.at_rest.signing_keys)
     await engine.dispose()
     assert kid_of(await get_token(api, creds)) != new_kid  # not yet: keys are reloaded at most once a minute
     api.app.state.ctx.keys._loaded_at -= 61

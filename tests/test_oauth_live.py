@@ -4,43 +4,14 @@ OAuth2Client discovering the token endpoint and using each client authentication
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
-import uvicorn
 from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
-from service.app import create_app
 from tests.harness import Api
-from tests.oauth_support import public_jwks, register, rsa_key
-
-
-@contextmanager
-def live_server(db) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(db.settings().model_copy(update={"host": "127.0.0.1", "port": port, "public_url": base}))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+from tests.oauth_support import live_server, public_jwks, register, rsa_key
 
 
 def exercise(base: str, secret_app: dict, jwt_app: dict, key) -> dict[str, str]:

@@ -13,5 +13,6 @@ async def test_0003_stairway_and_alembic_check(db):
     assert await db.fetchval("SELECT to_regclass('public.revoked_tokens')") is None
     migrate.upgrade(db.owner_url, app_role=APP_ROLE)
     assert await db.fetchval("SELECT version_num FROM alembic_version") == migrate.head_revision()
-    assert await db.fetchval("SELECT has_function_privilege($1, 'token_revoked(text, text)', 'EXECUTE')", APP_ROLE)
+    assert await db.fetchval("SELECT has_function_privilege($1, 'token_revoked(text, text, text)', 'EXECUTE')",
+                             APP_ROLE)
     migrate._in_thread(lambda: command.check(migrate.alembic_config(db.owner_url, APP_ROLE)))

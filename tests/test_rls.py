@@ -17,6 +17,7 @@ TENANT_TABLES = [
     "organizations", "apps", "used_assertions", "revoked_tokens", "idempotency_keys", "audit_events",
     "webhook_subscriptions", "webhook_outbox", "webhook_deliveries",
     "bulk_export_jobs", "bulk_export_files", "bulk_export_chunks",
+    "app_links", "app_grants", "authorization_codes", "refresh_tokens",
 ]
 
 

@@ -18,6 +18,7 @@ class Principal:
     token_id: str | None = None
     expires_at: int = 0
     issuer: str | None = None
+    grant_id: str | None = None  # the app-link grant a patient app's token came through (revocable as a family)
 
     def allows(self, resource: str, perm: str) -> bool:
         """Patient-context scopes count only for patient-bound tokens, whose rows are then limited."""

@@ -2,8 +2,10 @@
 
 Grammar: ``<context>/<Resource>.<perms>`` with context ``system``, ``user`` or ``patient``; resource a
 name of ours, a FHIR alias, or ``*``; perms a non-empty subset of ``cruds`` in that order. SMART v1
-``read`` means ``rs``, ``write`` means ``cud``, ``*`` means ``cruds``. Anything else (``openid``,
-``offline_access``, scopes with query modifiers) is kept as an opaque scope and grants nothing here.
+``read`` means ``rs``, ``write`` means ``cud``, ``*`` means ``cruds``. The SMART context scopes
+``offline_access`` (a refresh token) and ``launch/patient`` (patient context) are understood by the
+authorization code flow (``grant_for_link``) and grant no resource access. Anything else (``openid``,
+scopes with query modifiers) is kept as an opaque scope and grants nothing here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FHIR_ALIASES: dict[str, tuple[str, ...]] = {
     "Group": ("Client",),  # the organization's caseload
 }
 V1_PERMS = {"read": "rs", "write": "cud", "*": "cruds"}
+CONTEXT_SCOPES = ("offline_access", "launch/patient")
 # Resources a wildcard never reaches: audit access is always named (CONTRACT.md section 2).
 NAMED_ONLY: frozenset[str] = frozenset({"AuditEvent"})
 
@@ -62,6 +65,8 @@ def parse_scope(text: str) -> Scope | None:
     order or repeated), so a typo is never silently granted or silently ignored.
     """
     base = text.split("?", 1)[0]
+    if text in CONTEXT_SCOPES:
+        return None
     if "?" in text:
         return None  # query-restricted scopes are experimental in SMART v2; we grant nothing for them
     match = _SCOPE.match(base)
@@ -140,6 +145,40 @@ def grant(requested: str | None, allowed: str) -> str:
                 names = sorted(want.resources & have.resources)
             granted.extend(f"{want.context}/{name}.{perms}" for name in names)
     return " ".join(dict.fromkeys(granted))
+
+
+def context_scopes(text: str | None) -> list[str]:
+    """The SMART context scopes (``offline_access``, ``launch/patient``) in a scope string, in our order."""
+    words = set((text or "").split())
+    return [c for c in CONTEXT_SCOPES if c in words]
+
+
+def grant_for_link(requested: str | None, allowed: str) -> str:
+    """What a patient app gets through an app link: ``grant()`` of its patient/ scopes, plus the context scopes
+    it holds (all of them when it asks for nothing, else those it asks for); ``launch/patient`` is granted
+    whenever asked, since the link gives the patient context. Empty when no resource scope remains."""
+    resources = grant(requested, allowed)
+    if not resources:
+        return ""
+    held = context_scopes(allowed)
+    if requested and requested.strip():
+        asked = context_scopes(requested)
+        extra = [c for c in asked if c in held or c == "launch/patient"]
+    else:
+        extra = held
+    return " ".join([resources, *extra])
+
+
+def is_narrowing(requested: str, original: str) -> bool:
+    """Whether every scope in ``requested`` is within ``original`` (a refresh may narrow, never widen:
+    RFC 6749 section 6)."""
+    for word in requested.split():
+        if word in CONTEXT_SCOPES:
+            if word not in original.split():
+                return False
+        elif grant(word, original) != word:
+            return False
+    return True
 
 
 def required_scope(resource: str, perm: str, context: Context = "system") -> str:

@@ -4,6 +4,9 @@ The first response is stored in the same transaction as the writes it reports, s
 disagree with the data. A transaction-scoped advisory lock on the key makes a concurrent duplicate
 answer 409 at once instead of waiting; the same key with another body is 422; failed requests (4xx,
 5xx) roll back and are not stored, so the client may retry them with the same key.
+
+A reply that carries a secret shown once (an app link's ``link_code``) is stored ``sealed``: encrypted with
+a key the database never sees (service.auth.keycrypt), and opened again only to replay it.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import hashlib
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from cryptography.fernet import InvalidToken
 from fastapi import Request, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +48,22 @@ _STORE = text(
 _SWEEP = text("DELETE FROM idempotency_keys WHERE org_id = :org AND expires_at < now() - interval '1 hour'")
 
 
+class Sealer(Protocol):
+    """Authenticated encryption of stored replies (a ``cryptography`` Fernet or MultiFernet)."""
+
+    def encrypt(self, data: bytes) -> bytes: ...
+
+    def decrypt(self, token: bytes) -> bytes: ...
+
+
+def _opened(sealed: Sealer, body: bytes) -> bytes:
+    try:
+        return sealed.decrypt(body)
+    except InvalidToken as exc:  # sealed under an encryption key since removed (docs/signing-keys.md)
+        raise Conflict(f"The reply stored for this {KEY_HEADER} can no longer be read (the encryption key was "
+                       "rotated); send the request with a new key") from exc
+
+
 def key_of(request: Request) -> str | None:
     key = request.headers.get(KEY_HEADER)
     if key is None:
@@ -55,9 +75,10 @@ def key_of(request: Request) -> str | None:
 
 async def idempotent(
     request: Request, conn: AsyncConnection, who: Principal, run: Callable[[], Awaitable[Response]],
-    *, client_ids: Callable[[Response], list[Any]] | None = None,
+    *, client_ids: Callable[[Response], list[Any]] | None = None, sealed: Sealer | None = None,
 ) -> Response:
-    """Run ``run`` once per key; replay its stored response for the same key and body."""
+    """Run ``run`` once per key; replay its stored response for the same key and body (kept encrypted with
+    ``sealed`` when given)."""
     key = key_of(request)
     if key is None:
         return await run()
@@ -73,12 +94,14 @@ async def idempotent(
             raise RuleViolation("Idempotency-Key", "This key was used with another request body",
                                 "idempotency_key_reused")
         headers = {**orjson.loads(orjson.dumps(found.headers)), "Idempotent-Replayed": "true"}
-        return Response(content=bytes(found.body), status_code=found.status_code, headers=headers)
+        content = _opened(sealed, bytes(found.body)) if sealed else bytes(found.body)
+        return Response(content=content, status_code=found.status_code, headers=headers)
     response = await run()
     if 200 <= response.status_code < 300:
         stored = {k: v for k, v in response.headers.items() if k in REPLAYED_HEADERS}
         await conn.execute(_STORE, {
-            **scope, "fp": fingerprint, "status": response.status_code, "body": bytes(response.body),
+            **scope, "fp": fingerprint, "status": response.status_code,
+            "body": sealed.encrypt(bytes(response.body)) if sealed else bytes(response.body),
             "headers": orjson.dumps(stored).decode(), "ttl": TTL_HOURS,
             "clients": [str(c) for c in (client_ids(response) if client_ids else [])],
         })

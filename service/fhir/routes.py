@@ -347,9 +347,13 @@ def capability_statement(request: Request) -> dict[str, Any]:
                                          "code": "SMART-on-FHIR"}]}],
                 "extension": [{
                     "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                    "extension": [{"url": "token", "valueUri": f"{issuer}/oauth/token"}],
+                    "extension": [{"url": "token", "valueUri": f"{issuer}/oauth/token"},
+                                  {"url": "authorize", "valueUri": f"{issuer}/oauth/authorize"},
+                                  {"url": "revoke", "valueUri": f"{issuer}/oauth/revoke"}],
                 }],
-                "description": "OAuth 2.0 client credentials; SMART v2 scopes with FHIR resource names as aliases.",
+                "description": "OAuth 2.0: client credentials for practice systems; authorization code with PKCE "
+                               "for patients' own apps (app links); SMART v2 scopes with FHIR resource names as "
+                               "aliases.",
             },
             "resource": [
                 resource("Patient", reads, "Clients"),
