@@ -27,8 +27,8 @@ import orjson
 
 from bench.limit import W2
 from service.settings import PROJECT_ROOT
-from tests.gqlkit import ALL, DASHBOARD, seed_caseload
-from tests.harness import Api, TestServer
+from tests.support.gqlkit import ALL, DASHBOARD, seed_caseload
+from tests.support.harness import Api, TestServer
 
 
 async def _for(seconds: float, concurrency: int, once: Any) -> float:

@@ -42,7 +42,7 @@ query Dashboard($n: Int!, $after: String) {
     pageInfo { hasNextPage endCursor }
   }
 }
-"""  # also the dashboard query of the GraphQL tests (tests/gqlkit.py DASHBOARD)
+"""  # also the dashboard query of the GraphQL tests (tests/support/gqlkit.py DASHBOARD)
 
 BATCH_SIZE = 100  # W3: measurements per request
 FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
