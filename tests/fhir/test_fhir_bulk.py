@@ -19,8 +19,9 @@ from tests.support.bulk import (
     wait_for_manifest,
 )
 from tests.support.factories import create
-from tests.support.fhir import FHIR, all_pages, demo_org, post_questionnaire_response, questionnaire_response
+from tests.support.fhir import FHIR, all_pages, demo_org
 from tests.support.harness import Api
+from tests.support.questionnaires import post_questionnaire_response, questionnaire_response
 
 TYPES = ("Patient", "Goal", "Observation", "QuestionnaireResponse", "Flag")
 

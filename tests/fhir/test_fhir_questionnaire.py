@@ -7,9 +7,10 @@ from typing import Any
 
 from service.fhir import codes
 from tests.support.factories import create
-from tests.support.fhir import ANSWERS, FHIR, GAD7, GAD7_ITEMS, PHQ9, PHQ9_ITEMS, all_pages, validate
-from tests.support.fhir import post_questionnaire_response as post
-from tests.support.fhir import questionnaire_response as response
+from tests.support.fhir import FHIR, all_pages, validate
+from tests.support.questionnaires import ANSWERS, GAD7, GAD7_ITEMS, PHQ9, PHQ9_ITEMS
+from tests.support.questionnaires import post_questionnaire_response as post
+from tests.support.questionnaires import questionnaire_response as response
 
 ALL = "system/*.cruds"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.support.factories import create
 from tests.support.fhir import FHIR, FHIR_JSON, all_pages, validate
-from tests.support.fhir import phq9_observation as phq9
+from tests.support.questionnaires import phq9_observation as phq9
 
 MARKER_SYSTEM = "https://strengths-api.dev/fhir/CodeSystem/outcome-marker"
 

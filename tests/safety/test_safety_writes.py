@@ -9,9 +9,10 @@ import orjson
 import pytest
 
 from tests.support.factories import NOW, create
-from tests.support.fhir import FHIR, FHIR_JSON, all_pages, phq9_observation, validate
+from tests.support.fhir import FHIR, FHIR_JSON, all_pages, validate
 from tests.support.gqlkit import gql
 from tests.support.harness import Api
+from tests.support.questionnaires import phq9_observation
 from tests.support.safety import ALL, alerts_of, gad7, instrument_marker, measurement, phq9, trigger
 from tests.support.webhooks import subscribe
 
