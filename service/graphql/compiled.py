@@ -13,8 +13,8 @@ written before COMMIT. Then either
 - otherwise the **stock executor** runs the operation: the root fields' resolvers run the same statements
   ("resolvers" mode) and every other resolver reads their values, raising each error where it belongs.
 
-Both answers are the same document: ``tests/test_graphql_differential.py`` replays its corpus both ways and holds
-both to the answers the previous implementation gave.
+Both answers are the same document: ``tests/graphql/test_graphql_differential.py`` replays its corpus both ways and
+holds both to the answers the previous implementation gave.
 """
 
 from __future__ import annotations
