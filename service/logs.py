@@ -64,7 +64,7 @@ def _skip_unused_record_fields() -> None:
     """The JSON lines hold the event dict only, never the caller's file and line, the process or the thread;
     the standard library would still look them up for every record (walking the stack to find the caller:
     most of the ~110 us an access line cost). ``_srcfile = None`` is logging's documented switch for that."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False

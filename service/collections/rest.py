@@ -91,7 +91,7 @@ class HistoryPage(Out):
 
 
 def page_model(coll: Collection) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{coll.out.__name__}Page", __base__=Out, data=(list[coll.out], ...), next_cursor=(str | None, None)
     )
 
@@ -162,7 +162,7 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     for name in coll.children:
         child = REGISTRY[name]
         fields[child.key] = (list[child.out], Field(None, description=f"With ?include={child.key}"))  # type: ignore[name-defined]
-    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
+    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)
 
 
 def collection_router(coll: Collection) -> APIRouter:

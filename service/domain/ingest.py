@@ -207,7 +207,7 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
     for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
         row["id"] = new_id
     fetched = await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode(), identifiers.compartment(who))
-    return fetched  # type: ignore[no-any-return]
+    return fetched
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]

@@ -238,7 +238,7 @@ CONDITION = re.compile(r"^\??identifier=[A-Za-z0-9._:/~-]+\|[A-Za-z0-9._:/~-]+$"
 def _count(params: dict[str, list[str]]) -> int:
     raw = params.get("_count", [str(search.DEFAULT_COUNT)])[-1]
     if not re.match(PATTERNS["_count"], raw):
-        raise search.BadSearch("_count must be a whole number, at least 1")
+        raise urls.BadSearch("_count must be a whole number, at least 1")
     return min(int(raw), search.MAX_COUNT)
 
 
@@ -252,7 +252,7 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
     descending = False
     for raw in params.get("_sort", []):
         if raw not in ("date", "-date"):
-            raise search.BadSearch("_sort supports date and -date")
+            raise urls.BadSearch("_sort supports date and -date")
         descending = raw == "-date"
     if fhir_type == "Observation":
         kinds = [k for k, res in search.OBSERVATION_RESOURCES.items() if who.allows(res, "s")]
@@ -471,7 +471,7 @@ IfNoneExist = Annotated[str | None, Header(
 def _condition(header: str) -> str:
     pairs = parse_qsl(header.removeprefix("?"), keep_blank_values=True)
     if not CONDITION.match(header) or len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
-        raise search.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
+        raise urls.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
     return pairs[0][1]
 
 

@@ -72,7 +72,7 @@ def _enums() -> dict[str, type]:
 
 
 class CompiledReads(SchemaExtension):
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         ctx: GraphQLContext = ec.context
         ctx.document = ec.graphql_document

@@ -49,7 +49,7 @@ def _is_type_of(name: str) -> Any:
 
 def _text_or_iso(value: Any) -> str:
     """Compiled reads carry timestamps and dates already written as ``isoformat`` writes them (sqljson.py)."""
-    return value if isinstance(value, str) else value.isoformat()  # type: ignore[no-any-return]
+    return value if isinstance(value, str) else value.isoformat()
 
 
 SCALARS = {

@@ -55,7 +55,7 @@ MAX_LINE = 1_000_000
 
 NDJSON_BODY = {"requestBody": {"required": True, "content": {NDJSON: {"schema": {
     "type": "string", "description": 'One JSON object per line: {"type": "strength", "resource": {...}}'}}}}}
-NDJSON_OUT = {200: {"description": "One result or record per line",
+NDJSON_OUT: dict[int | str, dict[str, Any]] = {200: {"description": "One result or record per line",
                     "content": {NDJSON: {"schema": {"type": "string"}}}}}
 
 
