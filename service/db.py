@@ -146,12 +146,11 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     tenant settings, so row-level security applies to it exactly as to every other statement.
     """
     sync = conn.sync_connection
-    live: asyncpg.Connection | None
     if sync is not None and not sync.closed and not sync.invalidated:
         live = sync.connection.driver_connection  # a live connection: plain attributes, no I/O
     else:
         live = (await conn.get_raw_connection()).driver_connection  # may revalidate (I/O): in SQLAlchemy's greenlet
-    assert live is not None, "an open connection has its driver's connection"
+    assert isinstance(live, asyncpg.Connection), "an open connection of the asyncpg dialect"
     return live
 
 

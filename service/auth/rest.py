@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
@@ -11,6 +11,9 @@ from fastapi.security import OAuth2, SecurityScopes
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
 from service.errors import Forbidden, Unauthenticated
+
+if TYPE_CHECKING:
+    from service.auth.tokens import TokenService
 
 PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -51,12 +54,13 @@ bearer = BearerToken()
 
 
 async def authenticate(request: Request, token: Annotated[str | None, Depends(bearer)]) -> Principal:
-    cached = getattr(request.state, "principal", None)
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     if token is None:
         raise Unauthenticated("A bearer token is required", error=None)
-    principal = await request.app.state.ctx.tokens.verify(token, check_revocation=not _checks_revocation(request))
+    tokens: TokenService = request.app.state.ctx.tokens
+    principal = await tokens.verify(token, check_revocation=not _checks_revocation(request))
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
     if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
