@@ -9,8 +9,8 @@ validation or access filtering; NotFound and Gone resolve to null, as CONTRACT.m
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 from uuid import UUID
 
@@ -33,18 +33,24 @@ from service.graphql.typegen import Node, Types, plain
 P = inspect.Parameter
 
 
-@contextmanager
-def _domain_errors() -> Iterator[None]:
-    """NotFound and Gone resolve to null (the caller returns None); other domain errors become GraphQL errors."""
-    try:
-        yield
-    except DomainError as exc:
-        if not isinstance(exc, NotFound | Gone):
+class _DomainErrors:
+    """NotFound and Gone resolve to null (the caller returns None); other domain errors become GraphQL errors.
+
+    A class, its ``__exit__`` returning bool, so a type checker sees that the block may end without returning."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, NotFound | Gone):
+            return True
+        if isinstance(exc, DomainError):
             raise from_domain(exc) from exc
+        return False
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with ``_domain_errors`` applied. A synchronous resolver stays synchronous (it may return an
+    """``fn`` with ``_DomainErrors`` applied. A synchronous resolver stays synchronous (it may return an
     awaitable, which is guarded the same way)."""
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -55,7 +61,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run_sync(*args: Any, **kwargs: Any) -> Any:
-        with _domain_errors():
+        with _DomainErrors():
             result = fn(*args, **kwargs)
             return _awaited(result) if inspect.isawaitable(result) else result
         return None
@@ -64,7 +70,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def _awaited(pending: Awaitable[Any]) -> Any:
-    with _domain_errors():
+    with _DomainErrors():
         return await pending
     return None
 

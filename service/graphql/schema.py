@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DateDefinition, DateTimeDefinition
+from strawberry.types.scalar import ScalarDefinition
 
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
@@ -52,7 +53,7 @@ def _text_or_iso(value: Any) -> str:
     return value if isinstance(value, str) else value.isoformat()
 
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     datetime: dataclasses.replace(DateTimeDefinition, serialize=_text_or_iso, implementation=None),
     date: dataclasses.replace(DateDefinition, serialize=_text_or_iso, implementation=None),
 }

@@ -56,7 +56,7 @@ class Types:
     def __init__(self) -> None:
         self.enums: dict[type, Any] = {}
         self.objects: dict[type, Any] = {}  # pydantic model -> strawberry output type
-        self.inputs: dict[type, Any] = {}  # pydantic model -> strawberry input type
+        self.inputs: dict[type | tuple[type, str], Any] = {}  # pydantic model -> strawberry input type
         self.record_types: dict[str, Any] = {}  # collection name -> object type
         self.connections: dict[str, Any] = {}
         self.edges: dict[str, Any] = {}
