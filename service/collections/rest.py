@@ -24,7 +24,7 @@ from service.collections.fastread import FastRead
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
-from service.collections.types import Out, Timestamp
+from service.collections.types import Out, Timestamp, list_of
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.uow import unit_of_work as work
@@ -92,7 +92,7 @@ class HistoryPage(Out):
 
 def page_model(coll: Collection) -> type[BaseModel]:
     return create_model(
-        f"{coll.out.__name__}Page", __base__=Out, data=(list[coll.out], ...), next_cursor=(str | None, None)
+        f"{coll.out.__name__}Page", __base__=Out, data=(list_of(coll.out), ...), next_cursor=(str | None, None)
     )
 
 
@@ -114,7 +114,7 @@ def _list_filters(coll: Collection) -> Any:
         params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
                                         default=Query(None)))
     if "status" in table.c:
-        status_type = coll.out.model_fields["status"].annotation
+        status_type: Any = coll.out.model_fields["status"].annotation
         params.append(inspect.Parameter("status", inspect.Parameter.KEYWORD_ONLY, annotation=status_type | None,
                                         default=Query(None)))
     for name in coll.filters:
@@ -161,7 +161,7 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in coll.children:
         child = REGISTRY[name]
-        fields[child.key] = (list[child.out], Field(None, description=f"With ?include={child.key}"))  # type: ignore[name-defined]
+        fields[child.key] = (list_of(child.out), Field(None, description=f"With ?include={child.key}"))
     return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)
 
 

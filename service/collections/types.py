@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date
+from types import GenericAlias
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -150,6 +151,12 @@ def _uuid7(ms: int, random: bytes) -> UUID:
 
 def strict_uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def list_of(item: Any) -> Any:
+    """``list[item]`` for an item type built at run time (a collection's schema, a GraphQL type): the very object
+    the subscript makes, written as a call so that a type checker reads it as a value, not a type expression."""
+    return GenericAlias(list, (item,))
 
 
 def patch_model(create: type[BaseModel], name: str) -> type[BaseModel]:

@@ -21,7 +21,7 @@ from service.collections.records import record_changes
 from service.collections.registry import Written
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
-from service.collections.types import Out, Strict, uuid7s
+from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
 from service.domain.clients import clients
 from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
@@ -81,7 +81,7 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
     return {"index": index, "status": "error", "problem": problem}
 
 
-_ITEMS = TypeAdapter(list[measurements.create])
+_ITEMS = TypeAdapter(list_of(measurements.create))
 # What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker).
 # Not the jsonb external ids nor the timestamps, which cost a decode per row.
 _MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
+from service.collections.types import list_of
 from service.errors import DomainError, Gone, NotFound
 from service.graphql.context import GraphQLContext
 from service.graphql.errors import forbidden, from_domain, from_pydantic
@@ -130,7 +131,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
         return _compiled(root, info.path.key)
 
     if rel.kind == "many":
-        returns: Any = list[types.record_types[target.name]] | None  # type: ignore[name-defined]
+        returns: Any = list_of(types.record_types[target.name]) | None
         description = f"The {target.title.lower()} named by {rel.attr}"
     elif rel.kind == "one":
         returns = types.record_types[target.name] | None

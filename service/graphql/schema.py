@@ -13,6 +13,7 @@ from strawberry.types.scalar import ScalarDefinition
 
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
+from service.collections.types import list_of
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
 from service.graphql.compiled import CompiledReads
@@ -34,7 +35,7 @@ def _decorate(types_: Types) -> None:
         edge.__annotations__ = {"node": cls, "cursor": str}
         strawberry.type(edge)
         conn = types_.connections[coll.name]
-        conn.__annotations__ = {"edges": list[edge], "page_info": PageInfo}  # type: ignore[valid-type]
+        conn.__annotations__ = {"edges": list_of(edge), "page_info": PageInfo}
         strawberry.type(conn, description=f"A page of {coll.title.lower()}")
 
 
