@@ -95,7 +95,7 @@ async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, D
         for perm in scope.perms:
             if not who.allows(scope.name, perm):
                 raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
-                                               who.context))  # type: ignore[arg-type]
+                                               who.context))
     return who
 
 
@@ -109,7 +109,7 @@ async def authorize_any(
         assert scope is not None
         for perm in scope.perms:
             if not any(who.allows(resource, perm) for resource in RESOURCES):
-                raise Forbidden(required_scope("*", perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope("*", perm, who.context))
     return who
 
 

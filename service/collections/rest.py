@@ -219,7 +219,7 @@ def collection_router(coll: Collection) -> APIRouter:
             for name in include:
                 child = REGISTRY[name.replace("_", "-")]
                 if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
-                    raise Forbidden(required_scope(child.resource, "s", who.context))  # type: ignore[arg-type]
+                    raise Forbidden(required_scope(child.resource, "s", who.context))
             record.update(await service.children(db, who, coll, record_id, include))
         return record_response(record)
 

@@ -69,7 +69,7 @@ async def fhir_authorize(security_scopes: SecurityScopes,
         assert scope is not None
         for perm in scope.perms:
             if not any(who.allows(ours, perm) for ours in FHIR_ALIASES[scope.name]):
-                raise Forbidden(required_scope(scope.name, perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope(scope.name, perm, who.context))
     return who
 
 
@@ -80,7 +80,7 @@ def fhir_needs(fhir_type: str, perm: str) -> Any:
 def check(who: Principal, collection: str, perm: str) -> None:
     resource = REGISTRY[collection].resource
     if not who.allows(resource, perm):
-        raise Forbidden(required_scope(resource, perm, who.context))  # type: ignore[arg-type]
+        raise Forbidden(required_scope(resource, perm, who.context))
 
 
 # ---------------------------------------------------------------- resources out

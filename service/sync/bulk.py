@@ -108,7 +108,7 @@ def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]
         raise ValidationFailed.on("type", 'Each line is {"type": ..., "resource": {...}}', "invalid_line")
     coll = _by_type(doc["type"])
     if not who.allows(coll.resource, "c"):
-        raise Forbidden(required_scope(coll.resource, "c", who.context))  # type: ignore[arg-type]
+        raise Forbidden(required_scope(coll.resource, "c", who.context))
     return coll, dict(doc["resource"])
 
 

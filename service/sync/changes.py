@@ -102,7 +102,7 @@ def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[C
         chosen = [by_type[n] for n in dict.fromkeys(names)]
         for coll in chosen:
             if not who.allows(coll.resource, perm):
-                raise Forbidden(required_scope(coll.resource, perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope(coll.resource, perm, who.context))
         return chosen
     return [c for c in REGISTRY.values() if who.allows(c.resource, perm)]
 
