@@ -89,8 +89,8 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
     return strawberry.field(resolver=wrapped, description=description)
 
 
-def _ctx(info: Any) -> GraphQLContext:
-    return info.context  # type: ignore[no-any-return]
+def _ctx(info: strawberry.Info[GraphQLContext, Any]) -> GraphQLContext:
+    return info.context
 
 
 # ---------------------------------------------------------------- relations of a record type
