@@ -446,7 +446,9 @@ async def upsert(
                 raise PreconditionFailed("No record has this identifier yet")
             return await create(conn, who, coll, _with_identifier(coll, payload), record_id=new_id), True
         record_id = await identifiers.lookup(conn, who, coll, client, system, value)  # a concurrent PUT's
-    current = await fetch(conn, who, coll, record_id, for_update=True)  # type: ignore[arg-type]
+        if record_id is None:  # the claim lost to a holder this writer does not see: no record of its
+            raise NotFound(f"No {coll.type_name.replace('_', ' ')} with identifier {system}|{value}")
+    current = await fetch(conn, who, coll, record_id, for_update=True)
     check_if_match(if_match, current.version)
     return await apply_update(conn, who, coll, current, payload), False
 

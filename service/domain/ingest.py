@@ -115,7 +115,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     found = {outcome_markers.name: markers}
 
     rows: list[tuple[int, dict[str, Any]]] = []
-    first_of: dict[tuple[str, str], int] = {}
+    first_of: dict[tuple[str | None, str | None], int] = {}
     duplicates_in_batch: dict[int, int] = {}
     for i, payload in parsed:
         try:
@@ -132,7 +132,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             if key in first_of:
                 duplicates_in_batch[i] = first_of[key]
                 continue
-            first_of[key] = i  # type: ignore[index]
+            first_of[key] = i
         rows.append((i, values))
 
     rows = await _held_elsewhere(conn, who, rows, results)

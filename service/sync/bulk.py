@@ -139,8 +139,8 @@ def _result(status: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | None:
     if coll.natural_key:
-        key = tuple(payload.get(name) for name in coll.natural_key)
-        return key if all(key) else None  # type: ignore[return-value]
+        system, ident = (payload.get(name) for name in coll.natural_key)  # (system, value): upsert's pair
+        return (system, ident) if system and ident else None
     ids = payload.get(coll.ext_field) or []
     return (ids[0]["system"], ids[0]["value"]) if ids else None
 
@@ -239,7 +239,7 @@ def _known(known: dict[Key, Any], target: str, value: Any, field: str) -> Any:
             raise ValidationFailed.on(field, 'A reference is an id or {"external_id": "system|value"}',
                                       "invalid_reference")
         parse_identifier(value["external_id"], field)  # raises: _ext_key refuses only what it refuses
-    found = known.get(key)  # type: ignore[arg-type]
+    found = known.get(key) if key is not None else None
     if found is None:
         raise ValidationFailed.on(field, f"No {target} with identifier {value['external_id']}", "reference_not_found")
     return str(found)
