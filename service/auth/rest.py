@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
+from starlette.requests import HTTPConnection
 
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
@@ -36,7 +37,7 @@ class BearerToken(OAuth2):
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
                          description="SMART v2 scopes (system/, user/ or patient/ context; v1 aliases accepted)")
 
-    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+    async def __call__(self, request: HTTPConnection) -> str | None:
         return bearer_token(request.headers.get("authorization"))
 
 

@@ -40,7 +40,8 @@ async def unit_of_work(
         yield conn  # the request's audit row commits with its writes
 
 
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
+# A mark on the function (read by service.auth.rest.authenticate), which functions do not declare to a checker.
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
@@ -126,6 +127,7 @@ def _list_filters(coll: Collection) -> Any:
             kwargs["external_id"] = kwargs.pop(ext_name)
         return kwargs
 
+    # Functions do not declare __signature__ to a checker; inspect, hence FastAPI, reads it.
     filters.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
     return filters
 
@@ -173,6 +175,8 @@ def collection_router(coll: Collection) -> APIRouter:
     Updater = Annotated[Principal, needs(coll.resource, "u")]
     Deleter = Annotated[Principal, needs(coll.resource, "d")]
     Upserter = Annotated[Principal, needs(coll.resource, "cu")]
+    # The collection's body models, built at run time: FastAPI reads them from the handlers' annotations, which a
+    # checker cannot take for types (hence the valid-type ignores on create, patch and upsert below).
     CreateBody = coll.create
     PatchBody = coll.patch
     Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
@@ -227,7 +231,8 @@ def collection_router(coll: Collection) -> APIRouter:
         f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
-    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
+    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads),
+    # attached to the router (an APIRouter declares no such attribute; read back in service.app).
     router.fast_read = FastRead(  # type: ignore[attr-defined]
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
@@ -323,7 +328,7 @@ def _rename(endpoint: Any, path_id: str) -> Any:
         kwargs["record_id"] = kwargs.pop(path_id)
         return await endpoint(**kwargs)
 
-    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by inspect, FastAPI
     renamed.__name__ = endpoint.__name__
     return renamed
 

@@ -307,6 +307,7 @@ def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
     async def documented(**kwargs: Any) -> Any:
         return await endpoint(**{k: v for k, v in kwargs.items() if not k.startswith("p_")})
 
+    # Functions do not declare __signature__ to a checker; inspect, hence FastAPI, reads it.
     documented.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     documented.__name__ = endpoint.__name__
     return documented

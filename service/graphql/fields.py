@@ -84,6 +84,7 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
     sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
             params or []]
     wrapped = _guarded(fn)
+    # Functions do not declare __signature__ to a checker; inspect, hence Strawberry, reads it.
     wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
     return strawberry.field(resolver=wrapped, description=description)
