@@ -4,7 +4,7 @@
 """
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -17,12 +17,9 @@ from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
 from service.collections.types import Out, QueryText, Timestamp
 from service.http import NO_STORE, JSONOut, StrictRoute
-from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
+from service.models.audit import AuditAction, AuditEvent, AuditOutcome
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
-
-Action = Literal[ACTIONS]  # type: ignore[valid-type]
-Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
 
 
 class AuditEventOut(Out):
@@ -30,11 +27,11 @@ class AuditEventOut(Out):
     at: datetime
     app_id: str | None
     subject: str | None
-    action: Action
+    action: AuditAction
     resource_type: str | None
     resource_ids: list[UUID]
     client_ids: list[UUID]
-    outcome: Outcome
+    outcome: AuditOutcome
     status_code: int | None
     request_id: str | None
     remote_addr: str | None
@@ -69,8 +66,8 @@ async def list_audit_events(
     client_id: Annotated[UUID | None, Query(description="Events naming this client (patient)")] = None,
     resource_type: Annotated[QueryText | None, Query(max_length=100, description="e.g. Strength")] = None,
     resource_id: Annotated[UUID | None, Query(description="Events naming this record")] = None,
-    action: Annotated[Action | None, Query()] = None,
-    outcome: Annotated[Outcome | None, Query()] = None,
+    action: Annotated[AuditAction | None, Query()] = None,
+    outcome: Annotated[AuditOutcome | None, Query()] = None,
     app: Annotated[QueryText | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
     since: Annotated[Timestamp | None, Query(description="At or after")] = None,
     until: Annotated[Timestamp | None, Query(description="Before")] = None,

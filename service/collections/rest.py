@@ -24,7 +24,7 @@ from service.collections.fastread import FastRead
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
-from service.collections.types import Out, Timestamp
+from service.collections.types import Out, Timestamp, list_of
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, StrictRoute
 from service.uow import unit_of_work as work
@@ -40,7 +40,8 @@ async def unit_of_work(
         yield conn  # the request's audit row commits with its writes
 
 
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
+# A mark on the function (read by service.auth.rest.authenticate), which functions do not declare to a checker.
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
@@ -91,8 +92,8 @@ class HistoryPage(Out):
 
 
 def page_model(coll: Collection) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{coll.out.__name__}Page", __base__=Out, data=(list[coll.out], ...), next_cursor=(str | None, None)
+    return create_model(
+        f"{coll.out.__name__}Page", __base__=Out, data=(list_of(coll.out), ...), next_cursor=(str | None, None)
     )
 
 
@@ -114,7 +115,7 @@ def _list_filters(coll: Collection) -> Any:
         params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
                                         default=Query(None)))
     if "status" in table.c:
-        status_type = coll.out.model_fields["status"].annotation
+        status_type: Any = coll.out.model_fields["status"].annotation
         params.append(inspect.Parameter("status", inspect.Parameter.KEYWORD_ONLY, annotation=status_type | None,
                                         default=Query(None)))
     for name in coll.filters:
@@ -126,6 +127,7 @@ def _list_filters(coll: Collection) -> Any:
             kwargs["external_id"] = kwargs.pop(ext_name)
         return kwargs
 
+    # Functions do not declare __signature__ to a checker; inspect, hence FastAPI, reads it.
     filters.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
     return filters
 
@@ -161,8 +163,8 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in coll.children:
         child = REGISTRY[name]
-        fields[child.key] = (list[child.out], Field(None, description=f"With ?include={child.key}"))  # type: ignore[name-defined]
-    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
+        fields[child.key] = (list_of(child.out), Field(None, description=f"With ?include={child.key}"))
+    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)
 
 
 def collection_router(coll: Collection) -> APIRouter:
@@ -173,6 +175,8 @@ def collection_router(coll: Collection) -> APIRouter:
     Updater = Annotated[Principal, needs(coll.resource, "u")]
     Deleter = Annotated[Principal, needs(coll.resource, "d")]
     Upserter = Annotated[Principal, needs(coll.resource, "cu")]
+    # The collection's body models, built at run time: FastAPI reads them from the handlers' annotations, which a
+    # checker cannot take for types (hence the valid-type ignores on create, patch and upsert below).
     CreateBody = coll.create
     PatchBody = coll.patch
     Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
@@ -219,7 +223,7 @@ def collection_router(coll: Collection) -> APIRouter:
             for name in include:
                 child = REGISTRY[name.replace("_", "-")]
                 if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
-                    raise Forbidden(required_scope(child.resource, "s", who.context))  # type: ignore[arg-type]
+                    raise Forbidden(required_scope(child.resource, "s", who.context))
             record.update(await service.children(db, who, coll, record_id, include))
         return record_response(record)
 
@@ -227,7 +231,8 @@ def collection_router(coll: Collection) -> APIRouter:
         f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
-    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
+    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads),
+    # attached to the router (an APIRouter declares no such attribute; read back in service.app).
     router.fast_read = FastRead(  # type: ignore[attr-defined]
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
@@ -323,7 +328,7 @@ def _rename(endpoint: Any, path_id: str) -> Any:
         kwargs["record_id"] = kwargs.pop(path_id)
         return await endpoint(**kwargs)
 
-    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by inspect, FastAPI
     renamed.__name__ = endpoint.__name__
     return renamed
 
