@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.factories import create
-from tests.fhir_support import FHIR, FHIR_JSON, validate
+from tests.support.factories import create
+from tests.support.fhir import FHIR, FHIR_JSON, validate
 
 MARKER_SYSTEM = "https://strengths-api.dev/fhir/CodeSystem/outcome-marker"
 
