@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from service.auth.app_links import LINK_ALPHABET
-from service.logs import configure_logging
+from service.telemetry.logs import configure_logging
 from tests.factories import create
 from tests.harness import Api
 from tests.oauth_support import register

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from service.app import create_app
-from service.fhir import routes as fhir_routes
+from service.fhir import rest as fhir_routes
 from tests.harness import Api
 from tests.test_fhir_client import free_port, live_server
 

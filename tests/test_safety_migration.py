@@ -3,7 +3,7 @@ that opened them (the measurement's history when it was corrected since), and go
 
 from __future__ import annotations
 
-from service import migrate
+from service.ops import migrate
 from tests.factories import create
 from tests.harness import APP_ROLE, Api
 from tests.safety_support import ALL, gad7, instrument_marker, measurement, phq9

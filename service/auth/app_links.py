@@ -4,7 +4,7 @@ Use cases, transport-free (``service.auth.app_links_rest`` is the REST adapter).
 once, in the reply that creates the link; only its SHA-256 is stored, it is never logged (the access
 log names no body, the audit rows name ids only). It is single-use, bound to one app and one client,
 and expires after LINK_CODE_TTL_HOURS (72 at most). Redeeming it is ``/oauth/authorize``
-(``service.auth.authorize``); revoking a link refuses at once every token issued through it
+(``service.auth.authorize_rest``); revoking a link refuses at once every token issued through it
 (``token_revoked()`` joins a token's grant to its link).
 """
 
@@ -19,7 +19,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.apps import hash_secret
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope

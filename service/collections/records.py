@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.http import dumps
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.db import driver
-from service.http import dumps
 
 _RECORD = text(
     """
@@ -62,7 +62,9 @@ async def record_changes(
     """
     if not snapshots:
         return
-    from service import audit  # imported here: the audit module itself imports the collection machinery
+    from service.audit import (
+        service as audit,  # imported here: the audit module itself imports the collection machinery
+    )
 
     resource = REGISTRY[collection].resource if collection in REGISTRY else collection
     ids = [s["id"] for s in snapshots]

@@ -10,7 +10,7 @@ from fastapi import Query
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import cursors
+from service.api import cursors
 from service.auth.principal import Principal
 from service.collections.types import storable
 from service.db import driver

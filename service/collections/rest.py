@@ -15,19 +15,19 @@ from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import authenticate, needs
+from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.idempotency import idempotent
+from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
-from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.fastread import FastRead
-from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
-from service.http import NO_STORE, JSONOut, StrictRoute
-from service.uow import unit_of_work as work
 
 
 async def unit_of_work(
@@ -40,7 +40,7 @@ async def unit_of_work(
         yield conn  # the request's audit row commits with its writes
 
 
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.api.dependencies.authenticate
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]

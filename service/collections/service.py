@@ -15,7 +15,7 @@ from sqlalchemy import ARRAY, Row, Select, Uuid, any_, bindparam, func, insert, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections import identifiers
 from service.collections.declared import check_immutable, returning, snapshot

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.audit import AuditTrail
+from service.audit.service import AuditTrail
 from service.auth.principal import Principal
 from service.auth.scopes import parse_scopes
 from service.collections.types import uuid7

@@ -13,11 +13,11 @@ from graphql import DocumentNode, FieldNode
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.fastapi import BaseContext
 
+from service.api.uow import unit_of_work
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.graphql.errors import forbidden
 from service.graphql.selection import Doc
-from service.uow import unit_of_work
 
 
 class GraphQLContext(BaseContext):

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from graphql import FieldNode
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import Collection
 from service.collections.repository import decode_cursor, parse_identifier

@@ -13,12 +13,13 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.security import SecurityScopes
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import authenticate
+from service.api.http import is_json, loads_strict
+from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.rest import authenticate
 from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
 from service.collections import service
-from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY
 from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import (
@@ -35,7 +36,6 @@ from service.fhir import codes, mapping, search, urls
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
 from service.fhir.urls import PREFIX, base_url
-from service.http import is_json, loads_strict
 
 FHIR_VERSION = "4.0.1"
 
@@ -405,13 +405,13 @@ def fhir_router() -> APIRouter:
 
     # Imported here: these modules build on this one's helpers. Bulk Data first, so that Patient/$export is
     # not taken for the read of a Patient whose id is "$export".
-    from service.fhir import export_routes, group, questionnaire_routes
+    from service.fhir import export_rest, group, questionnaire_rest
 
-    export_routes.add_routes(router)
+    export_rest.add_routes(router)
     group.add_routes(router)
     for fhir_type in ("Patient", "Goal", "Observation", "Flag", "QuestionnaireResponse"):
         _resource_routes(router, fhir_type)
-    questionnaire_routes.add_routes(router)
+    questionnaire_rest.add_routes(router)
 
     Creator = Annotated[Principal, fhir_needs("Observation", "c")]
 

@@ -29,9 +29,11 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service import audit
+from service.api.dependencies import needs_any
+from service.api.http import dumps, loads_strict
+from service.api.problems import validation_problem
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
 from service.collections import identifiers, service
 from service.collections.declared import snapshot
@@ -42,10 +44,8 @@ from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, refusals, set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
-from service.http import dumps, loads_strict
 from service.models.base import Base
-from service.problems import validation_problem
-from service.sync.changes import readable_types, types_query
+from service.sync.changes_rest import readable_types, types_query
 
 router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
 NDJSON = "application/x-ndjson"

@@ -59,7 +59,7 @@ async def authenticate(request: Request, token: Annotated[str | None, Depends(be
     principal = await request.app.state.ctx.tokens.verify(token, check_revocation=not _checks_revocation(request))
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
-    if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
+    if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.api.middleware)
         request.state.ratelimit = await limiter.enforce(principal.org_id, principal.app_id)
     return principal
 

@@ -10,13 +10,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import needs
+from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.auth.principal import Principal
-from service.auth.rest import needs
 from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
 from service.collections.types import Out, QueryText, Timestamp
-from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.api.http import JSONOut
 from service.auth.assertions import ASSERTION_ALGS
 from service.auth.scopes import CONTEXT_SCOPES, FHIR_ALIASES, RESOURCES
-from service.http import JSONOut
 
 router = APIRouter(tags=["OAuth"])
 

@@ -28,8 +28,8 @@ from asyncpg.exceptions import InFailedSQLTransactionError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.api.http import dumps
 from service.db import driver
-from service.http import dumps
 
 log = structlog.get_logger("service.audit")
 

@@ -13,16 +13,17 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 from orjson import loads
 
-from service import audit, cursors
+from service.api import cursors
+from service.api.dependencies import needs_any
+from service.api.http import NO_STORE, dumps
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs_any
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY, Collection
 from service.collections.rest import Db, problems
 from service.collections.types import Out
 from service.db import driver
 from service.errors import Forbidden, ValidationFailed
-from service.http import NO_STORE, dumps
 
 router = APIRouter(prefix="/v1", tags=["Sync"])
 

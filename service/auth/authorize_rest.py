@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from service.auth import app_links, grants
 from service.auth.apps import hash_secret
-from service.auth.discovery import fhir_base
+from service.auth.discovery_rest import fhir_base
 from service.auth.protocol import OAuthError, find_app, guarded
 from service.auth.scopes import ScopeError, grant_for_link, parse_scopes
 from service.db import tenant_transaction
