@@ -1,13 +1,17 @@
-"""FastAPI dependencies: the bearer token, the principal, and each route's one scope declaration."""
+"""FastAPI dependencies every router shares: the bearer token, the principal, each route's one scope declaration,
+the unit of work (``Db``), the Idempotency-Key header, ETags and the problem responses OpenAPI shows."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
 from service.errors import Forbidden, Unauthenticated
@@ -120,3 +124,42 @@ def needs(resource: str, perm: str) -> Any:
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+async def unit_of_work(
+    request: Request, who: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request, bound to the caller's organization (and patient), committed
+    before the response is sent."""
+    ctx = request.app.state.ctx
+    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+        yield conn  # the request's audit row commits with its writes
+
+
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.api.dependencies.authenticate
+
+
+Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "Malformed request", 401: "Missing or invalid token", 403: "Token lacks the scope",
+        404: "Not found (also: another organization's record)", 405: "Method not allowed",
+        409: "Conflict", 410: "Deleted", 412: "If-Match is stale", 413: "Body too large",
+        415: "Body is not JSON", 422: "Validation failed",
+    }
+    return {c: {"description": texts[c], **PROBLEM} for c in codes}
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
+           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
+]
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'

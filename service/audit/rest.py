@@ -11,11 +11,10 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from service.api import cursors
-from service.api.dependencies import needs
+from service.api.dependencies import Db, needs, problems
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.collections.rest import Db, problems
 from service.collections.types import Out, QueryText, Timestamp
 from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
 

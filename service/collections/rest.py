@@ -4,7 +4,6 @@
 """
 
 import inspect
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,13 +12,11 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import cursors
-from service.api.dependencies import authenticate, needs
+from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.api.idempotency import idempotent
-from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections import service
@@ -30,48 +27,9 @@ from service.collections.types import Out, Timestamp
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 
 
-async def unit_of_work(
-    request: Request, who: Annotated[Principal, Depends(authenticate)]
-) -> AsyncIterator[AsyncConnection]:
-    """One transaction per request, bound to the caller's organization (and patient), committed
-    before the response is sent."""
-    ctx = request.app.state.ctx
-    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
-        yield conn  # the request's audit row commits with its writes
-
-
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.api.dependencies.authenticate
-
-
-Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
-
-PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-
-
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        400: "Malformed request", 401: "Missing or invalid token", 403: "Token lacks the scope",
-        404: "Not found (also: another organization's record)", 405: "Method not allowed",
-        409: "Conflict", 410: "Deleted", 412: "If-Match is stale", 413: "Body too large",
-        415: "Body is not JSON", 422: "Validation failed",
-    }
-    return {c: {"description": texts[c], **PROBLEM} for c in codes}
-
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
-           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
-]
-
-
 def record_client_ids(response: Response) -> list[Any]:
     record = orjson.loads(bytes(response.body))
     return [record.get("client_id") or record["id"]]
-
-
-def etag(version: int) -> str:
-    return f'W/"{version}"'
 
 
 def record_response(record: dict[str, Any], status: int = 200, **headers: str) -> JSONOut:

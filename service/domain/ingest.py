@@ -12,7 +12,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.dependencies import needs
+from service.api.dependencies import Db, IdempotencyKeyHeader, needs, problems
 from service.api.http import NO_STORE, JSONOut, StrictRoute, dumps
 from service.api.idempotency import idempotent
 from service.api.problems import validation_problem
@@ -20,7 +20,6 @@ from service.auth.principal import Principal
 from service.collections import identifiers
 from service.collections.records import record_changes
 from service.collections.registry import Written
-from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
 from service.collections.types import Out, Strict, uuid7s
 from service.db import driver

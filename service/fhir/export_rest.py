@@ -8,11 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service.api.dependencies import needs_any
+from service.api.dependencies import Db, needs_any
 from service.api.http import JSONOut
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.collections.rest import Db
 from service.errors import MalformedRequest, NotFound
 from service.fhir import export_jobs as jobs
 from service.fhir import urls

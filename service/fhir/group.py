@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.dependencies import Db
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.repository import readable
-from service.collections.rest import Db
 from service.domain.enums import ClientStatus
 from service.errors import NotFound
 from service.fhir import urls

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from service.api.dependencies import Db, IdempotencyKeyHeader
 from service.api.http import is_json, loads_strict
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY
-from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from service.fhir import codes as c
 from service.fhir import questionnaire_create, questionnaires, urls

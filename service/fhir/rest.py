@@ -14,14 +14,13 @@ from fastapi import APIRouter, Header, Query, Request, Response, Security
 from fastapi.security import SecurityScopes
 
 from service.api import cursors
-from service.api.dependencies import authenticate
+from service.api.dependencies import Db, IdempotencyKeyHeader, authenticate
 from service.api.http import is_json, loads_strict
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
 from service.collections import service
 from service.collections.registry import REGISTRY
-from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import (
     Conflict,
     Forbidden,

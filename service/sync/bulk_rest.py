@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.api.dependencies import needs_any
+from service.api.dependencies import needs_any, problems
 from service.api.http import dumps, loads_strict
 from service.api.problems import validation_problem
 from service.audit import service as audit
@@ -40,7 +40,6 @@ from service.collections.declared import snapshot
 from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection, Written
 from service.collections.repository import parse_identifier, readable_record
-from service.collections.rest import problems
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, refusals, set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed

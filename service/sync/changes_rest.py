@@ -14,13 +14,12 @@ from fastapi import APIRouter, Query, Response
 from orjson import loads
 
 from service.api import cursors
-from service.api.dependencies import needs_any
+from service.api.dependencies import Db, needs_any, problems
 from service.api.http import NO_STORE, dumps
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY, Collection
-from service.collections.rest import Db, problems
 from service.collections.types import Out
 from service.db import driver
 from service.errors import Forbidden, ValidationFailed

@@ -17,13 +17,12 @@ from pydantic import Field
 from sqlalchemy import func, insert, select, tuple_, update
 
 from service.api import cursors
-from service.api.dependencies import needs
+from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.repository import decode_cursor, encode_cursor, fetch_page
-from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
 from service.collections.service import check_if_match, fetch_live
 from service.collections.types import Flag, Out, Strict, patch_model, uuid7
 from service.errors import Forbidden, ValidationFailed
