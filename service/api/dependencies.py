@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
-from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
+from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope, resources
 from service.errors import Forbidden, Unauthenticated
 
 PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -24,14 +24,14 @@ class BearerToken(OAuth2):
 
     def __init__(self) -> None:
         scopes = {
-            required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in RESOURCES for p in "cruds"
-        } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in RESOURCES} | {
+            required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in resources() for p in "cruds"
+        } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in resources()} | {
             required_scope("*", p): f"{PERM_WORDS[p]} any resource the token may" for p in "cs"
         }
         # FHIR resource names, aliases of ours, as the FHIR facade declares them (CONTRACT.md section 2).
         scopes.update({
             required_scope(alias, p): f"{PERM_WORDS[p]} {alias} (FHIR alias of {', '.join(ours)})"
-            for alias, ours in FHIR_ALIASES.items() if alias not in RESOURCES for p in "cruds"
+            for alias, ours in FHIR_ALIASES.items() if alias not in resources() for p in "cruds"
         })
         flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=scopes))
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
@@ -108,7 +108,7 @@ async def authorize_any(
         scope = parse_scope(declared)
         assert scope is not None
         for perm in scope.perms:
-            if not any(who.allows(resource, perm) for resource in RESOURCES):
+            if not any(who.allows(resource, perm) for resource in resources()):
                 raise Forbidden(required_scope("*", perm, who.context))  # type: ignore[arg-type]
     return who
 

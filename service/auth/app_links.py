@@ -24,7 +24,7 @@ from service.auth.apps import hash_secret
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections import service
-from service.collections.registry import REGISTRY
+from service.collections.registry import owner
 from service.collections.types import Out, ShortText, uuid7
 from service.collections.types import Strict as StrictBody
 from service.errors import Forbidden, NotFound, RuleViolation
@@ -81,7 +81,7 @@ def clinician_only(who: Principal, perm: str) -> None:
 
 
 async def _live_client(conn: AsyncConnection, who: Principal, client_id: UUID) -> None:
-    await service.fetch(conn, who, REGISTRY["clients"], client_id)  # 404 (also another organization's), 410
+    await service.fetch(conn, who, owner(), client_id)  # 404 (also another organization's), 410
 
 
 async def create(conn: AsyncConnection, who: Principal, client_id: UUID, app_id: str, ttl_hours: int) -> dict[str, Any]:

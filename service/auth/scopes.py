@@ -18,10 +18,18 @@ from typing import Literal
 Context = Literal["system", "user", "patient"]
 PERMS = "cruds"
 
-RESOURCES: tuple[str, ...] = (
-    "Client", "Strength", "ProtectiveFactor", "Exception", "Goal", "Milestone", "OutcomeMarker",
-    "Measurement", "StrengthUse", "Experiment", "SafetyAlert", "Progress", "Webhook", "AuditEvent",
-)
+# Resources besides the collections' (each collection declares its own: service.domain.registry.RESOURCES).
+SERVICE_RESOURCES: tuple[str, ...] = ("Progress", "Webhook", "AuditEvent")
+
+
+def resources() -> tuple[str, ...]:
+    """Every resource a scope may name: the registered collections' in registry order, then the service's."""
+    from service.collections.registry import REGISTRY  # imported here: the registry's modules import this one
+    from service.domain import registry  # noqa: F401 - builds the registry
+
+    return (*dict.fromkeys(c.resource for c in REGISTRY.values()), *SERVICE_RESOURCES)
+
+
 # FHIR names used by the FHIR facade, as aliases of ours.
 FHIR_ALIASES: dict[str, tuple[str, ...]] = {
     "Patient": ("Client",),
@@ -85,14 +93,14 @@ def parse_scope(text: str) -> Scope | None:
             raise ScopeError(f"permissions must be a subset of 'cruds' in that order: {text}")
         perm_set = perms
     if resource == "*":
-        resources = frozenset({"*"})
-    elif resource in RESOURCES or resource in FHIR_ALIASES:
-        resources = frozenset((resource,) if resource in RESOURCES else ()) | frozenset(
+        names = frozenset({"*"})
+    elif resource in (known := resources()) or resource in FHIR_ALIASES:
+        names = frozenset((resource,) if resource in known else ()) | frozenset(
             FHIR_ALIASES.get(resource, ())
         )
     else:
         raise ScopeError(f"unknown resource in scope: {text}")
-    return Scope(context=context, name=resource, resources=resources, perms=frozenset(perm_set), text=text)  # type: ignore[arg-type]
+    return Scope(context=context, name=resource, resources=names, perms=frozenset(perm_set), text=text)  # type: ignore[arg-type]
 
 
 def parse_scopes(text: str | None) -> list[Scope]:

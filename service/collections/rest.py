@@ -65,7 +65,7 @@ def _list_filters(coll: Collection) -> Any:
         inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=Timestamp | None,
                           default=Query(None)),
     ]
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    ext_name = coll.identifier_param
     params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
                                     default=identifier_query(ext_name)))
     if coll.client_owned:
@@ -201,7 +201,7 @@ def collection_router(coll: Collection) -> APIRouter:
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
     )
 
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    ext_name = coll.identifier_param
     ext_query = identifier_query(ext_name, required=True, description="system|value (for measurements: source|id)")
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]

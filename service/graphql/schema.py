@@ -25,7 +25,7 @@ def _decorate(types_: Types) -> None:
         types_.fill_fields(cls, coll.out)
         for name, value in fields.relations(types_, coll).items():
             setattr(cls, name, value)
-        if coll.name == "clients":
+        if coll.identity:  # the client's progress (service.progress)
             cls.progress = progress.client_progress_field(types_)
         cls.is_type_of = classmethod(_is_type_of(coll.name))
         strawberry.type(cls, description=coll.description)

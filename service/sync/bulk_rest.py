@@ -38,12 +38,11 @@ from service.auth.scopes import required_scope
 from service.collections import identifiers, service
 from service.collections.declared import snapshot
 from service.collections.records import record_changes
-from service.collections.registry import REGISTRY, Collection, Written
+from service.collections.registry import REGISTRY, Collection, Written, owner, referenced_first
 from service.collections.repository import parse_identifier, readable_record
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, refusals, set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
-from service.models.base import Base
 from service.sync.changes_rest import readable_types, types_query
 
 router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
@@ -112,7 +111,7 @@ def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]
 
 
 def _ref_fields(coll: Collection) -> list[tuple[str, str, bool]]:
-    fields = [("client_id", "clients", False)] if coll.client_owned else []
+    fields = [(coll.owner_column, owner().name, False)] if coll.client_owned else []
     return fields + [(r.field, r.target, r.many) for r in coll.refs if "." not in r.field]
 
 
@@ -171,7 +170,6 @@ class _LineByLine(Exception):
     """The chunk updates existing records: it goes line by line through the upsert."""
 
 
-_FK_ORDER = {t.name: i for i, t in enumerate(Base.metadata.sorted_tables)}  # referenced tables first
 
 _KNOWN_IDS = text(
     "SELECT e.collection, e.system, e.value, e.record_id, e.compartment FROM external_ids e "
@@ -311,9 +309,10 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
 
     # The referenced records (clients included), one statement per collection.
     ids: dict[str, set[Any]] = {}
+    clients = owner().name
     for _, coll, payload, _ in pending:
         if coll.client_owned:
-            ids.setdefault("clients", set()).add(payload["client_id"])
+            ids.setdefault(clients, set()).add(payload[coll.owner_column])
         for ref in coll.refs:
             ids.setdefault(ref.target, set()).update(ref.ids(payload))
     made_here = {new_id for *_, new_id in pending}  # not in the database yet: checked as they are made below
@@ -327,8 +326,8 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
     rows_by: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for pos, coll, payload, new_id in pending:
         try:
-            if coll.client_owned and payload["client_id"] not in found.get("clients", {}):
-                raise service.client_missing(payload["client_id"])
+            if coll.client_owned and payload[coll.owner_column] not in found.get(clients, {}):
+                raise service.client_missing(payload[coll.owner_column])
             refs = service.bind_refs(coll, payload, found, None)
             ctx = await service.apply_rules(conn, who, coll, payload, refs, None)
         except DomainError as exc:
@@ -341,14 +340,14 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
     # The writes: referenced tables first.
     try:
         claims: list[tuple[str, str, str, Any, Any]] = []
-        for name in sorted(rows_by, key=lambda n: _FK_ORDER[REGISTRY[n].table.name]):
-            coll = REGISTRY[name]
+        for coll in referenced_first(REGISTRY[n] for n in rows_by):
+            name = coll.name
             written = await _insert_rows(conn, coll, [v for _, v in rows_by[name]])
             snapshots = []
             for (_, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
                 snapshots.append(snapshot(coll, out))
-                client = values["id"] if coll.identity else values.get("client_id")
+                client = values.get(coll.owner_column)
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
             if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
