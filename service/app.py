@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from service.auth import app_links_rest, authorize_rest, discovery_rest, oauth_r
 from service.auth.keycrypt import AtRest
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
+from service.collections.registry import Collection
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain import ingest
@@ -73,9 +74,11 @@ class AppContext:
     at_rest: AtRest | None = None  # SIGNING_KEY_ENCRYPTION_KEY's ciphers (service.auth.keycrypt)
 
 
-def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
+               collections: Sequence[Collection] = COLLECTIONS) -> FastAPI:
     """``span_exporter``: where trace spans go instead of OTEL_EXPORTER_OTLP_ENDPOINT (tests give the SDK's
-    in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported."""
+    in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported. ``collections``: the
+    REST collections served (the registry's; a test adds one of its own to prove docs/adding-a-collection.md)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
     if not settings.database_url:
@@ -149,10 +152,10 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(ingest.router)
     app.include_router(changes_rest.router)
     app.include_router(bulk_rest.router)
-    collection_routers = [collection_router(coll) for coll in COLLECTIONS]
+    collection_routers = [collection_router(coll) for coll in collections]
     for router in collection_routers:
         app.include_router(router)
-    app.include_router(history_router(COLLECTIONS))
+    app.include_router(history_router(list(collections)))
     app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
     app.include_router(progress_router)

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
-from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope, resources
-from service.errors import Forbidden, Unauthenticated
+from service.auth.scopes import FHIR_ALIASES, require, required_scope, resources
+from service.errors import Unauthenticated
 
 PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -89,37 +89,17 @@ def _checks_revocation(request: Request) -> bool:
 
 
 async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """The route's declared scopes, checked by ``scopes.require``."""
     for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not who.allows(scope.name, perm):
-                raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
-                                               who.context))  # type: ignore[arg-type]
+        resource, _, perms = declared.partition("/")[2].rpartition(".")
+        require(who, resource, perms)
     return who
-
-
-async def authorize_any(
-    security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]
-) -> Principal:
-    """For operations spanning resources (change feed, bulk): the permission on at least one resource;
-    each record is then checked against the token's scopes one by one."""
-    for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not any(who.allows(resource, perm) for resource in resources()):
-                raise Forbidden(required_scope("*", perm, who.context))  # type: ignore[arg-type]
-    return who
-
-
-def needs_any(perm: str) -> Any:
-    """Declares ``system/*.<perm>`` in OpenAPI; satisfied by ``perm`` on any one resource."""
-    return Security(authorize_any, scopes=[required_scope("*", perm)])
 
 
 def needs(resource: str, perm: str) -> Any:
-    """The one way a route declares the scope it needs (shown in OpenAPI, checked at request time)."""
+    """The one way a route declares the scope it needs (shown in OpenAPI, checked at request time): ``resource``
+    is ours, a FHIR alias (met by any resource it stands for) or ``*`` (met by any one resource; for operations
+    spanning resources, the change feed and bulk, whose records are then checked one by one)."""
     return Security(authorize, scopes=[required_scope(resource, perm)])
 
 

@@ -11,9 +11,15 @@ scopes with query modifiers) is kept as an opaque scope and grants nothing here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from service.errors import Forbidden
+
+if TYPE_CHECKING:
+    from service.auth.principal import Principal
 
 Context = Literal["system", "user", "patient"]
 PERMS = "cruds"
@@ -191,3 +197,18 @@ def is_narrowing(requested: str, original: str) -> bool:
 
 def required_scope(resource: str, perm: str, context: Context = "system") -> str:
     return f"{context}/{resource}.{perm}"
+
+
+def require(who: Principal, resource: str, perms: str, refuse: Callable[[str], Exception] = Forbidden) -> None:
+    """The one scope check (REST dependencies, GraphQL fields, FHIR interactions, per-record checks).
+
+    ``resource`` is ours, a FHIR alias or ``*``; each of ``perms`` must be allowed on it, or for an alias or ``*``
+    on at least one resource it stands for (the records are then checked one by one). Otherwise raises
+    ``refuse`` (a 403 ``Forbidden``; GraphQL passes its FORBIDDEN error) naming the scope in the token's context.
+    """
+    scope = parse_scope(required_scope(resource, perms))
+    assert scope is not None
+    reach = resources() if "*" in scope.resources else scope.resources
+    for perm in perms:
+        if not any(who.allows(name, perm) for name in reach):
+            raise refuse(required_scope(resource, perms, who.context))  # type: ignore[arg-type]

@@ -18,13 +18,13 @@ from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, prob
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require, required_scope
 from service.collections import service
 from service.collections.fastread import FastRead
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp
-from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
+from service.errors import MethodNotAllowed, ValidationFailed
 
 
 def record_client_ids(response: Response) -> list[Any]:
@@ -176,8 +176,7 @@ def collection_router(coll: Collection) -> APIRouter:
         if include:
             for name in include:
                 child = REGISTRY[name.replace("_", "-")]
-                if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
-                    raise Forbidden(required_scope(child.resource, "s", who.context))  # type: ignore[arg-type]
+                require(who, child.resource, "s")  # embedding a child collection is a search of it
             record.update(await service.children(db, who, coll, record_id, include))
         return record_response(record)
 

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, FromClause, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections import service
 from service.collections.registry import Collection, Ref, RuleContext, Written
 from service.collections.repository import readable
@@ -38,7 +38,7 @@ from service.domain.enums import (
     StrengthSource,
     StrengthStatus,
 )
-from service.errors import Forbidden, Gone, RuleViolation
+from service.errors import Gone, RuleViolation
 from service.models import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
 
 MAX_EVIDENCE = 50
@@ -154,8 +154,7 @@ async def use_as_evidence(conn: AsyncConnection, who: Principal, writes: Sequenc
     for w in writes:
         if not w.record.get("add_to_evidence") or (w.before is not None and w.before.get("add_to_evidence")):
             continue
-        if not who.allows(strengths.resource, "u"):  # it changes the strength: its own scope is needed
-            raise Forbidden(required_scope(strengths.resource, "u", who.context))  # type: ignore[arg-type]
+        require(who, strengths.resource, "u")  # it changes the strength: its own scope is needed
         try:
             row = await service.fetch(conn, who, strengths, w.record["strength_id"], for_update=True)
         except Gone:

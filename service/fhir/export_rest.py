@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service.api.dependencies import Db, needs_any
+from service.api.dependencies import Db, needs
 from service.api.http import JSONOut
 from service.audit import service as audit
 from service.auth.principal import Principal
@@ -19,7 +19,7 @@ from service.fhir.group import caseload_id
 from service.fhir.http import FHIR_JSON, FhirOut, outcome
 from service.fhir.rest import OUTCOME_SCHEMA, fhir_responses
 
-Exporter = Annotated[Principal, needs_any("s")]
+Exporter = Annotated[Principal, needs("*", "s")]
 KNOWN = {"_type", "_since", "_outputFormat"}
 TYPES = "|".join(jobs.EXPORT_TYPES)
 

@@ -10,20 +10,18 @@ from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response, Security
-from fastapi.security import SecurityScopes
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from service.api import cursors
-from service.api.dependencies import Db, IdempotencyKeyHeader, authenticate
+from service.api.dependencies import Db, IdempotencyKeyHeader, needs
 from service.api.http import is_json, loads_strict
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
+from service.auth.scopes import require
 from service.collections import service
 from service.collections.registry import REGISTRY
 from service.errors import (
     Conflict,
-    Forbidden,
     Gone,
     MethodNotAllowed,
     NotFound,
@@ -59,27 +57,14 @@ def fhir_responses(ok: int, description: str, *codes_: int) -> dict[int | str, d
 # ---------------------------------------------------------------- scopes
 
 
-async def fhir_authorize(security_scopes: SecurityScopes,
-                         who: Annotated[Principal, Security(authenticate)]) -> Principal:
-    """A FHIR scope is met when the token allows any of the resources the alias stands for; which one a
-    record needs (a strength Observation needs Strength) is checked again per record."""
-    for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not any(who.allows(ours, perm) for ours in FHIR_ALIASES[scope.name]):
-                raise Forbidden(required_scope(scope.name, perm, who.context))  # type: ignore[arg-type]
-    return who
-
-
 def fhir_needs(fhir_type: str, perm: str) -> Any:
-    return Security(fhir_authorize, scopes=[required_scope(fhir_type, perm)])
+    """A FHIR scope is met when the token allows any of the resources the alias stands for; which one a
+    record needs (a strength Observation needs Strength) is checked again per record (``check``)."""
+    return needs(fhir_type, perm)
 
 
 def check(who: Principal, collection: str, perm: str) -> None:
-    resource = REGISTRY[collection].resource
-    if not who.allows(resource, perm):
-        raise Forbidden(required_scope(resource, perm, who.context))  # type: ignore[arg-type]
+    require(who, REGISTRY[collection].resource, perm)
 
 
 # ---------------------------------------------------------------- resources out

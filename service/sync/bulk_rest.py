@@ -29,12 +29,12 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.api.dependencies import needs_any, problems
+from service.api.dependencies import needs, problems
 from service.api.http import dumps, loads_strict
 from service.api.problems import validation_problem
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections import identifiers, service
 from service.collections.declared import snapshot
 from service.collections.records import record_changes
@@ -42,7 +42,7 @@ from service.collections.registry import REGISTRY, Collection, Written, owner, r
 from service.collections.repository import parse_identifier, readable_record
 from service.collections.types import Timestamp, storable, uuid7
 from service.db import driver, refusals, set_tenant
-from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
+from service.errors import DomainError, UnsupportedMediaType, ValidationFailed
 from service.sync.changes_rest import readable_types, types_query
 
 router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
@@ -105,8 +105,7 @@ def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]
     if not isinstance(doc, dict) or set(doc) != {"type", "resource"} or not isinstance(doc["resource"], dict):
         raise ValidationFailed.on("type", 'Each line is {"type": ..., "resource": {...}}', "invalid_line")
     coll = _by_type(doc["type"])
-    if not who.allows(coll.resource, "c"):
-        raise Forbidden(required_scope(coll.resource, "c", who.context))  # type: ignore[arg-type]
+    require(who, coll.resource, "c")
     return coll, dict(doc["resource"])
 
 
@@ -452,8 +451,8 @@ class DuplexStreamingResponse(StreamingResponse):
             await self.background()
 
 
-Importer = Annotated[Principal, needs_any("c")]
-Exporter = Annotated[Principal, needs_any("s")]
+Importer = Annotated[Principal, needs("*", "c")]
+Exporter = Annotated[Principal, needs("*", "s")]
 
 
 @router.post("/import", operation_id="bulk_import", summary="Import NDJSON lines of any collection",

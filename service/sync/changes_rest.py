@@ -14,15 +14,15 @@ from fastapi import APIRouter, Query, Response
 from orjson import loads
 
 from service.api import cursors
-from service.api.dependencies import Db, needs_any, problems
+from service.api.dependencies import Db, needs, problems
 from service.api.http import NO_STORE, dumps
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections.registry import REGISTRY, Collection
 from service.collections.types import Out
 from service.db import driver
-from service.errors import Forbidden, ValidationFailed
+from service.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1", tags=["Sync"])
 
@@ -101,13 +101,12 @@ def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[C
                                       "unknown_type")
         chosen = [by_type[n] for n in dict.fromkeys(names)]
         for coll in chosen:
-            if not who.allows(coll.resource, perm):
-                raise Forbidden(required_scope(coll.resource, perm, who.context))  # type: ignore[arg-type]
+            require(who, coll.resource, perm)
         return chosen
     return [c for c in REGISTRY.values() if who.allows(c.resource, perm)]
 
 
-Reader = Annotated[Principal, needs_any("s")]
+Reader = Annotated[Principal, needs("*", "s")]
 
 
 @router.get("/changes", response_model=ChangePage, operation_id="list_changes",
