@@ -48,7 +48,7 @@ BATCH_SIZE = 100  # W3: measurements per request
 FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
 WRITE_VARIANTS = 600  # W3: distinct bodies per generator run (sent in order, so none is sent twice)
 BULK_CLIENTS = 125  # W7: clients per import request, 4 lines each (client, strength, goal, marker): 500 lines,
-BULK_VARIANTS = 150  # one chunk of the importer (service.sync.bulk_rest.CHUNK_LINES); distinct bodies per run
+BULK_VARIANTS = 150  # one chunk of the importer (service.sync.bulk.CHUNK_LINES); distinct bodies per run
 
 
 @dataclass

@@ -62,7 +62,7 @@ class AppContext:
     keys: KeyStore
     tokens: TokenService
     # The read replica (DATABASE_READ_URL); `reader` falls back to the primary. Used today by bulk export
-    # only (service/sync/bulk_rest.py _export); anything that writes (audit rows included) stays on `engine`.
+    # only (service/sync/bulk.py export_records); anything that writes (audit rows included) stays on `engine`.
     read_engine: AsyncEngine | None = None
 
     @property
