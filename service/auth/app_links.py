@@ -10,6 +10,7 @@ and expires after LINK_CODE_TTL_HOURS (72 at most). Redeeming it is ``/oauth/aut
 
 from __future__ import annotations
 
+import random
 import secrets
 from datetime import datetime
 from typing import Annotated, Any
@@ -129,3 +130,32 @@ async def revoke(conn: AsyncConnection, who: Principal, client_id: UUID, link_id
     if row is None:
         raise NotFound(f"No app link {link_id} for client {client_id}")
     audit.wrote_many(RESOURCE, [link_id], [client_id], "deleted")
+
+
+_REDEEM = text("""
+UPDATE app_links l SET redeemed_at = now()
+ WHERE l.code_hash = :hash AND l.app_id = :app AND l.redeemed_at IS NULL AND l.revoked_at IS NULL
+   AND l.expires_at > now()
+   AND EXISTS (SELECT 1 FROM clients c WHERE c.org_id = l.org_id AND c.id = l.client_id AND c.deleted_at IS NULL)
+RETURNING l.id""")
+_SWEEP = text("DELETE FROM authorization_codes WHERE org_id = :org AND expires_at < now() - interval '1 day'")
+
+
+async def redeem(conn: AsyncConnection, org_id: UUID, link_hash: str, app_id: str, *, redirect_uri: str,
+                 challenge: str, scope: str, ttl_seconds: int) -> str | None:
+    """Redeem a link code, once (for its app, unexpired, unrevoked, its client not deleted), for a new authorization
+    code bound to the link, the redirect URI and the PKCE challenge; None when the link code does not hold."""
+    link_id = (await conn.execute(_REDEEM, {"hash": link_hash, "app": app_id})).scalar()
+    if link_id is None:
+        return None
+    code = secrets.token_urlsafe(32)
+    await conn.execute(
+        text("INSERT INTO authorization_codes (org_id, code_hash, link_id, redirect_uri, code_challenge, "
+             "scope, expires_at) VALUES (:org, :h, :link, :uri, :challenge, :scope, "
+             "now() + make_interval(secs => :ttl))"),
+        {"org": org_id, "h": hash_secret(code), "link": link_id, "uri": redirect_uri,
+         "challenge": challenge, "scope": scope, "ttl": ttl_seconds},
+    )
+    if random.random() < 0.01:  # noqa: S311 - sweeping long-expired codes now and then, not security
+        await conn.execute(_SWEEP, {"org": org_id})
+    return code

@@ -10,7 +10,7 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DateDefinition, DateTimeDefinition
 
-import service.domain.registry  # noqa: F401 - registers every collection
+import service.domain.registry  # noqa: F401 - builds the registry
 from service.collections.registry import REGISTRY
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
