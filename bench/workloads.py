@@ -172,7 +172,7 @@ def feed_cursors(ctx: Context, pages: int = 40) -> list[str]:
 
 
 def _decode(cursor: str) -> tuple[str, str]:
-    from service.sync.changes_rest import decode
+    from service.sync.changes import decode
 
     txid, seq = decode(cursor or None)
     return str(txid), str(seq)

@@ -14,7 +14,8 @@ from service.auth.principal import Principal
 from service.collections.types import Timestamp
 from service.errors import UnsupportedMediaType
 from service.sync import bulk
-from service.sync.changes_rest import readable_types, types_query
+from service.sync.changes import readable_types
+from service.sync.changes_rest import types_query
 
 router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
 NDJSON = "application/x-ndjson"
