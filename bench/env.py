@@ -43,7 +43,7 @@ class Database:
 
     @classmethod
     def start(cls, data_dir: Path) -> Database:
-        from service.lifecycle import prepare_database
+        from service.ops.lifecycle import prepare_database
 
         settings = Settings(data_dir=data_dir, database_url=None, migration_database_url=None)
         prepared = prepare_database(settings)

@@ -1,4 +1,4 @@
-"""Alembic environment: async engine, the models' metadata, the URL handed in by service.migrate."""
+"""Alembic environment: async engine, the models' metadata, the URL handed in by service.ops.migrate."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ target_metadata = Base.metadata
 def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from service.migrate import owner_url_from_settings
+        from service.ops.migrate import owner_url_from_settings
 
         url = owner_url_from_settings()
     return url

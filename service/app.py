@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,28 +19,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import audit_rest, metrics, problems
-from service.auth import app_links_rest, authorize, discovery, oauth
+from service.api import problems
+from service.api.http import JSONOut
+from service.api.methods import MethodNotAllowedMiddleware
+from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from service.api.openapi import custom_openapi
+from service.api.ratelimit import FailedAttempts, TokenBucketLimiter, make_limiter
+from service.audit import rest as audit_rest
+from service.auth import app_links_rest, authorize_rest, discovery_rest, oauth_rest
 from service.auth.keycrypt import AtRest
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
+from service.collections.registry import Collection
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
 from service.domain import ingest
 from service.domain.registry import COLLECTIONS
 from service.fhir.export_runner import ExportRunner
-from service.fhir.routes import fhir_router
+from service.fhir.rest import fhir_router
 from service.graphql import graphql_router
-from service.http import JSONOut
-from service.logs import configure_logging
-from service.methods import MethodNotAllowedMiddleware
-from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from service.migrate import head_revision
-from service.openapi import custom_openapi
+from service.ops.migrate import head_revision
 from service.progress.rest import router as progress_router
-from service.ratelimit import FailedAttempts, TokenBucketLimiter, make_limiter
 from service.settings import Settings
-from service.sync import bulk, changes
+from service.sync import bulk_rest, changes_rest
+from service.telemetry import metrics
+from service.telemetry.logs import configure_logging
 from service.webhooks import rest as webhooks_rest
 from service.webhooks.dispatcher import Dispatcher
 
@@ -59,7 +62,7 @@ class AppContext:
     keys: KeyStore
     tokens: TokenService
     # The read replica (DATABASE_READ_URL); `reader` falls back to the primary. Used today by bulk export
-    # only (service/sync/bulk.py _export); anything that writes (audit rows included) stays on `engine`.
+    # only (service/sync/bulk.py export_records); anything that writes (audit rows included) stays on `engine`.
     read_engine: AsyncEngine | None = None
 
     @property
@@ -67,17 +70,19 @@ class AppContext:
         return self.read_engine or self.engine
     limiter: TokenBucketLimiter | None = None
     token_limiter: TokenBucketLimiter | None = None  # the OAuth endpoints' successful calls, per authenticated app
-    failed_attempts: FailedAttempts | None = None  # failed authentications per source address (service.auth.oauth)
+    failed_attempts: FailedAttempts | None = None  # failed authentications per source address (service.auth.oauth_rest)
     at_rest: AtRest | None = None  # SIGNING_KEY_ENCRYPTION_KEY's ciphers (service.auth.keycrypt)
 
 
-def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
+               collections: Sequence[Collection] = COLLECTIONS) -> FastAPI:
     """``span_exporter``: where trace spans go instead of OTEL_EXPORTER_OTLP_ENDPOINT (tests give the SDK's
-    in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported."""
+    in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported. ``collections``: the
+    REST collections served (the registry's; a test adds one of its own to prove docs/adding-a-collection.md)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
     if not settings.database_url:
-        from service.lifecycle import prepare_database
+        from service.ops.lifecycle import prepare_database
 
         settings = prepare_database(settings)
 
@@ -141,16 +146,16 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     )
     problems.install(app)
     _health(app)  # first: the router tries routes in order, and probes should not walk past every API route
-    app.include_router(discovery.router)
-    app.include_router(oauth.router)
-    app.include_router(authorize.router)
+    app.include_router(discovery_rest.router)
+    app.include_router(oauth_rest.router)
+    app.include_router(authorize_rest.router)
     app.include_router(ingest.router)
-    app.include_router(changes.router)
-    app.include_router(bulk.router)
-    collection_routers = [collection_router(coll) for coll in COLLECTIONS]
+    app.include_router(changes_rest.router)
+    app.include_router(bulk_rest.router)
+    collection_routers = [collection_router(coll) for coll in collections]
     for router in collection_routers:
         app.include_router(router)
-    app.include_router(history_router(COLLECTIONS))
+    app.include_router(history_router(list(collections)))
     app.include_router(webhooks_rest.router)
     app.include_router(fhir_router())
     app.include_router(progress_router)
@@ -187,7 +192,7 @@ def _tracing(app: FastAPI, settings: Settings, exporter: Any) -> Any:
     """Outermost of all: the server span covers the whole request. Imported only when configured."""
     if exporter is None and not settings.otel_exporter_otlp_endpoint:
         return None
-    from service import tracing
+    from service.telemetry import tracing
 
     return tracing.instrument(app, settings, exporter)
 

@@ -21,7 +21,7 @@ from service.settings import Settings
 GRACEFUL_SHUTDOWN_SECONDS = 25
 
 def _owner_settings() -> Settings:
-    from service.lifecycle import prepare_database
+    from service.ops.lifecycle import prepare_database
 
     return prepare_database(Settings())
 
@@ -47,7 +47,7 @@ def _print(data: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from service.lifecycle import exit_cleanly_on_sigterm, export_env, prepare_database, stop_embedded
+    from service.ops.lifecycle import exit_cleanly_on_sigterm, export_env, prepare_database, stop_embedded
 
     exit_cleanly_on_sigterm()
     settings = Settings()
@@ -99,7 +99,7 @@ def _serve_granian(host: str, port: int, workers: int) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from service.lifecycle import exit_cleanly_on_sigterm, prepare_database
+    from service.ops.lifecycle import exit_cleanly_on_sigterm, prepare_database
     from service.worker import run_worker
 
     exit_cleanly_on_sigterm()  # SIGTERM cancels the loops (a running export keeps its cursor) and disposes cleanly
@@ -108,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from service.lifecycle import prepare_database
+    from service.ops.lifecycle import prepare_database
 
     prepare_database(Settings())
     _print({"migrated": "head"})
@@ -184,7 +184,7 @@ def cmd_graphql_schema(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from service.demo import load_demo
+    from service.ops.demo import load_demo
 
     _print(_with_owner(lambda conn: load_demo(conn, org_name=args.org_name)))
 
@@ -192,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_purge_client(args: argparse.Namespace) -> None:
     import getpass
 
-    from service.purge import NoSuchClient, purge_client
+    from service.ops.purge import NoSuchClient, purge_client
 
     by = args.by or getpass.getuser()
     try:

@@ -14,8 +14,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.api.http import dumps
 from service.errors import WriteRefused
-from service.http import dumps
 from service.settings import Settings
 
 log = structlog.get_logger("service.db")

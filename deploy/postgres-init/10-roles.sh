@@ -1,6 +1,6 @@
 #!/bin/sh
 # First start of the compose PostgreSQL: the owner role (runs the migrations, owns the tables) and the
-# service's login role (owns nothing, no superuser, subject to row-level security), as service/embedded.py
+# service's login role (owns nothing, no superuser, subject to row-level security), as service/ops/embedded.py
 # sets them up. Passwords come from the compose secrets, never from this file.
 set -eu
 owner_pw=$(cat /run/secrets/db_owner_password)

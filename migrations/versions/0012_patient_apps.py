@@ -11,7 +11,7 @@
   whose grant no longer exists (a purged client's): it fails closed.
 - ``signing_keys.private_jwk`` (plaintext JSON the service role could select) becomes ``encrypted_jwk``:
   the private JWK encrypted with SIGNING_KEY_ENCRYPTION_KEY (Fernet), which the database never sees.
-  Existing rows are encrypted here when ``service.migrate`` hands the keys in (``serve`` and
+  Existing rows are encrypted here when ``service.ops.migrate`` hands the keys in (``serve`` and
   ``migrate`` do, from the settings); without them they are deleted rather than left readable: that
   is a key rotation (the next start makes a new, encrypted key; tokens signed by a deleted key are
   refused and their apps fetch new ones, as after a compromise, which a plaintext key must be

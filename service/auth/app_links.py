@@ -4,12 +4,13 @@ Use cases, transport-free (``service.auth.app_links_rest`` is the REST adapter).
 once, in the reply that creates the link; only its SHA-256 is stored, it is never logged (the access
 log names no body, the audit rows name ids only). It is single-use, bound to one app and one client,
 and expires after LINK_CODE_TTL_HOURS (72 at most). Redeeming it is ``/oauth/authorize``
-(``service.auth.authorize``); revoking a link refuses at once every token issued through it
+(``service.auth.authorize_rest``); revoking a link refuses at once every token issued through it
 (``token_revoked()`` joins a token's grant to its link).
 """
 
 from __future__ import annotations
 
+import random
 import secrets
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,12 +20,12 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.apps import hash_secret
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections import service
-from service.collections.registry import REGISTRY
+from service.collections.registry import owner
 from service.collections.types import Out, ShortText, uuid7
 from service.collections.types import Strict as StrictBody
 from service.errors import Forbidden, NotFound, RuleViolation
@@ -81,7 +82,7 @@ def clinician_only(who: Principal, perm: str) -> None:
 
 
 async def _live_client(conn: AsyncConnection, who: Principal, client_id: UUID) -> None:
-    await service.fetch(conn, who, REGISTRY["clients"], client_id)  # 404 (also another organization's), 410
+    await service.fetch(conn, who, owner(), client_id)  # 404 (also another organization's), 410
 
 
 async def create(conn: AsyncConnection, who: Principal, client_id: UUID, app_id: str, ttl_hours: int) -> dict[str, Any]:
@@ -129,3 +130,32 @@ async def revoke(conn: AsyncConnection, who: Principal, client_id: UUID, link_id
     if row is None:
         raise NotFound(f"No app link {link_id} for client {client_id}")
     audit.wrote_many(RESOURCE, [link_id], [client_id], "deleted")
+
+
+_REDEEM = text("""
+UPDATE app_links l SET redeemed_at = now()
+ WHERE l.code_hash = :hash AND l.app_id = :app AND l.redeemed_at IS NULL AND l.revoked_at IS NULL
+   AND l.expires_at > now()
+   AND EXISTS (SELECT 1 FROM clients c WHERE c.org_id = l.org_id AND c.id = l.client_id AND c.deleted_at IS NULL)
+RETURNING l.id""")
+_SWEEP = text("DELETE FROM authorization_codes WHERE org_id = :org AND expires_at < now() - interval '1 day'")
+
+
+async def redeem(conn: AsyncConnection, org_id: UUID, link_hash: str, app_id: str, *, redirect_uri: str,
+                 challenge: str, scope: str, ttl_seconds: int) -> str | None:
+    """Redeem a link code, once (for its app, unexpired, unrevoked, its client not deleted), for a new authorization
+    code bound to the link, the redirect URI and the PKCE challenge; None when the link code does not hold."""
+    link_id = (await conn.execute(_REDEEM, {"hash": link_hash, "app": app_id})).scalar()
+    if link_id is None:
+        return None
+    code = secrets.token_urlsafe(32)
+    await conn.execute(
+        text("INSERT INTO authorization_codes (org_id, code_hash, link_id, redirect_uri, code_challenge, "
+             "scope, expires_at) VALUES (:org, :h, :link, :uri, :challenge, :scope, "
+             "now() + make_interval(secs => :ttl))"),
+        {"org": org_id, "h": hash_secret(code), "link": link_id, "uri": redirect_uri,
+         "challenge": challenge, "scope": scope, "ttl": ttl_seconds},
+    )
+    if random.random() < 0.01:  # noqa: S311 - sweeping long-expired codes now and then, not security
+        await conn.execute(_SWEEP, {"org": org_id})
+    return code

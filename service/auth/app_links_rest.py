@@ -9,13 +9,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
+from service.api.dependencies import Db, IdempotencyKeyHeader, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.idempotency import idempotent
 from service.auth import app_links
 from service.auth.app_links import AppLinkCreated, AppLinkIn, AppLinkPage
 from service.auth.principal import Principal
-from service.auth.rest import needs
-from service.collections.idempotency import idempotent
-from service.collections.rest import Db, IdempotencyKeyHeader, problems
-from service.http import NO_STORE, JSONOut, StrictRoute
 
 router = APIRouter(tags=["App links"], route_class=StrictRoute)
 Linker = Annotated[Principal, needs("Client", "u")]

@@ -31,6 +31,7 @@ from fastapi import Request
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.http import JSONOut
 from service.auth.apps import hash_secret
 from service.auth.keycrypt import sealed_by
 from service.auth.protocol import TOKEN_HEADERS, OAuthError, find_app, invalid_client, invalid_grant
@@ -39,7 +40,6 @@ from service.auth.tokens import KEY_RELOAD_SECONDS
 from service.collections.types import uuid7
 from service.db import tenant_transaction
 from service.errors import Unauthenticated
-from service.http import JSONOut
 
 CODE_TTL_SECONDS = 60
 REFRESH_GRACE_SECONDS = 5

@@ -13,8 +13,8 @@ from urllib.parse import unquote
 from fastapi import Request
 from sqlalchemy import text
 
-from service.http import JSONOut
-from service.ratelimit import address_key
+from service.api.http import JSONOut
+from service.api.ratelimit import address_key
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 T = TypeVar("T")

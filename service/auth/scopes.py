@@ -11,17 +11,31 @@ scopes with query modifiers) is kept as an opaque scope and grants nothing here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from service.errors import Forbidden
+
+if TYPE_CHECKING:
+    from service.auth.principal import Principal
 
 Context = Literal["system", "user", "patient"]
 PERMS = "cruds"
 
-RESOURCES: tuple[str, ...] = (
-    "Client", "Strength", "ProtectiveFactor", "Exception", "Goal", "Milestone", "OutcomeMarker",
-    "Measurement", "StrengthUse", "Experiment", "SafetyAlert", "Progress", "Webhook", "AuditEvent",
-)
+# Resources besides the collections' (each collection declares its own: service.domain.registry.RESOURCES).
+SERVICE_RESOURCES: tuple[str, ...] = ("Progress", "Webhook", "AuditEvent")
+
+
+def resources() -> tuple[str, ...]:
+    """Every resource a scope may name: the registered collections' in registry order, then the service's."""
+    from service.collections.registry import REGISTRY  # imported here: the registry's modules import this one
+    from service.domain import registry  # noqa: F401 - builds the registry
+
+    return (*dict.fromkeys(c.resource for c in REGISTRY.values()), *SERVICE_RESOURCES)
+
+
 # FHIR names used by the FHIR facade, as aliases of ours.
 FHIR_ALIASES: dict[str, tuple[str, ...]] = {
     "Patient": ("Client",),
@@ -86,14 +100,14 @@ def parse_scope(text: str) -> Scope | None:
             raise ScopeError(f"permissions must be a subset of 'cruds' in that order: {text}")
         perm_set = perms
     if resource == "*":
-        resources = frozenset({"*"})
-    elif resource in RESOURCES or resource in FHIR_ALIASES:
-        resources = frozenset((resource,) if resource in RESOURCES else ()) | frozenset(
+        names = frozenset({"*"})
+    elif resource in (known := resources()) or resource in FHIR_ALIASES:
+        names = frozenset((resource,) if resource in known else ()) | frozenset(
             FHIR_ALIASES.get(resource, ())
         )
     else:
         raise ScopeError(f"unknown resource in scope: {text}")
-    return Scope(context=_CONTEXTS[context], name=resource, resources=resources, perms=frozenset(perm_set), text=text)
+    return Scope(context=_CONTEXTS[context], name=resource, resources=names, perms=frozenset(perm_set), text=text)
 
 
 def parse_scopes(text: str | None) -> list[Scope]:
@@ -184,3 +198,18 @@ def is_narrowing(requested: str, original: str) -> bool:
 
 def required_scope(resource: str, perm: str, context: Context = "system") -> str:
     return f"{context}/{resource}.{perm}"
+
+
+def require(who: Principal, resource: str, perms: str, refuse: Callable[[str], Exception] = Forbidden) -> None:
+    """The one scope check (REST dependencies, GraphQL fields, FHIR interactions, per-record checks).
+
+    ``resource`` is ours, a FHIR alias or ``*``; each of ``perms`` must be allowed on it, or for an alias or ``*``
+    on at least one resource it stands for (the records are then checked one by one). Otherwise raises
+    ``refuse`` (a 403 ``Forbidden``; GraphQL passes its FORBIDDEN error) naming the scope in the token's context.
+    """
+    scope = parse_scope(required_scope(resource, perms))
+    assert scope is not None
+    reach = resources() if "*" in scope.resources else scope.resources
+    for perm in perms:
+        if not any(who.allows(name, perm) for name in reach):
+            raise refuse(required_scope(resource, perms, who.context))

@@ -34,12 +34,12 @@ from uuid import UUID
 from fastapi import Request, Response
 from fastapi.security import SecurityScopes
 
+from service.api.dependencies import authenticate, authorize, bearer_token
+from service.api.problems import domain_problem
+from service.api.uow import driver_unit_of_work
 from service.auth.principal import Principal
-from service.auth.rest import authenticate, authorize, bearer_token
 from service.collections.registry import Collection
 from service.errors import DomainError
-from service.problems import domain_problem
-from service.uow import driver_unit_of_work
 
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.http import dumps
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.db import driver
-from service.http import dumps
 
 _RECORD = text(
     """
@@ -27,12 +27,12 @@ WITH v AS (
 ), c AS (
   INSERT INTO changes (org_id, collection, record_id, client_id, action, version)
   SELECT :org_id, :collection, record_id, client_id, :action, version FROM v
-), ev AS (  -- webhook events: <type>.<action>, and safety_alert.opened for an alert created open
+), ev AS (  -- webhook events: <type>.<action>, and <type>.opened for a record created open (safety alerts)
   SELECT CAST(:type_name AS text) || '.' || CAST(:action AS text) AS event, record_id,
          CAST(:action AS text) AS action, version FROM v
   UNION ALL
-  SELECT 'safety_alert.opened', record_id, 'opened', version FROM v
-   WHERE CAST(:alerts AS boolean) AND data->>'status' = 'open'
+  SELECT CAST(:type_name AS text) || '.opened', record_id, 'opened', version FROM v
+   WHERE CAST(:opened AS boolean) AND data->>'status' = 'open'
 ), subs AS (  -- only events some active subscription of the organization wants reach the outbox
   SELECT s.id AS subscription_id, ev.* FROM ev JOIN webhook_subscriptions s
     ON s.org_id = CAST(:org_id AS uuid) AND s.active AND s.deleted_at IS NULL AND ev.event = ANY(s.events)
@@ -62,17 +62,21 @@ async def record_changes(
     """
     if not snapshots:
         return
-    from service import audit  # imported here: the audit module itself imports the collection machinery
+    from service.audit import (
+        service as audit,  # imported here: the audit module itself imports the collection machinery
+    )
 
-    resource = REGISTRY[collection].resource if collection in REGISTRY else collection
+    coll = REGISTRY.get(collection)
+    resource = coll.resource if coll else collection
     ids = [s["id"] for s in snapshots]
-    clients = ids if collection == "clients" else [s.get("client_id") for s in snapshots]
+    owner_column = coll.owner_column if coll else "client_id"
+    clients = [s.get(owner_column) for s in snapshots]
     audit.wrote_many(resource, ids, clients, action)
     params = {
         "org_id": org_id or (who.org_id if who else None),
         "collection": collection,
-        "type_name": REGISTRY[collection].type_name if collection in REGISTRY else collection,
-        "alerts": collection == "safety-alerts" and action == "created",
+        "type_name": coll.type_name if coll else collection,
+        "opened": bool(coll and coll.opened_event) and action == "created",
         "action": action,
         "who": who.who if who else "system",
         # One JSON array, encoded in one call: asyncpg checks the elements of array parameters one by one.

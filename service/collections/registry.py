@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 from uuid import UUID
 
@@ -90,6 +90,11 @@ class Collection:
     deletable: bool = True
     client_owned: bool = True
     identity: bool = False  # its records are the patients: patient tokens neither create them nor change identifiers
+    identifier_param: str = "external_id"  # the query parameter naming a record by ext_field ("identifier")
+    owner_column: str = "client_id"  # the column naming the client the record is about ("id" for the clients)
+    # GraphQL fields for the newest record of a child collection: field -> (child collection, its field naming us)
+    latest: dict[str, tuple[str, str]] = field(default_factory=dict)
+    opened_event: bool = False  # a record created with status open also emits the webhook event <type_name>.opened
     natural_key: tuple[str, ...] = ()  # columns that name a record for sync instead of ext_field (measurements)
     to_out: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection output tweaks
     to_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-collection input tweaks
@@ -126,9 +131,43 @@ class Collection:
 REGISTRY: dict[str, Collection] = {}
 
 
-def register(collection: Collection) -> Collection:
-    REGISTRY[collection.name] = collection
-    return collection
+def install(collections: Sequence[Collection]) -> None:
+    """Fill ``REGISTRY`` with ``collections`` in their order (routes, OpenAPI, GraphQL, scopes follow it); called
+    once, by ``service.domain.registry``. The identity collection (the clients) embeds every client-owned
+    collection with ``?include=`` unless it declares its children."""
+    REGISTRY.clear()
+    REGISTRY.update((c.name, c) for c in collections)
+    for coll in collections:
+        if coll.identity and not coll.children:
+            coll.children = {c.name: c.owner_column for c in collections if c.client_owned}
+
+
+@cache
+def _table_rank() -> dict[str, int]:
+    from service.models.base import Base  # imported here: the models are not needed to describe a collection
+
+    return {t.name: i for i, t in enumerate(Base.metadata.sorted_tables)}
+
+
+def referenced_first(collections: Iterable[Collection]) -> list[Collection]:
+    """``collections`` in the order of their tables' foreign keys (the metadata's ``sorted_tables``): referenced
+    tables first. Writes go in this order, erasure in the reverse."""
+    rank = _table_rank()
+    return sorted(collections, key=lambda c: rank[c.table.name])
+
+
+def owner_column(table: Table) -> str:
+    """The column naming the client in ``table``: its collection's ``owner_column``; ``client_id`` elsewhere
+    (history, change feed)."""
+    for coll in REGISTRY.values():
+        if coll.table is table:
+            return coll.owner_column
+    return "client_id"
+
+
+def owner() -> Collection:
+    """The identity collection: the clients, whose records every client-owned record belongs to."""
+    return next(c for c in REGISTRY.values() if c.identity)
 
 
 def by_key(key: str) -> Collection | None:

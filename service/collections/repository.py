@@ -10,8 +10,9 @@ from fastapi import Query
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import cursors
+from service.api import cursors
 from service.auth.principal import Principal
+from service.collections.registry import owner_column
 from service.collections.types import storable
 from service.db import driver
 from service.errors import ValidationFailed
@@ -20,10 +21,10 @@ if TYPE_CHECKING:
     from service.collections.registry import Collection
 
 
-def readable(table: Table, who: Principal, *, client_column: str = "client_id") -> Select[Any]:
+def readable(table: Table, who: Principal) -> Select[Any]:
     stmt = select(table).where(table.c.org_id == who.org_id)
     if who.patient_id is not None:
-        column = table.c.id if table.name == "clients" else table.c[client_column]
+        column = table.c[owner_column(table)]
         stmt = stmt.where(column == who.patient_id)
     return stmt
 

@@ -4,7 +4,6 @@
 """
 
 import inspect
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,66 +12,24 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.rest import authenticate, needs
-from service.auth.scopes import required_scope
+from service.auth.scopes import require, required_scope
 from service.collections import service
 from service.collections.fastread import FastRead
-from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_query, parse_identifier
 from service.collections.types import Out, Timestamp, list_of
-from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
-from service.http import NO_STORE, JSONOut, StrictRoute
-from service.uow import unit_of_work as work
-
-
-async def unit_of_work(
-    request: Request, who: Annotated[Principal, Depends(authenticate)]
-) -> AsyncIterator[AsyncConnection]:
-    """One transaction per request, bound to the caller's organization (and patient), committed
-    before the response is sent."""
-    ctx = request.app.state.ctx
-    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
-        yield conn  # the request's audit row commits with its writes
-
-
-# A mark on the function (read by service.auth.rest.authenticate), which functions do not declare to a checker.
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]
-
-
-Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
-
-PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-
-
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        400: "Malformed request", 401: "Missing or invalid token", 403: "Token lacks the scope",
-        404: "Not found (also: another organization's record)", 405: "Method not allowed",
-        409: "Conflict", 410: "Deleted", 412: "If-Match is stale", 413: "Body too large",
-        415: "Body is not JSON", 422: "Validation failed",
-    }
-    return {c: {"description": texts[c], **PROBLEM} for c in codes}
-
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
-           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
-]
+from service.errors import MethodNotAllowed, ValidationFailed
 
 
 def record_client_ids(response: Response) -> list[Any]:
     record = orjson.loads(bytes(response.body))
     return [record.get("client_id") or record["id"]]
-
-
-def etag(version: int) -> str:
-    return f'W/"{version}"'
 
 
 def record_response(record: dict[str, Any], status: int = 200, **headers: str) -> JSONOut:
@@ -108,7 +65,7 @@ def _list_filters(coll: Collection) -> Any:
         inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=Timestamp | None,
                           default=Query(None)),
     ]
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    ext_name = coll.identifier_param
     params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
                                     default=identifier_query(ext_name)))
     if coll.client_owned:
@@ -222,8 +179,7 @@ def collection_router(coll: Collection) -> APIRouter:
         if include:
             for name in include:
                 child = REGISTRY[name.replace("_", "-")]
-                if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
-                    raise Forbidden(required_scope(child.resource, "s", who.context))
+                require(who, child.resource, "s")  # embedding a child collection is a search of it
             record.update(await service.children(db, who, coll, record_id, include))
         return record_response(record)
 
@@ -248,7 +204,7 @@ def collection_router(coll: Collection) -> APIRouter:
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
     )
 
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
+    ext_name = coll.identifier_param
     ext_query = identifier_query(ext_name, required=True, description="system|value (for measurements: source|id)")
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]

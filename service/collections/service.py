@@ -15,12 +15,12 @@ from sqlalchemy import ARRAY, Row, Select, Uuid, any_, bindparam, func, insert, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections import identifiers
 from service.collections.declared import check_immutable, returning, snapshot
 from service.collections.records import record_change
-from service.collections.registry import REGISTRY, Collection, RuleContext, Written
+from service.collections.registry import REGISTRY, Collection, RuleContext, Written, owner
 from service.collections.repository import (
     CompiledRead,
     after_row,
@@ -50,7 +50,7 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
         data[coll.ext_field] = external_ids or []
     if coll.to_out:
         data = coll.to_out(data)
-    audit.seen(coll.resource, data.get("id"), data.get("id") if coll.name == "clients" else data.get("client_id"))
+    audit.seen(coll.resource, data.get("id"), data.get(coll.owner_column))
     if with_deleted:
         data["deleted_at"] = deleted_at
     return data
@@ -128,7 +128,7 @@ def list_statement(
             stmt = stmt.where(table.c.updated_at >= value)
         elif name == "external_id":  # "system|value", or already split (GraphQL binds the two as parameters)
             system, ident = value if isinstance(value, tuple) else \
-                parse_identifier(value, "identifier" if coll.name == "clients" else "external_id")
+                parse_identifier(value, coll.identifier_param)
             if coll.natural_key:  # measurements: source|external_id
                 stmt = stmt.where(*(table.c[k] == v for k, v in zip(coll.natural_key, (system, ident), strict=True)))
                 continue
@@ -250,7 +250,7 @@ def client_missing(client_id: Any) -> ValidationFailed:
 
 
 async def _check_client(conn: AsyncConnection, who: Principal, client_id: UUID) -> None:
-    clients = REGISTRY["clients"].table
+    clients = owner().table
     stmt = readable(clients, who).where(clients.c.id == client_id, clients.c.deleted_at.is_(None))
     if (await conn.execute(stmt.with_only_columns(clients.c.id))).first() is None:
         raise client_missing(client_id)

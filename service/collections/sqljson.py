@@ -10,7 +10,7 @@ from sqlalchemy import Integer, Numeric, Text, case, cast, func, literal_column
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.sql.elements import ColumnElement
 
-from service import cursors
+from service.api import cursors
 
 _SECONDS = '\'YYYY-MM-DD"T"HH24:MI:SS\''
 _MICROS = '\'YYYY-MM-DD"T"HH24:MI:SS.US\''

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from service.collections.registry import Collection, register
+from service.collections.registry import Collection
 from service.collections.schemas import schemas
 from service.collections.types import Day, ExternalIds, ShortText, Strict, Text
 from service.domain.enums import ClientStatus
@@ -27,17 +27,11 @@ class ClientIn(Strict):
     )
 
 
-CLIENT_CHILDREN = {
-    "strengths": "client_id", "protective-factors": "client_id", "exceptions": "client_id", "goals": "client_id",
-    "milestones": "client_id", "outcome-markers": "client_id", "measurements": "client_id",
-    "strength-uses": "client_id", "experiments": "client_id", "safety-alerts": "client_id",
-}
-
 create, patch, out = schemas(ClientIn, ext_field="identifiers")
 
-clients = register(Collection(
+clients = Collection(
     name="clients", type_name="client", resource="Client", title="Clients", table=Client.__table__,
-    create=create, patch=patch, out=out, children=CLIENT_CHILDREN, ext_field="identifiers", client_owned=False,
-    identity=True,
+    create=create, patch=patch, out=out, ext_field="identifiers", client_owned=False,
+    identity=True, identifier_param="identifier", owner_column="id",  # ?include= children: every client-owned one
     description="The person in care.",
-))
+)

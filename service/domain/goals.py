@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from service.collections.registry import Collection, Ref, RuleContext, register
+from service.collections.registry import Collection, Ref, RuleContext
 from service.collections.schemas import schemas
 from service.collections.types import (
     Day,
@@ -96,19 +96,19 @@ async def milestone_done_has_date(ctx: RuleContext) -> None:
 
 
 g_create, g_patch, g_out = schemas(GoalIn)
-goals = register(Collection(
+goals = Collection(
     name="goals", type_name="goal", resource="Goal", title="Goals", table=Goal.__table__,
     create=g_create, patch=g_patch, out=g_out,
     refs=[Ref("strength_ids", "strengths", many=True), Ref("target.marker_id", "outcome-markers")],
     rules=[goal_needs_strength, goal_dates_in_order],
     children={"milestones": "goal_id", "outcome-markers": "goal_id", "experiments": "goal_id"},
     description="Behavioural goals, each built on named strengths.",
-))
+)
 
 m_create, m_patch, m_out = schemas(MilestoneIn)
-milestones = register(Collection(
+milestones = Collection(
     name="milestones", type_name="milestone", resource="Milestone", title="Milestones", table=Milestone.__table__,
     create=m_create, patch=m_patch, out=m_out, refs=[Ref("goal_id", "goals")],
     rules=[milestone_needs_criteria, milestone_done_has_date], filters=["goal_id"],
     description="Concrete, observable steps toward a goal.",
-))
+)

@@ -12,14 +12,14 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import metrics
+from service.api.dependencies import Db, IdempotencyKeyHeader, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute, dumps
+from service.api.idempotency import idempotent
+from service.api.problems import validation_problem
 from service.auth.principal import Principal
-from service.auth.rest import needs
 from service.collections import identifiers
-from service.collections.idempotency import idempotent
 from service.collections.records import record_changes
 from service.collections.registry import Written
-from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
 from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
@@ -27,8 +27,7 @@ from service.domain.clients import clients
 from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
 from service.domain.safety import measurement_after_write
 from service.errors import DomainError
-from service.http import NO_STORE, JSONOut, StrictRoute, dumps
-from service.problems import validation_problem
+from service.telemetry import metrics
 
 MAX_BATCH = 1000
 

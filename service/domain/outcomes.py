@@ -11,7 +11,7 @@ from pydantic import Field, create_model
 from sqlalchemy import ColumnElement, FromClause, Uuid, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, array_agg
 
-from service.collections.registry import Collection, Ref, RuleContext, register
+from service.collections.registry import Collection, Ref, RuleContext
 from service.collections.schemas import schemas
 from service.collections.sqljson import iso_datetime
 from service.collections.types import (
@@ -192,13 +192,13 @@ def alert_ids(table: FromClause) -> ColumnElement[Any]:
 
 
 o_create, o_patch, o_out = schemas(OutcomeMarkerIn)
-outcome_markers = register(Collection(
+outcome_markers = Collection(
     name="outcome-markers", type_name="outcome_marker", resource="OutcomeMarker", title="Outcome markers",
     table=OutcomeMarker.__table__, create=o_create, patch=o_patch, out=o_out,
     refs=[Ref("goal_id", "goals")], rules=[marker_kind_matches_instrument], filters=["goal_id"],
-    children={"measurements": "marker_id"},
+    children={"measurements": "marker_id"}, latest={"latest_measurement": ("measurements", "marker_id")},
     description="What is measured: frequency, duration, confidence, recovery time, instruments, mood.",
-))
+)
 
 a_create, _, a_out = schemas(SafetyAlertIn, extra_out={
     "severity": (AlertSeverity, ...), "observed_at": (datetime, Field(description="When the risk was observed")),
@@ -217,15 +217,15 @@ a_patch_fields: dict[str, Any] = {
        for name, annotation in IMMUTABLE.items()},
 }
 a_patch = create_model("SafetyAlertPatch", __base__=Strict, **a_patch_fields)
-safety_alerts = register(Collection(
+safety_alerts = Collection(
     name="safety-alerts", type_name="safety_alert", resource="SafetyAlert", title="Safety alerts",
     table=SafetyAlert.__table__, create=a_create, patch=a_patch, out=a_out,
     refs=[Ref("measurement_id", "measurements")], rules=[alert_raised_by_hand, alert_status_moves],
-    filters=["measurement_id"], deletable=False, immutable=tuple(IMMUTABLE),
+    filters=["measurement_id"], deletable=False, immutable=tuple(IMMUTABLE), opened_event=True,
     order=lambda table: (severity_rank(table), table.c.observed_at),
     description="Opened by the service when a measurement meets a safety trigger (or raised by a clinician); "
                 "never deleted, only resolved. Listed urgent first, then oldest first.",
-))
+)
 
 def measurement_band(table: FromClause) -> ColumnElement[Any]:
     """The severity band of an instrument measurement's total (null for other markers): a correlated subquery on
@@ -243,7 +243,7 @@ ms_create, ms_patch, ms_out = schemas(MeasurementIn, extra_out={
     "safety_alert": (a_out | None, Field(None, description="On a write: the alert it opened, if any")),
     "safety_alert_ids": (list[UUID], Field(description="The alerts this measurement opened, oldest first")),
 })
-measurements = register(Collection(
+measurements = Collection(
     name="measurements", type_name="measurement", resource="Measurement", title="Measurements",
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
@@ -252,4 +252,4 @@ measurements = register(Collection(
     computed={"safety_alert_ids": alert_ids, "band": measurement_band},
     out_sql={"observed_at": lambda t: iso_datetime(t.c.observed_at, t.c.observed_offset)},  # as to_out writes it
     description="One observed value of a marker; instruments are scored by the service.",
-))
+)

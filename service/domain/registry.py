@@ -1,14 +1,18 @@
-"""Importing this module registers every collection, in one fixed order (routes, OpenAPI, GraphQL)."""
+"""The one registry: every collection, in one fixed order (routes, OpenAPI, GraphQL, scope resources), built here."""
 
-from service.collections.registry import REGISTRY
-from service.domain import clients, goals, outcomes, strengths  # noqa: F401
+from service.auth.scopes import SERVICE_RESOURCES
+from service.collections.registry import REGISTRY, install
+from service.domain.clients import clients
+from service.domain.goals import goals, milestones
+from service.domain.outcomes import measurements, outcome_markers, safety_alerts
+from service.domain.strengths import exceptions, experiments, protective_factors, strength_uses, strengths
 
-ORDER = [
-    "clients", "strengths", "protective-factors", "exceptions", "goals", "milestones", "outcome-markers",
-    "measurements", "strength-uses", "experiments", "safety-alerts",
+COLLECTIONS = [
+    clients, strengths, protective_factors, exceptions, goals, milestones, outcome_markers,
+    measurements, strength_uses, experiments, safety_alerts,
 ]
-_ordered = {name: REGISTRY[name] for name in ORDER} | REGISTRY
-REGISTRY.clear()
-REGISTRY.update(_ordered)
+install(COLLECTIONS)
+# Every scope resource (service.auth.scopes.resources() reads the registry as it is, test collections included).
+RESOURCES: tuple[str, ...] = (*dict.fromkeys(c.resource for c in COLLECTIONS), *SERVICE_RESOURCES)
 
-COLLECTIONS = list(REGISTRY.values())
+__all__ = ["COLLECTIONS", "REGISTRY", "RESOURCES"]

@@ -16,7 +16,6 @@ from sqlalchemy import any_, bindparam, case, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import metrics
 from service.auth.principal import Principal
 from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, RuleContext, Written
@@ -27,6 +26,7 @@ from service.domain.enums import AlertSeverity, AlertStatus
 from service.domain.instruments import INSTRUMENTS, RiskRule
 from service.errors import RuleViolation
 from service.models import OutcomeMarker
+from service.telemetry import metrics
 
 RANK = {AlertSeverity.urgent: 0, AlertSeverity.high: 1}  # lower is more severe (lists put urgent first)
 

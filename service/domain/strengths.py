@@ -11,9 +11,9 @@ from sqlalchemy import ColumnElement, FromClause, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections import service
-from service.collections.registry import Collection, Ref, RuleContext, Written, register
+from service.collections.registry import Collection, Ref, RuleContext, Written
 from service.collections.repository import readable
 from service.collections.schemas import schemas
 from service.collections.types import (
@@ -38,7 +38,7 @@ from service.domain.enums import (
     StrengthSource,
     StrengthStatus,
 )
-from service.errors import Forbidden, Gone, RuleViolation
+from service.errors import Gone, RuleViolation
 from service.models import Exception_, Experiment, ProtectiveFactor, Strength, StrengthUse
 
 MAX_EVIDENCE = 50
@@ -154,8 +154,7 @@ async def use_as_evidence(conn: AsyncConnection, who: Principal, writes: Sequenc
     for w in writes:
         if not w.record.get("add_to_evidence") or (w.before is not None and w.before.get("add_to_evidence")):
             continue
-        if not who.allows(strengths.resource, "u"):  # it changes the strength: its own scope is needed
-            raise Forbidden(required_scope(strengths.resource, "u", who.context))
+        require(who, strengths.resource, "u")  # it changes the strength: its own scope is needed
         try:
             row = await service.fetch(conn, who, strengths, w.record["strength_id"], for_update=True)
         except Gone:
@@ -175,40 +174,40 @@ async def experiment_done_needs_result(ctx: RuleContext) -> None:
 s_create, s_patch, s_out = schemas(StrengthIn, extra_out={
     "uses_count": (int, Field(description="Strength uses logged (read-only)")),
 })
-strengths = register(Collection(
+strengths = Collection(
     name="strengths", type_name="strength", resource="Strength", title="Strengths", table=Strength.__table__,
     create=s_create, patch=s_patch, out=s_out, children={"strength-uses": "strength_id", "experiments": "strength_id"},
     rules=[confirmed_needs_lived_example], computed={"uses_count": uses_count},
     description="What the client can already do or draw on; confirmed only by a lived example.",
-))
+)
 
 p_create, p_patch, p_out = schemas(ProtectiveFactorIn)
-protective_factors = register(Collection(
+protective_factors = Collection(
     name="protective-factors", type_name="protective_factor", resource="ProtectiveFactor",
     title="Protective factors", table=ProtectiveFactor.__table__, create=p_create, patch=p_patch, out=p_out,
     description="Resources around the client.",
-))
+)
 
 e_create, e_patch, e_out = schemas(ExceptionIn)
-exceptions = register(Collection(
+exceptions = Collection(
     name="exceptions", type_name="exception", resource="Exception", title="Exceptions", table=Exception_.__table__,
     create=e_create, patch=e_patch, out=e_out, refs=[Ref("strength_ids", "strengths", many=True)],
     description="When the problem is a little smaller.",
-))
+)
 
 u_create, u_patch, u_out = schemas(StrengthUseIn)
-strength_uses = register(Collection(
+strength_uses = Collection(
     name="strength-uses", type_name="strength_use", resource="StrengthUse", title="Strength uses",
     table=StrengthUse.__table__, create=u_create, patch=u_patch, out=u_out,
     refs=[Ref("strength_id", "strengths")], filters=["strength_id"], after_write=use_as_evidence,
     description="The strengths log: situation, strength used, result; a use may become its strength's evidence.",
-))
+)
 
 x_create, x_patch, x_out = schemas(ExperimentIn)
-experiments = register(Collection(
+experiments = Collection(
     name="experiments", type_name="experiment", resource="Experiment", title="Experiments",
     table=Experiment.__table__, create=x_create, patch=x_patch, out=x_out,
     refs=[Ref("strength_id", "strengths"), Ref("goal_id", "goals")], rules=[experiment_done_needs_result],
     filters=["strength_id", "goal_id"],
     description="Between-session experiments: use one strength on purpose, then debrief.",
-))
+)

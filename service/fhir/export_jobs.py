@@ -25,7 +25,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections.registry import REGISTRY

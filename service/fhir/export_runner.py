@@ -23,12 +23,12 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.audit import AuditTrail
+from service.audit.service import AuditTrail
 from service.auth.principal import Principal
 from service.auth.scopes import parse_scopes
 from service.collections.types import uuid7
 from service.db import set_tenant, tenant_transaction
-from service.domain.registry import COLLECTIONS  # registers every collection: the worker never builds the app
+from service.domain.registry import COLLECTIONS, REGISTRY  # the worker never builds the app
 from service.fhir import mapping, snapshot
 from service.fhir.export_jobs import AUDIT_TYPE
 from service.fhir.search import with_alert_ids
@@ -179,7 +179,7 @@ class ExportRunner:
             if made is not None:
                 lines.append(orjson.dumps(made) + b"\n")
                 ids.append(data["id"])
-                clients.append(data["id"] if collection == "clients" else data["client_id"])
+                clients.append(data[REGISTRY[collection].owner_column])
         if lines:
             await self._append(conn, job, fhir_type, collection, lines, ids, clients)
         return len(lines)

@@ -14,16 +14,16 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.api.dependencies import Db
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.repository import readable
-from service.collections.rest import Db
 from service.domain.enums import ClientStatus
 from service.errors import NotFound
 from service.fhir import urls
 from service.fhir.http import FhirOut
-from service.fhir.routes import fhir_needs, fhir_responses
+from service.fhir.rest import fhir_needs, fhir_responses
 from service.models import Organization
 
 GROUP_PARAMS = [("_id", "The group's id (there is one group: the caseload)"),

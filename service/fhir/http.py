@@ -13,8 +13,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.http import SERVER_ERROR_HEADERS, JSONOut, StrictRoute
 from service.errors import MAX_FIELD, DomainError, excerpt
-from service.http import SERVER_ERROR_HEADERS, JSONOut, StrictRoute
 
 log = structlog.get_logger("service.fhir")
 

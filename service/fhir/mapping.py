@@ -11,11 +11,11 @@ from uuid import UUID
 
 import orjson
 
+from service.api.http import dumps
 from service.domain.instruments import INSTRUMENTS
 from service.domain.safety import trigger_text
 from service.fhir import codes as c
 from service.fhir import questionnaires as q
-from service.http import dumps
 
 # Observation ids: a measurement keeps its UUID; the other kinds carry a prefix so one id names one record.
 OBSERVATION_KINDS: dict[str, str] = {

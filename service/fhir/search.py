@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import False_
 from sqlalchemy.types import Integer
 
-from service import cursors
+from service.api import cursors
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.repository import readable, readable_record

@@ -1,13 +1,13 @@
 """The audit action of a GraphQL request: every request is a POST, so the method cannot tell a query's
 reads from a mutation's writes. A query's records are audited as ``read``; a mutation's written records
-keep the action of their write (service.audit), as in REST."""
+keep the action of their write (service.audit.service), as in REST."""
 
 from collections.abc import Iterator
 
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from service import audit
+from service.audit import service as audit
 
 
 class AuditAction(SchemaExtension):

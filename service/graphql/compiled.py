@@ -33,6 +33,7 @@ from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from service.api.uow import driver_unit_of_work
 from service.collections.registry import REGISTRY, Collection
 from service.errors import DomainError
 from service.graphql.context import GraphQLContext
@@ -41,7 +42,6 @@ from service.graphql.limits import ROOT_FIRST
 from service.graphql.reads import Plan, filter_names, plan_node, plan_one, plan_page, run
 from service.graphql.selection import ABSENT, Doc, NotPlain, argument, coerce_variables
 from service.graphql.specs import record_specs, unwrap
-from service.uow import driver_unit_of_work
 
 log = structlog.get_logger("service.graphql")
 

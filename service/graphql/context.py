@@ -13,11 +13,11 @@ from graphql import DocumentNode, FieldNode
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.fastapi import BaseContext
 
+from service.api.uow import unit_of_work
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.graphql.errors import forbidden
 from service.graphql.selection import Doc
-from service.uow import unit_of_work
 
 
 class GraphQLContext(BaseContext):
@@ -43,8 +43,8 @@ class GraphQLContext(BaseContext):
 
     def require(self, resource: str, perm: str) -> None:
         """Raise FORBIDDEN unless the token allows it."""
-        if not self.allows(resource, perm):
-            raise forbidden(required_scope(resource, perm, self.who.context))
+        if not self.allows(resource, perm):  # the cache answers most; the one check raises
+            require(self.who, resource, perm, refuse=forbidden)
 
     # ------------------------------------------------------------ the document
 

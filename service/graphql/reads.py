@@ -15,7 +15,7 @@ from uuid import UUID
 
 from graphql import FieldNode
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import Collection
 from service.collections.repository import decode_cursor, parse_identifier
@@ -38,21 +38,20 @@ def filter_names(coll: Collection) -> list[str]:
     names = ["client_id"] if coll.client_owned else []
     if "status" in coll.table.c:
         names.append("status")
-    names += ["updated_since", "identifier" if coll.name == "clients" else "external_id", *coll.filters]
+    names += ["updated_since", coll.identifier_param, *coll.filters]
     return names
 
 
 def page_filters(coll: Collection, filters: dict[str, Any]) -> dict[str, Any]:
     """The list filters of a root connection as ``service.list_statement`` takes them, checked as before."""
     filters = {k: v for k, v in filters.items() if v is not None}
-    if "identifier" in filters:
-        filters["external_id"] = filters.pop("identifier")
+    if coll.identifier_param in filters:
+        filters["external_id"] = filters.pop(coll.identifier_param)
     since = filters.get("updated_since")
     if isinstance(since, datetime) and since.utcoffset() is None:
         raise ValidationFailed.on("updated_since", "A timestamp needs a time zone offset", "timezone_required")
     if "external_id" in filters:
-        filters["external_id"] = parse_identifier(filters["external_id"],
-                                                  "identifier" if coll.name == "clients" else "external_id")
+        filters["external_id"] = parse_identifier(filters["external_id"], coll.identifier_param)
     return filters
 
 

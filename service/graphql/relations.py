@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-from service.collections.registry import REGISTRY, Collection
+from service.collections.registry import REGISTRY, Collection, owner
 from service.graphql.errors import camel
 
 Kind = Literal["one", "many", "children", "latest"]
@@ -30,7 +30,7 @@ def relations_of(coll_name: str) -> dict[str, Relation]:
     coll = REGISTRY[coll_name]
     out: list[Relation] = []
     if coll.client_owned:
-        out.append(Relation("client", "one", REGISTRY["clients"], "client_id", "r"))
+        out.append(Relation("client", "one", owner(), coll.owner_column, "r"))
     for ref in coll.refs:
         if "." in ref.field:
             continue
@@ -42,8 +42,8 @@ def relations_of(coll_name: str) -> dict[str, Relation]:
     for child_name, fk in coll.children.items():
         child = REGISTRY[child_name]
         out.append(Relation(child.key, "children", child, fk, "s"))
-    if coll.name == "outcome-markers":
-        out.append(Relation("latest_measurement", "latest", REGISTRY["measurements"], "marker_id", "s"))
+    for field_name, (child_name, fk) in coll.latest.items():
+        out.append(Relation(field_name, "latest", REGISTRY[child_name], fk, "s"))
     return {rel.name: rel for rel in out}
 
 

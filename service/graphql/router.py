@@ -5,12 +5,12 @@ from typing import Any
 from fastapi import Request, Response
 from strawberry.fastapi import GraphQLRouter
 
-from service.auth.rest import authenticate, bearer
+from service.api.dependencies import authenticate, bearer
+from service.api.http import dumps, loads_strict
 from service.errors import Unauthenticated
 from service.graphql.context import GraphQLContext
 from service.graphql.ide import ide_router
 from service.graphql.schema import build_schema
-from service.http import dumps, loads_strict
 
 
 class GraphQLUnauthenticated(Unauthenticated):

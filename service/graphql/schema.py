@@ -11,7 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DateDefinition, DateTimeDefinition
 from strawberry.types.scalar import ScalarDefinition
 
-import service.domain.registry  # noqa: F401 - registers every collection
+import service.domain.registry  # noqa: F401 - builds the registry
 from service.collections.registry import REGISTRY
 from service.collections.types import list_of
 from service.graphql import fields, limits, progress
@@ -27,7 +27,7 @@ def _decorate(types_: Types) -> None:
         types_.fill_fields(cls, coll.out)
         for name, value in fields.relations(types_, coll).items():
             setattr(cls, name, value)
-        if coll.name == "clients":
+        if coll.identity:  # the client's progress (service.progress)
             cls.progress = progress.client_progress_field(types_)
         cls.is_type_of = classmethod(_is_type_of(coll.name))
         strawberry.type(cls, description=coll.description)

@@ -165,7 +165,7 @@ class Builder:
         coll = REGISTRY[shape.coll]
         frm = rows if frm is None else frm
         pairs: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
-        client = rows.c.id if coll.name == "clients" else rows.c.client_id
+        client = rows.c[coll.owner_column]
         own = func.concat(literal_column(f"'{coll.resource}:'"), rows.c.id, literal_column("':'"), client)
         audit: list[ColumnElement[Any]] = [own]  # the relations' entries follow
         for entry in shape.entries:
@@ -325,7 +325,7 @@ def _narrow(stmt: Select[Any], coll: Collection, shapes: Sequence[RecordShape]) 
     """``stmt`` (rows of ``coll``'s table) selecting only what the shapes read: the id and the client (audit), the
     fields' columns, the columns relations follow; and the SQL-derived fields, computed from the table."""
     table = coll.table
-    names = {"id", "id" if coll.name == "clients" else "client_id"}
+    names = {"id", coll.owner_column}
     for shape in shapes:
         for entry in shape.entries:
             if isinstance(entry, Value) and entry.spec.source in ("column", "ext"):

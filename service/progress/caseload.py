@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from service import cursors
+from service.api import cursors
 from service.errors import ValidationFailed
 from service.progress import sql
 

@@ -8,11 +8,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from service.api.dependencies import Db, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.auth.principal import Principal
-from service.auth.rest import needs
-from service.collections.rest import Db, problems
 from service.collections.types import Day, Timestamp
-from service.http import NO_STORE, JSONOut, StrictRoute
 from service.progress import caseload, chart, summary
 from service.progress import service as progress
 from service.progress.schemas import CaseloadSummary, ClientProgress, ClinicalSummary

@@ -14,7 +14,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections import service
 from service.collections.registry import REGISTRY

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.domain.safety import alert_line
 from service.progress import service as progress

@@ -19,44 +19,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import audit
+from service.api.http import dumps, loads_strict
+from service.api.problems import validation_problem
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs_any
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections import identifiers, service
 from service.collections.declared import snapshot
 from service.collections.records import record_changes
-from service.collections.registry import REGISTRY, Collection, Written
+from service.collections.registry import REGISTRY, Collection, Written, owner, referenced_first
 from service.collections.repository import parse_identifier, readable_record
-from service.collections.rest import problems
-from service.collections.types import Timestamp, storable, uuid7
+from service.collections.types import storable, uuid7
 from service.db import driver, refusals, set_tenant
-from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
-from service.http import dumps, loads_strict
-from service.models.base import Base
-from service.problems import validation_problem
-from service.sync.changes import readable_types, types_query
+from service.errors import DomainError, ValidationFailed
 
-router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
-NDJSON = "application/x-ndjson"
 CHUNK_LINES = 500
-MAX_LINE = 1_000_000
-
-
-NDJSON_BODY = {"requestBody": {"required": True, "content": {NDJSON: {"schema": {
-    "type": "string", "description": 'One JSON object per line: {"type": "strength", "resource": {...}}'}}}}}
-NDJSON_OUT: dict[int | str, dict[str, Any]] = {200: {"description": "One result or record per line",
-                    "content": {NDJSON: {"schema": {"type": "string"}}}}}
+MAX_LINE = 1_000_000  # bytes of one line
 
 
 def _by_type(name: Any) -> Collection:
@@ -107,13 +94,12 @@ def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]
     if not isinstance(doc, dict) or set(doc) != {"type", "resource"} or not isinstance(doc["resource"], dict):
         raise ValidationFailed.on("type", 'Each line is {"type": ..., "resource": {...}}', "invalid_line")
     coll = _by_type(doc["type"])
-    if not who.allows(coll.resource, "c"):
-        raise Forbidden(required_scope(coll.resource, "c", who.context))
+    require(who, coll.resource, "c")
     return coll, dict(doc["resource"])
 
 
 def _ref_fields(coll: Collection) -> list[tuple[str, str, bool]]:
-    fields = [("client_id", "clients", False)] if coll.client_owned else []
+    fields = [(coll.owner_column, owner().name, False)] if coll.client_owned else []
     return fields + [(r.field, r.target, r.many) for r in coll.refs if "." not in r.field]
 
 
@@ -145,25 +131,6 @@ def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | 
     return (ids[0]["system"], ids[0]["value"]) if ids else None
 
 
-async def _lines(request: Request) -> AsyncIterator[tuple[int, bytes]]:
-    buffer = b""
-    number = 0
-    async for chunk in request.stream():
-        buffer += chunk
-        if b"\n" in chunk:
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                number += 1
-                if line.strip():
-                    yield number, line
-        if len(buffer) > MAX_LINE:
-            number += 1
-            yield number, buffer
-            buffer = b""
-    if buffer.strip():
-        yield number + 1, buffer
-
-
 class _RetryCarefully(Exception):
     pass
 
@@ -172,7 +139,6 @@ class _LineByLine(Exception):
     """The chunk updates existing records: it goes line by line through the upsert."""
 
 
-_FK_ORDER = {t.name: i for i, t in enumerate(Base.metadata.sorted_tables)}  # referenced tables first
 
 _KNOWN_IDS = text(
     "SELECT e.collection, e.system, e.value, e.record_id, e.compartment FROM external_ids e "
@@ -312,9 +278,10 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
 
     # The referenced records (clients included), one statement per collection.
     ids: dict[str, set[Any]] = {}
+    clients = owner().name
     for _, coll, payload, _ in pending:
         if coll.client_owned:
-            ids.setdefault("clients", set()).add(payload["client_id"])
+            ids.setdefault(clients, set()).add(payload[coll.owner_column])
         for ref in coll.refs:
             ids.setdefault(ref.target, set()).update(ref.ids(payload))
     made_here = {new_id for *_, new_id in pending}  # not in the database yet: checked as they are made below
@@ -328,8 +295,8 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
     rows_by: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for pos, coll, payload, new_id in pending:
         try:
-            if coll.client_owned and payload["client_id"] not in found.get("clients", {}):
-                raise service.client_missing(payload["client_id"])
+            if coll.client_owned and payload[coll.owner_column] not in found.get(clients, {}):
+                raise service.client_missing(payload[coll.owner_column])
             refs = service.bind_refs(coll, payload, found, None)
             ctx = await service.apply_rules(conn, who, coll, payload, refs, None)
         except DomainError as exc:
@@ -342,14 +309,14 @@ async def _import_set_based(conn: Any, who: Principal, chunk: list[tuple[int, by
     # The writes: referenced tables first.
     try:
         claims: list[tuple[str, str, str, Any, Any]] = []
-        for name in sorted(rows_by, key=lambda n: _FK_ORDER[REGISTRY[n].table.name]):
-            coll = REGISTRY[name]
+        for coll in referenced_first(REGISTRY[n] for n in rows_by):
+            name = coll.name
             written = await _insert_rows(conn, coll, [v for _, v in rows_by[name]])
             snapshots = []
             for (_, values), row in zip(rows_by[name], written, strict=True):
                 out = service.serialize(coll, row)
                 snapshots.append(snapshot(coll, out))
-                client = values["id"] if coll.identity else values.get("client_id")
+                client = values.get(coll.owner_column)
                 claims += [(name, i["system"], i["value"], values["id"], client) for i in values["external_ids"]]
             await record_changes(conn, who, name, snapshots, "created")
             if coll.after_write:  # e.g. the safety rules of measurements, for the whole chunk at once
@@ -381,8 +348,9 @@ async def _insert_rows(conn: Any, coll: Collection, rows: list[dict[str, Any]]) 
     return [written[row["id"]] for row in rows]
 
 
-async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
-    engine = request.app.state.ctx.engine
+async def import_lines(engine: AsyncEngine, who: Principal,
+                       lines: AsyncIterator[tuple[int, bytes]]) -> AsyncIterator[bytes]:
+    """The results of the numbered NDJSON ``lines``, one line each, chunk by chunk as each chunk commits."""
     chunk: list[tuple[int, bytes]] = []
 
     async def run_chunk(careful: bool) -> list[bytes]:
@@ -429,7 +397,7 @@ async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
         except _RetryCarefully:
             return await run_chunk(careful=True)
 
-    async for item in _lines(request):
+    async for item in lines:
         chunk.append(item)
         if len(chunk) >= CHUNK_LINES:
             for line in await flush():
@@ -440,37 +408,9 @@ async def _import(request: Request, who: Principal) -> AsyncIterator[bytes]:
             yield line
 
 
-class DuplexStreamingResponse(StreamingResponse):
-    """Streams results while the request body is still being read.
-
-    Starlette's StreamingResponse listens for a disconnect on ``receive`` for ASGI servers older than
-    spec 2.4, which would steal the request body's messages from the import; the body reader itself
-    notices a disconnect here, so the listener is not needed.
-    """
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.stream_response(send)
-        if self.background is not None:
-            await self.background()
-
-
-Importer = Annotated[Principal, needs_any("c")]
-Exporter = Annotated[Principal, needs_any("s")]
-
-
-@router.post("/import", operation_id="bulk_import", summary="Import NDJSON lines of any collection",
-             openapi_extra=NDJSON_BODY, responses={**NDJSON_OUT, **problems(400, 401, 403, 415, 422)})
-async def bulk_import(request: Request, who: Importer) -> DuplexStreamingResponse:
-    audit.set_action("import")
-    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if media not in (NDJSON, "application/ndjson", "application/jsonl"):
-        raise UnsupportedMediaType(f"Send the lines as {NDJSON}")
-    return DuplexStreamingResponse(_import(request, who), media_type=NDJSON, headers={"Cache-Control": "no-store"})
-
-
-async def _export(request: Request, who: Principal, chosen: list[Collection],
-                  since: datetime | None) -> AsyncIterator[bytes]:
-    engine = request.app.state.ctx.reader  # the read replica when DATABASE_READ_URL is set (read-only, may lag)
+async def export_records(engine: AsyncEngine, who: Principal, chosen: list[Collection],
+                         since: datetime | None) -> AsyncIterator[bytes]:
+    """The live records of ``chosen`` (updated since ``since``) as NDJSON lines, in one snapshot."""
     async with engine.connect() as conn, conn.begin():
         await set_tenant(conn, who.org_id, who.patient_id)
         for coll in chosen:
@@ -482,17 +422,3 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
             async for rows in result.partitions(500):
                 yield b"".join(dumps({"type": coll.type_name, "resource": service.serialize(coll, r)}) + b"\n"
                                for r in rows)
-
-
-@router.get("/export", operation_id="bulk_export", summary="Export records as NDJSON",
-            responses={**NDJSON_OUT, **problems(400, 401, 403, 422)})
-async def bulk_export(
-    request: Request, who: Exporter,
-    types: str | None = types_query("Comma-separated types; default all readable"),
-    since: Timestamp | None = Query(None, description="Only records updated at or after this time"),
-) -> StreamingResponse:
-    audit.set_action("export")
-    chosen = readable_types(who, types)
-    return StreamingResponse(_export(request, who, chosen, since), media_type=NDJSON,
-                             headers={"Cache-Control": "no-store"})
-

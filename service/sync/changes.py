@@ -7,24 +7,18 @@ holds the feed back instead of being skipped: ids are assigned in start order, n
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from uuid import UUID
+from typing import Any
 
-from fastapi import APIRouter, Query, Response
 from orjson import loads
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import audit, cursors
+from service.api import cursors
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs_any
-from service.auth.scopes import required_scope
+from service.auth.scopes import require
 from service.collections.registry import REGISTRY, Collection
-from service.collections.rest import Db, problems
-from service.collections.types import Out
 from service.db import driver
-from service.errors import Forbidden, ValidationFailed
-from service.http import NO_STORE, dumps
-
-router = APIRouter(prefix="/v1", tags=["Sync"])
+from service.errors import ValidationFailed
 
 # Sent on the unit of work's own asyncpg connection (service.db.driver): same transaction, same tenant,
 # row-level security as for every statement. PostgreSQL builds the page's JSON (the entries, in feed order,
@@ -58,20 +52,6 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT txid, seq FROM page ORDER BY txid 
 """
 
 
-class ChangeOut(Out):
-    type: str
-    id: UUID
-    action: str
-    version: int
-    changed_at: Any
-
-
-class ChangePage(Out):
-    data: list[ChangeOut]
-    next_cursor: str
-    has_more: bool
-
-
 def encode(txid: int, seq: int) -> str:
     return cursors.CHANGES.encode(txid, seq)
 
@@ -81,13 +61,6 @@ def decode(cursor: str | None) -> tuple[int, int]:
         return (0, 0)
     txid, seq = cursors.CHANGES.decode(cursor, "since")
     return txid, seq
-
-
-def types_query(description: str) -> Any:
-    """``types``: comma-separated change-feed type names, declared as exactly that."""
-    names = "|".join(sorted(c.type_name for c in REGISTRY.values()))
-    return Query(None, max_length=500, description=description,
-                 json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})
 
 
 def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[Collection]:
@@ -101,36 +74,25 @@ def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[C
                                       "unknown_type")
         chosen = [by_type[n] for n in dict.fromkeys(names)]
         for coll in chosen:
-            if not who.allows(coll.resource, perm):
-                raise Forbidden(required_scope(coll.resource, perm, who.context))
+            require(who, coll.resource, perm)
         return chosen
     return [c for c in REGISTRY.values() if who.allows(c.resource, perm)]
 
 
-Reader = Annotated[Principal, needs_any("s")]
-
-
-@router.get("/changes", response_model=ChangePage, operation_id="list_changes",
-            summary="Every committed change since a cursor, exactly once",
-            responses=problems(400, 401, 403, 422))
-async def list_changes(
-    who: Reader, db: Db,
-    since: str | None = cursors.CHANGES.query("next_cursor of the previous page"),
-    types: str | None = types_query("Comma-separated types, e.g. strength,goal"),
-    limit: int = Query(500, ge=1, le=1000),
-) -> Response:
-    chosen = readable_types(who, types)
+async def page(conn: AsyncConnection, who: Principal, chosen: list[Collection], since: str | None,
+               limit: int) -> tuple[str, str, bool]:
+    """The entries after ``since`` of the ``chosen`` collections (a JSON array, as PostgreSQL wrote it), the next
+    cursor, and whether more may follow; who learnt of which records is audited."""
     txid, seq = decode(since)
-    row = await (await driver(db)).fetchrow(
+    row = await (await driver(conn)).fetchrow(
         _FEED, who.org_id, who.patient_id, [c.name for c in chosen], txid, seq, limit,
         [c.type_name for c in chosen])
     assert row is not None, "the feed's aggregate returns one row"
     data, seen, count, last_txid, last_seq = row
     # The feed names records (no client data), and who learnt of them is still audited: per collection at once.
     resource_of = {c.name: c.resource for c in chosen}
-    for name, (ids, clients) in (loads(seen) if seen else {}).items():
+    seen_by: dict[str, Any] = loads(seen) if seen else {}
+    for name, (ids, clients) in seen_by.items():
         audit.seen_many(resource_of[name], ids, clients or ())
     cursor = encode(last_txid, last_seq) if count else encode(txid, seq)
-    body = b'{"data":%s,"next_cursor":%s,"has_more":%s}' % (
-        data.encode(), dumps(cursor), b"true" if count == limit else b"false")
-    return Response(body, media_type="application/json", headers=NO_STORE)
+    return data, cursor, count == limit

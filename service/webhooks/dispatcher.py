@@ -26,10 +26,10 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.http import dumps
 from service.db import tenant_transaction
-from service.http import dumps
-from service.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.settings import Settings
+from service.telemetry.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.webhooks import targets
 from service.webhooks.events import emit
 from service.webhooks.signing import sign

@@ -16,17 +16,16 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, insert, select, tuple_, update
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.rest import needs
 from service.auth.scopes import required_scope
-from service.collections.idempotency import idempotent
 from service.collections.repository import decode_cursor, encode_cursor, fetch_page
-from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
 from service.collections.service import check_if_match, fetch_live
 from service.collections.types import Flag, Out, Strict, patch_model, uuid7
 from service.errors import Forbidden, ValidationFailed
-from service.http import NO_STORE, JSONOut, StrictRoute
 from service.models import WebhookDelivery, WebhookEvent, WebhookSubscription
 from service.webhooks.events import event_names
 from service.webhooks.signing import new_secret

@@ -9,8 +9,8 @@ import logging
 
 from service.auth.apps import create_app_record
 from service.db import make_engine
-from service.demo import load_demo
-from service.logs import configure_logging
+from service.ops.demo import load_demo
+from service.telemetry.logs import configure_logging
 
 NAMES = ["Maya", "Daniel", "Amara"]
 

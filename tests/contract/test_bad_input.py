@@ -260,7 +260,7 @@ STRICT_CASES = [
 
 @pytest.mark.parametrize("body", STRICT_CASES)
 def test_loads_strict_fast_path_agrees_with_the_strict_parser(body):
-    from service import http
+    from service.api import http
 
     def strict(raw: bytes) -> object:  # the parser before the fast path, as it was
         try:

@@ -10,8 +10,8 @@ import sys
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from service import migrate
 from service.models import Base
+from service.ops import migrate
 from service.settings import PROJECT_ROOT
 
 

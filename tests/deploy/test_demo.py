@@ -7,7 +7,7 @@ import base64
 from datetime import UTC, date, datetime, timedelta
 
 from service.db import make_engine
-from service.demo import load_demo
+from service.ops.demo import load_demo
 
 
 async def demo_client(api, today: date | None = None):

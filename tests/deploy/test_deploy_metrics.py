@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
 from service.settings import Settings
+from service.telemetry import metrics
 from tests.support.factories import create
 from tests.support.harness import Api
 

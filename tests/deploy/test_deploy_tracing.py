@@ -78,7 +78,7 @@ def test_exception_events_lose_their_message(tmp_path):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from service.tracing import RedactingExporter
+    from service.telemetry.tracing import RedactingExporter
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -95,7 +95,7 @@ def test_exception_events_lose_their_message(tmp_path):
 
 # What tracing brings in. (FastAPI itself imports the OpenTelemetry *API* for its own telemetry, which stays
 # off without a configured global provider; the SDK, the instrumentations and the exporter are ours.)
-OURS = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter", "service.tracing")
+OURS = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter", "service.telemetry.tracing")
 
 
 @pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4318"])

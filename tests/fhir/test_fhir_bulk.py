@@ -289,7 +289,7 @@ async def test_only_the_app_that_started_a_job_reaches_it_and_scopes_are_checked
 
 async def test_erasing_a_client_removes_the_export_files_that_held_it(db):
     from service.db import make_engine
-    from service.purge import purge_client
+    from service.ops.purge import purge_client
 
     async with Api.start(db, **FAST) as api, runner(db):
         org = await api.org()

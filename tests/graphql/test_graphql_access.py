@@ -19,8 +19,8 @@ from graphql import (
 )
 from graphql import build_schema as graphql_build_schema
 
-from service.auth.scopes import RESOURCES
 from service.collections.registry import REGISTRY, Collection
+from service.domain.registry import RESOURCES
 from service.graphql import schema_sdl
 from service.graphql.errors import camel
 from tests.support.gqlkit import ALL, gql, one_of_each

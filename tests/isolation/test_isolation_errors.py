@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from service.app import create_app
-from service.fhir import routes as fhir_routes
+from service.fhir import rest as fhir_routes
 from tests.support.harness import Api
 from tests.support.servers import free_port, serve_app
 

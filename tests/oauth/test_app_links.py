@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from service.auth.app_links import LINK_ALPHABET
-from service.logs import configure_logging
+from service.telemetry.logs import configure_logging
 from tests.support.factories import create
 from tests.support.harness import Api
 from tests.support.oauth import register

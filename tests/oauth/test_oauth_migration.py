@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import command
 
-from service import migrate
+from service.ops import migrate
 from tests.support.harness import APP_ROLE
 
 

@@ -12,13 +12,13 @@ from service.auth.scopes import (
     FHIR_ALIASES,
     NAMED_ONLY,
     PERMS,
-    RESOURCES,
     V1_PERMS,
     ScopeError,
     grant,
     parse_scope,
     parse_scopes,
 )
+from service.domain.registry import RESOURCES
 
 CONTEXTS = ("system", "user", "patient")
 NAMES = (*RESOURCES, *FHIR_ALIASES, "*")

@@ -16,9 +16,10 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import ECKey
 
-from service import cli, migrate
+from service import cli
 from service.auth.keycrypt import KEY_FILE_NAME, configured_keys, ensure_key_file
-from service.lifecycle import with_embedded_key
+from service.ops import migrate
+from service.ops.lifecycle import with_embedded_key
 from service.settings import Settings
 from tests.support.harness import APP_ROLE, Api
 from tests.support.oauth import access_claims, sign

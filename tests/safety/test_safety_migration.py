@@ -3,7 +3,7 @@ that opened them (the measurement's history when it was corrected since), and go
 
 from __future__ import annotations
 
-from service import migrate
+from service.ops import migrate
 from tests.support.factories import create
 from tests.support.harness import APP_ROLE, Api
 from tests.support.safety import ALL, gad7, instrument_marker, measurement, phq9

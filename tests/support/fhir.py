@@ -7,7 +7,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from service.db import make_engine
-from service.demo import load_demo
+from service.ops.demo import load_demo
 from tests.support.harness import Api, AuthedClient, Org
 
 FHIR = "/fhir/R4"

@@ -28,9 +28,9 @@ from graphql import (
     is_leaf_type,
 )
 
-from service.auth.scopes import RESOURCES
 from service.collections.registry import REGISTRY
 from service.collections.repository import decode_cursor, encode_cursor
+from service.domain.registry import RESOURCES
 from service.errors import DomainError
 from service.settings import PROJECT_ROOT
 from tests.support.gqlkit import ALL, DASHBOARD, one_of_each, seed_caseload

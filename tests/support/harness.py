@@ -15,9 +15,9 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from service import migrate
 from service.app import create_app
-from service.embedded import DATABASE, OWNER_ROLE, start_embedded
+from service.ops import migrate
+from service.ops.embedded import DATABASE, OWNER_ROLE, start_embedded
 from service.settings import Settings
 
 APP_ROLE = "strengths_app"

@@ -11,18 +11,14 @@ caller's address like a failed client authentication (service.auth.protocol.guar
 
 from __future__ import annotations
 
-import random
 import re
-import secrets
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import text
 
 from service.auth import app_links, grants
-from service.auth.apps import hash_secret
-from service.auth.discovery import fhir_base
+from service.auth.discovery_rest import fhir_base
 from service.auth.protocol import OAuthError, find_app, guarded
 from service.auth.scopes import ScopeError, grant_for_link, parse_scopes
 from service.db import tenant_transaction
@@ -31,14 +27,6 @@ router = APIRouter(tags=["OAuth"])
 
 CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, unpadded
 MAX_STATE = 1024
-_REDEEM = text("""
-UPDATE app_links l SET redeemed_at = now()
- WHERE l.code_hash = :hash AND l.app_id = :app AND l.redeemed_at IS NULL AND l.revoked_at IS NULL
-   AND l.expires_at > now()
-   AND EXISTS (SELECT 1 FROM clients c WHERE c.org_id = l.org_id AND c.id = l.client_id AND c.deleted_at IS NULL)
-RETURNING l.id""")
-_SWEEP = text("DELETE FROM authorization_codes WHERE org_id = :org AND expires_at < now() - interval '1 day'")
-
 QUERY = [
     {"name": name, "in": "query", "required": required, "schema": {"type": "string", **extra}, "description": text_}
     for name, required, extra, text_ in (
@@ -118,22 +106,13 @@ async def _redeem(request: Request, app: Any, params: dict[str, str], scope: str
     """Redeem the link code (once) and issue an authorization code for it."""
     link_hash = app_links.link_code_hash(params["link_code"])
     org_id = await grants.secret_org(request, link_hash)
-    link_id = None
     if org_id == app.org_id:
         async with tenant_transaction(request.app.state.ctx.engine, org_id) as conn:
-            link_id = (await conn.execute(_REDEEM, {"hash": link_hash, "app": app.client_id})).scalar()
-            if link_id is not None:
-                code = secrets.token_urlsafe(32)
-                await conn.execute(
-                    text("INSERT INTO authorization_codes (org_id, code_hash, link_id, redirect_uri, code_challenge, "
-                         "scope, expires_at) VALUES (:org, :h, :link, :uri, :challenge, :scope, "
-                         "now() + make_interval(secs => :ttl))"),
-                    {"org": org_id, "h": hash_secret(code), "link": link_id, "uri": redirect_uri,
-                     "challenge": params["code_challenge"], "scope": scope, "ttl": grants.CODE_TTL_SECONDS},
-                )
-                if random.random() < 0.01:  # noqa: S311 - sweeping long-expired codes now and then, not security
-                    await conn.execute(_SWEEP, {"org": org_id})
-                return code
+            code = await app_links.redeem(conn, org_id, link_hash, app.client_id, redirect_uri=redirect_uri,
+                                          challenge=params["code_challenge"], scope=scope,
+                                          ttl_seconds=grants.CODE_TTL_SECONDS)
+        if code is not None:
+            return code
     raise _Redirect("access_denied", "The link code is not valid: unknown, expired, already used, revoked, or for "
                     "another app", failed_attempt=True)
 

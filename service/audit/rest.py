@@ -1,4 +1,5 @@
-"""``GET /v1/audit-events``: the organization's audit trail, under the ``AuditEvent`` search scope.
+"""``GET /v1/audit-events``: the organization's audit trail, under the ``AuditEvent`` search scope (the query is
+``service.audit.service.search``).
 
 (No ``from __future__ import annotations`` here: FastAPI must see the real parameter types.)
 """
@@ -8,16 +9,14 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import Db, needs, problems
+from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs
-from service.collections.repository import fetch_page
-from service.collections.rest import Db, problems
 from service.collections.types import Out, QueryText, Timestamp
-from service.http import NO_STORE, JSONOut, StrictRoute
-from service.models.audit import AuditAction, AuditEvent, AuditOutcome
+from service.models.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
 
@@ -45,15 +44,6 @@ class AuditEventPage(Out):
 
 
 Searcher = Annotated[Principal, needs("AuditEvent", "s")]
-FIELDS = [c for c in AuditEvent.__table__.c if c.name not in ("org_id", "seq")]
-
-
-def encode_seq(seq: int) -> str:
-    return cursors.AUDIT.encode(seq)
-
-
-def decode_seq(cursor: str) -> int:
-    return int(cursors.AUDIT.decode(cursor, "cursor")[0])
 
 
 @router.get(
@@ -74,28 +64,12 @@ async def list_audit_events(
     limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,
     cursor: Annotated[str | None, cursors.AUDIT.query(annotated=True)] = None,
 ) -> Response:
-    t = AuditEvent.__table__
-    stmt = select(*FIELDS, t.c.seq).where(t.c.org_id == who.org_id)
-    if who.patient_id is not None:  # a patient's own app sees only the events about that patient alone (as the
-        stmt = stmt.where(t.c.client_ids == [who.patient_id])  # row-level policy patient_read also says)
-    if client_id is not None:
-        stmt = stmt.where(t.c.client_ids.contains([client_id]))
-    if resource_id is not None:
-        stmt = stmt.where(t.c.resource_ids.contains([resource_id]))
-    for column, value in ((t.c.resource_type, resource_type), (t.c.action, action), (t.c.outcome, outcome),
-                          (t.c.app_id, app)):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if since is not None:
-        stmt = stmt.where(t.c.at >= since)
-    if until is not None:
-        stmt = stmt.where(t.c.at < until)
-    if cursor:
-        stmt = stmt.where(t.c.seq > decode_seq(cursor))
-    rows, next_cursor = await fetch_page(db, stmt.order_by(t.c.seq), limit, lambda r: encode_seq(r.seq))
+    data, next_cursor = await audit.search(
+        db, who, limit=limit, cursor=cursor, client_id=client_id, resource_type=resource_type,
+        resource_id=resource_id, action=action, outcome=outcome, app=app, since=since, until=until,
+    )
     headers = dict(NO_STORE)
     if next_cursor:
         url = request.url.include_query_params(cursor=next_cursor)
         headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
-    data = [{k: v for k, v in r._mapping.items() if k != "seq"} for r in rows]
     return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import audit
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.db import Token, driver_transaction, tenant_transaction
 

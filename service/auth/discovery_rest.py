@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.api.http import JSONOut
 from service.auth.assertions import ASSERTION_ALGS
-from service.auth.scopes import CONTEXT_SCOPES, FHIR_ALIASES, RESOURCES
-from service.http import JSONOut
+from service.auth.scopes import CONTEXT_SCOPES, FHIR_ALIASES, resources
 
 router = APIRouter(tags=["OAuth"])
 
@@ -24,7 +24,8 @@ SMART_CAPABILITIES = [
 
 def scopes_supported() -> list[str]:
     """Every resource scope in system/ and patient/ context (ours and the FHIR aliases), and the context scopes."""
-    names = ("*", *RESOURCES, *(a for a in FHIR_ALIASES if a not in RESOURCES))
+    known = resources()
+    names = ("*", *known, *(a for a in FHIR_ALIASES if a not in known))
     scopes = [f"{ctx}/{res}.{perm}" for ctx in ("system", "patient") for res in names for perm in ("cruds", "rs")]
     return [*scopes, *CONTEXT_SCOPES]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import structlog
 
-from service import audit
+from service.api.http import dumps
+from service.audit import service as audit
 from service.errors import PROBLEM_BASE, PayloadTooLarge
-from service.http import dumps
 
 Scope = dict[str, Any]
 access_log = structlog.get_logger("service.access")
@@ -43,7 +43,7 @@ class RequestContextMiddleware:
                 raw = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 raw.append((b"x-request-id", request_id.encode()))
                 present = {k.lower() for k, _ in raw}
-                if status >= 500 and b"connection" not in present:  # service.http.SERVER_ERROR_HEADERS
+                if status >= 500 and b"connection" not in present:  # service.api.http.SERVER_ERROR_HEADERS
                     raw.append((b"connection", b"close"))
                 for name, value in (state.get("ratelimit") or {}).items():
                     if name.lower().encode() not in present:

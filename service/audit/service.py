@@ -20,16 +20,22 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import structlog
 from asyncpg.exceptions import InFailedSQLTransactionError
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.api import cursors
+from service.api.http import dumps
+from service.auth.principal import Principal
+from service.collections.repository import fetch_page
 from service.db import driver
-from service.http import dumps
+from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
 
@@ -285,3 +291,36 @@ def begin(trail: AuditTrail) -> contextvars.Token[AuditTrail | None]:
 
 def end(token: contextvars.Token[AuditTrail | None]) -> None:
     _current.reset(token)
+
+
+# ---------------------------------------------------------------- reading the trail (GET /v1/audit-events)
+
+_EVENT_FIELDS = [c for c in AuditEvent.__table__.c if c.name not in ("org_id", "seq")]
+
+
+async def search(conn: AsyncConnection, who: Principal, *, limit: int, cursor: str | None,
+                 since: datetime | None = None, until: datetime | None = None, **equal: Any,
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the organization's audit events in the order they were written, and the next page's cursor.
+    ``equal``: ``client_id`` and ``resource_id`` (events naming it), ``resource_type``, ``action``, ``outcome``,
+    ``app`` (the acting app's client_id); None means any."""
+    t = AuditEvent.__table__
+    stmt = select(*_EVENT_FIELDS, t.c.seq).where(t.c.org_id == who.org_id)
+    if who.patient_id is not None:  # a patient's own app sees only the events about that patient alone (as the
+        stmt = stmt.where(t.c.client_ids == [who.patient_id])  # row-level policy patient_read also says)
+    if equal.get("client_id") is not None:
+        stmt = stmt.where(t.c.client_ids.contains([equal["client_id"]]))
+    if equal.get("resource_id") is not None:
+        stmt = stmt.where(t.c.resource_ids.contains([equal["resource_id"]]))
+    for column, name in ((t.c.resource_type, "resource_type"), (t.c.action, "action"), (t.c.outcome, "outcome"),
+                         (t.c.app_id, "app")):
+        if equal.get(name) is not None:
+            stmt = stmt.where(column == equal[name])
+    if since is not None:
+        stmt = stmt.where(t.c.at >= since)
+    if until is not None:
+        stmt = stmt.where(t.c.at < until)
+    if cursor:
+        stmt = stmt.where(t.c.seq > int(cursors.AUDIT.decode(cursor, "cursor")[0]))
+    rows, next_cursor = await fetch_page(conn, stmt.order_by(t.c.seq), limit, lambda r: cursors.AUDIT.encode(r.seq))
+    return [{k: v for k, v in r._mapping.items() if k != "seq"} for r in rows], next_cursor

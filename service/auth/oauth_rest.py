@@ -9,10 +9,11 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 
+from service.api.http import JSONOut
 from service.auth import grants
 from service.auth.apps import secret_matches
 from service.auth.assertions import ASSERTION_TYPE, AssertionError_, JwksCache, unverified_parts, verify_assertion
-from service.auth.discovery import GRANT_TYPES, token_endpoint_url
+from service.auth.discovery_rest import GRANT_TYPES, token_endpoint_url
 from service.auth.principal import Principal
 from service.auth.protocol import (
     TOKEN_HEADERS,
@@ -26,7 +27,6 @@ from service.auth.protocol import (
 from service.auth.scopes import ScopeError, grant, parse_scopes
 from service.auth.tokens import KEY_RELOAD_SECONDS
 from service.errors import Unauthenticated
-from service.http import JSONOut
 
 router = APIRouter(tags=["OAuth"])
 TOO_MANY = {"description": "Too many failed authentications from this address (TOKEN_FAILURE_LIMIT, "

@@ -10,20 +10,18 @@ from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response, Security
-from fastapi.security import SecurityScopes
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from service import cursors
+from service.api import cursors
+from service.api.dependencies import Db, IdempotencyKeyHeader, needs
+from service.api.http import is_json, loads_strict
+from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.rest import authenticate
-from service.auth.scopes import FHIR_ALIASES, parse_scope, required_scope
+from service.auth.scopes import require
 from service.collections import service
-from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY
-from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import (
     Conflict,
-    Forbidden,
     Gone,
     MethodNotAllowed,
     NotFound,
@@ -35,7 +33,6 @@ from service.fhir import codes, mapping, search, urls
 from service.fhir.create import measurement_body, with_fhir_paths
 from service.fhir.http import FHIR_JSON, FhirOut, FhirRoute, outcome_response
 from service.fhir.urls import PREFIX, base_url
-from service.http import is_json, loads_strict
 
 FHIR_VERSION = "4.0.1"
 
@@ -60,27 +57,14 @@ def fhir_responses(ok: int, description: str, *codes_: int) -> dict[int | str, d
 # ---------------------------------------------------------------- scopes
 
 
-async def fhir_authorize(security_scopes: SecurityScopes,
-                         who: Annotated[Principal, Security(authenticate)]) -> Principal:
-    """A FHIR scope is met when the token allows any of the resources the alias stands for; which one a
-    record needs (a strength Observation needs Strength) is checked again per record."""
-    for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not any(who.allows(ours, perm) for ours in FHIR_ALIASES[scope.name]):
-                raise Forbidden(required_scope(scope.name, perm, who.context))
-    return who
-
-
 def fhir_needs(fhir_type: str, perm: str) -> Any:
-    return Security(fhir_authorize, scopes=[required_scope(fhir_type, perm)])
+    """A FHIR scope is met when the token allows any of the resources the alias stands for; which one a
+    record needs (a strength Observation needs Strength) is checked again per record (``check``)."""
+    return needs(fhir_type, perm)
 
 
 def check(who: Principal, collection: str, perm: str) -> None:
-    resource = REGISTRY[collection].resource
-    if not who.allows(resource, perm):
-        raise Forbidden(required_scope(resource, perm, who.context))
+    require(who, REGISTRY[collection].resource, perm)
 
 
 # ---------------------------------------------------------------- resources out
@@ -406,13 +390,13 @@ def fhir_router() -> APIRouter:
 
     # Imported here: these modules build on this one's helpers. Bulk Data first, so that Patient/$export is
     # not taken for the read of a Patient whose id is "$export".
-    from service.fhir import export_routes, group, questionnaire_routes
+    from service.fhir import export_rest, group, questionnaire_rest
 
-    export_routes.add_routes(router)
+    export_rest.add_routes(router)
     group.add_routes(router)
     for fhir_type in ("Patient", "Goal", "Observation", "Flag", "QuestionnaireResponse"):
         _resource_routes(router, fhir_type)
-    questionnaire_routes.add_routes(router)
+    questionnaire_rest.add_routes(router)
 
     Creator = Annotated[Principal, fhir_needs("Observation", "c")]
 

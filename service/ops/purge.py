@@ -17,9 +17,14 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-# Children before parents (foreign keys): alerts -> measurements -> markers -> goals -> ... -> clients.
-ORDER = ["safety_alerts", "measurements", "strength_uses", "experiments", "milestones", "outcome_markers",
-         "goals", "exceptions", "protective_factors", "strengths", "clients"]
+from service.collections.registry import Collection, referenced_first
+from service.domain.registry import COLLECTIONS
+
+
+def erasure_order() -> list[Collection]:
+    """Every collection, children before parents (the reverse of the foreign keys' order): alerts before
+    measurements before markers before goals ... the clients last."""
+    return referenced_first(COLLECTIONS)[::-1]
 
 
 class NoSuchClient(LookupError):
@@ -63,15 +68,16 @@ async def purge_client(conn: AsyncConnection, client_id: UUID, by: str) -> dict[
     if org_id is None:
         raise NoSuchClient(f"No client {client_id}")
     removed = await _purge_app_links(conn, org_id, client_id)
-    for table in ORDER:
-        column = "id" if table == "clients" else "client_id"
+    order = erasure_order()
+    for coll in order:
+        table, column = coll.table.name, coll.owner_column
         rows = (await conn.execute(
             text(f"DELETE FROM {table} WHERE org_id = :org AND {column} = :client RETURNING id, version"),  # noqa: S608
             {"org": org_id, "client": client_id},
         )).all()
         removed[table] = len(rows)
         if rows:
-            collection = table.replace("_", "-")
+            collection = coll.name
             await conn.execute(
                 text("INSERT INTO changes (org_id, collection, record_id, client_id, action, version) "
                      "SELECT :org, :collection, id, :client, 'deleted', version + 1 "
@@ -88,7 +94,7 @@ async def purge_client(conn: AsyncConnection, client_id: UUID, by: str) -> dict[
         text("DELETE FROM idempotency_keys WHERE org_id = :org AND client_ids @> ARRAY[CAST(:client AS uuid)]"),
         params)).rowcount
     removed["bulk_export_files"] = await _erase_exports(conn, params)
-    ids_removed = sum(removed[t] for t in ORDER)
+    ids_removed = sum(removed[c.table.name] for c in order)
     event_id = (await conn.execute(
         text("INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, "
              "client_ids, outcome, method, path) VALUES (:org, 'strengths-api purge-client', :by, 'purge', "

@@ -25,7 +25,7 @@ from service.auth.scopes import parse_scopes
 from service.collections import service
 from service.collections.registry import REGISTRY
 from service.db import set_tenant
-from service.domain.registry import COLLECTIONS  # noqa: F401 - registers the collections
+from service.domain.registry import COLLECTIONS  # noqa: F401 - builds the registry
 
 CASELOAD: list[dict[str, Any]] = [
     {

@@ -1,5 +1,5 @@
 """QuestionnaireResponse create and the two Questionnaires (read, search, history and vread of responses are the
-shared resource routes of service/fhir/routes.py)."""
+shared resource routes of service/fhir/rest.py)."""
 
 
 from typing import Annotated, Any
@@ -7,23 +7,23 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from service.api.dependencies import Db, IdempotencyKeyHeader
+from service.api.http import is_json, loads_strict
+from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.collections import service
-from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY
-from service.collections.rest import Db, IdempotencyKeyHeader
 from service.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from service.fhir import codes as c
 from service.fhir import questionnaire_create, questionnaires, urls
 from service.fhir.http import FHIR_JSON, FhirOut
-from service.fhir.routes import (
+from service.fhir.rest import (
     check,
     fhir_needs,
     fhir_responses,
     one_resource,
     resource_response,
 )
-from service.http import is_json, loads_strict
 
 CREATE_DOC = """Stores a completed PHQ-9 (questionnaire `http://loinc.org/q/44249-1`) or GAD-7
 (`http://loinc.org/q/69737-5`) response as a measurement of the patient's instrument marker, through the same

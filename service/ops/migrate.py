@@ -63,7 +63,7 @@ def owner_url_from_settings() -> str:
         return settings.migration_database_url
     if settings.database_url:
         return settings.database_url
-    from service.embedded import start_embedded
+    from service.ops.embedded import start_embedded
 
     _server, urls = start_embedded(settings.data_dir, settings.app_role)
     return urls.owner_url

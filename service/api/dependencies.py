@@ -1,17 +1,21 @@
-"""FastAPI dependencies: the bearer token, the principal, and each route's one scope declaration."""
+"""FastAPI dependencies every router shares: the bearer token, the principal, each route's one scope declaration,
+the unit of work (``Db``), the Idempotency-Key header, ETags and the problem responses OpenAPI shows."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
+from service.api.uow import unit_of_work as work
 from service.auth.principal import Principal
-from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
-from service.errors import Forbidden, Unauthenticated
+from service.auth.scopes import FHIR_ALIASES, require, required_scope, resources
+from service.errors import Unauthenticated
 
 if TYPE_CHECKING:
     from service.auth.tokens import TokenService
@@ -24,14 +28,14 @@ class BearerToken(OAuth2):
 
     def __init__(self) -> None:
         scopes = {
-            required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in RESOURCES for p in "cruds"
-        } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in RESOURCES} | {
+            required_scope(res, p): f"{PERM_WORDS[p]} {res}" for res in resources() for p in "cruds"
+        } | {required_scope(res, "cu"): f"upsert {res} by identifier" for res in resources()} | {
             required_scope("*", p): f"{PERM_WORDS[p]} any resource the token may" for p in "cs"
         }
         # FHIR resource names, aliases of ours, as the FHIR facade declares them (CONTRACT.md section 2).
         scopes.update({
             required_scope(alias, p): f"{PERM_WORDS[p]} {alias} (FHIR alias of {', '.join(ours)})"
-            for alias, ours in FHIR_ALIASES.items() if alias not in RESOURCES for p in "cruds"
+            for alias, ours in FHIR_ALIASES.items() if alias not in resources() for p in "cruds"
         })
         flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=scopes))
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
@@ -64,7 +68,7 @@ async def authenticate(request: Request, token: Annotated[str | None, Depends(be
     principal = await tokens.verify(token, check_revocation=not _checks_revocation(request))
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
-    if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
+    if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.api.middleware)
         request.state.ratelimit = await limiter.enforce(principal.org_id, principal.app_id)
     return principal
 
@@ -90,38 +94,57 @@ def _checks_revocation(request: Request) -> bool:
 
 
 async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """The route's declared scopes, checked by ``scopes.require``."""
     for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not who.allows(scope.name, perm):
-                raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
-                                               who.context))
+        resource, _, perms = declared.partition("/")[2].rpartition(".")
+        require(who, resource, perms)
     return who
-
-
-async def authorize_any(
-    security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]
-) -> Principal:
-    """For operations spanning resources (change feed, bulk): the permission on at least one resource;
-    each record is then checked against the token's scopes one by one."""
-    for declared in security_scopes.scopes:
-        scope = parse_scope(declared)
-        assert scope is not None
-        for perm in scope.perms:
-            if not any(who.allows(resource, perm) for resource in RESOURCES):
-                raise Forbidden(required_scope("*", perm, who.context))
-    return who
-
-
-def needs_any(perm: str) -> Any:
-    """Declares ``system/*.<perm>`` in OpenAPI; satisfied by ``perm`` on any one resource."""
-    return Security(authorize_any, scopes=[required_scope("*", perm)])
 
 
 def needs(resource: str, perm: str) -> Any:
-    """The one way a route declares the scope it needs (shown in OpenAPI, checked at request time)."""
+    """The one way a route declares the scope it needs (shown in OpenAPI, checked at request time): ``resource``
+    is ours, a FHIR alias (met by any resource it stands for) or ``*`` (met by any one resource; for operations
+    spanning resources, the change feed and bulk, whose records are then checked one by one)."""
     return Security(authorize, scopes=[required_scope(resource, perm)])
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+async def unit_of_work(
+    request: Request, who: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request, bound to the caller's organization (and patient), committed
+    before the response is sent."""
+    ctx = request.app.state.ctx
+    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+        yield conn  # the request's audit row commits with its writes
+
+
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.api.dependencies.authenticate
+
+
+Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "Malformed request", 401: "Missing or invalid token", 403: "Token lacks the scope",
+        404: "Not found (also: another organization's record)", 405: "Method not allowed",
+        409: "Conflict", 410: "Deleted", 412: "If-Match is stale", 413: "Body too large",
+        415: "Body is not JSON", 422: "Validation failed",
+    }
+    return {c: {"description": texts[c], **PROBLEM} for c in codes}
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
+           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
+]
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'

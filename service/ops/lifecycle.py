@@ -8,7 +8,7 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from service import migrate
+from service.ops import migrate
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def prepare_database(settings: Settings, *, run_migrations: bool = True) -> Sett
         if run_migrations:
             migrate.upgrade(owner, app_role=settings.app_role, encryption_keys=configured_keys(settings))
         return settings
-    from service.embedded import start_embedded
+    from service.ops.embedded import start_embedded
 
     settings = with_embedded_key(settings)
     server, urls = start_embedded(settings.data_dir, settings.app_role)

@@ -9,8 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.http import SERVER_ERROR_HEADERS, ProblemOut
 from service.errors import PROBLEM_BASE, DomainError, field_error
-from service.http import SERVER_ERROR_HEADERS, ProblemOut
 
 log = structlog.get_logger("service.errors")
 

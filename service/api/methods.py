@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from service.api.http import dumps
 from service.errors import PROBLEM_BASE
-from service.http import dumps
 
 Scope = dict[str, Any]
 _PARAM = re.compile(r"\{[^}/]+\}")

@@ -8,19 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service import audit
+from service.api.dependencies import Db, needs
+from service.api.http import JSONOut
+from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.rest import needs_any
-from service.collections.rest import Db
 from service.errors import MalformedRequest, NotFound
 from service.fhir import export_jobs as jobs
 from service.fhir import urls
 from service.fhir.group import caseload_id
 from service.fhir.http import FHIR_JSON, FhirOut, outcome
-from service.fhir.routes import OUTCOME_SCHEMA, fhir_responses
-from service.http import JSONOut
+from service.fhir.rest import OUTCOME_SCHEMA, fhir_responses
 
-Exporter = Annotated[Principal, needs_any("s")]
+Exporter = Annotated[Principal, needs("*", "s")]
 KNOWN = {"_type", "_since", "_outputFormat"}
 TYPES = "|".join(jobs.EXPORT_TYPES)
 

@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import Status
 from opentelemetry.util.http import sanitize_method
 
-from service.metrics import UNMATCHED, route_label
 from service.settings import Settings
+from service.telemetry.metrics import UNMATCHED, route_label
 
 # Attributes of the request URL that the ASGI instrumentation fills from the raw path and query string; each is
 # replaced by the route template (old and new HTTP semantic conventions alike).
