@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
             metrics.track_engine("read", read_engine)
         metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
+        app.state.webhook_dispatcher = dispatcher
         task = asyncio.create_task(dispatcher.run_forever()) if dispatcher else None
         exports = asyncio.create_task(ExportRunner(engine, settings).run_forever()) \
             if settings.bulk_export_runner else None

@@ -11,9 +11,11 @@ from service.collections.registry import REGISTRY
 
 ACTIONS = ("created", "updated", "deleted")
 EXTRA_EVENTS = ("safety_alert.opened", "subscription.disabled")
+PING = "subscription.ping"  # sent by POST .../ping whatever the subscription's events; not subscribable
 
 
 def event_names() -> list[str]:
+    """The events a subscription may ask for."""
     return [f"{c.type_name}.{a}" for c in REGISTRY.values() for a in ACTIONS] + list(EXTRA_EVENTS)
 
 
