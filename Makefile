@@ -29,9 +29,22 @@ run: $(STAMP) ## serve on http://127.0.0.1:8000 (embedded PostgreSQL in .data/ u
 test: $(STAMP) ## run the whole test suite against a real (embedded) PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+OPENAPI_LINT := tools/openapi-lint
+export REDOCLY_TELEMETRY := off
+export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
+
+$(OPENAPI_LINT)/node_modules/.package-lock.json: $(OPENAPI_LINT)/package-lock.json
+	cd $(OPENAPI_LINT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 .PHONY: lint
-lint: $(STAMP) ## ruff
+lint: $(STAMP) openapi-lint ## ruff, and the OpenAPI linters (Redocly recommended, Spectral spectral:oas)
 	$(BIN)/ruff check service migrations tests bench
+
+.PHONY: openapi-lint
+openapi-lint: $(OPENAPI_LINT)/node_modules/.package-lock.json ## lint openapi/openapi.json (needs node and npm)
+	cd $(OPENAPI_LINT) && npx --no-install redocly lint --extends=recommended ../../openapi/openapi.json
+	cd $(OPENAPI_LINT) && npx --no-install spectral lint --ruleset .spectral.yaml --fail-severity=error \
+		../../openapi/openapi.json
 
 .PHONY: openapi
 openapi: $(STAMP) ## regenerate the committed OpenAPI document

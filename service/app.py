@@ -12,7 +12,7 @@ from typing import Any
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
@@ -226,6 +226,7 @@ def _metrics_server(settings: Settings) -> Any:
 
 
 def _docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their assets served from fastapi-offline's copies (no CDN)."""
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/static/docs", StaticFiles(directory=static), name="docs-static")
 
@@ -236,6 +237,12 @@ def _docs(app: FastAPI) -> None:
             swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
             swagger_favicon_url="/static/docs/favicon.png",
         )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Strengths & Goals API",
+                              redoc_js_url="/static/docs/redoc.standalone.js",
+                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)
 
 
 def freeze_startup_objects() -> None:
