@@ -84,3 +84,43 @@ def _page_requests(netlog: Path) -> set[str]:
         if event.get("type") == start_job and "127.0.0.1" in str(params.get("network_isolation_key", "")):
             urls.add(params["url"])
     return urls
+
+
+async def test_redoc_renders_offline_in_chromium(db, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/redoc"
+    proc = serve(port, tmp_path, DATABASE_URL=db.app_url, MIGRATION_DATABASE_URL=db.owner_url)
+    try:
+        await wait_ready(proc, f"http://127.0.0.1:{port}", 90)
+        netlog = tmp_path / "netlog.json"
+        dom = chromium(tmp_path / "profile-dom", f"--log-net-log={netlog}", "--dump-dom", url)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    html = dom.stdout
+    assert "Strengths &amp; Goals API" in html, dom.stderr[-2000:]
+    for text in ("Create a strength", "Rotate", "strength.created"):  # operations, and the webhooks section
+        assert text in html, text
+    page = _page_requests(netlog)
+    assert {urlsplit(u).path for u in page} >= {"/redoc", "/static/docs/redoc.standalone.js", "/openapi.json"}, page
+    assert {urlsplit(u).hostname for u in page} == {"127.0.0.1"}
+
+
+async def test_graphiql_asks_for_a_token_before_it_fetches_the_schema(db, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    proc = serve(port, tmp_path, DATABASE_URL=db.app_url, MIGRATION_DATABASE_URL=db.owner_url)
+    try:
+        await wait_ready(proc, f"http://127.0.0.1:{port}", 90)
+        dom = chromium(tmp_path / "profile-dom", "--dump-dom", url)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    html = dom.stdout
+    assert '<form id="token-form">' in html, dom.stderr[-2000:]  # shown, not hidden
+    assert '<div id="graphiql" hidden=""></div>' in html  # GraphiQL not started
+    assert "Error fetching schema" not in html
+    requests = [json.loads(line) for line in proc.log_path.read_text().splitlines()
+                if line.startswith("{") and '"logger":"service.access"' in line]
+    assert {r["path"] for r in requests if r["method"] == "GET"} >= {"/graphql", "/graphql/assets/graphiql.min.js"}
+    assert [r for r in requests if r["method"] == "POST"] == []  # no schema request, so no 401
