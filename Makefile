@@ -41,10 +41,15 @@ lint: $(STAMP) openapi-lint ## ruff, and the OpenAPI linters (Redocly recommende
 	$(BIN)/ruff check service migrations tests bench
 
 .PHONY: openapi-lint
-openapi-lint: $(OPENAPI_LINT)/node_modules/.package-lock.json ## lint openapi/openapi.json (needs node and npm)
+ifeq ($(shell command -v npm),)
+openapi-lint: ## lint openapi/openapi.json with Redocly and Spectral (needs node and npm)
+	@echo "openapi-lint skipped: node and npm are not installed (the OpenAPI linters are Node programs)"
+else
+openapi-lint: $(OPENAPI_LINT)/node_modules/.package-lock.json
 	cd $(OPENAPI_LINT) && npx --no-install redocly lint --extends=recommended ../../openapi/openapi.json
 	cd $(OPENAPI_LINT) && npx --no-install spectral lint --ruleset .spectral.yaml --fail-severity=error \
 		../../openapi/openapi.json
+endif
 
 .PHONY: openapi
 openapi: $(STAMP) ## regenerate the committed OpenAPI document
