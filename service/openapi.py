@@ -109,18 +109,18 @@ _FHIR_TYPE = re.compile(r"^/fhir/R4/([A-Z][A-Za-z]+)(/.*)?$")
 def _fhir_schemas(path: str, method: str, op: dict[str, Any]) -> None:
     """The typed schema of each FHIR reply: a resource by id, a Bundle for searches and histories."""
     found = _FHIR_TYPE.match(path)
-    kind = found.group(1) if found and found.group(1) in FHIR_SCHEMAS else None
+    kind = f"Fhir{found.group(1)}" if found and f"Fhir{found.group(1)}" in FHIR_SCHEMAS else None
     if path == "/fhir/R4/metadata":
-        kind = "CapabilityStatement"
+        kind = "FhirCapabilityStatement"
     rest = found.group(2) or "" if found else ""
     for status, response in op.get("responses", {}).items():
         for media in response.get("content", {}).values():
             if media.get("schema") != ref("FhirResource") or not status.startswith("2"):
                 continue
-            if kind == "CapabilityStatement":
+            if kind == "FhirCapabilityStatement":
                 media["schema"] = ref(kind)
             elif method == "get" and kind and (rest == "" or rest.endswith("/_history")):
-                media["schema"] = ref("Bundle")
+                media["schema"] = ref("FhirBundle")
             elif kind:
                 media["schema"] = ref(kind)
     body = op.get("requestBody", {}).get("content", {})
@@ -180,10 +180,11 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = PROBLEM_SCHEMA
-    components.update(FHIR_SCHEMAS)
-    components.update(OAUTH_SCHEMAS)
     events, webhooks = webhook_schemas()
-    components.update(events)
+    for added in (FHIR_SCHEMAS, OAUTH_SCHEMAS, events):
+        clash = set(added) & set(components)
+        assert not clash, f"schema names already taken by the REST models: {clash}"
+        components.update(added)
     schema["webhooks"] = webhooks
     # FastAPI documents its own 422 shape; ours is a problem.
     components.pop("HTTPValidationError", None)

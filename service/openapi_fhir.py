@@ -74,15 +74,15 @@ FHIR_SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     "FhirResource": _resource("Resource", "Any FHIR R4 resource this facade serves", resourceType=_STR),
-    "Patient": _resource("Patient", "A client", active={"type": "boolean"}, name={"type": "array", "items": {
+    "FhirPatient": _resource("Patient", "A client", active={"type": "boolean"}, name={"type": "array", "items": {
         "type": "object", "properties": {"text": _STR, "family": _STR, "given": {"type": "array", "items": _STR}}}},
         birthDate={"type": "string", "format": "date"}, communication={"type": "array", "items": {"type": "object"}}),
-    "Goal": _resource("Goal", "A goal", lifecycleStatus=_STR, achievementStatus=ref("FhirCodeableConcept"),
+    "FhirGoal": _resource("Goal", "A goal", lifecycleStatus=_STR, achievementStatus=ref("FhirCodeableConcept"),
                       description=ref("FhirCodeableConcept"), subject=ref("FhirReference"), startDate=_STR,
                       target={"type": "array", "items": {"type": "object", "additionalProperties": True}},
                       addresses=_array("FhirReference"), note={"type": "array", "items": {"type": "object"}}),
-    "Observation": _resource("Observation", "A measurement (instruments as panels), a strength, a protective factor "
-                             "or an exception", status=_STR, category=_array("FhirCodeableConcept"),
+    "FhirObservation": _resource("Observation", "A measurement (instruments as panels), a strength, a protective "
+                             "factor or an exception", status=_STR, category=_array("FhirCodeableConcept"),
                              code=ref("FhirCodeableConcept"), subject=ref("FhirReference"),
                              focus=_array("FhirReference"),
                              effectiveDateTime={"type": "string", "format": "date-time"}, issued=_STR,
@@ -91,25 +91,26 @@ FHIR_SCHEMAS: dict[str, dict[str, Any]] = {
                              component={"type": "array", "items": _OBSERVATION_COMPONENT},
                              hasMember=_array("FhirReference"), derivedFrom=_array("FhirReference"),
                              note={"type": "array", "items": {"type": "object"}}),
-    "Flag": _resource("Flag", "A safety alert (category safety)", status=_STR, category=_array("FhirCodeableConcept"),
+    "FhirFlag": _resource("Flag", "A safety alert (category safety)", status=_STR,
+                          category=_array("FhirCodeableConcept"),
                       code=ref("FhirCodeableConcept"), subject=ref("FhirReference"),
                       period={"type": "object", "properties": {"start": _STR, "end": _STR}}),
-    "QuestionnaireResponse": _resource(
+    "FhirQuestionnaireResponse": _resource(
         "QuestionnaireResponse", "A PHQ-9 or GAD-7 response (SDC)", questionnaire=_STR, status=_STR,
         subject=ref("FhirReference"), authored={"type": "string", "format": "date-time"},
         item={"type": "array", "items": _QR_ITEM}),
-    "Group": _resource("Group", "The organization's caseload", type=_STR, actual={"type": "boolean"},
+    "FhirGroup": _resource("Group", "The organization's caseload", type=_STR, actual={"type": "boolean"},
                        quantity={"type": "integer"}, name=_STR,
                        member={"type": "array", "items": {"type": "object",
                                                           "properties": {"entity": ref("FhirReference")}}}),
-    "CapabilityStatement": _resource("CapabilityStatement", "What this FHIR server supports", status=_STR,
+    "FhirCapabilityStatement": _resource("CapabilityStatement", "What this FHIR server supports", status=_STR,
                                      date=_STR, kind=_STR, fhirVersion=_STR,
                                      format={"type": "array", "items": _STR},
                                      rest={"type": "array", "items": {"type": "object", "additionalProperties": True}},
                                      ) | {"example": {"resourceType": "CapabilityStatement", "status": "active",
                                                       "kind": "instance", "fhirVersion": "4.0.1",
                                                       "format": ["application/fhir+json"]}},
-    "Bundle": {
+    "FhirBundle": {
         "type": "object", "description": "FHIR R4 searchset or history Bundle", "required": ["resourceType", "type"],
         "properties": {
             "resourceType": {"type": "string", "enum": ["Bundle"]}, "id": _STR, "meta": ref("FhirMeta"),
@@ -211,7 +212,7 @@ REPLIES: dict[str, list[tuple[str, str, str]]] = {
     "revoke": [("200", "application/json", "RevocationResponse"), ("400", "application/json", "OAuthError"),
                ("401", "application/json", "OAuthError")],
     "authorize": [("400", "application/json", "OAuthError")],
-    "fhir_capabilities": [("200", "application/fhir+json", "CapabilityStatement")],
+    "fhir_capabilities": [("200", "application/fhir+json", "FhirCapabilityStatement")],
     "oauth_metadata": [("200", "application/json", "AuthorizationServerMetadata")],
     "smart_configuration": [("200", "application/json", "AuthorizationServerMetadata")],
     "jwks": [("200", "application/json", "JsonWebKeySet")],
