@@ -110,6 +110,8 @@ def _fhir_schemas(path: str, method: str, op: dict[str, Any]) -> None:
     """The typed schema of each FHIR reply: a resource by id, a Bundle for searches and histories."""
     found = _FHIR_TYPE.match(path)
     kind = f"Fhir{found.group(1)}" if found and f"Fhir{found.group(1)}" in FHIR_SCHEMAS else None
+    if "$" in path:  # operations ($export and its status) answer OperationOutcomes or manifests, not the type
+        kind = None
     if path == "/fhir/R4/metadata":
         kind = "FhirCapabilityStatement"
     rest = found.group(2) or "" if found else ""
@@ -117,7 +119,9 @@ def _fhir_schemas(path: str, method: str, op: dict[str, Any]) -> None:
         for media in response.get("content", {}).values():
             if media.get("schema") != ref("FhirResource") or not status.startswith("2"):
                 continue
-            if kind == "FhirCapabilityStatement":
+            if "$" in path:  # a kick-off or a cancellation: an informational OperationOutcome
+                media["schema"] = ref("OperationOutcome")
+            elif kind == "FhirCapabilityStatement":
                 media["schema"] = ref(kind)
             elif method == "get" and kind and (rest == "" or rest.endswith("/_history")):
                 media["schema"] = ref("FhirBundle")
