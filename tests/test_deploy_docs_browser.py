@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,17 +89,23 @@ def _page_requests(netlog: Path) -> set[str]:
     return urls
 
 
-async def test_redoc_renders_offline_in_chromium(db, tmp_path):
+@asynccontextmanager
+async def served(db, tmp_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`strengths-api serve` on a free loopback port: (its base URL, the process, whose log outlives it)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/redoc"
     proc = serve(port, tmp_path, DATABASE_URL=db.app_url, MIGRATION_DATABASE_URL=db.owner_url)
     try:
         await wait_ready(proc, f"http://127.0.0.1:{port}", 90)
-        netlog = tmp_path / "netlog.json"
-        dom = chromium(tmp_path / "profile-dom", f"--log-net-log={netlog}", "--dump-dom", url)
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def test_redoc_renders_offline_in_chromium(db, tmp_path):
+    netlog = tmp_path / "netlog.json"
+    async with served(db, tmp_path) as (base, _):
+        dom = chromium(tmp_path / "profile-dom", f"--log-net-log={netlog}", "--dump-dom", f"{base}/redoc")
     html = dom.stdout
     assert "Strengths &amp; Goals API" in html, dom.stderr[-2000:]
     for text in ("Create a strength", "Replace the signing secret", "strength.created"):  # and the webhooks
@@ -108,15 +116,8 @@ async def test_redoc_renders_offline_in_chromium(db, tmp_path):
 
 
 async def test_graphiql_asks_for_a_token_before_it_fetches_the_schema(db, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/graphql"
-    proc = serve(port, tmp_path, DATABASE_URL=db.app_url, MIGRATION_DATABASE_URL=db.owner_url)
-    try:
-        await wait_ready(proc, f"http://127.0.0.1:{port}", 90)
-        dom = chromium(tmp_path / "profile-dom", "--dump-dom", url)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    async with served(db, tmp_path) as (base, proc):
+        dom = chromium(tmp_path / "profile-dom", "--dump-dom", f"{base}/graphql")
     html = dom.stdout
     assert '<form id="token-form">' in html, dom.stderr[-2000:]  # shown, not hidden
     assert '<div id="graphiql" hidden=""></div>' in html  # GraphiQL not started
