@@ -29,10 +29,28 @@ run: $(STAMP) ## serve on http://127.0.0.1:8000 (embedded PostgreSQL in .data/ u
 test: $(STAMP) ## run the whole test suite against a real (embedded) PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+OPENAPI_LINT := tools/openapi-lint
+export REDOCLY_TELEMETRY := off
+export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
+
+$(OPENAPI_LINT)/node_modules/.package-lock.json: $(OPENAPI_LINT)/package-lock.json
+	cd $(OPENAPI_LINT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 .PHONY: lint
-lint: $(STAMP) ## ruff, and mypy strict on service/ ([tool.mypy] in pyproject.toml)
+lint: $(STAMP) openapi-lint ## ruff, mypy strict on service/ ([tool.mypy] in pyproject.toml), the OpenAPI linters
 	$(BIN)/ruff check service migrations tests bench
 	$(BIN)/mypy
+
+.PHONY: openapi-lint
+ifeq ($(shell command -v npm),)
+openapi-lint: ## lint openapi/openapi.json with Redocly and Spectral (needs node and npm)
+	@echo "openapi-lint skipped: node and npm are not installed (the OpenAPI linters are Node programs)"
+else
+openapi-lint: $(OPENAPI_LINT)/node_modules/.package-lock.json
+	cd $(OPENAPI_LINT) && npx --no-install redocly lint --extends=recommended ../../openapi/openapi.json
+	cd $(OPENAPI_LINT) && npx --no-install spectral lint --ruleset .spectral.yaml --fail-severity=error \
+		../../openapi/openapi.json
+endif
 
 .PHONY: openapi
 openapi: $(STAMP) ## regenerate the committed OpenAPI document

@@ -12,7 +12,7 @@ from typing import Any
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
             metrics.track_engine("read", read_engine)
         metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
+        app.state.webhook_dispatcher = dispatcher
         task = asyncio.create_task(dispatcher.run_forever()) if dispatcher else None
         exports = asyncio.create_task(ExportRunner(engine, settings).run_forever()) \
             if settings.bulk_export_runner else None
@@ -231,6 +232,7 @@ def _metrics_server(settings: Settings) -> Any:
 
 
 def _docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their assets served from fastapi-offline's copies (no CDN)."""
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/static/docs", StaticFiles(directory=static), name="docs-static")
 
@@ -241,6 +243,12 @@ def _docs(app: FastAPI) -> None:
             swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
             swagger_favicon_url="/static/docs/favicon.png",
         )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Strengths & Goals API",
+                              redoc_js_url="/static/docs/redoc.standalone.js",
+                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)
 
 
 def freeze_startup_objects() -> None:

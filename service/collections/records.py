@@ -29,9 +29,9 @@ WITH v AS (
   SELECT :org_id, :collection, record_id, client_id, :action, version FROM v
 ), ev AS (  -- webhook events: <type>.<action>, and <type>.opened for a record created open (safety alerts)
   SELECT CAST(:type_name AS text) || '.' || CAST(:action AS text) AS event, record_id,
-         CAST(:action AS text) AS action, version FROM v
+         CAST(:action AS text) AS action, version, client_id FROM v
   UNION ALL
-  SELECT CAST(:type_name AS text) || '.opened', record_id, 'opened', version FROM v
+  SELECT CAST(:type_name AS text) || '.opened', record_id, 'opened', version, client_id FROM v
    WHERE CAST(:opened AS boolean) AND data->>'status' = 'open'
 ), subs AS (  -- only events some active subscription of the organization wants reach the outbox
   SELECT s.id AS subscription_id, ev.* FROM ev JOIN webhook_subscriptions s
@@ -40,7 +40,7 @@ WITH v AS (
   INSERT INTO webhook_outbox (org_id, event, record_id, action, version, payload)
   SELECT DISTINCT CAST(:org_id AS uuid), event, record_id, action, version,
          jsonb_build_object('type', CAST(:type_name AS text), 'id', record_id, 'action', action,
-                            'version', version, 'org_id', CAST(:org_id AS uuid))
+                            'version', version, 'org_id', CAST(:org_id AS uuid), 'client_id', client_id)
     FROM subs
   RETURNING id, event, record_id
 )

@@ -55,8 +55,7 @@ def _kick_off_responses(*more: int) -> dict[int | str, dict[str, Any]]:
 
 def _status_responses() -> dict[int | str, dict[str, Any]]:
     out = fhir_responses(200, "Done: the manifest", 401, 403, 404)
-    out[200]["content"] = {"application/json": {"schema": {"type": "object", "required": [
-        "transactionTime", "request", "requiresAccessToken", "output", "error"]}}}
+    out[200]["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/BulkExportManifest"}}}
     out[202] = {"description": "Still running (X-Progress, Retry-After)", "headers": {
         "X-Progress": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "integer"}}}}
     out[500] = {"description": "The export failed", "content": {FHIR_JSON: {"schema": OUTCOME_SCHEMA}}}

@@ -36,8 +36,7 @@ from service.fhir.urls import PREFIX, base_url
 
 FHIR_VERSION = "4.0.1"
 
-OUTCOME_SCHEMA = {"type": "object", "description": "FHIR OperationOutcome", "required": ["resourceType", "issue"],
-                  "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}}}
+OUTCOME_SCHEMA = {"$ref": "#/components/schemas/OperationOutcome"}  # typed in service/api/openapi_fhir.py
 TEXTS = {400: "Bad search parameter or malformed body", 401: "Missing or invalid token",
          403: "Token lacks the scope", 404: "Not found (also: another organization's record)",
          409: "Conflict (the source and external id already name a measurement)", 410: "Deleted",
@@ -48,7 +47,7 @@ TEXTS = {400: "Bad search parameter or malformed body", 401: "Missing or invalid
 def fhir_responses(ok: int, description: str, *codes_: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {
         ok: {"description": description,
-             "content": {FHIR_JSON: {"schema": {"type": "object", "description": "A FHIR R4 resource"}}}}}
+             "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/FhirResource"}}}}}
     for code in codes_:
         out[code] = {"description": TEXTS[code], "content": {FHIR_JSON: {"schema": OUTCOME_SCHEMA}}}
     return out

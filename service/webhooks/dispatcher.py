@@ -42,7 +42,8 @@ USER_AGENT = "strengths-api-webhooks/1"
 _CLAIM = text("SELECT claimed_org, claimed_id, claimed_token FROM webhook_claim(:limit, :lease)")
 _LOAD = text(
     """
-SELECT d.id, d.event, d.attempts, d.created_at, s.id AS subscription_id, s.url, s.secret, s.active,
+SELECT d.id, d.event, d.attempts, coalesce(d.redelivered_at, d.created_at) AS retry_from,
+       s.id AS subscription_id, s.url, s.secret, s.previous_secret, s.previous_secret_expires_at, s.active,
        s.deleted_at, o.payload, o.created_at AS event_at
   FROM webhook_deliveries d
   JOIN webhook_subscriptions s ON s.org_id = d.org_id AND s.id = d.subscription_id
@@ -96,9 +97,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Dispatcher:
-    def __init__(self, engine: AsyncEngine, settings: Settings, beat: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, beat: Callable[[bool], None] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
         self.settings = settings
+        self.clock = clock  # wall time for retry windows and secret expiry (tests move it forward)
         self.beat = beat or (lambda ok: None)  # the worker's heartbeat (service/worker.py): one per iteration
         self.http = httpx.AsyncClient(
             transport=targets.transport(settings.webhooks_allow_private_targets), follow_redirects=False,
@@ -149,7 +152,7 @@ class Dispatcher:
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(row.secret, msg_id, timestamp, body),
+            "webhook-signature": self._signatures(row, msg_id, timestamp, body),
         }
         attempts = row.attempts + 1
         try:
@@ -166,9 +169,17 @@ class Dispatcher:
             return Outcome("failed", 1, code, gone, disable=gone)
         return self._retry(row, attempts, code, f"HTTP {code}", retry_after if code in (429, 503) else None)
 
+    def _signatures(self, row: Any, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The current secret's signature and, until it expires after a rotation, the previous one's
+        (space-separated, as the Standard Webhooks spec has it for key rotation)."""
+        signatures = [sign(row.secret, msg_id, timestamp, body)]
+        if row.previous_secret and row.previous_secret_expires_at and self.clock() < row.previous_secret_expires_at:
+            signatures.append(sign(row.previous_secret, msg_id, timestamp, body))
+        return " ".join(signatures)
+
     def _retry(self, row: Any, attempts: int, code: int | None, error: str, retry_after: float | None) -> Outcome:
         window = timedelta(seconds=self.settings.webhooks_retry_window_seconds)
-        if datetime.now(UTC) - row.created_at >= window:
+        if self.clock() - row.retry_from >= window:
             return Outcome("failed", 1, code, error, disable=f"retries exhausted after {attempts} attempts: {error}")
         return Outcome("pending", 1, code, error, delay=backoff(attempts, self.settings, retry_after))
 

@@ -7,14 +7,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.collections.registry import REGISTRY
-
 ACTIONS = ("created", "updated", "deleted")
 EXTRA_EVENTS = ("safety_alert.opened", "subscription.disabled")
+PING = "subscription.ping"  # sent by POST .../ping whatever the subscription's events; not subscribable
 
 
 def event_names() -> list[str]:
-    return [f"{c.type_name}.{a}" for c in REGISTRY.values() for a in ACTIONS] + list(EXTRA_EVENTS)
+    """The events a subscription may ask for (read when a schema is built, possibly before the app is)."""
+    from service.domain.registry import COLLECTIONS  # the registry's one list; imported here, as domain imports us
+
+    return [f"{c.type_name}.{a}" for c in COLLECTIONS for a in ACTIONS] + list(EXTRA_EVENTS)
 
 
 _EMIT = text(

@@ -1,106 +1,36 @@
-"""`/v1/webhook-subscriptions`: a small dedicated router rather than the collection machinery.
+"""`/v1/webhook-subscriptions`: the routes; the use cases are in service.webhooks.service.
 
-The machinery writes every version of a record to the history and the change feed and serves the same
-representation on every read; a subscription's secret must be shown once and never stored in a trail,
-subscriptions belong to the organization (no client), and PUT-by-identifier, ?include= and GraphQL do
-not apply. The conventions are the same: scopes (``Webhook``), ETag/If-Match, cursors, 404/410.
+A small dedicated router rather than the collection machinery: the machinery writes every version of a record
+to the history and the change feed and serves the same representation on every read; a subscription's secret
+must be shown once and never stored in a trail, subscriptions belong to the organization (no client), and
+PUT-by-identifier, ?include= and GraphQL do not apply. The conventions are the same: scopes (``Webhook``),
+ETag/If-Match, cursors, 404/410, Idempotency-Key on every POST.
 
 (No ``from __future__ import annotations`` here: FastAPI must see the real body and output types.)
 """
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import func, insert, select, tuple_, update
 
 from service.api import cursors
 from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
-from service.auth.scopes import required_scope
-from service.collections.repository import decode_cursor, encode_cursor, fetch_page
-from service.collections.service import check_if_match, fetch_live
-from service.collections.types import Flag, Out, Strict, patch_model, uuid7
-from service.errors import Forbidden, ValidationFailed
-from service.models import WebhookDelivery, WebhookEvent, WebhookSubscription
-from service.webhooks.events import event_names
-from service.webhooks.signing import new_secret
-from service.webhooks.targets import check_url
+from service.webhooks import service
+from service.webhooks.schemas import (
+    WebhookDeliveryOut,
+    WebhookDeliveryPage,
+    WebhookSubscriptionCreated,
+    WebhookSubscriptionIn,
+    WebhookSubscriptionOut,
+    WebhookSubscriptionPage,
+    WebhookSubscriptionPatch,
+)
 
-SUBS = WebhookSubscription.__table__
-DELIVERIES = WebhookDelivery.__table__
-OUTBOX = WebhookEvent.__table__
-RESOURCE = "Webhook"
-
-Url = Annotated[str, Field(min_length=8, max_length=2000, description="https:// endpoint (public address; "
-                           "refused with 422 when it does not resolve to one)",
-                           pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$")]
-Events = Annotated[list[Annotated[str, Field(json_schema_extra={"enum": event_names()})]],
-                   Field(min_length=1, max_length=100, description="e.g. strength.updated, safety_alert.opened")]
-
-
-class WebhookSubscriptionIn(Strict):
-    url: Url
-    events: Events
-    active: Flag = True
-
-
-if TYPE_CHECKING:  # a model built at import is no type to a checker: it sees a pydantic model
-    WebhookSubscriptionPatch = BaseModel
-else:
-    WebhookSubscriptionPatch = patch_model(WebhookSubscriptionIn, "WebhookSubscriptionPatch")
-
-
-class WebhookSubscriptionOut(Out):
-    id: UUID
-    url: str
-    events: list[str]
-    active: bool
-    disabled_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-
-class WebhookSubscriptionCreated(WebhookSubscriptionOut):
-    secret: str = Field(description="whsec_... ; shown in this response only")
-
-
-class WebhookSubscriptionPage(Out):
-    data: list[WebhookSubscriptionOut]
-    next_cursor: str | None
-
-
-class WebhookDeliveryOut(Out):
-    id: UUID = Field(description="The webhook-id header of every attempt")
-    event: str
-    event_id: UUID
-    payload: dict[str, Any]
-    status: Literal["pending", "delivered", "failed"]
-    attempts: int
-    next_attempt_at: datetime | None
-    last_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    delivered_at: datetime | None
-    created_at: datetime
-
-
-class WebhookDeliveryPage(Out):
-    data: list[WebhookDeliveryOut]
-    next_cursor: str | None
-
-
-def _system_only(who: Principal, perm: str) -> Principal:
-    """Subscriptions see the whole organization's events: a patient-bound token may not manage them."""
-    if who.patient_id is not None:
-        raise Forbidden(required_scope(RESOURCE, perm, "system"))
-    return who
-
+RESOURCE = service.RESOURCE
 
 Creator = Annotated[Principal, needs(RESOURCE, "c")]
 Reader = Annotated[Principal, needs(RESOURCE, "r")]
@@ -113,29 +43,9 @@ Cursor = Annotated[str | None, cursors.RECORDS.query(annotated=True)]
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["Webhooks"], route_class=StrictRoute)
 
-COLUMNS = [SUBS.c.id, SUBS.c.url, SUBS.c.events, SUBS.c.active, SUBS.c.disabled_reason, SUBS.c.created_at,
-           SUBS.c.updated_at, SUBS.c.version, SUBS.c.deleted_at]
 
-
-def _out(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
-    data.pop("deleted_at", None)
-    return data
-
-
-async def _validate(request: Request, url: str | None, events: list[str] | None) -> None:
-    if events is not None:
-        known = set(event_names())
-        errors = [i for i, e in enumerate(events) if e not in known]
-        if errors:
-            raise ValidationFailed.on(f"events.{errors[0]}", f"Unknown event {events[errors[0]]!r}", "unknown_event")
-    if url is not None:
-        await check_url(url, allow_private=request.app.state.ctx.settings.webhooks_allow_private_targets)
-
-
-async def _fetch(db: Any, who: Principal, sub_id: UUID, *, for_update: bool = False) -> Any:
-    stmt = select(*COLUMNS).where(SUBS.c.org_id == who.org_id, SUBS.c.id == sub_id)
-    return await fetch_live(db, stmt, "webhook subscription", sub_id, for_update=for_update)
+def _allow_private(request: Request) -> bool:
+    return bool(request.app.state.ctx.settings.webhooks_allow_private_targets)
 
 
 def _response(record: dict[str, Any], status: int = 200, **headers: str) -> JSONOut:
@@ -147,16 +57,10 @@ def _response(record: dict[str, Any], status: int = 200, **headers: str) -> JSON
              responses=problems(400, 401, 403, 409, 413, 415, 422))
 async def create_subscription(body: WebhookSubscriptionIn, who: Creator, db: Db, request: Request,
                               idempotency_key: IdempotencyKeyHeader = None) -> Response:
-    _system_only(who, "c")
-    await _validate(request, body.url, body.events)
+    await service.check_new(who, body.url, body.events, allow_private=_allow_private(request))
 
     async def run() -> Response:
-        secret = new_secret()
-        row = (await db.execute(
-            insert(SUBS).values(org_id=who.org_id, id=uuid7(), url=body.url, events=list(dict.fromkeys(body.events)),
-                                active=body.active, secret=secret).returning(*COLUMNS)
-        )).one()
-        record = {**_out(row), "secret": secret}
+        record = await service.create(db, who, body.url, body.events, body.active)
         return _response(record, 201, Location=f"/v1/webhook-subscriptions/{record['id']}")
 
     return await idempotent(request, db, who, run)
@@ -165,20 +69,14 @@ async def create_subscription(body: WebhookSubscriptionIn, who: Creator, db: Db,
 @router.get("", response_model=WebhookSubscriptionPage, operation_id="list_webhook_subscriptions",
             summary="List webhook subscriptions", responses=problems(400, 401, 403, 422))
 async def list_subscriptions(who: Searcher, db: Db, limit: Limit = 50, cursor: Cursor = None) -> Response:
-    _system_only(who, "s")
-    stmt = select(*COLUMNS).where(SUBS.c.org_id == who.org_id, SUBS.c.deleted_at.is_(None))
-    if cursor:
-        stmt = stmt.where(SUBS.c.id > decode_cursor(cursor))
-    rows, next_cursor = await fetch_page(db, stmt.order_by(SUBS.c.id), limit, lambda r: encode_cursor(r.id))
-    return JSONOut({"data": [_out(r) for r in rows], "next_cursor": next_cursor}, headers=NO_STORE)
+    return JSONOut(await service.page(db, who, limit, cursor), headers=NO_STORE)
 
 
 @router.get("/{webhook_subscription_id}", response_model=WebhookSubscriptionOut,
             operation_id="read_webhook_subscription", summary="Read a webhook subscription",
             responses=problems(401, 403, 404, 410, 422))
 async def read_subscription(webhook_subscription_id: UUID, who: Reader, db: Db) -> Response:
-    _system_only(who, "r")
-    return _response(_out(await _fetch(db, who, webhook_subscription_id)))
+    return _response(await service.read(db, who, webhook_subscription_id))
 
 
 @router.patch("/{webhook_subscription_id}", response_model=WebhookSubscriptionOut,
@@ -187,20 +85,9 @@ async def read_subscription(webhook_subscription_id: UUID, who: Reader, db: Db) 
               responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422))
 async def patch_subscription(webhook_subscription_id: UUID, body: WebhookSubscriptionPatch, who: Updater, db: Db,
                              request: Request, if_match: IfMatch = None) -> Response:
-    _system_only(who, "u")
-    current = await _fetch(db, who, webhook_subscription_id, for_update=True)
-    changes = body.model_dump(exclude_unset=True)
-    await _validate(request, changes.get("url"), changes.get("events"))  # an invalid body is a 422 before any 412
-    check_if_match(if_match, current.version)
-    if "events" in changes:
-        changes["events"] = list(dict.fromkeys(changes["events"]))
-    if changes.get("active"):
-        changes["disabled_reason"] = None
-    row = (await db.execute(
-        update(SUBS).where(SUBS.c.org_id == who.org_id, SUBS.c.id == webhook_subscription_id)
-        .values(**changes, version=SUBS.c.version + 1, updated_at=func.now()).returning(*COLUMNS)
-    )).one()
-    return _response(_out(row))
+    record = await service.update_subscription(db, who, webhook_subscription_id, body.model_dump(exclude_unset=True),
+                                               if_match, allow_private=_allow_private(request))
+    return _response(record)
 
 
 @router.delete("/{webhook_subscription_id}", status_code=204, response_class=Response,
@@ -208,13 +95,7 @@ async def patch_subscription(webhook_subscription_id: UUID, body: WebhookSubscri
                responses=problems(401, 403, 404, 410, 412, 422))
 async def delete_subscription(webhook_subscription_id: UUID, who: Deleter, db: Db,
                               if_match: IfMatch = None) -> Response:
-    _system_only(who, "d")
-    current = await _fetch(db, who, webhook_subscription_id, for_update=True)
-    check_if_match(if_match, current.version)
-    await db.execute(
-        update(SUBS).where(SUBS.c.org_id == who.org_id, SUBS.c.id == webhook_subscription_id)
-        .values(deleted_at=func.now(), updated_at=func.now(), active=False, version=SUBS.c.version + 1)
-    )
+    await service.delete(db, who, webhook_subscription_id, if_match)
     return Response(status_code=204)
 
 
@@ -223,24 +104,50 @@ async def delete_subscription(webhook_subscription_id: UUID, who: Deleter, db: D
             responses=problems(400, 401, 403, 404, 410, 422))
 async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, limit: Limit = 50,
                           cursor: Cursor = None) -> Response:
-    _system_only(who, "s")
-    await _fetch(db, who, webhook_subscription_id)
-    d = DELIVERIES
-    stmt = (
-        select(d.c.id, d.c.event, d.c.event_id, OUTBOX.c.payload, d.c.status, d.c.attempts, d.c.next_attempt_at,
-               d.c.last_attempt_at, d.c.last_status_code, d.c.last_error, d.c.delivered_at, d.c.created_at)
-        .join(OUTBOX, (OUTBOX.c.org_id == d.c.org_id) & (OUTBOX.c.id == d.c.event_id))
-        .where(d.c.org_id == who.org_id, d.c.subscription_id == webhook_subscription_id)
-    )
-    if cursor:
-        after = select(d.c.created_at, d.c.id).where(d.c.org_id == who.org_id, d.c.id == decode_cursor(cursor))
-        stmt = stmt.where(tuple_(d.c.created_at, d.c.id) < after.scalar_subquery())
-    rows, next_cursor = await fetch_page(db, stmt.order_by(d.c.created_at.desc(), d.c.id.desc()), limit,
-                                         lambda r: encode_cursor(r.id))
-    data = []
-    for r in rows:
-        item = dict(r._mapping)
-        if item["status"] != "pending":
-            item["next_attempt_at"] = None
-        data.append(item)
-    return JSONOut({"data": data, "next_cursor": next_cursor}, headers=NO_STORE)
+    return JSONOut(await service.deliveries(db, who, webhook_subscription_id, limit, cursor), headers=NO_STORE)
+
+
+@router.post("/{webhook_subscription_id}/ping", status_code=202, response_model=WebhookDeliveryOut,
+             operation_id="ping_webhook_subscription",
+             summary="Send a test event (subscription.ping) to the endpoint",
+             description="Queues a signed `subscription.ping` event for this subscription alone, whatever events "
+                         "it asked for, and answers with its delivery (follow it in the delivery log). A disabled "
+                         "subscription answers 409: re-enable it first.",
+             responses=problems(400, 401, 403, 404, 409, 410, 422))
+async def ping_subscription(webhook_subscription_id: UUID, who: Updater, db: Db, request: Request,
+                            idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    async def run() -> Response:
+        return JSONOut(await service.ping(db, who, webhook_subscription_id), status_code=202, headers=NO_STORE)
+
+    return await idempotent(request, db, who, run)
+
+
+@router.post("/{webhook_subscription_id}/deliveries/{delivery_id}/redeliver", status_code=202,
+             response_model=WebhookDeliveryOut, operation_id="redeliver_webhook_delivery",
+             summary="Send a delivery again (same webhook-id and body)",
+             description="Makes the delivery due now, whatever its status; it keeps its `webhook-id` (receivers "
+                         "dedupe on it) and body, gets a new `webhook-timestamp`, and its retries start over. "
+                         "A disabled subscription answers 409: re-enable it first.",
+             responses=problems(400, 401, 403, 404, 409, 410, 422))
+async def redeliver(webhook_subscription_id: UUID, delivery_id: UUID, who: Updater, db: Db, request: Request,
+                    idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    async def run() -> Response:
+        record = await service.redeliver(db, who, webhook_subscription_id, delivery_id)
+        return JSONOut(record, status_code=202, headers=NO_STORE)
+
+    return await idempotent(request, db, who, run)
+
+
+@router.post("/{webhook_subscription_id}/rotate-secret", response_model=WebhookSubscriptionCreated,
+             operation_id="rotate_webhook_secret", summary="Replace the signing secret (returned once)",
+             description="Returns a new secret, shown in this response only. For 24 hours "
+                         "(`previous_secret_expires_at`) every delivery carries two signatures in "
+                         "`webhook-signature`, one by each secret, so a receiver can switch at its own pace; "
+                         "then only the new one signs.",
+             responses=problems(400, 401, 403, 404, 409, 410, 422))
+async def rotate_secret(webhook_subscription_id: UUID, who: Updater, db: Db, request: Request,
+                        idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    async def run() -> Response:
+        return _response(await service.rotate_secret(db, who, webhook_subscription_id))
+
+    return await idempotent(request, db, who, run)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +29,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-features=AutofillServerCommunication",  # the browser's own query about ReDoc's search field
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--user-data-dir={profile}",
          "--virtual-time-budget=15000", "--window-size=1280,2400", *args],
         capture_output=True, text=True, timeout=120, check=False,
@@ -84,3 +87,42 @@ def _page_requests(netlog: Path) -> set[str]:
         if event.get("type") == start_job and "127.0.0.1" in str(params.get("network_isolation_key", "")):
             urls.add(params["url"])
     return urls
+
+
+@asynccontextmanager
+async def served(db, tmp_path: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`strengths-api serve` on a free loopback port: (its base URL, the process, whose log outlives it)."""
+    port = free_port()
+    proc = serve(port, tmp_path, DATABASE_URL=db.app_url, MIGRATION_DATABASE_URL=db.owner_url)
+    try:
+        await wait_ready(proc, f"http://127.0.0.1:{port}", 90)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def test_redoc_renders_offline_in_chromium(db, tmp_path):
+    netlog = tmp_path / "netlog.json"
+    async with served(db, tmp_path) as (base, _):
+        dom = chromium(tmp_path / "profile-dom", f"--log-net-log={netlog}", "--dump-dom", f"{base}/redoc")
+    html = dom.stdout
+    assert "Strengths &amp; Goals API" in html, dom.stderr[-2000:]
+    for text in ("Create a strength", "Replace the signing secret", "strength.created"):  # and the webhooks
+        assert text in html, text
+    page = _page_requests(netlog)
+    assert {urlsplit(u).path for u in page} >= {"/redoc", "/static/docs/redoc.standalone.js", "/openapi.json"}, page
+    assert {urlsplit(u).hostname for u in page} == {"127.0.0.1"}
+
+
+async def test_graphiql_asks_for_a_token_before_it_fetches_the_schema(db, tmp_path):
+    async with served(db, tmp_path) as (base, proc):
+        dom = chromium(tmp_path / "profile-dom", "--dump-dom", f"{base}/graphql")
+    html = dom.stdout
+    assert '<form id="token-form">' in html, dom.stderr[-2000:]  # shown, not hidden
+    assert '<div id="graphiql" hidden=""></div>' in html  # GraphiQL not started
+    assert "Error fetching schema" not in html
+    requests = [json.loads(line) for line in proc.log_path.read_text().splitlines()
+                if line.startswith("{") and '"logger":"service.access"' in line]
+    assert {r["path"] for r in requests if r["method"] == "GET"} >= {"/graphql", "/graphql/assets/graphiql.min.js"}
+    assert [r for r in requests if r["method"] == "POST"] == []  # no schema request, so no 401

@@ -48,8 +48,8 @@ async def test_creating_a_strength_delivers_a_verified_thin_event(db, receiver):
         (event,) = receiver.verified(sub["secret"])
         assert event["type"] == "strength.created"
         assert event["data"] == {"type": "strength", "id": strength["id"], "action": "created", "version": 1,
-                                 "org_id": str(org.id)}
-        assert strength["client_id"] not in receiver.received[0].body.decode()  # thin: no client data
+                                 "org_id": str(org.id), "client_id": strength["client_id"]}
+        assert strength["label"] not in receiver.received[0].body.decode()  # thin: no client data but its id
 
         async def logged():
             return (await c.get(f"/v1/webhook-subscriptions/{sub['id']}/deliveries")).json()["data"]
@@ -93,7 +93,7 @@ async def test_phq9_item_9_delivers_safety_alert_opened(db, receiver):
         (event,) = receiver.verified(sub["secret"])
         assert event["type"] == "safety_alert.opened"
         assert event["data"] == {"type": "safety_alert", "id": alert["id"], "action": "opened", "version": 1,
-                                 "org_id": str(org.id)}
+                                 "org_id": str(org.id), "client_id": marker["client_id"]}
 
 
 async def test_a_failing_receiver_gets_the_retry_with_the_same_webhook_id(db, receiver):

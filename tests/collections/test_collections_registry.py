@@ -20,8 +20,8 @@ from service.domain.registry import COLLECTIONS
 from service.models.base import ClientOwnedMixin
 from service.ops.purge import erasure_order
 from service.settings import Settings
-from tests import factories
-from tests.harness import Api, Database
+from tests.support import factories
+from tests.support.harness import Api, Database
 
 
 def test_every_collection_has_its_scope_purge_entry_factory_and_openapi_paths() -> None:
