@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import audit_rest, metrics, problems
 from service.auth import app_links_rest, authorize, discovery, oauth
 from service.auth.keycrypt import AtRest
+from service.auth.revocations import Revocations
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.rest import collection_router, history_router
@@ -96,7 +97,10 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         await ensure_signing_key(engine, at_rest.signing_keys)
         await keys.load()
         keys.require_current()
-        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
+        revocations = Revocations.from_settings(settings)
+        await revocations.start()
+        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys,
+                                   tokens=TokenService(keys, settings, revocations),
                                    read_engine=read_engine, at_rest=at_rest,
                                    limiter=make_limiter(settings.rate_limit_requests,
                                                         settings.rate_limit_window_seconds,
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         try:
             yield
         finally:
+            await revocations.stop()
             if tracing is not None:
                 tracing.shutdown()
             if exports is not None:
@@ -148,7 +153,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(changes.router)
     app.include_router(bulk.router)
     collection_routers = [collection_router(coll) for coll in COLLECTIONS]
-    for router in collection_routers:
+    for router, _ in collection_routers:
         app.include_router(router)
     app.include_router(history_router(COLLECTIONS))
     app.include_router(webhooks_rest.router)
@@ -160,7 +165,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
     # just above the router, the direct path of the hottest read (GET /v1/<collection>/<id>).
-    app.add_middleware(ReadFastPath, reads=[r.fast_read for r in collection_routers])  # type: ignore[attr-defined]
+    app.add_middleware(ReadFastPath, reads=[read for _, read in collection_routers])
     app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="postgresql+asyncpg://... of a read replica (same non-owner role); used by bulk export. "
         "Unset: everything uses DATABASE_URL",
     )
+    revocation_cache: bool = Field(
+        default=True, description="Remember tokens found not revoked, forgotten whenever the database announces a "
+        "revocation (LISTEN/NOTIFY); off, or with DB_STATEMENT_CACHE_SIZE set (PgBouncer), every request asks")
     db_statement_cache_size: int | None = Field(
         default=None,
         description="asyncpg prepared-statement cache size; 0 behind PgBouncer in transaction mode (also gives "

@@ -56,32 +56,12 @@ async def authenticate(request: Request, token: Annotated[str | None, Depends(be
         return cached  # type: ignore[no-any-return]
     if token is None:
         raise Unauthenticated("A bearer token is required", error=None)
-    principal = await request.app.state.ctx.tokens.verify(token, check_revocation=not _checks_revocation(request))
+    principal = await request.app.state.ctx.tokens.verify(token)
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
     if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
         request.state.ratelimit = await limiter.enforce(principal.org_id, principal.app_id)
     return principal
-
-
-_ROUTE_CHECKS: dict[int, bool] = {}
-
-
-def _checks_revocation(request: Request) -> bool:
-    """Whether the route's own unit of work checks revocation in its first statement (then we need not)."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return False
-    key = id(route)
-    if key not in _ROUTE_CHECKS:
-        stack, found = [dependant], False
-        while stack and not found:
-            dep = stack.pop()
-            found = bool(getattr(dep.call, "checks_revocation", False))
-            stack.extend(dep.dependencies)
-        _ROUTE_CHECKS[key] = found
-    return _ROUTE_CHECKS[key]
 
 
 async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]) -> Principal:

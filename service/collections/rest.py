@@ -36,11 +36,8 @@ async def unit_of_work(
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
     ctx = request.app.state.ctx
-    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+    async with work(ctx.engine, who, ctx.tokens.revocations) as conn:
         yield conn  # the request's audit row commits with its writes
-
-
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
@@ -165,7 +162,8 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
 
 
-def collection_router(coll: Collection) -> APIRouter:
+def collection_router(coll: Collection) -> tuple[APIRouter, FastRead]:
+    """The collection's router, and the declaration of its read route's fast path (``fastread.ReadFastPath``)."""
     router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
     Creator = Annotated[Principal, needs(coll.resource, "c")]
     Reader = Annotated[Principal, needs(coll.resource, "r")]
@@ -228,9 +226,10 @@ def collection_router(coll: Collection) -> APIRouter:
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
     # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
-    router.fast_read = FastRead(  # type: ignore[attr-defined]
+    fast_read = FastRead(
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
+        unit_of_work=unit_of_work,
     )
 
     async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
@@ -277,7 +276,7 @@ def collection_router(coll: Collection) -> APIRouter:
         response_class=Response,
         operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
     )
-    return router
+    return router, fast_read
 
 
 def record_links(coll: Collection) -> dict[str, Any]:
@@ -325,5 +324,6 @@ def _rename(endpoint: Any, path_id: str) -> Any:
 
     renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     renamed.__name__ = endpoint.__name__
+    renamed.__wrapped__ = endpoint  # type: ignore[attr-defined]
     return renamed
 
