@@ -204,6 +204,8 @@ class TokenService:
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         key = principal.revocation
+        if key is not None and self.revocations.known_good(key):
+            await self.revocations.catch_up()  # a notification already received is applied before trusting it
         if key is not None and not self.revocations.known_good(key):
             generation = self.revocations.generation
             if await self.is_revoked(*key):
