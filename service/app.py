@@ -33,7 +33,7 @@ from service.fhir.export_runner import ExportRunner
 from service.fhir.routes import fhir_router
 from service.graphql import graphql_router
 from service.http import JSONOut
-from service.logs import configure_logging
+from service.logs import ACCESS, configure_access_log, configure_logging
 from service.methods import MethodNotAllowedMiddleware
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from service.migrate import head_revision
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     in-memory exporter); with neither, tracing is off and OpenTelemetry is not imported."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    configure_access_log(settings.access_log_sample, settings.access_log_flush_seconds)
     if not settings.database_url:
         from service.lifecycle import prepare_database
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
         try:
             yield
         finally:
+            ACCESS.flush()
             await revocations.stop()
             if tracing is not None:
                 tracing.shutdown()
