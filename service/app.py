@@ -27,7 +27,7 @@ from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
-from service.domain import ingest
+from service.domain import measurement_batch
 from service.domain.registry import COLLECTIONS
 from service.fhir.export_runner import ExportRunner
 from service.fhir.routes import fhir_router
@@ -151,10 +151,10 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None) -
     app.include_router(discovery.router)
     app.include_router(oauth.router)
     app.include_router(authorize.router)
-    app.include_router(ingest.router)
     app.include_router(changes.router)
     app.include_router(bulk.router)
-    collection_routers = [collection_router(coll) for coll in COLLECTIONS]
+    batches = {b.collection.name: b for b in (measurement_batch.BATCH,)}  # batch use cases, by collection
+    collection_routers = [collection_router(coll, batches.get(coll.name)) for coll in COLLECTIONS]
     for router, _ in collection_routers:
         app.include_router(router)
     app.include_router(history_router(COLLECTIONS))

@@ -162,9 +162,29 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
 
 
-def collection_router(coll: Collection) -> tuple[APIRouter, FastRead]:
-    """The collection's router, and the declaration of its read route's fast path (``fastread.ReadFastPath``)."""
+def batch_route(router: APIRouter, coll: Collection, batch: Any) -> None:
+    """``POST /v1/<collection>/batch``: a batch use case (``domain.measurement_batch.BatchUseCase``) on the
+    collection's router, in the request's one unit of work, with idempotency keys as every create has them."""
+    Creator = Annotated[Principal, needs(coll.resource, "c")]
+
+    async def post_batch(body: batch.body, who: Creator, db: Db, request: Request,  # type: ignore[name-defined]
+                         idempotency_key: IdempotencyKeyHeader = None) -> Response:
+        async def run() -> Response:
+            return JSONOut({"results": await batch.run(db, who, body)}, headers=NO_STORE)
+
+        return await idempotent(request, db, who, run, client_ids=lambda _response: batch.client_ids(body))
+
+    router.add_api_route("/batch", post_batch, methods=["POST"], response_model=batch.out,
+                         operation_id=f"create_{coll.name}_batch", summary=batch.summary,
+                         responses=problems(400, 401, 403, 409, 413, 415, 422))
+
+
+def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, FastRead]:
+    """The collection's router (with ``batch``'s route when the collection has a batch use case), and the
+    declaration of its read route's fast path (``fastread.ReadFastPath``)."""
     router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
+    if batch is not None:
+        batch_route(router, coll, batch)
     Creator = Annotated[Principal, needs(coll.resource, "c")]
     Reader = Annotated[Principal, needs(coll.resource, "r")]
     Searcher = Annotated[Principal, needs(coll.resource, "s")]
