@@ -9,10 +9,12 @@ message can quote the row it refused).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import sys
 import traceback
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -101,6 +103,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     return handler
 
 
+_ACCESS_LOGGER = logging.getLogger("service.access")
+
+
 class AccessLog:
     """One JSON line per request, made cheap on the hot path (issue 25).
 
@@ -133,7 +138,7 @@ class AccessLog:
             self._count += 1
             if self._every > 1 and self._count % self._every:
                 return
-        if logging.getLogger("service.access").getEffectiveLevel() > logging.INFO and not error:
+        if not error and not _ACCESS_LOGGER.isEnabledFor(logging.INFO):
             return
         self._pending.append(orjson.dumps({
             "method": method, "path": path, "status": status, "duration_ms": duration_ms, "app_id": app_id,
@@ -145,8 +150,6 @@ class AccessLog:
             self.flush()
         elif self._timer is None:
             try:
-                import asyncio
-
                 self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self.flush)
             except RuntimeError:  # no loop (a synchronous caller): at once
                 self.flush()
@@ -168,8 +171,6 @@ class AccessLog:
 
 
 def _now_iso() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
