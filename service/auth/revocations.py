@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import weakref
 from typing import Any
 
 import asyncpg
@@ -34,6 +36,18 @@ HEALTH_SECONDS = 5.0  # the listener's connection is probed this often (a silent
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 Key = tuple[str, str, str]  # (jti, client_id, grant_id or ""): the arguments of token_revoked()
+SUSPEND_SECONDS = 2.0
+
+_IN_THIS_PROCESS: weakref.WeakSet[Revocations] = weakref.WeakSet()
+
+
+def revoking() -> None:
+    """Called by this process's code just before it writes a revocation (a grant, a link, a token): every
+    revocation cache of the process forgets what it knows and remembers nothing for ``SUSPEND_SECONDS`` (every check
+    asks the database), so this process refuses the token from the commit on without waiting for the notification,
+    which then clears what others remembered."""
+    for revocations in list(_IN_THIS_PROCESS):
+        revocations.suspend(SUSPEND_SECONDS)
 
 
 class Revocations:
@@ -47,6 +61,8 @@ class Revocations:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._stopping = False
+        self._suspended_until = 0.0
+        _IN_THIS_PROCESS.add(self)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Revocations:
@@ -71,11 +87,15 @@ class Revocations:
 
     def remember(self, key: Key, generation: int) -> None:
         """``key`` was found not revoked by a query started at ``generation``."""
-        if not self.live or generation != self.generation:
+        if not self.live or generation != self.generation or time.monotonic() < self._suspended_until:
             return
         if len(self._ok) >= MAX_KEYS:
             self._ok.clear()
         self._ok.add(key)
+
+    def suspend(self, seconds: float) -> None:
+        self._suspended_until = time.monotonic() + seconds
+        self.forget()
 
     def forget(self) -> None:
         self.generation += 1

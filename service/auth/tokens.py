@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth.assertions import AssertionError_, unverified_parts
 from service.auth.external import ExternalIssuers
 from service.auth.principal import Principal
-from service.auth.revocations import Revocations
+from service.auth.revocations import Revocations, revoking
 from service.auth.scopes import ScopeError, parse_scopes
 from service.db import tenant_transaction
 from service.errors import Unauthenticated
@@ -219,6 +219,7 @@ class TokenService:
         if not who.token_id or who.issuer != self.settings.issuer:
             return
         since = self.revocations.generation
+        revoking()
         async with tenant_transaction(self.keys.engine, who.org_id) as conn:
             await conn.execute(text("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 hour'"))
             await conn.execute(
