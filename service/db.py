@@ -154,7 +154,7 @@ def refusals() -> Iterator[None]:
 
 @asynccontextmanager
 async def tenant_transaction(
-    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None, token: tuple[str, str] | None = None
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None, token: Token | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """A transaction bound to the tenant (see ``set_tenant``); a write the database refuses is a ``WriteRefused``."""
     with refusals():
