@@ -120,5 +120,7 @@ def transactions(group: list[Statement]) -> list[list[Statement]]:
 
 
 def is_background(tx: list[Statement]) -> bool:
-    """The webhook dispatcher's poll: it runs on its own timer in the service process, not for a request."""
-    return any("webhook_claim(" in st.sql for st in tx)
+    """What runs on its own timer in the service process, not for a request: the webhook dispatcher's poll, the
+    bulk export runner's claim, the revocation listener's subscription and its connection probe."""
+    return any("webhook_claim(" in st.sql or "bulk_export_claim(" in st.sql for st in tx) or all(
+        st.sql.strip().rstrip(";") in ("SELECT 1", "LISTEN revocation", 'LISTEN "revocation"') for st in tx)

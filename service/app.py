@@ -28,12 +28,13 @@ from service.api.ratelimit import FailedAttempts, TokenBucketLimiter, make_limit
 from service.audit import rest as audit_rest
 from service.auth import app_links_rest, authorize_rest, discovery_rest, oauth_rest
 from service.auth.keycrypt import AtRest
+from service.auth.revocations import Revocations
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.registry import Collection
 from service.collections.rest import collection_router, history_router
 from service.db import make_engine
-from service.domain import ingest
+from service.domain import measurement_batch
 from service.domain.registry import COLLECTIONS
 from service.fhir.export_runner import ExportRunner
 from service.fhir.rest import fhir_router
@@ -43,7 +44,7 @@ from service.progress.rest import router as progress_router
 from service.settings import Settings
 from service.sync import bulk_rest, changes_rest
 from service.telemetry import metrics
-from service.telemetry.logs import configure_logging
+from service.telemetry.logs import ACCESS, configure_access_log, configure_logging
 from service.webhooks import rest as webhooks_rest
 from service.webhooks.dispatcher import Dispatcher
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     REST collections served (the registry's; a test adds one of its own to prove docs/adding-a-collection.md)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    configure_access_log(settings.access_log_sample, settings.access_log_flush_seconds)
     if not settings.database_url:
         from service.ops.lifecycle import prepare_database
 
@@ -101,7 +103,10 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
         await ensure_signing_key(engine, at_rest.signing_keys)
         await keys.load()
         keys.require_current()
-        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys, tokens=TokenService(keys, settings),
+        revocations = Revocations.from_settings(settings)
+        await revocations.start()
+        app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys,
+                                   tokens=TokenService(keys, settings, revocations),
                                    read_engine=read_engine, at_rest=at_rest,
                                    limiter=make_limiter(settings.rate_limit_requests,
                                                         settings.rate_limit_window_seconds,
@@ -123,6 +128,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
         try:
             yield
         finally:
+            ACCESS.flush()
+            await revocations.stop()
             if tracing is not None:
                 tracing.shutdown()
             if exports is not None:
@@ -150,11 +157,11 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     app.include_router(discovery_rest.router)
     app.include_router(oauth_rest.router)
     app.include_router(authorize_rest.router)
-    app.include_router(ingest.router)
     app.include_router(changes_rest.router)
     app.include_router(bulk_rest.router)
-    collection_routers = [collection_router(coll) for coll in collections]
-    for router in collection_routers:
+    batches = {b.collection.name: b for b in (measurement_batch.BATCH,)}  # batch use cases, by collection
+    collection_routers = [collection_router(coll, batches.get(coll.name)) for coll in collections]
+    for router, _ in collection_routers:
         app.include_router(router)
     app.include_router(history_router(list(collections)))
     app.include_router(webhooks_rest.router)
@@ -166,8 +173,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
     # just above the router, the direct path of the hottest read (GET /v1/<collection>/<id>).
-    # fast_read: attached to each collection router by collection_router (APIRouter declares no such attribute).
-    app.add_middleware(ReadFastPath, reads=[r.fast_read for r in collection_routers])  # type: ignore[attr-defined]
+    app.add_middleware(ReadFastPath, reads=[read for _, read in collection_routers])
     app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,6 +25,8 @@ TENANT_SQL = text(
     "SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true), "
     "token_revoked(:jti, :app, :grant)"
 )
+# Without a token to check (known not revoked, or none): the tenant only.
+TENANT_ONLY_SQL = text("SELECT set_config('app.org_id', :org, true), set_config('app.patient_id', :patient, true)")
 # The same statement as the driver receives it (SQLAlchemy renders TENANT_SQL to exactly this text).
 TENANT_SQL_DRIVER = (
     "SELECT set_config('app.org_id', $1, true), set_config('app.patient_id', $2, true), token_revoked($3, $4, $5)"
@@ -85,8 +87,11 @@ async def set_tenant(
     link revoked (index lookups in ``token_revoked()``, no extra round trip), and refuses it if so.
     """
     params = _tenant_params(org_id, patient_id, token)
+    if token is None:
+        await conn.execute(TENANT_ONLY_SQL, {"org": params["org"], "patient": params["patient"]})
+        return
     row = (await conn.execute(TENANT_SQL, params)).one()
-    if token and row[2]:
+    if row[2]:
         _revoked()
 
 
@@ -95,6 +100,26 @@ def _tenant_params(org_id: UUID | None, patient_id: UUID | None, token: Token | 
         "org": str(org_id) if org_id else "", "patient": str(patient_id) if patient_id else "",
         "jti": token[0] if token else "", "app": token[1] if token else "", "grant": token[2] if token else "",
     }
+
+
+def begin_script(org_id: UUID | None, patient_id: UUID | None) -> str:
+    """``BEGIN`` and the tenant in one simple-query round trip (no parameters: the two values are UUIDs, written
+    by ``str(UUID)``, so the literals hold only hex digits and dashes)."""
+    org = str(UUID(str(org_id))) if org_id else ""
+    patient = str(UUID(str(patient_id))) if patient_id else ""
+    return (f"BEGIN; SELECT set_config('app.org_id', '{org}', true), "
+            f"set_config('app.patient_id', '{patient}', true);")
+
+
+def literal(value: str) -> str:
+    """``value`` as a dollar-quoted SQL literal whose tag does not occur in it: no escaping, whatever the server's
+    ``standard_conforming_strings``; refused if it holds a NUL (PostgreSQL text cannot)."""
+    if "\x00" in value:
+        raise ValueError("a SQL literal cannot hold NUL")
+    tag = "$l$"
+    while tag in value:
+        tag = f"$l{uuid4().hex[:8]}$"
+    return f"{tag}{value}{tag}"
 
 
 def _revoked() -> None:
@@ -156,14 +181,17 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
 
 @asynccontextmanager
 async def driver_transaction(
-    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: Token | None = None
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: Token | None = None,
+    before_commit: Callable[[], str | None] | None = None, after_commit: Callable[[], None] | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """``engine.begin()`` + ``set_tenant`` with the transaction run on the asyncpg connection itself.
 
-    The same statements reach PostgreSQL (``BEGIN;``, the tenant ``set_config`` with the revocation check,
-    then ``COMMIT;`` or ``ROLLBACK;``), on a connection of the same pool, as the same role, so isolation
-    and row-level security are exactly those of ``engine.begin()``; what is skipped is SQLAlchemy's
-    transaction and execution layers (greenlets, statement cache keys, result objects).
+    The same work reaches PostgreSQL in fewer round trips: ``BEGIN;`` and the tenant ``set_config`` as one simple
+    query (with the revocation check, when the token is not known good, as the extended statement after it), and,
+    at the end, ``before_commit()``'s statements (the audit row) and ``COMMIT;`` as one simple query. A failure
+    of the script stops it before COMMIT, and the transaction is rolled back. Same pool, same role, same
+    isolation and row-level security as ``engine.begin()``; what is skipped is SQLAlchemy's transaction and
+    execution layers (greenlets, statement cache keys, result objects).
 
     Only for code that sends every statement through ``driver(conn)`` (``CompiledRead``, the audit insert):
     SQLAlchemy does not know of this transaction, so a ``conn.execute`` inside it fails loudly (asyncpg
@@ -172,13 +200,28 @@ async def driver_transaction(
     async with engine.connect() as conn:
         raw = await driver(conn)
         try:
-            await raw.execute("BEGIN;")
-            row = await raw.fetchrow(TENANT_SQL_DRIVER, *_tenant_params(org_id, patient_id, token).values())
-            assert row is not None, "a SELECT without FROM returns its one row"
-            if token and row[2]:
-                _revoked()
+            if token is None:
+                await raw.execute(begin_script(org_id, patient_id))
+            else:
+                await raw.execute("BEGIN;")
+                row = await raw.fetchrow(TENANT_SQL_DRIVER, *_tenant_params(org_id, patient_id, token).values())
+                assert row is not None, "a SELECT without FROM returns its one row"
+                if row[2]:
+                    _revoked()
             yield conn
-            await raw.execute("COMMIT;")
+            script = before_commit() if before_commit is not None else None
+            if script is None:
+                await raw.execute("COMMIT;")
+            else:
+                try:
+                    await raw.execute(f"{script};\nCOMMIT;")
+                except asyncpg.InFailedSQLTransactionError:
+                    # A statement of the body failed and was answered (nothing commits, as a COMMIT would roll
+                    # it back): the request's audit row is written after the response (``AuditTrail.finish``).
+                    await raw.execute("ROLLBACK;")
+                    return
+            if after_commit is not None:
+                after_commit()
         except BaseException:
             await _rollback(conn, raw)
             raise

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="postgresql+asyncpg://... of a read replica (same non-owner role); used by bulk export. "
         "Unset: everything uses DATABASE_URL",
     )
+    revocation_cache: bool = Field(
+        default=True, description="Remember tokens found not revoked, forgotten whenever the database announces a "
+        "revocation (LISTEN/NOTIFY); off, or with DB_STATEMENT_CACHE_SIZE set (PgBouncer), every request asks")
     db_statement_cache_size: int | None = Field(
         default=None,
         description="asyncpg prepared-statement cache size; 0 behind PgBouncer in transaction mode (also gives "
@@ -141,6 +144,12 @@ class Settings(BaseSettings):
     rate_limit_storage_url: str | None = Field(
         default=None, description="redis://host:port/db: one quota shared by every instance; unset: per instance")
     log_level: str = "INFO"
+    access_log_sample: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of successful requests (status < 400) given an access line; "
+        "every refused or failed request has its line whatever this says")
+    access_log_flush_seconds: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="Access lines of successful requests are written in batches at "
+        "most this old (0: each at once); an error's line is written at once, with the batch before it")
     log_sql: bool = False
 
     link_code_ttl_hours: int = Field(default=72, ge=1, le=72, description="App links expire after this long")

@@ -65,32 +65,12 @@ async def authenticate(request: Request, token: Annotated[str | None, Depends(be
     if token is None:
         raise Unauthenticated("A bearer token is required", error=None)
     tokens: TokenService = request.app.state.ctx.tokens
-    principal = await tokens.verify(token, check_revocation=not _checks_revocation(request))
+    principal = await tokens.verify(token)
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
     if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.api.middleware)
         request.state.ratelimit = await limiter.enforce(principal.org_id, principal.app_id)
     return principal
-
-
-_ROUTE_CHECKS: dict[int, bool] = {}
-
-
-def _checks_revocation(request: Request) -> bool:
-    """Whether the route's own unit of work checks revocation in its first statement (then we need not)."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return False
-    key = id(route)
-    if key not in _ROUTE_CHECKS:
-        stack, found = [dependant], False
-        while stack and not found:
-            dep = stack.pop()
-            found = bool(getattr(dep.call, "checks_revocation", False))
-            stack.extend(dep.dependencies)
-        _ROUTE_CHECKS[key] = found
-    return _ROUTE_CHECKS[key]
 
 
 async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, Depends(authenticate)]) -> Principal:
@@ -117,11 +97,8 @@ async def unit_of_work(
     """One transaction per request, bound to the caller's organization (and patient), committed
     before the response is sent."""
     ctx = request.app.state.ctx
-    async with work(ctx.engine, who, ctx.tokens.revocation_key(who)) as conn:
+    async with work(ctx.engine, who, ctx.tokens.revocations) as conn:
         yield conn  # the request's audit row commits with its writes
-
-
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.api.dependencies.authenticate
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]

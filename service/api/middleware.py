@@ -10,9 +10,9 @@ import structlog
 from service.api.http import dumps
 from service.audit import service as audit
 from service.errors import PROBLEM_BASE, PayloadTooLarge
+from service.telemetry.logs import ACCESS
 
 Scope = dict[str, Any]
-access_log = structlog.get_logger("service.access")
 
 
 class RequestContextMiddleware:
@@ -63,9 +63,10 @@ class RequestContextMiddleware:
             if ctx is not None:
                 await trail.finish(ctx.engine, status)
             who = trail.principal
-            access_log.info("request", method=scope["method"], path=trail.path, status=status,
-                            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                            app_id=who.app_id if who else None, org_id=str(who.org_id) if who else None)
+            ACCESS.line(method=scope["method"], path=trail.path, status=status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                        app_id=who.app_id if who else None, org_id=str(who.org_id) if who else None,
+                        request_id=request_id)
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -25,7 +25,7 @@ import structlog
 
 from service.errors import TooManyRequests
 
-log = structlog.get_logger("service.ratelimit")
+log = structlog.get_logger("service.api.ratelimit")
 
 POLICY = "perapp"
 MAX_BUCKETS = 100_000

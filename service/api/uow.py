@@ -1,6 +1,12 @@
 """The unit of work: one transaction per request (REST) or GraphQL operation (a query; each mutation field), bound
 to the principal's organization and patient (the row-level security keys), whose audit row is written in the same
-transaction just before it commits, so what was read or written and its audit row commit together."""
+transaction just before it commits, so what was read or written and its audit row commit together.
+
+Every unit of work checks that the principal's token is not revoked (``Principal.revocation``): from memory when
+this process's revocation listener knows it is not (``service.auth.revocations``), else in the transaction's first
+statement (``token_revoked()`` beside the tenant's ``set_config``, no extra round trip). There is no way to open
+one without that check.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,42 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.db import Token, driver_transaction, tenant_transaction
+from service.auth.revocations import Key, Revocations
+from service.db import driver_transaction, tenant_transaction
+
+
+def _to_check(who: Principal, revocations: Revocations) -> tuple[Key | None, int]:
+    """The revocation key to ask the database about (None: known not revoked, or nothing to revoke), and the
+    listener's generation before asking (``Revocations.remember``)."""
+    key = who.revocation
+    return (None if revocations.known_good(key) else key), revocations.generation
 
 
 @asynccontextmanager
-async def unit_of_work(engine: AsyncEngine, who: Principal,
-                       token: Token | None = None) -> AsyncIterator[AsyncConnection]:
-    """``db.tenant_transaction``: the tenant set (and, given the token's revocation key, the revocation check in the
-    same statement), a write the database refuses a ``WriteRefused``; the audit trail flushed before COMMIT."""
-    async with tenant_transaction(engine, who.org_id, who.patient_id, token) as conn:
+async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocations) -> AsyncIterator[AsyncConnection]:
+    """``db.tenant_transaction`` with the revocation check; a write the database refuses is a ``WriteRefused``;
+    the audit trail flushed before COMMIT."""
+    key, generation = _to_check(who, revocations)
+    async with tenant_transaction(engine, who.org_id, who.patient_id, key) as conn:
+        if key is not None:
+            revocations.remember(key, generation)
         yield conn
         await audit.flush(conn, who)
 
 
 @asynccontextmanager
 async def driver_unit_of_work(engine: AsyncEngine, who: Principal,
-                              token: Token | None = None) -> AsyncIterator[AsyncConnection]:
+                              revocations: Revocations) -> AsyncIterator[AsyncConnection]:
     """The same on the asyncpg connection itself (``db.driver_transaction``): for work whose every statement goes
-    through ``db.driver`` (compiled reads, the audit insert)."""
-    async with driver_transaction(engine, who.org_id, who.patient_id, token) as conn:
+    through ``db.driver`` (compiled reads, the audit insert). BEGIN and the tenant go in one round trip, the audit
+    row and COMMIT in another."""
+    key, generation = _to_check(who, revocations)
+    trail = audit.current()
+    async with driver_transaction(
+        engine, who.org_id, who.patient_id, key,
+        before_commit=(lambda: trail.commit_script(who)) if trail is not None else None,
+        after_commit=trail.committed if trail is not None else None,
+    ) as conn:
+        if key is not None:
+            revocations.remember(key, generation)
         yield conn
-        await audit.flush(conn, who)

@@ -34,7 +34,7 @@ from service.api import cursors
 from service.api.http import dumps
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.db import driver
+from service.db import driver, literal
 from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
@@ -150,18 +150,22 @@ class AuditTrail:
             for rtype, entry in items
         ]
 
-    async def insert(self, conn: AsyncConnection, status: int | None) -> None:
+    def _statement(self, status: int | None) -> tuple[str, str]:
         rows = self.rows(status)
         # A request refused before its organization was known (no valid token) leaves an anonymous row, through
         # the one function that may write a row without an organization (migration 0010).
         sql = _INSERT if self.principal is not None else _ANONYMOUS
-        await (await driver(conn)).execute(sql, dumps([
+        return sql, dumps([
             {"org_id": r["org"], "app_id": r["app"], "subject": r["subject"], "action": r["action"],
              "resource_type": r["type"], "resource_ids": r["ids"], "client_ids": r["clients"],
              "outcome": r["outcome"], "status_code": r["status"], "request_id": r["request_id"],
              "remote_addr": r["remote"], "method": r["method"], "path": r["path"]}
             for r in rows
-        ]).decode())
+        ]).decode()
+
+    async def insert(self, conn: AsyncConnection, status: int | None) -> None:
+        sql, rows = self._statement(status)
+        await (await driver(conn)).execute(sql, rows)
         self.touched = {}
 
     async def flush(self, conn: AsyncConnection, who: Any) -> None:
@@ -178,6 +182,20 @@ class AuditTrail:
             # commit, so nothing it wrote needs this row; ``finish`` records the request instead.
             return
         self.flushed = True
+
+    def commit_script(self, who: Any) -> str | None:
+        """``flush`` as SQL text to send with the COMMIT in one round trip (``db.driver_transaction``): the same
+        INSERT, its one parameter a dollar-quoted literal. ``committed`` once the COMMIT succeeded."""
+        self.principal = who
+        if not self.touched:
+            return None
+        sql, rows = self._statement(None)
+        return sql.replace("$1", literal(rows))
+
+    def committed(self) -> None:
+        if self.touched:
+            self.touched = {}
+            self.flushed = True
 
     async def finish(self, engine: AsyncEngine, status: int) -> None:
         """After the response: write what no transaction wrote, and any refusal of tenant data."""

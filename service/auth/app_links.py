@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import service as audit
 from service.auth.apps import hash_secret
 from service.auth.principal import Principal
+from service.auth.revocations import revoking
 from service.auth.scopes import required_scope
 from service.collections import service
 from service.collections.registry import owner
@@ -122,6 +123,7 @@ async def revoke(conn: AsyncConnection, who: Principal, client_id: UUID, link_id
     issued through it is refused from this commit on, on every path and every instance."""
     clinician_only(who, "u")
     await _live_client(conn, who, client_id)
+    revoking()
     row = (await conn.execute(
         text("UPDATE app_links SET revoked_at = coalesce(revoked_at, now()) "
              "WHERE org_id = :org AND client_id = :client AND id = :id RETURNING id"),

@@ -35,6 +35,7 @@ from service.api.http import JSONOut
 from service.auth.apps import hash_secret
 from service.auth.keycrypt import sealed_by
 from service.auth.protocol import TOKEN_HEADERS, OAuthError, find_app, invalid_client, invalid_grant
+from service.auth.revocations import revoking
 from service.auth.scopes import ScopeError, grant_for_link, is_narrowing, parse_scopes
 from service.auth.tokens import KEY_RELOAD_SECONDS
 from service.collections.types import uuid7
@@ -106,6 +107,7 @@ async def _in_tenant(request: Request, org_id: UUID, work: Callable[[AsyncConnec
 
 
 async def revoke_grant(conn: AsyncConnection, grant_id: UUID, reason: str) -> None:
+    revoking()
     await conn.execute(_REVOKE_GRANT, {"id": grant_id, "reason": reason})
 
 
@@ -248,6 +250,7 @@ async def revoke_for_public_app(request: Request, form: dict[str, str]) -> None:
         raise OAuthError("invalid_request", "The token parameter is required")
     token_hash = hash_secret(token)
     if await secret_org(request, token_hash) == app.org_id:
+        revoking()
         async with tenant_transaction(request.app.state.ctx.engine, app.org_id) as conn:
             await conn.execute(
                 text("UPDATE app_grants g SET revoked_at = coalesce(g.revoked_at, now()), "

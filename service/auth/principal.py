@@ -19,6 +19,9 @@ class Principal:
     expires_at: int = 0
     issuer: str | None = None
     grant_id: str | None = None  # the app-link grant a patient app's token came through (revocable as a family)
+    # (jti, client_id, grant_id or ""): what token_revoked() is asked about this token; None for a token this
+    # service did not issue (an external issuer's: nothing of ours can revoke it). Set by TokenService.
+    revocation: tuple[str, str, str] | None = None
 
     def allows(self, resource: str, perm: str) -> bool:
         """Patient-context scopes count only for patient-bound tokens, whose rows are then limited."""

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth.assertions import AssertionError_, unverified_parts
 from service.auth.external import ExternalIssuers
 from service.auth.principal import Principal
+from service.auth.revocations import Revocations, revoking
 from service.auth.scopes import ScopeError, parse_scopes
-from service.db import Token, tenant_transaction
+from service.db import tenant_transaction
 from service.errors import Unauthenticated
 from service.settings import Settings
 
@@ -150,9 +151,10 @@ REVOKED_SQL = text("SELECT token_revoked(:jti, :app, :grant)")
 
 
 class TokenService:
-    def __init__(self, keys: KeyStore, settings: Settings) -> None:
+    def __init__(self, keys: KeyStore, settings: Settings, revocations: Revocations | None = None) -> None:
         self.keys = keys
         self.settings = settings
+        self.revocations = revocations or Revocations(None, enabled=False)
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.external = ExternalIssuers(settings.external_issuers, allow_private=settings.jwks_allow_private_targets)
 
@@ -183,14 +185,14 @@ class TokenService:
         token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
         return token, ttl
 
-    async def verify(self, token: str, *, check_revocation: bool = True) -> Principal:
+    async def verify(self, token: str) -> Principal:
         """The principal of a valid, unrevoked token, or Unauthenticated.
 
-        Signature and claims checks are cached for a few seconds per token; revocation is not: every
-        call asks the database (one primary-key lookup through ``token_revoked()``), so a token revoked
-        on any instance is refused at once on all of them. A caller that runs the check itself, folded
-        into its transaction's first statement (``set_tenant(..., token)``), passes
-        ``check_revocation=False`` and saves the round trip.
+        Signature and claims checks are cached for a few seconds per token. Revocation is checked on every call:
+        in memory when this process's revocation listener knows the token is not revoked (``Revocations``: what
+        it knows is forgotten whenever any instance revokes anything), else by asking the database (one
+        primary-key lookup through ``token_revoked()``); so a token revoked on any instance is refused at once on
+        all of them. The unit of work checks again, the same way, in its first statement.
         """
         now = time.time()
         hit = self._cache.get(token)
@@ -201,23 +203,23 @@ class TokenService:
             self._cache[token] = (min(now + CACHE_SECONDS, principal.expires_at), principal)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        key = self.revocation_key(principal)
-        if check_revocation and key and await self.is_revoked(*key):
-            self._cache.pop(token, None)
-            raise Unauthenticated("The token has been revoked (or its app disabled)")
+        key = principal.revocation
+        if key is not None and self.revocations.known_good(key):
+            await self.revocations.catch_up()  # a notification already received is applied before trusting it
+        if key is not None and not self.revocations.known_good(key):
+            generation = self.revocations.generation
+            if await self.is_revoked(*key):
+                self._cache.pop(token, None)
+                raise Unauthenticated("The token has been revoked (or its app disabled)")
+            self.revocations.remember(key, generation)
         return principal
-
-    def revocation_key(self, who: Principal) -> Token | None:
-        """(jti, client_id, grant_id) under which revocation of the token, of its app, or of the app-link grant
-        it came through (the grant or its link) is recorded (our tokens only)."""
-        if who.issuer != self.settings.issuer:
-            return None
-        return who.token_id or "", who.app_id, who.grant_id or ""
 
     async def revoke(self, who: Principal) -> None:
         """Revoke one of our access tokens (RFC 7009): refused from this commit on, by every instance."""
         if not who.token_id or who.issuer != self.settings.issuer:
             return
+        since = self.revocations.generation
+        revoking()
         async with tenant_transaction(self.keys.engine, who.org_id) as conn:
             await conn.execute(text("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 hour'"))
             await conn.execute(
@@ -225,6 +227,7 @@ class TokenService:
                      "VALUES (:jti, :org, :cid, to_timestamp(:exp)) ON CONFLICT (jti) DO NOTHING"),
                 {"jti": who.token_id, "org": who.org_id, "cid": who.app_id, "exp": who.expires_at},
             )
+        await self.revocations.heard(since)  # answered once this process's listener has heard it (as every one will)
 
     async def is_revoked(self, jti: str, client_id: str, grant_id: str) -> bool:
         async with self.keys.engine.connect() as conn:
@@ -276,6 +279,7 @@ class TokenService:
             expires_at=int(claims["exp"]),
             issuer=str(claims["iss"]),
             grant_id=grant_id,
+            revocation=(str(claims.get("jti") or ""), str(claims["client_id"]), grant_id or ""),
         )
 
     def _decode(self, token: str) -> dict[str, Any]:

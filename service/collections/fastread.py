@@ -34,7 +34,7 @@ from uuid import UUID
 from fastapi import Request, Response
 from fastapi.security import SecurityScopes
 
-from service.api.dependencies import authenticate, authorize, bearer_token
+from service.api.dependencies import authenticate, authorize, bearer, bearer_token
 from service.api.problems import domain_problem
 from service.api.uow import driver_unit_of_work
 from service.auth.principal import Principal
@@ -46,14 +46,43 @@ _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 
 @dataclass(frozen=True)
 class FastRead:
-    """What the collection router declares for its read route, so that this path calls the same pieces."""
+    """What the collection router declares for its read route, so that this path calls the same pieces.
+
+    ``unit_of_work`` is the route's own unit-of-work dependency; this path runs its driver twin
+    (``uow.driver_unit_of_work``: the same transaction, tenant, revocation check and audit row on the asyncpg
+    connection). ``check`` (run by ``ReadFastPath`` when the app is built) proves that the route's dependencies are
+    exactly the ones declared here, and its endpoint the declared one: a dependency added to the route and not to
+    this path stops the app from starting.
+    """
 
     coll: Collection
-    route: Any  # the APIRoute: put in scope["route"] as FastAPI does (metrics label by it; auth reads it)
+    route: Any  # the APIRoute: put in scope["route"] as FastAPI does (metrics label by it)
     scopes: SecurityScopes  # the route's Security scopes
     include: Callable[[str | None], Awaitable[list[str]]]  # the route's ?include= dependency
     include_max_length: int  # its Query(max_length=...): longer values go to FastAPI for its 422
     endpoint: Callable[..., Awaitable[Response]]  # the route's endpoint: (record_id, who, db, include)
+    unit_of_work: Callable[..., Any]  # the route's unit-of-work dependency
+
+    def dependencies(self) -> set[Any]:
+        """What this path calls in the route's place, as FastAPI would name them."""
+        return {bearer, authenticate, authorize, self.unit_of_work, self.include}
+
+    def check(self) -> None:
+        found: set[Any] = set()
+        stack = list(self.route.dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            found.add(dep.call)
+            stack.extend(dep.dependencies)
+        declared = self.dependencies()
+        if found != declared:
+            raise AssertionError(f"the fast read of /v1/{self.coll.name} does not run its route's dependencies: "
+                                 f"route only {found - declared}, fast path only {declared - found}")
+        if getattr(self.route.endpoint, "__wrapped__", self.route.endpoint) is not self.endpoint:
+            raise AssertionError(f"the fast read of /v1/{self.coll.name} does not run its route's endpoint")
+        scoped = [d for d in self.route.dependant.dependencies if d.call is authorize]
+        if [list(d.own_oauth_scopes or []) for d in scoped] != [self.scopes.scopes]:
+            raise AssertionError(f"the fast read of /v1/{self.coll.name} does not check its route's scopes")
 
 
 class ReadFastPath:
@@ -62,6 +91,8 @@ class ReadFastPath:
     def __init__(self, app: Any, reads: Iterable[FastRead]) -> None:
         self.app = app
         self.reads = {f"/v1/{read.coll.name}": read for read in reads}
+        for read in self.reads.values():
+            read.check()  # at startup: the fast path runs exactly its route's dependencies
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -90,7 +121,7 @@ async def _serve(read: FastRead, record_id: UUID, include: str | None, request: 
     who: Principal = await authenticate(request, bearer_token(request.headers.get("authorization")))
     await authorize(read.scopes, who)
     ctx = request.app.state.ctx
-    async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocation_key(who)) as db:
+    async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocations) as db:
         names = await read.include(include)
         return await read.endpoint(record_id=record_id, who=who, db=db, include=names)
 

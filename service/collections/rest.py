@@ -14,7 +14,7 @@ from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 
 from service.api import cursors
-from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
+from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems, unit_of_work
 from service.api.http import NO_STORE, JSONOut, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
@@ -124,8 +124,29 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)
 
 
-def collection_router(coll: Collection) -> APIRouter:
+def batch_route(router: APIRouter, coll: Collection, batch: Any) -> None:
+    """``POST /v1/<collection>/batch``: a batch use case (``domain.measurement_batch.BatchUseCase``) on the
+    collection's router, in the request's one unit of work, with idempotency keys as every create has them."""
+    Creator = Annotated[Principal, needs(coll.resource, "c")]
+
+    async def post_batch(body: batch.body, who: Creator, db: Db, request: Request,
+                         idempotency_key: IdempotencyKeyHeader = None) -> Response:
+        async def run() -> Response:
+            return JSONOut({"results": await batch.run(db, who, body)}, headers=NO_STORE)
+
+        return await idempotent(request, db, who, run, client_ids=lambda _response: batch.client_ids(body))
+
+    router.add_api_route("/batch", post_batch, methods=["POST"], response_model=batch.out,
+                         operation_id=f"create_{coll.name}_batch", summary=batch.summary,
+                         responses=problems(400, 401, 403, 409, 413, 415, 422))
+
+
+def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, FastRead]:
+    """The collection's router (with ``batch``'s route when the collection has a batch use case), and the
+    declaration of its read route's fast path (``fastread.ReadFastPath``)."""
     router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
+    if batch is not None:
+        batch_route(router, coll, batch)
     Creator = Annotated[Principal, needs(coll.resource, "c")]
     Reader = Annotated[Principal, needs(coll.resource, "r")]
     Searcher = Annotated[Principal, needs(coll.resource, "s")]
@@ -187,11 +208,11 @@ def collection_router(coll: Collection) -> APIRouter:
         f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
-    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads),
-    # attached to the router (an APIRouter declares no such attribute; read back in service.app).
-    router.fast_read = FastRead(  # type: ignore[attr-defined]
+    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
+    fast_read = FastRead(
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
+        unit_of_work=unit_of_work,
     )
 
     async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
@@ -238,7 +259,7 @@ def collection_router(coll: Collection) -> APIRouter:
         response_class=Response,
         operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
     )
-    return router
+    return router, fast_read
 
 
 def record_links(coll: Collection) -> dict[str, Any]:
@@ -286,5 +307,6 @@ def _rename(endpoint: Any, path_id: str) -> Any:
 
     renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by inspect, FastAPI
     renamed.__name__ = endpoint.__name__
+    renamed.__wrapped__ = endpoint  # type: ignore[attr-defined]
     return renamed
 

@@ -120,12 +120,17 @@ async def open_alerts(conn: AsyncConnection, who: Principal,
     return {a["measurement_id"]: a for a in alerts}
 
 
-async def measurement_after_write(conn: AsyncConnection, who: Principal, writes: Sequence[Written]) -> None:
+async def measurement_after_write(conn: AsyncConnection, who: Principal, writes: Sequence[Written],
+                                  known: dict[Any, dict[str, Any]] | None = None) -> None:
     """Every stored or changed measurement: the alert it opens, in the same transaction, returned with it as
-    ``safety_alert`` (null when none) and added to its ``safety_alert_ids``."""
+    ``safety_alert`` (null when none) and added to its ``safety_alert_ids``. ``known``: markers the caller has
+    already read in this transaction (with their ``instrument``), by id; the others are read here."""
     if not writes:
         return
-    markers = await _markers(conn, who, {w.record["marker_id"] for w in writes})
+    wanted = {w.record["marker_id"] for w in writes}
+    markers = {i: known[i] for i in wanted if i in known} if known else {}
+    if len(markers) < len(wanted):
+        markers.update(await _markers(conn, who, wanted - markers.keys()))
     pending: list[tuple[dict[str, Any], Trigger]] = []
     for w in writes:
         # Moved to another marker: judged as a new measurement of that one (it opens its trigger, if any).

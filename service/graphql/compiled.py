@@ -96,7 +96,7 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
     if all(isinstance(item, str) for _, item in planned):
         return dict(planned)  # nothing to read (``{ __typename }``)
     try:
-        async with driver_unit_of_work(ctx.engine, ctx.who) as conn:
+        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
             data: dict[str, Any] = {}
             for key, item in planned:
                 if isinstance(item, str):

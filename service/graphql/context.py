@@ -25,6 +25,7 @@ class GraphQLContext(BaseContext):
         super().__init__()
         self.who = who
         self.engine = app_ctx.engine
+        self.revocations = app_ctx.tokens.revocations
         self.compiled_responses: bool = app_ctx.settings.graphql_compiled_responses
         self.document: DocumentNode | None = None  # set by compiled.CompiledReads before execution
         self._doc: Doc | None = None
@@ -68,7 +69,7 @@ class GraphQLContext(BaseContext):
 
         @asynccontextmanager
         async def opened() -> AsyncIterator[AsyncConnection]:
-            async with unit_of_work(self.engine, self.who) as conn:
+            async with unit_of_work(self.engine, self.who, self.revocations) as conn:
                 self._conn = conn
                 try:
                     yield conn
@@ -90,7 +91,7 @@ class GraphQLContext(BaseContext):
 
     def unit_of_work(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A mutation field's own unit of work (each commits on its own, as before)."""
-        return unit_of_work(self.engine, self.who)
+        return unit_of_work(self.engine, self.who, self.revocations)
 
 
 def read_field(obj: Any, name: str) -> Any:

@@ -30,7 +30,7 @@ async def test_reading_a_clients_strengths_leaves_one_event_naming_the_reader(ap
     new = after[before:]
     assert len(new) == 1, new
     event = new[0]
-    app_id = (await api.app.state.ctx.tokens.verify(reader_token, check_revocation=False)).app_id
+    app_id = (await api.app.state.ctx.tokens.verify(reader_token)).app_id
     assert event["app_id"] == app_id
     assert event["org_id"] == org.id
     assert event["action"] == "search"

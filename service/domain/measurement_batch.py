@@ -1,25 +1,25 @@
-"""Batch ingest of measurements from mood-tracking apps: per-item results, one INSERT for the valid rows,
-duplicates by (source, external_id) stored once, safety alerts opened in the same transaction."""
+"""Batch ingest of measurements from mood-tracking apps, the use case (no HTTP here: its route is declared with
+the measurements router, ``collections.rest.batch_route``): per-item results, one INSERT for the valid rows,
+duplicates by (source, external_id) stored once, safety alerts opened in the same transaction, every item through
+the rules every other write path runs (``apply_rules``, ``bind_refs``, ``measurement_after_write``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.dependencies import Db, IdempotencyKeyHeader, needs, problems
-from service.api.http import NO_STORE, JSONOut, StrictRoute, dumps
-from service.api.idempotency import idempotent
+from service.api.http import dumps
 from service.api.problems import validation_problem
 from service.auth.principal import Principal
 from service.collections import identifiers
 from service.collections.records import record_changes
-from service.collections.registry import Written
+from service.collections.registry import Collection, Written
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
 from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
@@ -30,8 +30,6 @@ from service.errors import DomainError
 from service.telemetry import metrics
 
 MAX_BATCH = 1000
-
-router = APIRouter(prefix="/v1/measurements", tags=["Measurements"], route_class=StrictRoute)
 
 if TYPE_CHECKING:  # a model built at import is no type to a checker: it sees a pydantic model
     AlertOut = BaseModel
@@ -161,7 +159,8 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
         results[i] = {"index": i, "status": "duplicate", "id": (results[first] or {}).get("id")}
 
     await record_changes(conn, who, measurements.name, [{**r, "deleted_at": None} for r in created], "created")
-    await measurement_after_write(conn, who, [Written(r) for r in created])  # the safety rules, for the batch
+    # The safety rules, for the batch (the markers it read are theirs: read in this transaction, instrument included)
+    await measurement_after_write(conn, who, [Written(r) for r in created], markers)
     for result in results:
         if result and result["status"] == "created":
             record = result.pop("record")
@@ -214,9 +213,6 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
     return fetched
 
 
-Ingester = Annotated[Principal, needs("Measurement", "c")]
-
-
 def _uuid_or_none(value: Any) -> UUID | None:
     try:
         return UUID(value) if isinstance(value, str) else None
@@ -224,16 +220,27 @@ def _uuid_or_none(value: Any) -> UUID | None:
         return None
 
 
-@router.post("/batch", response_model=BatchOut, operation_id="create_measurements_batch",
-             summary="Post up to 1,000 measurements; each item gets its own result",
-             responses=problems(400, 401, 403, 409, 413, 415, 422))
-async def post_batch(body: BatchIn, who: Ingester, db: Db, request: Request,
-                     idempotency_key: IdempotencyKeyHeader = None) -> Response:
-    async def run() -> Response:
-        return JSONOut({"results": await ingest(db, who, body.measurements)}, headers=NO_STORE)
+def batch_client_ids(body: BatchIn) -> list[Any]:
+    """The clients a batch names, for its idempotency record: items are validated one by one, so the raw body may
+    name anything; only what is a client id is kept."""
+    return list({cid for m in body.measurements if (cid := _uuid_or_none(m.get("client_id"))) is not None})
 
-    def client_ids(response: Response) -> list[Any]:
-        # Items are validated one by one, so the raw body may name anything: keep only what is a client id.
-        return list({cid for m in body.measurements if (cid := _uuid_or_none(m.get("client_id"))) is not None})
 
-    return await idempotent(request, db, who, run, client_ids=client_ids)
+@dataclass(frozen=True)
+class BatchUseCase:
+    """What ``collections.rest.batch_route`` declares as ``POST /v1/<collection>/batch``."""
+
+    collection: Collection
+    body: type[BatchIn]
+    out: type[BatchOut]
+    run: Any  # (conn, who, body) -> per-item results
+    client_ids: Any  # (body) -> the clients it names
+    summary: str
+
+
+async def run_batch(conn: AsyncConnection, who: Principal, body: BatchIn) -> list[dict[str, Any]]:
+    return await ingest(conn, who, body.measurements)
+
+
+BATCH = BatchUseCase(collection=measurements, body=BatchIn, out=BatchOut, run=run_batch, client_ids=batch_client_ids,
+                     summary="Post up to 1,000 measurements; each item gets its own result")
