@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 from sqlalchemy import select
 
 from service import cursors
@@ -15,8 +16,8 @@ from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
-from service.collections.types import Out, QueryText, Timestamp
-from service.http import NO_STORE, JSONOut, StrictRoute
+from service.collections.types import Instant, Out, QueryText
+from service.http import NO_STORE, JSONOut, Paged, StrictRoute
 from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
@@ -59,43 +60,45 @@ def decode_seq(cursor: str) -> int:
     return int(cursors.AUDIT.decode(cursor, "cursor")[0])
 
 
+class AuditQuery(Paged):
+    client_id: UUID | None = Field(None, description="Events naming this client (patient)")
+    resource_type: QueryText | None = Field(None, max_length=100, description="e.g. Strength")
+    resource_id: UUID | None = Field(None, description="Events naming this record")
+    action: Action | None = None
+    outcome: Outcome | None = None
+    app: QueryText | None = Field(None, max_length=200, description="The OAuth client_id that acted")
+    since: Instant | None = Field(None, description="At or after (a date: 00:00 UTC)")
+    until: Instant | None = Field(None, description="Before (a date: 00:00 UTC)")
+    cursor: str | None = cursors.AUDIT.field()
+
+
 @router.get(
     "/audit-events", response_model=AuditEventPage, operation_id="list_audit_events",
     summary="The audit trail: who read or wrote which records, when, from where, with what outcome",
     responses=problems(400, 401, 403, 422),
 )
 async def list_audit_events(
-    who: Searcher, db: Db, request: Request,
-    client_id: Annotated[UUID | None, Query(description="Events naming this client (patient)")] = None,
-    resource_type: Annotated[QueryText | None, Query(max_length=100, description="e.g. Strength")] = None,
-    resource_id: Annotated[UUID | None, Query(description="Events naming this record")] = None,
-    action: Annotated[Action | None, Query()] = None,
-    outcome: Annotated[Outcome | None, Query()] = None,
-    app: Annotated[QueryText | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
-    since: Annotated[Timestamp | None, Query(description="At or after")] = None,
-    until: Annotated[Timestamp | None, Query(description="Before")] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,
-    cursor: Annotated[str | None, cursors.AUDIT.query(annotated=True)] = None,
+    who: Searcher, db: Db, request: Request, query: Annotated[AuditQuery, Query()],
 ) -> Response:
     t = AuditEvent.__table__
     stmt = select(*FIELDS, t.c.seq).where(t.c.org_id == who.org_id)
     if who.patient_id is not None:  # a patient's own app sees only the events about that patient alone (as the
         stmt = stmt.where(t.c.client_ids == [who.patient_id])  # row-level policy patient_read also says)
-    if client_id is not None:
-        stmt = stmt.where(t.c.client_ids.contains([client_id]))
-    if resource_id is not None:
-        stmt = stmt.where(t.c.resource_ids.contains([resource_id]))
-    for column, value in ((t.c.resource_type, resource_type), (t.c.action, action), (t.c.outcome, outcome),
-                          (t.c.app_id, app)):
+    if query.client_id is not None:
+        stmt = stmt.where(t.c.client_ids.contains([query.client_id]))
+    if query.resource_id is not None:
+        stmt = stmt.where(t.c.resource_ids.contains([query.resource_id]))
+    for column, value in ((t.c.resource_type, query.resource_type), (t.c.action, query.action),
+                          (t.c.outcome, query.outcome), (t.c.app_id, query.app)):
         if value is not None:
             stmt = stmt.where(column == value)
-    if since is not None:
-        stmt = stmt.where(t.c.at >= since)
-    if until is not None:
-        stmt = stmt.where(t.c.at < until)
-    if cursor:
-        stmt = stmt.where(t.c.seq > decode_seq(cursor))
-    rows, next_cursor = await fetch_page(db, stmt.order_by(t.c.seq), limit, lambda r: encode_seq(r.seq))
+    if query.since is not None:
+        stmt = stmt.where(t.c.at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(t.c.at < query.until)
+    if query.cursor:
+        stmt = stmt.where(t.c.seq > decode_seq(query.cursor))
+    rows, next_cursor = await fetch_page(db, stmt.order_by(t.c.seq), query.limit, lambda r: encode_seq(r.seq))
     headers = dict(NO_STORE)
     if next_cursor:
         url = request.url.include_query_params(cursor=next_cursor)

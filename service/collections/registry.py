@@ -87,6 +87,10 @@ class Collection:
     children: dict[str, str] = field(default_factory=dict)  # ?include= name -> the child's field naming us
     filters: list[str] = field(default_factory=list)  # extra equality filters (e.g. goal_id)
     ext_field: str = "external_ids"  # the API name of the external identifiers ("identifiers" for clients)
+    id_param: str = "external_id"  # the query parameter naming a record by them ("identifier" for clients; lists
+    # take it beside external_id, as an alias)
+    windows: tuple[str, ...] = ()  # timestamp columns lists filter by <stem>_since (at or after) and <stem>_until
+    # (before): "observed_at" -> observed_since, observed_until
     deletable: bool = True
     client_owned: bool = True
     identity: bool = False  # its records are the patients: patient tokens neither create them nor change identifiers

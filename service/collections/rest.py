@@ -15,7 +15,6 @@ from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import authenticate, needs
 from service.auth.scopes import required_scope
@@ -23,10 +22,10 @@ from service.collections import service
 from service.collections.fastread import FastRead
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import identifier_query, parse_identifier
-from service.collections.types import Out, Timestamp
+from service.collections.repository import identifier_field, parse_identifier
+from service.collections.types import Instant, Out
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
-from service.http import NO_STORE, JSONOut, StrictRoute
+from service.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.uow import unit_of_work as work
 
 
@@ -96,52 +95,52 @@ def page_model(coll: Collection) -> type[BaseModel]:
     )
 
 
-def _list_filters(coll: Collection) -> Any:
-    """A dependency whose signature holds exactly the filters this collection supports."""
-    table = coll.table
-    params = [
-        inspect.Parameter("limit", inspect.Parameter.KEYWORD_ONLY, annotation=int,
-                          default=Query(50, ge=1, le=500, description="Page size (max 500)")),
-        inspect.Parameter("cursor", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                          default=cursors.RECORDS.query()),
-        inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=Timestamp | None,
-                          default=Query(None)),
-    ]
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
-    params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                                    default=identifier_query(ext_name)))
+def list_query(coll: Collection) -> type[Paged]:
+    """The list's query parameters (CONTRACT.md section 4): paging, the filters of every collection
+    (``updated_since``, ``external_id``, ``client_id`` and ``status`` where the collection has them), and the
+    collection's own (reference filters, time windows, the identifier alias)."""
+    fields: dict[str, Any] = {
+        "updated_since": (Instant | None, Field(None, description="Updated at or after (a date: 00:00 UTC)")),
+        "external_id": (str | None, identifier_field()),
+    }
+    if coll.id_param != "external_id":
+        fields[coll.id_param] = (str | None, identifier_field(description="system|value; an alias of external_id"))
     if coll.client_owned:
-        params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
-                                        default=Query(None)))
-    if "status" in table.c:
-        status_type = coll.out.model_fields["status"].annotation
-        params.append(inspect.Parameter("status", inspect.Parameter.KEYWORD_ONLY, annotation=status_type | None,
-                                        default=Query(None)))
+        fields["client_id"] = (UUID | None, Field(None))
+    if "status" in coll.table.c:
+        fields["status"] = (coll.out.model_fields["status"].annotation | None, Field(None))
     for name in coll.filters:
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
-                                        default=Query(None)))
+        fields[name] = (UUID | None, Field(None))
+    for column in coll.windows:
+        stem = column.removesuffix("_at")
+        fields[f"{stem}_since"] = (Instant | None, Field(None, description=f"{column} at or after"))
+        fields[f"{stem}_until"] = (Instant | None, Field(None, description=f"{column} before"))
+    return create_model(f"{coll.out.__name__}Filters", __base__=Paged, **fields)  # type: ignore[call-overload,no-any-return]
 
-    async def filters(**kwargs: Any) -> dict[str, Any]:
-        if ext_name in kwargs:
-            kwargs["external_id"] = kwargs.pop(ext_name)
-        return kwargs
 
-    filters.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+def list_filters(coll: Collection, query: Paged) -> dict[str, Any]:
+    """The filters of a list query as ``service.list_statement`` takes them (external ids split)."""
+    filters = query.model_dump(exclude={"limit", "cursor"}, exclude_none=True)
+    alias = filters.pop(coll.id_param, None) if coll.id_param != "external_id" else None
+    if alias is not None and filters.setdefault("external_id", alias) != alias:
+        raise ValidationFailed.on(coll.id_param, f"{coll.id_param} is an alias of external_id; send one of them",
+                                  "conflicting_parameters")
+    if "external_id" in filters:
+        name = coll.id_param if alias is not None else "external_id"
+        filters["external_id"] = parse_identifier(filters["external_id"], name)
     return filters
 
 
 INCLUDE_MAX_LENGTH = 500
 
 
-def _include_param(coll: Collection) -> Any:
+def _include_param(coll: Collection) -> tuple[Any, Any]:
+    """The read's ``?include=``: the check of its value (also called by the fast read path,
+    service.collections.fastread), and the route's dependency, which takes it from the read's query model."""
     allowed = sorted(n.replace("-", "_") for n in coll.children)
     names = "|".join(allowed)
 
-    async def include(
-        include: str | None = Query(None, max_length=INCLUDE_MAX_LENGTH,
-                                    description=f"Comma-separated: {', '.join(allowed)}",
-                                    json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"}),
-    ) -> list[str]:
+    async def include(include: str | None) -> list[str]:
         if not include:
             return []
         names = [n.strip() for n in include.split(",") if n.strip()]
@@ -151,7 +150,17 @@ def _include_param(coll: Collection) -> Any:
                                       "unknown_include")
         return list(dict.fromkeys(names))
 
-    return include
+    ReadQuery = create_model(  # type: ignore[call-overload]
+        f"{coll.out.__name__}ReadQuery", __base__=QueryParams,
+        include=(str | None, Field(None, max_length=INCLUDE_MAX_LENGTH,
+                                   description=f"Comma-separated: {', '.join(allowed)}",
+                                   json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})),
+    )
+
+    async def included(query: Annotated[ReadQuery, Query()]) -> list[str]:  # type: ignore[valid-type]
+        return await include(query.include)  # type: ignore[attr-defined]
+
+    return include, included
 
 
 def _with_included(coll: Collection) -> type[BaseModel]:
@@ -175,9 +184,9 @@ def collection_router(coll: Collection) -> APIRouter:
     Upserter = Annotated[Principal, needs(coll.resource, "cu")]
     CreateBody = coll.create
     PatchBody = coll.patch
-    Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
-    include_dependency = _include_param(coll)
-    Include = Annotated[list[str], Depends(include_dependency)]
+    Filters = Annotated[list_query(coll), Query()]  # type: ignore[misc]
+    include_dependency, included = _include_param(coll)
+    Include = Annotated[list[str], Depends(included)]
     IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
     key = coll.key
     singular = coll.type_name
@@ -203,10 +212,9 @@ def collection_router(coll: Collection) -> APIRouter:
         "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",
         responses=problems(400, 401, 403, 422),
     )
-    async def list_records(who: Searcher, db: Db, request: Request, filters: Filters) -> Response:
-        limit = filters.pop("limit")
-        cursor = filters.pop("cursor")
-        data, next_cursor = await service.list_page(db, who, coll, filters=filters, limit=limit, cursor=cursor)
+    async def list_records(who: Searcher, db: Db, request: Request, query: Filters) -> Response:
+        data, next_cursor = await service.list_page(db, who, coll, filters=list_filters(coll, query),
+                                                    limit=query.limit, cursor=query.cursor)
         headers = dict(NO_STORE)
         if next_cursor:
             url = request.url.include_query_params(cursor=next_cursor)
@@ -243,12 +251,16 @@ def collection_router(coll: Collection) -> APIRouter:
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
     )
 
-    ext_name = "identifier" if coll.name == "clients" else "external_id"
-    ext_query = identifier_query(ext_name, required=True, description="system|value (for measurements: source|id)")
+    ext_name = coll.id_param
+    UpsertQuery = create_model(  # type: ignore[call-overload]
+        f"{coll.out.__name__}UpsertQuery", __base__=QueryParams,
+        **{ext_name: (str, identifier_field(required=True, description="system|value (for measurements: source|id)"))},
+    )
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]
-                            identifier: str = ext_query, if_match: IfMatch = None) -> Response:
-        system, value = parse_identifier(identifier, ext_name)
+                            query: Annotated[UpsertQuery, Query()],  # type: ignore[valid-type]
+                            if_match: IfMatch = None) -> Response:
+        system, value = parse_identifier(getattr(query, ext_name), ext_name)
         record, created = await service.upsert(db, who, coll, system, value, body, if_match)
         return record_response(record, 201 if created else 200)
 

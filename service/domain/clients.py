@@ -37,7 +37,7 @@ create, patch, out = schemas(ClientIn, ext_field="identifiers")
 
 clients = register(Collection(
     name="clients", type_name="client", resource="Client", title="Clients", table=Client.__table__,
-    create=create, patch=patch, out=out, children=CLIENT_CHILDREN, ext_field="identifiers", client_owned=False,
-    identity=True,
+    create=create, patch=patch, out=out, children=CLIENT_CHILDREN, ext_field="identifiers", id_param="identifier",
+    client_owned=False, identity=True,
     description="The person in care.",
 ))

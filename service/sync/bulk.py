@@ -25,7 +25,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -39,15 +39,15 @@ from service.collections.records import record_changes
 from service.collections.registry import REGISTRY, Collection, Written
 from service.collections.repository import parse_identifier, readable_record
 from service.collections.rest import problems
-from service.collections.types import Timestamp, storable, uuid7
+from service.collections.types import Instant, storable, uuid7
 from service.db import driver, refusals, set_tenant
 from service.errors import DomainError, Forbidden, UnsupportedMediaType, ValidationFailed
-from service.http import dumps, loads_strict
+from service.http import QueryParams, StrictRoute, dumps, loads_strict
 from service.models.base import Base
 from service.problems import validation_problem
-from service.sync.changes import readable_types, types_query
+from service.sync.changes import readable_types, types_field
 
-router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
+router = APIRouter(prefix="/v1/bulk", tags=["Sync"], route_class=StrictRoute)
 NDJSON = "application/x-ndjson"
 CHUNK_LINES = 500
 MAX_LINE = 1_000_000
@@ -484,15 +484,16 @@ async def _export(request: Request, who: Principal, chosen: list[Collection],
                                for r in rows)
 
 
+class ExportQuery(QueryParams):
+    types: str | None = types_field("Comma-separated types; default all readable")
+    since: Instant | None = Field(None, description="Only records updated at or after this time (a date: 00:00 UTC)")
+
+
 @router.get("/export", operation_id="bulk_export", summary="Export records as NDJSON",
             responses={**NDJSON_OUT, **problems(400, 401, 403, 422)})
-async def bulk_export(
-    request: Request, who: Exporter,
-    types: str | None = types_query("Comma-separated types; default all readable"),
-    since: Timestamp | None = Query(None, description="Only records updated at or after this time"),
-) -> StreamingResponse:
+async def bulk_export(request: Request, who: Exporter, query: Annotated[ExportQuery, Query()]) -> StreamingResponse:
     audit.set_action("export")
-    chosen = readable_types(who, types)
-    return StreamingResponse(_export(request, who, chosen, since), media_type=NDJSON,
+    chosen = readable_types(who, query.types)
+    return StreamingResponse(_export(request, who, chosen, query.since), media_type=NDJSON,
                              headers={"Cache-Control": "no-store"})
 

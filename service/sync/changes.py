@@ -12,6 +12,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from orjson import loads
+from pydantic import Field
 
 from service import audit, cursors
 from service.auth.principal import Principal
@@ -22,9 +23,9 @@ from service.collections.rest import Db, problems
 from service.collections.types import Out
 from service.db import driver
 from service.errors import Forbidden, ValidationFailed
-from service.http import NO_STORE, dumps
+from service.http import NO_STORE, QueryParams, StrictRoute, dumps
 
-router = APIRouter(prefix="/v1", tags=["Sync"])
+router = APIRouter(prefix="/v1", tags=["Sync"], route_class=StrictRoute)
 
 # Sent on the unit of work's own asyncpg connection (service.db.driver): same transaction, same tenant,
 # row-level security as for every statement. PostgreSQL builds the page's JSON (the entries, in feed order,
@@ -83,10 +84,10 @@ def decode(cursor: str | None) -> tuple[int, int]:
     return txid, seq
 
 
-def types_query(description: str) -> Any:
-    """``types``: comma-separated change-feed type names, declared as exactly that."""
+def types_field(description: str) -> Any:
+    """``types``: comma-separated change-feed type names, declared as exactly that (a query model's field)."""
     names = "|".join(sorted(c.type_name for c in REGISTRY.values()))
-    return Query(None, max_length=500, description=description,
+    return Field(None, max_length=500, description=description,
                  json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})
 
 
@@ -110,17 +111,18 @@ def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[C
 Reader = Annotated[Principal, needs_any("s")]
 
 
+class ChangesQuery(QueryParams):
+    since: str | None = cursors.CHANGES.field("next_cursor of the previous page")
+    types: str | None = types_field("Comma-separated types, e.g. strength,goal")
+    limit: int = Field(500, ge=1, le=1000)
+
+
 @router.get("/changes", response_model=ChangePage, operation_id="list_changes",
             summary="Every committed change since a cursor, exactly once",
             responses=problems(400, 401, 403, 422))
-async def list_changes(
-    who: Reader, db: Db,
-    since: str | None = cursors.CHANGES.query("next_cursor of the previous page"),
-    types: str | None = types_query("Comma-separated types, e.g. strength,goal"),
-    limit: int = Query(500, ge=1, le=1000),
-) -> Response:
-    chosen = readable_types(who, types)
-    txid, seq = decode(since)
+async def list_changes(who: Reader, db: Db, query: Annotated[ChangesQuery, Query()]) -> Response:
+    chosen = readable_types(who, query.types)
+    txid, seq, limit = *decode(query.since), query.limit
     data, seen, count, last_txid, last_seq = await (await driver(db)).fetchrow(
         _FEED, who.org_id, who.patient_id, [c.name for c in chosen], txid, seq, limit,
         [c.type_name for c in chosen])

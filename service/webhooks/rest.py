@@ -16,7 +16,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import Field
 from sqlalchemy import func, insert, select, tuple_, update
 
-from service import cursors
 from service.auth.principal import Principal
 from service.auth.rest import needs
 from service.auth.scopes import required_scope
@@ -26,7 +25,7 @@ from service.collections.rest import Db, IdempotencyKeyHeader, etag, problems
 from service.collections.service import check_if_match, fetch_live
 from service.collections.types import Flag, Out, Strict, patch_model, uuid7
 from service.errors import Forbidden, ValidationFailed
-from service.http import NO_STORE, JSONOut, StrictRoute
+from service.http import NO_STORE, JSONOut, Paged, StrictRoute
 from service.models import WebhookDelivery, WebhookEvent, WebhookSubscription
 from service.webhooks.events import event_names
 from service.webhooks.signing import new_secret
@@ -106,8 +105,7 @@ Searcher = Annotated[Principal, needs(RESOURCE, "s")]
 Updater = Annotated[Principal, needs(RESOURCE, "u")]
 Deleter = Annotated[Principal, needs(RESOURCE, "d")]
 IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
-Limit = Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")]
-Cursor = Annotated[str | None, cursors.RECORDS.query(annotated=True)]
+Page = Annotated[Paged, Query()]
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["Webhooks"], route_class=StrictRoute)
 
@@ -162,12 +160,12 @@ async def create_subscription(body: WebhookSubscriptionIn, who: Creator, db: Db,
 
 @router.get("", response_model=WebhookSubscriptionPage, operation_id="list_webhook_subscriptions",
             summary="List webhook subscriptions", responses=problems(400, 401, 403, 422))
-async def list_subscriptions(who: Searcher, db: Db, limit: Limit = 50, cursor: Cursor = None) -> Response:
+async def list_subscriptions(who: Searcher, db: Db, page: Page) -> Response:
     _system_only(who, "s")
     stmt = select(*COLUMNS).where(SUBS.c.org_id == who.org_id, SUBS.c.deleted_at.is_(None))
-    if cursor:
-        stmt = stmt.where(SUBS.c.id > decode_cursor(cursor))
-    rows, next_cursor = await fetch_page(db, stmt.order_by(SUBS.c.id), limit, lambda r: encode_cursor(r.id))
+    if page.cursor:
+        stmt = stmt.where(SUBS.c.id > decode_cursor(page.cursor))
+    rows, next_cursor = await fetch_page(db, stmt.order_by(SUBS.c.id), page.limit, lambda r: encode_cursor(r.id))
     return JSONOut({"data": [_out(r) for r in rows], "next_cursor": next_cursor}, headers=NO_STORE)
 
 
@@ -219,8 +217,7 @@ async def delete_subscription(webhook_subscription_id: UUID, who: Deleter, db: D
 @router.get("/{webhook_subscription_id}/deliveries", response_model=WebhookDeliveryPage,
             operation_id="list_webhook_deliveries", summary="The delivery log of a subscription, newest first",
             responses=problems(400, 401, 403, 404, 410, 422))
-async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, limit: Limit = 50,
-                          cursor: Cursor = None) -> Response:
+async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, page: Page) -> Response:
     _system_only(who, "s")
     await _fetch(db, who, webhook_subscription_id)
     d = DELIVERIES
@@ -230,10 +227,10 @@ async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, 
         .join(OUTBOX, (OUTBOX.c.org_id == d.c.org_id) & (OUTBOX.c.id == d.c.event_id))
         .where(d.c.org_id == who.org_id, d.c.subscription_id == webhook_subscription_id)
     )
-    if cursor:
-        after = select(d.c.created_at, d.c.id).where(d.c.org_id == who.org_id, d.c.id == decode_cursor(cursor))
+    if page.cursor:
+        after = select(d.c.created_at, d.c.id).where(d.c.org_id == who.org_id, d.c.id == decode_cursor(page.cursor))
         stmt = stmt.where(tuple_(d.c.created_at, d.c.id) < after.scalar_subquery())
-    rows, next_cursor = await fetch_page(db, stmt.order_by(d.c.created_at.desc(), d.c.id.desc()), limit,
+    rows, next_cursor = await fetch_page(db, stmt.order_by(d.c.created_at.desc(), d.c.id.desc()), page.limit,
                                          lambda r: encode_cursor(r.id))
     data = []
     for r in rows:
