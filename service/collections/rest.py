@@ -3,14 +3,13 @@
 (No ``from __future__ import annotations`` here: FastAPI must see the real body and output types.)
 """
 
-import inspect
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -192,6 +191,7 @@ def collection_router(coll: Collection) -> APIRouter:
     singular = coll.type_name
     noun = singular.replace("_", " ")
     path_id = f"{singular}_id"
+    RecordId = Annotated[UUID, Path(alias=path_id)]  # named after the collection (strength_id), for OpenAPI links
 
     links = record_links(coll)
 
@@ -221,7 +221,7 @@ def collection_router(coll: Collection) -> APIRouter:
             headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
         return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)
 
-    async def read_record(record_id: UUID, who: Reader, db: Db, include: Include) -> Response:
+    async def read_record(record_id: RecordId, who: Reader, db: Db, include: Include) -> Response:
         record = await service.get(db, who, coll, record_id)
         if include:
             for name in include:
@@ -232,7 +232,7 @@ def collection_router(coll: Collection) -> APIRouter:
         return record_response(record)
 
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
+        f"/{{{path_id}}}", read_record, methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
     # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
@@ -241,12 +241,12 @@ def collection_router(coll: Collection) -> APIRouter:
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
     )
 
-    async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
+    async def patch_record(record_id: RecordId, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
                            if_match: IfMatch = None) -> Response:
         return record_response(await service.patch(db, who, coll, record_id, body, if_match))
 
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(patch_record, path_id), methods=["PATCH"], response_model=coll.out,
+        f"/{{{path_id}}}", patch_record, methods=["PATCH"], response_model=coll.out,
         operation_id=f"update_{singular}", summary=f"Update a {noun}",
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
     )
@@ -273,19 +273,19 @@ def collection_router(coll: Collection) -> APIRouter:
     )
 
     if coll.deletable:
-        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+        async def delete_record(record_id: RecordId, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
             await service.delete(db, who, coll, record_id, if_match)
             return Response(status_code=204)
 
         responses = problems(401, 403, 404, 410, 412, 422)
     else:
-        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+        async def delete_record(record_id: RecordId, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
             await service.fetch(db, who, coll, record_id)
             raise MethodNotAllowed(f"A {noun} cannot be deleted; resolve it instead", headers={"Allow": "GET, PATCH"})
 
         responses = problems(401, 403, 404, 405, 410, 422)
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(delete_record, path_id), methods=["DELETE"], status_code=204,
+        f"/{{{path_id}}}", delete_record, methods=["DELETE"], status_code=204,
         response_class=Response,
         operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
     )
@@ -324,18 +324,4 @@ def _history_endpoint(coll: Collection) -> Any:
         return JSONOut({"data": await service.history(db, who, coll, record_id)}, headers=NO_STORE)
 
     return read_history
-
-
-def _rename(endpoint: Any, path_id: str) -> Any:
-    """Name the path parameter after the collection (``strength_id``), for OpenAPI and its links."""
-    sig = inspect.signature(endpoint)
-    params = [p.replace(name=path_id) if p.name == "record_id" else p for p in sig.parameters.values()]
-
-    async def renamed(**kwargs: Any) -> Any:
-        kwargs["record_id"] = kwargs.pop(path_id)
-        return await endpoint(**kwargs)
-
-    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    renamed.__name__ = endpoint.__name__
-    return renamed
 
