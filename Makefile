@@ -30,8 +30,9 @@ test: $(STAMP) ## run the whole test suite against a real (embedded) PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and mypy strict on service/ ([tool.mypy] in pyproject.toml)
 	$(BIN)/ruff check service migrations tests bench
+	$(BIN)/mypy
 
 .PHONY: openapi
 openapi: $(STAMP) ## regenerate the committed OpenAPI document

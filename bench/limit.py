@@ -6,7 +6,7 @@ organization in its WHERE clauses, and builds the response body itself (PostgreS
 the service does included; ``ratio`` (to the replay twin of the service's own statements) is the framework's cost.
 
 The SQL is written here, by hand, not produced by the service's GraphQL compiler: it is what an engineer would
-write for exactly this response. ``tests/test_bench_limit.py`` checks each returns the service's response.
+write for exactly this response. ``tests/deploy/test_bench_limit.py`` checks each returns the service's response.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m bench.run --repeats N`: seed, capture, measure, write bench/results/latest.{json,md}.
+"""`python -m bench.run --repeats N`: seed, capture, measure, write bench/results/latest.{json,md,svg}.
 
 See bench/README.md. In short: the service runs as `strengths-api serve` (one worker) on the bench's own
 embedded PostgreSQL (DATA_DIR=.data/bench); a caseload is seeded once and reused; an app is registered with
@@ -438,7 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["rls_cost"] = rls.measure(setup, captured, measure_http, log)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_results(result, args.out_dir)
-    log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'} and latest.md")
+    log(f"done in {result['elapsed_s']:.0f} s; wrote {args.out_dir / 'latest.json'}, latest.md and latest.svg "
+        f"(statements and profiles: {args.out_dir / 'raw' / 'latest.full.json'})")
     sys.stdout.write(markdown(result) + "\n")
     return result
 
@@ -507,9 +508,23 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LOCAL_ONLY = ("statements", "profile")  # per workload: the captured SQL (with its parameters) and the py-spy tables
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without what stays on the machine that ran it (``LOCAL_ONLY``): the figures, small enough to
+    commit."""
+    return {**result, "workloads": {name: {k: v for k, v in w.items() if k not in LOCAL_ONLY}
+                                    for name, w in result["workloads"].items()}}
+
+
 def write_results(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    """``latest.md``, ``latest.svg`` and the figures (``latest.json``) in ``out_dir``, to be committed; everything,
+    the captured statements and profiles included, in ``raw/latest.full.json`` beside the py-spy stacks (ignored by
+    git)."""
+    (out_dir / "raw").mkdir(parents=True, exist_ok=True)
+    (out_dir / "raw" / "latest.full.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps(summary(result), indent=2) + "\n")
     (out_dir / "latest.md").write_text(markdown(result) + "\n")
     (out_dir / "latest.svg").write_text(chart.svg(result))
 

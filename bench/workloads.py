@@ -25,24 +25,10 @@ import httpx
 import orjson
 
 from bench.loadgen import Request
+from service.settings import PROJECT_ROOT
 
-GRAPHQL_DASHBOARD = """
-query Dashboard($n: Int!, $after: String) {
-  clients(first: $n, after: $after) {
-    edges { node {
-      id displayName status
-      strengths(first: 10) { edges { node { label domain status } } }
-      goals(first: 10) { edges { node {
-        description lifecycle achievement
-        strengths { label }
-        milestones(first: 10) { edges { node { title status sequence } } }
-      } } }
-      outcomeMarkers(first: 10) { edges { node { name unit direction latestMeasurement { value observedAt } } } }
-    } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""  # also the dashboard query of the GraphQL tests (tests/gqlkit.py DASHBOARD)
+# W2's document, read by path by the bench and by the GraphQL tests (the bench measures what they check)
+GRAPHQL_DASHBOARD = (PROJECT_ROOT / "bench" / "queries" / "dashboard.graphql").read_text()
 
 BATCH_SIZE = 100  # W3: measurements per request
 FEED_PAGE = 500  # W4: changes per page (the feed's default limit)

@@ -132,6 +132,7 @@ class AuditTrail:
             "outcome": outcome, "status": status, "request_id": self.request_id, "remote": self.remote,
             "method": self.method, "path": self.path[:2000],
         }
+        items: list[tuple[str | None, Touched]]
         if self.touched:
             items = list(self.touched.items())
         else:  # refused before anything was read: name what was asked for

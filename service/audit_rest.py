@@ -4,7 +4,7 @@
 """
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,12 +18,9 @@ from service.collections.repository import fetch_page
 from service.collections.rest import Db, problems
 from service.collections.types import Instant, Out, QueryText
 from service.http import NO_STORE, JSONOut, Paged, StrictRoute
-from service.models.audit import ACTIONS, OUTCOMES, AuditEvent
+from service.models.audit import AuditAction, AuditEvent, AuditOutcome
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
-
-Action = Literal[ACTIONS]  # type: ignore[valid-type]
-Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
 
 
 class AuditEventOut(Out):
@@ -31,11 +28,11 @@ class AuditEventOut(Out):
     at: datetime
     app_id: str | None
     subject: str | None
-    action: Action
+    action: AuditAction
     resource_type: str | None
     resource_ids: list[UUID]
     client_ids: list[UUID]
-    outcome: Outcome
+    outcome: AuditOutcome
     status_code: int | None
     request_id: str | None
     remote_addr: str | None
@@ -64,8 +61,8 @@ class AuditQuery(Paged):
     client_id: UUID | None = Field(None, description="Events naming this client (patient)")
     resource_type: QueryText | None = Field(None, max_length=100, description="e.g. Strength")
     resource_id: UUID | None = Field(None, description="Events naming this record")
-    action: Action | None = None
-    outcome: Outcome | None = None
+    action: AuditAction | None = None
+    outcome: AuditOutcome | None = None
     app: QueryText | None = Field(None, max_length=200, description="The OAuth client_id that acted")
     since: Instant | None = Field(None, description="At or after (a date: 00:00 UTC)")
     until: Instant | None = Field(None, description="Before (a date: 00:00 UTC)")

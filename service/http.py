@@ -213,7 +213,7 @@ class StrictRoute(APIRoute):
                     raise UnsupportedMediaType("Send the body as application/json")
                 if body:
                     # Starlette's Request.json() returns this cached value, so FastAPI validates it.
-                    request._json = loads_strict(body)  # type: ignore[attr-defined]
+                    request._json = loads_strict(body)
             return await handler(request)
 
         return strict_handler

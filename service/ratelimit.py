@@ -16,7 +16,7 @@ import ipaddress
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,7 @@ class Decision:
 
 
 class TokenBucketLimiter:
-    def __init__(self, quota: int, window_seconds: int, clock: object = time.monotonic, *,
+    def __init__(self, quota: int, window_seconds: int, clock: Callable[[], float] = time.monotonic, *,
                  policy: str = POLICY, who: str = "app", detail: str | None = None) -> None:
         self.policy, self.who = policy, who  # the RateLimit policy name; what the quota is counted for
         self.detail = detail or "This {who} may make {quota} requests per {window} s; retry later"
@@ -57,7 +57,7 @@ class TokenBucketLimiter:
 
     def take(self, key: str, *, spend: bool = True) -> Decision:
         """Take one request from ``key``'s bucket if it has one (``spend=False``: only look)."""
-        now = self._clock()  # type: ignore[operator]
+        now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (float(self.quota), now))
             tokens = min(float(self.quota), tokens + (now - last) * self.rate)

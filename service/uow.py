@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import audit
 from service.auth.principal import Principal
-from service.db import driver_transaction, tenant_transaction
+from service.db import Token, driver_transaction, tenant_transaction
 
 
 @asynccontextmanager
 async def unit_of_work(engine: AsyncEngine, who: Principal,
-                       token: tuple[str, str] | None = None) -> AsyncIterator[AsyncConnection]:
+                       token: Token | None = None) -> AsyncIterator[AsyncConnection]:
     """``db.tenant_transaction``: the tenant set (and, given the token's revocation key, the revocation check in the
     same statement), a write the database refuses a ``WriteRefused``; the audit trail flushed before COMMIT."""
     async with tenant_transaction(engine, who.org_id, who.patient_id, token) as conn:
@@ -26,7 +26,7 @@ async def unit_of_work(engine: AsyncEngine, who: Principal,
 
 @asynccontextmanager
 async def driver_unit_of_work(engine: AsyncEngine, who: Principal,
-                              token: tuple[str, str] | None = None) -> AsyncIterator[AsyncConnection]:
+                              token: Token | None = None) -> AsyncIterator[AsyncConnection]:
     """The same on the asyncpg connection itself (``db.driver_transaction``): for work whose every statement goes
     through ``db.driver`` (compiled reads, the audit insert)."""
     async with driver_transaction(engine, who.org_id, who.patient_id, token) as conn:

@@ -12,7 +12,8 @@ import pytest
 
 from service.auth.keycrypt import KEY_FILE_NAME, ensure_key_file
 from service.settings import PROJECT_ROOT
-from tests.harness import Api, Database, TestServer
+from tests.support.fastread import served  # noqa: F401 - a fixture of the tests of the direct read path
+from tests.support.harness import Api, Database, TestServer
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 DATA_DIR = Path(os.environ.get("TEST_DATA_DIR", PROJECT_ROOT / ".data" / "test"))

@@ -8,7 +8,7 @@ import re
 import uuid
 
 from service.collections.registry import REGISTRY
-from tests.factories import create
+from tests.support.factories import create
 
 ALL = "system/*.cruds system/AuditEvent.s"
 UNKNOWN = "zz_unknown"

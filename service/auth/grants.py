@@ -91,7 +91,8 @@ async def public_app(request: Request, form: dict[str, str]) -> Any:
 
 async def secret_org(request: Request, secret_hash: str) -> UUID | None:
     async with request.app.state.ctx.engine.connect() as conn:
-        return (await conn.execute(_ORG, {"hash": secret_hash})).scalar()  # type: ignore[no-any-return]
+        org_id: UUID | None = (await conn.execute(_ORG, {"hash": secret_hash})).scalar()
+        return org_id
 
 
 async def _in_tenant(request: Request, org_id: UUID, work: Callable[[AsyncConnection], Awaitable[Result]]) -> JSONOut:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from service.auth.scopes import Scope, scope_allows
+from service.auth.scopes import Context, Scope, scope_allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Principal:
         return scope_allows(usable, resource, perm)
 
     @property
-    def context(self) -> str:
+    def context(self) -> Context:
         return "patient" if self.patient_id else "system"
 
     @property

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
+from starlette.requests import HTTPConnection
 
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, RESOURCES, parse_scope, required_scope
 from service.errors import Forbidden, Unauthenticated
+
+if TYPE_CHECKING:
+    from service.auth.tokens import TokenService
 
 PERM_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -33,7 +37,7 @@ class BearerToken(OAuth2):
         super().__init__(flows=flows, scheme_name="OAuth2", auto_error=False,
                          description="SMART v2 scopes (system/, user/ or patient/ context; v1 aliases accepted)")
 
-    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+    async def __call__(self, request: HTTPConnection) -> str | None:
         return bearer_token(request.headers.get("authorization"))
 
 
@@ -51,12 +55,13 @@ bearer = BearerToken()
 
 
 async def authenticate(request: Request, token: Annotated[str | None, Depends(bearer)]) -> Principal:
-    cached = getattr(request.state, "principal", None)
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     if token is None:
         raise Unauthenticated("A bearer token is required", error=None)
-    principal = await request.app.state.ctx.tokens.verify(token, check_revocation=not _checks_revocation(request))
+    tokens: TokenService = request.app.state.ctx.tokens
+    principal = await tokens.verify(token, check_revocation=not _checks_revocation(request))
     request.state.principal = principal
     limiter = getattr(request.app.state.ctx, "limiter", None)
     if limiter is not None:  # per-app quota; the RateLimit fields go on the response (service.middleware)
@@ -91,7 +96,7 @@ async def authorize(security_scopes: SecurityScopes, who: Annotated[Principal, D
         for perm in scope.perms:
             if not who.allows(scope.name, perm):
                 raise Forbidden(required_scope(scope.name, "".join(sorted(scope.perms, key="cruds".index)),
-                                               who.context))  # type: ignore[arg-type]
+                                               who.context))
     return who
 
 
@@ -105,7 +110,7 @@ async def authorize_any(
         assert scope is not None
         for perm in scope.perms:
             if not any(who.allows(resource, perm) for resource in RESOURCES):
-                raise Forbidden(required_scope("*", perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope("*", perm, who.context))
     return who
 
 

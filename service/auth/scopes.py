@@ -37,6 +37,7 @@ CONTEXT_SCOPES = ("offline_access", "launch/patient")
 NAMED_ONLY: frozenset[str] = frozenset({"AuditEvent"})
 
 _SCOPE = re.compile(r"^(system|user|patient)/([A-Za-z]+|\*)\.([a-z*]+)$")
+_CONTEXTS: dict[str, Context] = {"system": "system", "user": "user", "patient": "patient"}  # _SCOPE's first group
 
 
 class ScopeError(ValueError):
@@ -92,7 +93,7 @@ def parse_scope(text: str) -> Scope | None:
         )
     else:
         raise ScopeError(f"unknown resource in scope: {text}")
-    return Scope(context=context, name=resource, resources=resources, perms=frozenset(perm_set), text=text)  # type: ignore[arg-type]
+    return Scope(context=_CONTEXTS[context], name=resource, resources=resources, perms=frozenset(perm_set), text=text)
 
 
 def parse_scopes(text: str | None) -> list[Scope]:

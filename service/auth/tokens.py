@@ -14,7 +14,7 @@ import structlog
 from cryptography.fernet import InvalidToken, MultiFernet
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, Key, KeySet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,7 +22,7 @@ from service.auth.assertions import AssertionError_, unverified_parts
 from service.auth.external import ExternalIssuers
 from service.auth.principal import Principal
 from service.auth.scopes import ScopeError, parse_scopes
-from service.db import tenant_transaction
+from service.db import Token, tenant_transaction
 from service.errors import Unauthenticated
 from service.settings import Settings
 
@@ -118,7 +118,7 @@ class KeyStore:
                 )
             ).all()
         opened = [(open_key(self.cipher, r.kid, r.encrypted_jwk), r.active) for r in rows]
-        keys = [k for k, _ in opened if k is not None]
+        keys: list[Key] = [k for k, _ in opened if k is not None]
         current = next((k for k, active in opened if active and k is not None), None)
         if current is None and self.current is not None:
             log.error("active_signing_key_unreadable_keeping_previous")
@@ -207,7 +207,7 @@ class TokenService:
             raise Unauthenticated("The token has been revoked (or its app disabled)")
         return principal
 
-    def revocation_key(self, who: Principal) -> tuple[str, str, str] | None:
+    def revocation_key(self, who: Principal) -> Token | None:
         """(jti, client_id, grant_id) under which revocation of the token, of its app, or of the app-link grant
         it came through (the grant or its link) is recorded (our tokens only)."""
         if who.issuer != self.settings.issuer:

@@ -92,7 +92,7 @@ async def _serve(read: FastRead, record_id: UUID, include: str | None, request: 
     ctx = request.app.state.ctx
     async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocation_key(who)) as db:
         names = await read.include(include)
-        return await read.endpoint(record_id=record_id, who=who, db=db, include=names)  # type: ignore[no-any-return]
+        return await read.endpoint(record_id=record_id, who=who, db=db, include=names)
 
 
 _OTHER = object()

@@ -90,7 +90,7 @@ async def lookup(conn: AsyncConnection, who: Principal, coll: Collection, client
                  value: str) -> UUID | None:
     """The record ``system|value`` names for a write about ``client`` (None: no client, as for clients)."""
     found = await conn.execute(_LOOKUP, _params(who, coll, client, system, value))
-    return found.scalar()  # type: ignore[no-any-return]
+    return found.scalar()
 
 
 async def claim(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID, client_id: UUID | None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -33,7 +33,7 @@ def readable_record(coll: Collection, who: Principal) -> Select[Any]:
     return readable(coll.table, who).add_columns(*coll.computed_columns())
 
 
-def after_row(coll: Collection, who: Principal, after_id: Any) -> ColumnElement[bool]:
+def after_row(coll: Collection, who: Principal, after_id: UUID | ColumnElement[Any]) -> ColumnElement[bool]:
     """The rows that come after the row ``after_id`` (a cursor's) in the collection's list order: by id, or by
     its declared keys, looked up for that row in the same statement (a row the caller cannot see, or none,
     comes before nothing: an empty page)."""
@@ -62,10 +62,10 @@ class CompiledRead:
 
     def __init__(self, build: Callable[[Principal], Select[Any]]) -> None:
         self.build = build
-        self._compiled: dict[tuple[int, bool], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._compiled: dict[tuple[int, bool], tuple[str, tuple[str, ...], Mapping[str, Any]]] = {}
 
-    def _compile(self, dialect: Any, patient: bool) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-        template = Principal(org_id=param("org_id"), app_id="", subject="",  # type: ignore[arg-type]
+    def _compile(self, dialect: Any, patient: bool) -> tuple[str, tuple[str, ...], Mapping[str, Any]]:
+        template = Principal(org_id=param("org_id"), app_id="", subject="",
                              patient_id=param("patient_id") if patient else None)
         compiled = self.build(template).compile(dialect=dialect)
         return compiled.string, tuple(compiled.positiontup or ()), compiled.construct_params()
@@ -77,7 +77,7 @@ class CompiledRead:
             entry = self._compiled[key] = self._compile(conn.dialect, key[1])
         sql, names, defaults = entry
         values = {**defaults, **params, "org_id": who.org_id, "patient_id": who.patient_id}
-        return await (await driver(conn)).fetch(sql, *[values[name] for name in names])  # type: ignore[no-any-return]
+        return await (await driver(conn)).fetch(sql, *[values[name] for name in names])
 
 
 def encode_cursor(last_id: UUID) -> str:

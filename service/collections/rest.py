@@ -22,7 +22,7 @@ from service.collections.fastread import FastRead
 from service.collections.idempotency import idempotent
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_field, parse_identifier
-from service.collections.types import Instant, Out
+from service.collections.types import Instant, Out, list_of
 from service.errors import Forbidden, MethodNotAllowed, ValidationFailed
 from service.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.uow import unit_of_work as work
@@ -38,7 +38,8 @@ async def unit_of_work(
         yield conn  # the request's audit row commits with its writes
 
 
-unit_of_work.checks_revocation = True  # type: ignore[attr-defined]  # see service.auth.rest.authenticate
+# A mark on the function (read by service.auth.rest.authenticate), which functions do not declare to a checker.
+unit_of_work.checks_revocation = True  # type: ignore[attr-defined]
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
@@ -89,8 +90,8 @@ class HistoryPage(Out):
 
 
 def page_model(coll: Collection) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{coll.out.__name__}Page", __base__=Out, data=(list[coll.out], ...), next_cursor=(str | None, None)
+    return create_model(
+        f"{coll.out.__name__}Page", __base__=Out, data=(list_of(coll.out), ...), next_cursor=(str | None, None)
     )
 
 
@@ -107,14 +108,15 @@ def list_query(coll: Collection) -> type[Paged]:
     if coll.client_owned:
         fields["client_id"] = (UUID | None, Field(None))
     if "status" in coll.table.c:
-        fields["status"] = (coll.out.model_fields["status"].annotation | None, Field(None))
+        status_type: Any = coll.out.model_fields["status"].annotation
+        fields["status"] = (status_type | None, Field(None))
     for name in coll.filters:
         fields[name] = (UUID | None, Field(None))
     for column in coll.windows:
         stem = column.removesuffix("_at")
         fields[f"{stem}_since"] = (Instant | None, Field(None, description=f"{column} at or after"))
         fields[f"{stem}_until"] = (Instant | None, Field(None, description=f"{column} before"))
-    return create_model(f"{coll.out.__name__}Filters", __base__=Paged, **fields)  # type: ignore[call-overload,no-any-return]
+    return create_model(f"{coll.out.__name__}Filters", __base__=Paged, **fields)
 
 
 def list_filters(coll: Collection, query: Paged) -> dict[str, Any]:
@@ -133,6 +135,12 @@ def list_filters(coll: Collection, query: Paged) -> dict[str, Any]:
 INCLUDE_MAX_LENGTH = 500
 
 
+class IncludeQuery(QueryParams):
+    """A read's query: ``include``, declared per collection with the names of its children."""
+
+    include: str | None = None
+
+
 def _include_param(coll: Collection) -> tuple[Any, Any]:
     """The read's ``?include=``: the check of its value (also called by the fast read path,
     service.collections.fastread), and the route's dependency, which takes it from the read's query model."""
@@ -149,15 +157,15 @@ def _include_param(coll: Collection) -> tuple[Any, Any]:
                                       "unknown_include")
         return list(dict.fromkeys(names))
 
-    ReadQuery = create_model(  # type: ignore[call-overload]
-        f"{coll.out.__name__}ReadQuery", __base__=QueryParams,
+    ReadQuery = create_model(
+        f"{coll.out.__name__}ReadQuery", __base__=IncludeQuery,
         include=(str | None, Field(None, max_length=INCLUDE_MAX_LENGTH,
                                    description=f"Comma-separated: {', '.join(allowed)}",
                                    json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})),
     )
 
-    async def included(query: Annotated[ReadQuery, Query()]) -> list[str]:  # type: ignore[valid-type]
-        return await include(query.include)  # type: ignore[attr-defined]
+    async def included(query: Annotated[ReadQuery, Query()]) -> list[str]:
+        return await include(query.include)
 
     return include, included
 
@@ -169,8 +177,8 @@ def _with_included(coll: Collection) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in coll.children:
         child = REGISTRY[name]
-        fields[child.key] = (list[child.out], Field(None, description=f"With ?include={child.key}"))  # type: ignore[name-defined]
-    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)  # type: ignore[call-overload, no-any-return]
+        fields[child.key] = (list_of(child.out), Field(None, description=f"With ?include={child.key}"))
+    return create_model(f"{coll.out.__name__}WithIncluded", __base__=coll.out, **fields)
 
 
 def collection_router(coll: Collection) -> APIRouter:
@@ -181,9 +189,11 @@ def collection_router(coll: Collection) -> APIRouter:
     Updater = Annotated[Principal, needs(coll.resource, "u")]
     Deleter = Annotated[Principal, needs(coll.resource, "d")]
     Upserter = Annotated[Principal, needs(coll.resource, "cu")]
+    # The collection's body models, built at run time: FastAPI reads them from the handlers' annotations, which a
+    # checker cannot take for types (hence the valid-type ignores on create, patch and upsert below).
     CreateBody = coll.create
     PatchBody = coll.patch
-    Filters = Annotated[list_query(coll), Query()]  # type: ignore[misc]
+    Filters = list_query(coll)  # built at run time too (valid-type ignore on the list below)
     include_dependency, included = _include_param(coll)
     Include = Annotated[list[str], Depends(included)]
     IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
@@ -212,9 +222,11 @@ def collection_router(coll: Collection) -> APIRouter:
         "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",
         responses=problems(400, 401, 403, 422),
     )
-    async def list_records(who: Searcher, db: Db, request: Request, query: Filters) -> Response:
-        data, next_cursor = await service.list_page(db, who, coll, filters=list_filters(coll, query),
-                                                    limit=query.limit, cursor=query.cursor)
+    async def list_records(who: Searcher, db: Db, request: Request,
+                           query: Annotated[Filters, Query()]) -> Response:  # type: ignore[valid-type]
+        page: Paged = query
+        data, next_cursor = await service.list_page(db, who, coll, filters=list_filters(coll, page),
+                                                    limit=page.limit, cursor=page.cursor)
         headers = dict(NO_STORE)
         if next_cursor:
             url = request.url.include_query_params(cursor=next_cursor)
@@ -227,7 +239,7 @@ def collection_router(coll: Collection) -> APIRouter:
             for name in include:
                 child = REGISTRY[name.replace("_", "-")]
                 if not who.allows(child.resource, "s"):  # embedding a child collection is a search of it
-                    raise Forbidden(required_scope(child.resource, "s", who.context))  # type: ignore[arg-type]
+                    raise Forbidden(required_scope(child.resource, "s", who.context))
             record.update(await service.children(db, who, coll, record_id, include))
         return record_response(record)
 
@@ -235,7 +247,8 @@ def collection_router(coll: Collection) -> APIRouter:
         f"/{{{path_id}}}", read_record, methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
-    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
+    # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads),
+    # attached to the router (an APIRouter declares no such attribute; read back in service.app).
     router.fast_read = FastRead(  # type: ignore[attr-defined]
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
         include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
@@ -252,13 +265,12 @@ def collection_router(coll: Collection) -> APIRouter:
     )
 
     ext_name = coll.id_param
-    UpsertQuery = create_model(  # type: ignore[call-overload]
-        f"{coll.out.__name__}UpsertQuery", __base__=QueryParams,
-        **{ext_name: (str, identifier_field(required=True, description="system|value (for measurements: source|id)"))},
-    )
+    upsert_fields: dict[str, Any] = {
+        ext_name: (str, identifier_field(required=True, description="system|value (for measurements: source|id)"))}
+    UpsertQuery = create_model(f"{coll.out.__name__}UpsertQuery", __base__=QueryParams, **upsert_fields)
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]
-                            query: Annotated[UpsertQuery, Query()],  # type: ignore[valid-type]
+                            query: Annotated[UpsertQuery, Query()],
                             if_match: IfMatch = None) -> Response:
         system, value = parse_identifier(getattr(query, ext_name), ext_name)
         record, created = await service.upsert(db, who, coll, system, value, body, if_match)

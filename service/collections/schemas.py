@@ -38,6 +38,6 @@ def schemas(
             annotation = list[Identifier]
         fields[name] = (annotation, ...)
     fields.update(extra_out or {})
-    out = create_model(f"{base}", __base__=Out, **fields)  # type: ignore[call-overload]
+    out = create_model(f"{base}", __base__=Out, **fields)
     patch = patch_model(create, f"{base}Patch")
     return create, patch, out

@@ -201,7 +201,7 @@ def _live_among(coll_name: str, columns: tuple[str, ...] | None = None) -> Compi
 
 async def load_live(
     conn: AsyncConnection, who: Principal, collection: str, ids: Sequence[Any], columns: tuple[str, ...] | None = None
-) -> dict[Any, dict]:
+) -> dict[Any, dict[str, Any]]:
     """The live records of ``collection`` among ``ids`` that ``who`` may read, by id (one statement, compiled
     once: ``readable()`` with the ids as one array); only ``columns`` of them (``id`` among them) when given."""
     rows = await _live_among(collection, columns).fetch(conn, who, ids=list(ids))
@@ -277,7 +277,9 @@ async def apply_rules(
     return ctx
 
 
-def new_row(who: Principal, coll: Collection, payload: dict[str, Any], ctx: RuleContext, new_id: UUID) -> dict:
+def new_row(
+    who: Principal, coll: Collection, payload: dict[str, Any], ctx: RuleContext, new_id: UUID
+) -> dict[str, Any]:
     """The column values of a new record from its validated body and what its rules derived."""
     values = {**_row_values(coll, payload), **ctx.extra}
     values.update(org_id=who.org_id, id=new_id, external_ids=payload.get(coll.ext_field) or [])
@@ -445,7 +447,9 @@ async def upsert(
                 raise PreconditionFailed("No record has this identifier yet")
             return await create(conn, who, coll, _with_identifier(coll, payload), record_id=new_id), True
         record_id = await identifiers.lookup(conn, who, coll, client, system, value)  # a concurrent PUT's
-    current = await fetch(conn, who, coll, record_id, for_update=True)  # type: ignore[arg-type]
+        if record_id is None:  # the claim lost to a holder this writer does not see: no record of its
+            raise NotFound(f"No {coll.type_name.replace('_', ' ')} with identifier {system}|{value}")
+    current = await fetch(conn, who, coll, record_id, for_update=True)
     check_if_match(if_match, current.version)
     return await apply_update(conn, who, coll, current, payload), False
 

@@ -19,19 +19,19 @@ _MICROS = '\'YYYY-MM-DD"T"HH24:MI:SS.US\''
 def iso_datetime(ts: ColumnElement[Any], offset_minutes: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
     """``datetime.isoformat()`` of a timestamptz (as orjson writes it too): in UTC, or in the given offset from UTC
     (minutes) with that offset written ``+HH:MM``; microseconds only when they are not zero."""
-    local = func.timezone(literal_column("'UTC'"), ts)
+    local: ColumnElement[Any] = func.timezone(literal_column("'UTC'"), ts)
     if offset_minutes is not None:
         local = local + cast(offset_minutes, Integer) * literal_column("interval '1 minute'")
     whole = func.date_trunc(literal_column("'second'"), ts) == ts
     fmt = case((whole, literal_column(_SECONDS)), else_=literal_column(_MICROS))
     text = func.to_char(local, fmt)
     if offset_minutes is None:
-        return text.concat(literal_column("'+00:00'"))  # type: ignore[no-any-return]
+        return text.concat(literal_column("'+00:00'"))
     minutes = func.coalesce(cast(offset_minutes, Integer), 0)
     sign = case((minutes < 0, literal_column("'-'")), else_=literal_column("'+'"))
     hours = func.lpad(cast(func.abs(minutes) // 60, Text), 2, literal_column("'0'"))
     mins = func.lpad(cast(func.abs(minutes) % 60, Text), 2, literal_column("'0'"))
-    return text.concat(sign).concat(hours).concat(literal_column("':'")).concat(mins)  # type: ignore[no-any-return]
+    return text.concat(sign).concat(hours).concat(literal_column("':'")).concat(mins)
 
 
 def float_json(value: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -45,7 +45,7 @@ def float_json(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 def record_cursor(record_id: ColumnElement[Any]) -> ColumnElement[Any]:
     """``repository.encode_cursor(id)``: base64url, no padding, of the records cursor's tag and the id's 16 bytes."""
-    tag = literal_column(f"'\\x{cursors.RECORDS.tag.hex()}'::bytea")
+    tag: ColumnElement[bytes] = literal_column(f"'\\x{cursors.RECORDS.tag.hex()}'::bytea")
     raw = tag.op("||")(func.uuid_send(record_id))
     return func.translate(func.rtrim(func.encode(raw, literal_column("'base64'")), literal_column("'='")),
                           literal_column("'+/'"), literal_column("'-_'"))

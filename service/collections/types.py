@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date
+from types import GenericAlias
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -18,10 +19,10 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
-    Strict,
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic import Strict as NoCoercion  # the name Strict is this module's request-body base class
 from pydantic.json_schema import JsonSchemaValue
 
 
@@ -66,13 +67,13 @@ def declared(**keywords: Any) -> Declared:
 
 NO_NUL = declared(pattern=r"^[^\x00]*$")
 
-Text = Annotated[str, Strict(), StringConstraints(max_length=10_000), AfterValidator(_storable), NO_NUL]
+Text = Annotated[str, NoCoercion(), StringConstraints(max_length=10_000), AfterValidator(_storable), NO_NUL]
 QueryText = Annotated[str, AfterValidator(_storable), NO_NUL]  # a query parameter compared with stored text
 RequiredText = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=10_000), AfterValidator(_storable), NO_NUL
+    str, NoCoercion(), StringConstraints(min_length=1, max_length=10_000), AfterValidator(_storable), NO_NUL
 ]
 ShortText = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=500), AfterValidator(_storable), NO_NUL
+    str, NoCoercion(), StringConstraints(min_length=1, max_length=500), AfterValidator(_storable), NO_NUL
 ]
 
 
@@ -116,15 +117,15 @@ Instant = Annotated[
                     "pattern": dict(YEARS.keywords)["pattern"]}),
     Field(description="RFC 3339 date-time with a time zone offset, or a date (00:00 UTC that day)"),
 ]
-Finite = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
+Finite = Annotated[float, NoCoercion(), Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
 def _integral(value: Any) -> Any:
     """JSON Schema counts 5.0 as an integer; strings and booleans stay refused (Strict)."""
     return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**53 else value
 
 
-SmallInt = Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=-32768, le=32767)]
-Rating = Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=0, le=10)]
-Flag = Annotated[bool, Strict()]
+SmallInt = Annotated[int, BeforeValidator(_integral), NoCoercion(), Field(ge=-32768, le=32767)]
+Rating = Annotated[int, BeforeValidator(_integral), NoCoercion(), Field(ge=0, le=10)]
+Flag = Annotated[bool, NoCoercion()]
 
 
 class Strict(BaseModel):
@@ -172,6 +173,12 @@ def strict_uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
+def list_of(item: Any) -> Any:
+    """``list[item]`` for an item type built at run time (a collection's schema, a GraphQL type): the very object
+    the subscript makes, written as a call so that a type checker reads it as a value, not a type expression."""
+    return GenericAlias(list, (item,))
+
+
 def patch_model(create: type[BaseModel], name: str) -> type[BaseModel]:
     """The PATCH body of a collection: every field of its create body, none required.
 
@@ -186,4 +193,4 @@ def patch_model(create: type[BaseModel], name: str) -> type[BaseModel]:
         name: (info.annotation, FieldInfo.merge_field_infos(info, default=None, default_factory=None))
         for name, info in create.model_fields.items()
     }
-    return create_model(name, __base__=Strict, **fields)  # type: ignore[call-overload,no-any-return]
+    return create_model(name, __base__=Strict, **fields)

@@ -4,11 +4,11 @@ duplicates by (source, external_id) stored once, safety alerts opened in the sam
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,7 @@ from service.collections.records import record_changes
 from service.collections.registry import Written
 from service.collections.rest import Db, IdempotencyKeyHeader, problems
 from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
-from service.collections.types import Out, Strict, uuid7s
+from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
 from service.domain.clients import clients
 from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
@@ -33,6 +33,11 @@ from service.problems import validation_problem
 MAX_BATCH = 1000
 
 router = APIRouter(prefix="/v1/measurements", tags=["Measurements"], route_class=StrictRoute)
+
+if TYPE_CHECKING:  # a model built at import is no type to a checker: it sees a pydantic model
+    AlertOut = BaseModel
+else:
+    AlertOut = a_out
 
 
 class BatchIn(Strict):
@@ -48,7 +53,7 @@ class BatchResult(Out):
     status: Literal["created", "duplicate", "error"]
     id: UUID | None = None
     problem: dict[str, Any] | None = None
-    safety_alert: a_out | None = None  # type: ignore[valid-type]
+    safety_alert: AlertOut | None = None
 
 
 class BatchOut(Out):
@@ -81,7 +86,7 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
     return {"index": index, "status": "error", "problem": problem}
 
 
-_ITEMS = TypeAdapter(list[measurements.create])
+_ITEMS = TypeAdapter(list_of(measurements.create))
 # What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker).
 # Not the jsonb external ids nor the timestamps, which cost a decode per row.
 _MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
@@ -115,7 +120,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
     found = {outcome_markers.name: markers}
 
     rows: list[tuple[int, dict[str, Any]]] = []
-    first_of: dict[tuple[str, str], int] = {}
+    first_of: dict[tuple[str | None, str | None], int] = {}
     duplicates_in_batch: dict[int, int] = {}
     for i, payload in parsed:
         try:
@@ -132,7 +137,7 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             if key in first_of:
                 duplicates_in_batch[i] = first_of[key]
                 continue
-            first_of[key] = i  # type: ignore[index]
+            first_of[key] = i
         rows.append((i, values))
 
     rows = await _held_elsewhere(conn, who, rows, results)
@@ -207,7 +212,7 @@ async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, An
     for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
         row["id"] = new_id
     fetched = await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode(), identifiers.compartment(who))
-    return fetched  # type: ignore[no-any-return]
+    return fetched
 
 
 Ingester = Annotated[Principal, needs("Measurement", "c")]

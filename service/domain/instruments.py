@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, literal_column, null
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class RiskRule:
 
     def fires(self, items: list[int] | None, total: float) -> bool:
         if self.item is not None:
-            return bool(items) and len(items) >= self.item and items[self.item - 1] > self.item_above  # type: ignore[arg-type]
+            return items is not None and len(items) >= self.item and items[self.item - 1] > self.item_above
         return self.total_at_least is not None and total >= self.total_at_least
 
 
@@ -189,4 +189,4 @@ def band_case(instrument: ColumnElement[Any], value: ColumnElement[Any]) -> Colu
 def band_sql(instrument: str, value: str) -> str:
     """``band_case`` as SQL text, over two SQL expressions (for the hand-written progress statements)."""
     expr = band_case(literal_column(instrument), literal_column(value))
-    return f"({expr.compile(dialect=postgresql.dialect())})"
+    return f"({expr.compile(dialect=PGDialect())})"

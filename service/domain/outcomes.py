@@ -208,15 +208,15 @@ a_create, _, a_out = schemas(SafetyAlertIn, extra_out={
     "resolved_at": (datetime | None, None), "resolved_by": (str | None, None),
     "resolution_note": (str | None, None),
 })
-a_patch = create_model(  # type: ignore[call-overload]
-    "SafetyAlertPatch", __base__=Strict,
-    status=(AlertStatus, Field(None, description="open -> acknowledged, open or acknowledged -> resolved, "
-                                                 "resolved -> open")),
-    resolution_note=(Text | None, Field(None, description="What was done; required to resolve")),
-    external_ids=(ExternalIds, None),
+a_patch_fields: dict[str, Any] = {
+    "status": (AlertStatus, Field(None, description="open -> acknowledged, open or acknowledged -> resolved, "
+                                                    "resolved -> open")),
+    "resolution_note": (Text | None, Field(None, description="What was done; required to resolve")),
+    "external_ids": (ExternalIds, None),
     **{name: (annotation, Field(None, description="Never changes: a different value is a 422 immutable_field"))
        for name, annotation in IMMUTABLE.items()},
-)
+}
+a_patch = create_model("SafetyAlertPatch", __base__=Strict, **a_patch_fields)
 safety_alerts = register(Collection(
     name="safety-alerts", type_name="safety_alert", resource="SafetyAlert", title="Safety alerts",
     table=SafetyAlert.__table__, create=a_create, patch=a_patch, out=a_out,

@@ -155,7 +155,7 @@ async def use_as_evidence(conn: AsyncConnection, who: Principal, writes: Sequenc
         if not w.record.get("add_to_evidence") or (w.before is not None and w.before.get("add_to_evidence")):
             continue
         if not who.allows(strengths.resource, "u"):  # it changes the strength: its own scope is needed
-            raise Forbidden(required_scope(strengths.resource, "u", who.context))  # type: ignore[arg-type]
+            raise Forbidden(required_scope(strengths.resource, "u", who.context))
         try:
             row = await service.fetch(conn, who, strengths, w.record["strength_id"], for_update=True)
         except Gone:

@@ -154,7 +154,11 @@ async def measurement_body(conn: AsyncConnection, who: Principal, body: Any, req
     if identifiers:
         first = identifiers[0] if isinstance(identifiers, list) and isinstance(identifiers[0], dict) else {}
         data["source"], data["external_id"] = first.get("system"), first.get("value")
-    notes = [n.get("text") for n in body.get("note") or [] if isinstance(n, dict) and n.get("text")]
+    annotations = body.get("note") or []
+    if not isinstance(annotations, list) or not all(
+            isinstance(n, dict) and isinstance(n.get("text", ""), str) for n in annotations):
+        raise invalid("Observation.note", "note must be a list of Annotations, each with its text as a string")
+    notes: list[str] = [n["text"] for n in annotations if n.get("text")]
     if notes:
         data["note"] = "\n".join(notes)
     coll = REGISTRY["measurements"]

@@ -94,10 +94,10 @@ def plan_for(who: Principal, types: list[str] | None) -> list[list[str]]:
     for fhir_type in types or EXPORT_TYPES:
         allowed = [coll for coll in EXPORT_TYPES[fhir_type] if who.allows(REGISTRY[coll].resource, "s")]
         if not allowed and types:
-            raise Forbidden(required_scope(fhir_type, "s", who.context))  # type: ignore[arg-type]
+            raise Forbidden(required_scope(fhir_type, "s", who.context))
         steps += [[fhir_type, coll] for coll in allowed]
     if not steps:
-        raise Forbidden(required_scope("*", "s", who.context))  # type: ignore[arg-type]
+        raise Forbidden(required_scope("*", "s", who.context))
     return steps
 
 

@@ -83,7 +83,7 @@ async def _kick_off(request: Request, who: Principal, db: Any, level: str, group
 
 
 def add_routes(router: APIRouter) -> None:
-    kick = {"response_model": None, "status_code": 202, "description": KICK_OFF_DOC,
+    kick: dict[str, Any] = {"response_model": None, "status_code": 202, "description": KICK_OFF_DOC,
             "responses": _kick_off_responses()}
 
     @router.get("/$export", operation_id="fhir_export_system", summary="Bulk Data export: everything", **kick)

@@ -27,7 +27,8 @@ FHIR_TYPES = {"clients": "Patient", "goals": "Goal", "safety-alerts": "Flag", **
 
 
 def as_json(record: dict[str, Any]) -> dict[str, Any]:
-    return orjson.loads(dumps(record))  # type: ignore[no-any-return]
+    doc: dict[str, Any] = orjson.loads(dumps(record))
+    return doc
 
 
 def observation_id(collection: str, record_id: Any) -> str:

@@ -131,7 +131,8 @@ async def _marker(conn: AsyncConnection, who: Principal, body: dict[str, Any], c
     if len(rows) > 1:
         raise invalid(f"{QR}.questionnaire", f"The patient has several {spec.name} markers: name one with the "
                       f"extension {c.SD_OUTCOME_MARKER} (valueCoding, code = marker id)", "ambiguous_marker")
-    return rows[0].id  # type: ignore[no-any-return]
+    marker_id: UUID = rows[0].id
+    return marker_id
 
 
 async def measurement_body(conn: AsyncConnection, who: Principal, body: Any) -> tuple[Any, InstrumentDef]:

@@ -69,7 +69,7 @@ async def fhir_authorize(security_scopes: SecurityScopes,
         assert scope is not None
         for perm in scope.perms:
             if not any(who.allows(ours, perm) for ours in FHIR_ALIASES[scope.name]):
-                raise Forbidden(required_scope(scope.name, perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope(scope.name, perm, who.context))
     return who
 
 
@@ -80,7 +80,7 @@ def fhir_needs(fhir_type: str, perm: str) -> Any:
 def check(who: Principal, collection: str, perm: str) -> None:
     resource = REGISTRY[collection].resource
     if not who.allows(resource, perm):
-        raise Forbidden(required_scope(resource, perm, who.context))  # type: ignore[arg-type]
+        raise Forbidden(required_scope(resource, perm, who.context))
 
 
 # ---------------------------------------------------------------- resources out
@@ -238,7 +238,7 @@ CONDITION = re.compile(r"^\??identifier=[A-Za-z0-9._:/~-]+\|[A-Za-z0-9._:/~-]+$"
 def _count(params: dict[str, list[str]]) -> int:
     raw = params.get("_count", [str(search.DEFAULT_COUNT)])[-1]
     if not re.match(PATTERNS["_count"], raw):
-        raise search.BadSearch("_count must be a whole number, at least 1")
+        raise urls.BadSearch("_count must be a whole number, at least 1")
     return min(int(raw), search.MAX_COUNT)
 
 
@@ -252,7 +252,7 @@ async def run_search(fhir_type: str, who: Principal, db: Any, request: Request) 
     descending = False
     for raw in params.get("_sort", []):
         if raw not in ("date", "-date"):
-            raise search.BadSearch("_sort supports date and -date")
+            raise urls.BadSearch("_sort supports date and -date")
         descending = raw == "-date"
     if fhir_type == "Observation":
         kinds = [k for k, res in search.OBSERVATION_RESOURCES.items() if who.allows(res, "s")]
@@ -307,6 +307,7 @@ def _documented(endpoint: Any, params: list[tuple[str, str]]) -> Any:
     async def documented(**kwargs: Any) -> Any:
         return await endpoint(**{k: v for k, v in kwargs.items() if not k.startswith("p_")})
 
+    # Functions do not declare __signature__ to a checker; inspect, hence FastAPI, reads it.
     documented.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     documented.__name__ = endpoint.__name__
     return documented
@@ -471,7 +472,7 @@ IfNoneExist = Annotated[str | None, Header(
 def _condition(header: str) -> str:
     pairs = parse_qsl(header.removeprefix("?"), keep_blank_values=True)
     if not CONDITION.match(header) or len(pairs) != 1 or pairs[0][0] != "identifier" or "|" not in pairs[0][1]:
-        raise search.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
+        raise urls.BadSearch("If-None-Exist supports one parameter: identifier=system|value")
     return pairs[0][1]
 
 

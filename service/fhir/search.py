@@ -99,7 +99,7 @@ _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 
 
-def date_condition(column: Any, raw: str, name: str) -> ColumnElement[bool]:
+def date_condition(column: ColumnElement[Any], raw: str, name: str) -> ColumnElement[bool]:
     prefix = raw[:2] if raw[:2].isalpha() else "eq"
     value = raw[2:] if raw[:2].isalpha() else raw
     if prefix not in PREFIXES:
@@ -197,13 +197,13 @@ async def run(conn: AsyncConnection, who: Principal, parts: list[Part], *, count
             part.sort(table).label("d")))
     sub = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery()
     key = tuple_(sub.c.d, sub.c.k, sub.c.id)
-    stmt = select(sub.c.k, sub.c.id, sub.c.d)
+    page = select(sub.c.k, sub.c.id, sub.c.d)
     if after_key:
         d, k, i = after_key
         after = tuple_(literal(d), cast(literal(k), Integer), literal(i))
-        stmt = stmt.where(key < after if descending else key > after)
+        page = page.where(key < after if descending else key > after)
     order = [sub.c.d.desc(), sub.c.k.desc(), sub.c.id.desc()] if descending else [sub.c.d, sub.c.k, sub.c.id]
-    rows = (await conn.execute(stmt.order_by(*order).limit(count + 1))).all()
+    rows = (await conn.execute(page.order_by(*order).limit(count + 1))).all()
     more = len(rows) > count
     rows = rows[:count]
     by_kind: dict[int, list[UUID]] = {}

@@ -13,8 +13,8 @@ written before COMMIT. Then either
 - otherwise the **stock executor** runs the operation: the root fields' resolvers run the same statements
   ("resolvers" mode) and every other resolver reads their values, raising each error where it belongs.
 
-Both answers are the same document: ``tests/test_graphql_differential.py`` replays its corpus both ways and holds
-both to the answers the previous implementation gave.
+Both answers are the same document: ``tests/graphql/test_graphql_differential.py`` replays its corpus both ways and
+holds both to the answers the previous implementation gave.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -61,18 +62,18 @@ def _roots() -> dict[str, Root]:
 
 
 @cache
-def _enums() -> dict[str, type]:
+def _enums() -> dict[str, type[Enum]]:
     """The schema's enum types by GraphQL name (Strawberry names them after their class)."""
-    out: dict[str, type] = {}
+    out: dict[str, type[Enum]] = {}
     for coll in REGISTRY.values():
         for spec in record_specs(coll.name).values():
-            if isinstance(spec.base, type) and hasattr(spec.base, "__members__"):
+            if isinstance(spec.base, type) and issubclass(spec.base, Enum):
                 out[spec.base.__name__] = spec.base
     return out
 
 
 class CompiledReads(SchemaExtension):
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         ctx: GraphQLContext = ec.context
         ctx.document = ec.graphql_document
@@ -215,10 +216,11 @@ def _page(doc: Doc, nodes: list[FieldNode], coll: Collection, ctx: GraphQLContex
                      None if after is ABSENT else after, filters, ctx.allows, "response")
 
 
-def _filter_enum(coll: Collection, name: str) -> type | None:
+def _filter_enum(coll: Collection, name: str) -> type[Enum] | None:
     if name != "status":
         return None
-    return unwrap(coll.out.model_fields["status"].annotation)[0]  # type: ignore[no-any-return]
+    status: type[Enum] = unwrap(coll.out.model_fields["status"].annotation)[0]
+    return status
 
 
 def _uuid(value: Any) -> Any:

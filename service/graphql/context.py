@@ -44,7 +44,7 @@ class GraphQLContext(BaseContext):
     def require(self, resource: str, perm: str) -> None:
         """Raise FORBIDDEN unless the token allows it."""
         if not self.allows(resource, perm):
-            raise forbidden(required_scope(resource, perm, self.who.context))  # type: ignore[arg-type]
+            raise forbidden(required_scope(resource, perm, self.who.context))
 
     # ------------------------------------------------------------ the document
 

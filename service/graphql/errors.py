@@ -111,5 +111,5 @@ class ErrorCodes(SchemaExtension):
             _tag(error)
             raise
         ctx = self.execution_context
-        for error in [*(getattr(ctx.result, "errors", None) or ()), *(ctx.pre_execution_errors or ())]:
-            _tag(error)
+        for found in [*(getattr(ctx.result, "errors", None) or ()), *(ctx.pre_execution_errors or ())]:
+            _tag(found)

@@ -9,8 +9,8 @@ validation or access filtering; NotFound and Gone resolve to null, as CONTRACT.m
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
+from service.collections.types import list_of
 from service.errors import DomainError, Gone, NotFound
 from service.graphql.context import GraphQLContext
 from service.graphql.errors import forbidden, from_domain, from_pydantic
@@ -33,18 +34,24 @@ from service.graphql.typegen import Node, Types, plain
 P = inspect.Parameter
 
 
-@contextmanager
-def _domain_errors() -> Iterator[None]:
-    """NotFound and Gone resolve to null (the caller returns None); other domain errors become GraphQL errors."""
-    try:
-        yield
-    except DomainError as exc:
-        if not isinstance(exc, NotFound | Gone):
+class _DomainErrors:
+    """NotFound and Gone resolve to null (the caller returns None); other domain errors become GraphQL errors.
+
+    A class, its ``__exit__`` returning bool, so a type checker sees that the block may end without returning."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, NotFound | Gone):
+            return True
+        if isinstance(exc, DomainError):
             raise from_domain(exc) from exc
+        return False
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with ``_domain_errors`` applied. A synchronous resolver stays synchronous (it may return an
+    """``fn`` with ``_DomainErrors`` applied. A synchronous resolver stays synchronous (it may return an
     awaitable, which is guarded the same way)."""
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -55,7 +62,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run_sync(*args: Any, **kwargs: Any) -> Any:
-        with _domain_errors():
+        with _DomainErrors():
             result = fn(*args, **kwargs)
             return _awaited(result) if inspect.isawaitable(result) else result
         return None
@@ -64,7 +71,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def _awaited(pending: Awaitable[Any]) -> Any:
-    with _domain_errors():
+    with _DomainErrors():
         return await pending
     return None
 
@@ -77,13 +84,14 @@ def field(fn: Callable[..., Any], returns: Any, params: list[tuple[str, Any, Any
     sig += [P(name, P.KEYWORD_ONLY, annotation=annotation, default=default) for name, annotation, default in
             params or []]
     wrapped = _guarded(fn)
+    # Functions do not declare __signature__ to a checker; inspect, hence Strawberry, reads it.
     wrapped.__signature__ = inspect.Signature(sig, return_annotation=returns)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in sig if p.annotation is not P.empty} | {"return": returns}
     return strawberry.field(resolver=wrapped, description=description)
 
 
-def _ctx(info: Any) -> GraphQLContext:
-    return info.context  # type: ignore[no-any-return]
+def _ctx(info: strawberry.Info[GraphQLContext, Any]) -> GraphQLContext:
+    return info.context
 
 
 # ---------------------------------------------------------------- relations of a record type
@@ -124,7 +132,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
         return _compiled(root, info.path.key)
 
     if rel.kind == "many":
-        returns: Any = list[types.record_types[target.name]] | None  # type: ignore[name-defined]
+        returns: Any = list_of(types.record_types[target.name]) | None
         description = f"The {target.title.lower()} named by {rel.attr}"
     elif rel.kind == "one":
         returns = types.record_types[target.name] | None

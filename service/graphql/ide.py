@@ -6,6 +6,7 @@ into the headers editor.
 """
 
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -55,7 +56,7 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def _asset_dir():  # type: ignore[no-untyped-def]
+def _asset_dir() -> Traversable:
     return files("graphene_django_graphiql_static") / "static" / "graphene_django_graphiql_static"
 
 

@@ -95,7 +95,8 @@ async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> 
     if not rows:
         return None
     note(rows[0]["a"], uuids=uuids)
-    return rows[0]["j"]  # type: ignore[no-any-return]
+    field_json: str | None = rows[0]["j"]
+    return field_json
 
 
 def note(entries: str | None, *, uuids: bool = False) -> None:

@@ -9,9 +9,11 @@ from typing import Any
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DateDefinition, DateTimeDefinition
+from strawberry.types.scalar import ScalarDefinition
 
 import service.domain.registry  # noqa: F401 - registers every collection
 from service.collections.registry import REGISTRY
+from service.collections.types import list_of
 from service.graphql import fields, limits, progress
 from service.graphql.auditing import AuditAction
 from service.graphql.compiled import CompiledReads
@@ -33,7 +35,7 @@ def _decorate(types_: Types) -> None:
         edge.__annotations__ = {"node": cls, "cursor": str}
         strawberry.type(edge)
         conn = types_.connections[coll.name]
-        conn.__annotations__ = {"edges": list[edge], "page_info": PageInfo}  # type: ignore[valid-type]
+        conn.__annotations__ = {"edges": list_of(edge), "page_info": PageInfo}
         strawberry.type(conn, description=f"A page of {coll.title.lower()}")
 
 
@@ -49,10 +51,10 @@ def _is_type_of(name: str) -> Any:
 
 def _text_or_iso(value: Any) -> str:
     """Compiled reads carry timestamps and dates already written as ``isoformat`` writes them (sqljson.py)."""
-    return value if isinstance(value, str) else value.isoformat()  # type: ignore[no-any-return]
+    return value if isinstance(value, str) else value.isoformat()
 
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     datetime: dataclasses.replace(DateTimeDefinition, serialize=_text_or_iso, implementation=None),
     date: dataclasses.replace(DateDefinition, serialize=_text_or_iso, implementation=None),
 }

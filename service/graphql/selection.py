@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -59,7 +60,7 @@ class Doc:
 
     # ------------------------------------------------------------ values
 
-    def value(self, node: ValueNode | None, enum: type | None = None) -> Any:
+    def value(self, node: ValueNode | None, enum: type[Enum] | None = None) -> Any:
         """An argument's value: ``ABSENT`` when not given or given as a variable that was not provided."""
         if node is None:
             return ABSENT
@@ -74,7 +75,7 @@ class Doc:
         if isinstance(node, StringValueNode | BooleanValueNode):
             return node.value
         if isinstance(node, EnumValueNode):
-            return enum[node.value] if enum is not None else node.value  # type: ignore[index]
+            return enum[node.value] if enum is not None else node.value
         raise NotPlain(type(node).__name__)
 
     def included(self, node: Any) -> bool:
@@ -127,7 +128,7 @@ _INT_RANGE = range(-(2**31), 2**31)
 
 
 def coerce_variables(operation: OperationDefinitionNode, raw: dict[str, Any] | None,
-                     enums: dict[str, type]) -> dict[str, Any]:
+                     enums: dict[str, type[Enum]]) -> dict[str, Any]:
     """The operation's variables as graphql-core would coerce them, for the plain cases only: Int, Boolean, String,
     UUID and the schema's enums, given or defaulted to a literal. Anything else (a list, an input object, a
     DateTime, a float for an Int, a value graphql-core would refuse) raises ``NotPlain``: the stock executor, which
@@ -168,7 +169,7 @@ def _literal(node: ValueNode) -> Any:
     raise NotPlain(type(node).__name__)
 
 
-def _coerce(value: Any, type_name: str, non_null: bool, enums: dict[str, type]) -> Any:
+def _coerce(value: Any, type_name: str, non_null: bool, enums: dict[str, type[Enum]]) -> Any:
     if value is None:
         if non_null:
             raise NotPlain("null")

@@ -78,17 +78,16 @@ def jobj(pairs: Sequence[tuple[ColumnElement[Any], ColumnElement[Any]]]) -> Colu
     if len(pairs) <= MAX_PAIRS:
         return func.json_build_object(*itertools.chain.from_iterable(pairs), type_=JSON)
     chunks = [cast(jobj(pairs[i:i + MAX_PAIRS]), Text) for i in range(0, len(pairs), MAX_PAIRS)]
-    text = func.left(chunks[0], -1)
+    text: ColumnElement[Any] = func.left(chunks[0], -1)
     for chunk in chunks[1:]:
         text = text.concat(literal_column("', '")).concat(func.substr(chunk, 2))
     return cast(text, JSON)
 
 
-def jagg(value: ColumnElement[Any], order: ColumnElement[Any], where: ColumnElement[Any] | None = None) -> Any:
+def jagg(value: ColumnElement[Any], order: ColumnElement[Any],
+         where: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
     agg = func.json_agg(aggregate_order_by(value, order))
-    if where is not None:
-        agg = agg.filter(where)
-    return func.coalesce(agg, literal_column("'[]'::json", JSON))
+    return func.coalesce(agg if where is None else agg.filter(where), literal_column("'[]'::json", JSON))
 
 
 def _const(value: str | None) -> ColumnElement[Any]:
@@ -188,7 +187,7 @@ class Builder:
             return rows.c[f"o_{spec.name}"]
         if spec.source == "computed":
             return _typed(rows.c[f"c_{spec.name}"], spec)
-        column = rows.c.external_ids if spec.source == "ext" else rows.c[spec.name]
+        column: ColumnElement[Any] = rows.c.external_ids if spec.source == "ext" else rows.c[spec.name]
         if spec.source == "ext":
             column = func.coalesce(column, literal_column("'[]'::jsonb"))
         if spec.nested:
@@ -210,7 +209,7 @@ class Builder:
                 pairs.append((_key(entry.key), _const(entry.value)))
                 continue
             spec = entry.spec
-            value = doc.op("->")(literal_column(f"'{spec.name}'"))
+            value: ColumnElement[Any] = doc.op("->")(literal_column(f"'{spec.name}'"))
             if entry.nested is not None:
                 value = self.nested(entry.nested, value, spec.many)
             elif spec.renamed_enum():
@@ -287,6 +286,7 @@ class Builder:
         shown_x = x.c._n <= first
         columns = {node: x.c[f"j{i}"] for i, (node, _) in enumerate(nodes)}
         parts = [(_key(p.key), self._part(p, shape.coll, x, columns, first, shown_x)) for p in shape.parts]
+        audit: ColumnElement[Any]
         if audit_extra:
             audit = func.string_agg(case((shown_x, x.c.a), else_=x.c.own), literal_column("','"))
         else:

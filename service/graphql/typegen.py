@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel
 from strawberry.types.unset import UNSET
 
 from service.collections.registry import REGISTRY, Collection
+from service.collections.types import list_of
 
 SCALARS: dict[Any, Any] = {str: str, int: int, float: float, bool: bool, UUID: UUID, date: date, datetime: datetime,
                          AwareDatetime: datetime}
@@ -56,7 +57,7 @@ class Types:
     def __init__(self) -> None:
         self.enums: dict[type, Any] = {}
         self.objects: dict[type, Any] = {}  # pydantic model -> strawberry output type
-        self.inputs: dict[type, Any] = {}  # pydantic model -> strawberry input type
+        self.inputs: dict[type | tuple[type, str], Any] = {}  # pydantic model -> strawberry input type
         self.record_types: dict[str, Any] = {}  # collection name -> object type
         self.connections: dict[str, Any] = {}
         self.edges: dict[str, Any] = {}
@@ -81,7 +82,7 @@ class Types:
         if optional:
             return self.output(inner) | None
         if typing.get_origin(annotation) is list:
-            return list[self.output(typing.get_args(annotation)[0])]  # type: ignore[misc]
+            return list_of(self.output(typing.get_args(annotation)[0]))
         if typing.get_origin(annotation) is dict or annotation is Any:
             return JSON
         if typing.get_origin(annotation) is typing.Literal:
@@ -98,7 +99,7 @@ class Types:
         if optional:
             return self.input(inner) | None
         if typing.get_origin(annotation) is list:
-            return list[self.input(typing.get_args(annotation)[0])]  # type: ignore[misc]
+            return list_of(self.input(typing.get_args(annotation)[0]))
         if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
             return self.enum(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -9,6 +9,7 @@ patient-context transaction SELECTs only the rows about its patient alone. Rows 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 from uuid import UUID
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Index, Integer, Text, Uuid, func, text
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models.base import Base
 
-ACTIONS = ("read", "search", "create", "update", "delete", "upsert", "export", "import", "purge", "denied")
-OUTCOMES = ("success", "denied", "not_found", "error")
+AuditAction = Literal["read", "search", "create", "update", "delete", "upsert", "export", "import", "purge", "denied"]
+AuditOutcome = Literal["success", "denied", "not_found", "error"]
+ACTIONS: tuple[str, ...] = get_args(AuditAction)
+OUTCOMES: tuple[str, ...] = get_args(AuditOutcome)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

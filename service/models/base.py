@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKeyConstraint, Integer, MetaData, func, text
+from sqlalchemy import CheckConstraint, DateTime, ForeignKeyConstraint, Integer, MetaData, Table, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -34,6 +34,10 @@ def compartment_column(*, primary_key: bool = False) -> Mapped[UUID]:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:
+        # Every model here is declared with __tablename__, so its __table__ is a Table (SQLAlchemy types it as
+        # any FromClause, which has no .delete(), .c of Columns, ...).
+        __table__: ClassVar[Table]
 
 
 def enum_check(column: str, enum: type[StrEnum], *, nullable: bool = False) -> CheckConstraint:

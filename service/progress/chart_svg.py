@@ -43,7 +43,7 @@ class Plot:
         return W - LEFT - RIGHT
 
     @property
-    def height(self) -> int:
+    def height(self) -> float:
         return H - self.top - BOTTOM
 
     def x(self, t: datetime) -> float:
@@ -69,8 +69,8 @@ def _time_range(points: list[Point], milestones: list[Milestone], since: datetim
 
 def _value_range(marker: dict[str, Any], spec: InstrumentDef | None, values: list[float],
                  target: float | None) -> tuple[float, float]:
-    lo = marker.get("min") if marker.get("min") is not None else min(values, default=0.0)
-    hi = marker.get("max") if marker.get("max") is not None else max(values, default=1.0)
+    lo: float = marker["min"] if marker.get("min") is not None else min(values, default=0.0)
+    hi: float = marker["max"] if marker.get("max") is not None else max(values, default=1.0)
     if spec is None and values:  # custom markers: fit the data (and the target), within the declared range
         seen = values + ([target] if target is not None else [])
         lo, hi = min(seen), max(seen)

@@ -3,7 +3,7 @@
 (No ``from __future__ import annotations`` here: FastAPI must see the real parameter types.)
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -86,8 +86,8 @@ async def read_summary(client_id: UUID, who: Reader, db: Db, query: Annotated[Su
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
 
-SVG_RESPONSE = {200: {"description": "An accessible SVG chart", "content": {"image/svg+xml": {
-    "schema": {"type": "string"}}}}}
+SVG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "An accessible SVG chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}
 
 
 @router.get(

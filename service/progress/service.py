@@ -46,11 +46,11 @@ async def progress_of_live_client(conn: AsyncConnection, who: Principal, client_
     """``client_progress`` for a client the caller has already checked: one statement."""
     row = (await conn.execute(text(sql.CLIENT_PROGRESS), sql.client_params(who.org_id, client_id))).one()
     goals = [{k: v for k, v in g.items() if k != "ord"} for g in row.goals]
-    return ClientProgress(
-        safety_priority=row.unresolved_alerts > 0, open_safety_alerts=row.unresolved_alerts,
-        safety_alerts=row.alerts, client_id=client_id, recovery=row.recovery,
-        goals=goals, client_measures=row.client_measures,  # type: ignore[arg-type]
-    )
+    return ClientProgress.model_validate({  # goals and measures: dicts, validated into their models
+        "safety_priority": row.unresolved_alerts > 0, "open_safety_alerts": row.unresolved_alerts,
+        "safety_alerts": row.alerts, "client_id": client_id, "recovery": row.recovery,
+        "goals": goals, "client_measures": row.client_measures,
+    })
 
 
 async def caseload_summary(

@@ -55,7 +55,7 @@ MAX_LINE = 1_000_000
 
 NDJSON_BODY = {"requestBody": {"required": True, "content": {NDJSON: {"schema": {
     "type": "string", "description": 'One JSON object per line: {"type": "strength", "resource": {...}}'}}}}}
-NDJSON_OUT = {200: {"description": "One result or record per line",
+NDJSON_OUT: dict[int | str, dict[str, Any]] = {200: {"description": "One result or record per line",
                     "content": {NDJSON: {"schema": {"type": "string"}}}}}
 
 
@@ -108,7 +108,7 @@ def _parse_line(who: Principal, raw: bytes) -> tuple[Collection, dict[str, Any]]
         raise ValidationFailed.on("type", 'Each line is {"type": ..., "resource": {...}}', "invalid_line")
     coll = _by_type(doc["type"])
     if not who.allows(coll.resource, "c"):
-        raise Forbidden(required_scope(coll.resource, "c", who.context))  # type: ignore[arg-type]
+        raise Forbidden(required_scope(coll.resource, "c", who.context))
     return coll, dict(doc["resource"])
 
 
@@ -139,8 +139,8 @@ def _result(status: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def _identifier(coll: Collection, payload: dict[str, Any]) -> tuple[str, str] | None:
     if coll.natural_key:
-        key = tuple(payload.get(name) for name in coll.natural_key)
-        return key if all(key) else None  # type: ignore[return-value]
+        system, ident = (payload.get(name) for name in coll.natural_key)  # (system, value): upsert's pair
+        return (system, ident) if system and ident else None
     ids = payload.get(coll.ext_field) or []
     return (ids[0]["system"], ids[0]["value"]) if ids else None
 
@@ -239,7 +239,7 @@ def _known(known: dict[Key, Any], target: str, value: Any, field: str) -> Any:
             raise ValidationFailed.on(field, 'A reference is an id or {"external_id": "system|value"}',
                                       "invalid_reference")
         parse_identifier(value["external_id"], field)  # raises: _ext_key refuses only what it refuses
-    found = known.get(key)  # type: ignore[arg-type]
+    found = known.get(key) if key is not None else None
     if found is None:
         raise ValidationFailed.on(field, f"No {target} with identifier {value['external_id']}", "reference_not_found")
     return str(found)

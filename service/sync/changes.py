@@ -103,7 +103,7 @@ def readable_types(who: Principal, types: str | None, perm: str = "s") -> list[C
         chosen = [by_type[n] for n in dict.fromkeys(names)]
         for coll in chosen:
             if not who.allows(coll.resource, perm):
-                raise Forbidden(required_scope(coll.resource, perm, who.context))  # type: ignore[arg-type]
+                raise Forbidden(required_scope(coll.resource, perm, who.context))
         return chosen
     return [c for c in REGISTRY.values() if who.allows(c.resource, perm)]
 
@@ -123,9 +123,11 @@ class ChangesQuery(QueryParams):
 async def list_changes(who: Reader, db: Db, query: Annotated[ChangesQuery, Query()]) -> Response:
     chosen = readable_types(who, query.types)
     txid, seq, limit = *decode(query.since), query.limit
-    data, seen, count, last_txid, last_seq = await (await driver(db)).fetchrow(
+    row = await (await driver(db)).fetchrow(
         _FEED, who.org_id, who.patient_id, [c.name for c in chosen], txid, seq, limit,
         [c.type_name for c in chosen])
+    assert row is not None, "the feed's aggregate returns one row"
+    data, seen, count, last_txid, last_seq = row
     # The feed names records (no client data), and who learnt of them is still audited: per collection at once.
     resource_of = {c.name: c.resource for c in chosen}
     for name, (ids, clients) in (loads(seen) if seen else {}).items():

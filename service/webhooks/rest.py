@@ -9,11 +9,11 @@ not apply. The conventions are the same: scopes (``Webhook``), ETag/If-Match, cu
 """
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, insert, select, tuple_, update
 
 from service.auth.principal import Principal
@@ -49,7 +49,10 @@ class WebhookSubscriptionIn(Strict):
     active: Flag = True
 
 
-WebhookSubscriptionPatch = patch_model(WebhookSubscriptionIn, "WebhookSubscriptionPatch")
+if TYPE_CHECKING:  # a model built at import is no type to a checker: it sees a pydantic model
+    WebhookSubscriptionPatch = BaseModel
+else:
+    WebhookSubscriptionPatch = patch_model(WebhookSubscriptionIn, "WebhookSubscriptionPatch")
 
 
 class WebhookSubscriptionOut(Out):

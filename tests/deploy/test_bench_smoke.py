@@ -1,0 +1,94 @@
+"""The benchmark cannot rot: the whole pipeline (seed, app + token, SQL capture, HTTP load, raw twin, results)
+at a tiny size for about a second per run (about 20 s in all, most of it starting the service twice), plus
+fast unit checks of the log parser and the wrk script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.capture import parse_log
+from bench.loadgen import Request, wrk_script
+from service.settings import PROJECT_ROOT
+
+LOG = """\
+2026-01-01 00:00:00.001 UTC [42] LOG:  statement: BEGIN;
+2026-01-01 00:00:00.002 UTC [42] LOG:  execute __asyncpg_stmt_1__: SELECT a
+\tFROM t WHERE x = $1::UUID AND y = $2 LIMIT $3::INTEGER
+2026-01-01 00:00:00.002 UTC [42] DETAIL:  Parameters: $1 = 'a-b', $2 = 'it''s, $2 = x', $3 = NULL
+2026-01-01 00:00:00.003 UTC [42] LOG:  statement: COMMIT;
+"""
+
+
+def test_parse_log_keeps_text_and_parameters() -> None:
+    statements = parse_log(LOG)
+    assert [s.sql for s in statements] == [
+        "BEGIN;", "SELECT a\nFROM t WHERE x = $1::UUID AND y = $2 LIMIT $3::INTEGER", "COMMIT;"]
+    assert statements[0].params is None
+    assert statements[1].params == ("a-b", "it's, $2 = x", None)
+
+
+def test_wrk_script_escapes() -> None:
+    script = wrk_script([Request("GET", '/v1/x?q="a"', {"Authorization": "Bearer t"}),
+                         Request("POST", "/y", {}, b"{}")])
+    assert '"/v1/x?q=\\034a\\034"' in script
+    assert "math.random(#reqs)" in script
+
+
+def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2",
+         "--concurrency", "2", "--generator", "python", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke"),
+         "--out-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )
+    elapsed = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    w1 = result["workloads"]["W1"]
+    assert set(w1) >= {"rps", "p50_ms", "p99_ms", "errors", "raw_rps", "ratio"}
+    assert w1["rps"] > 0
+    assert w1["raw_rps"] > 0
+    assert w1["errors"] == 0
+    assert w1["ratio"] > 0
+    for name in ("W1", "W2", "W3"):  # the limit twin (bench/limit.py) ran beside the replay
+        limit = result["workloads"][name]
+        assert limit["limit_rps"] > 0, name
+        assert limit["limit_errors"] == 0, name
+        assert limit["limit_ratio"] > 0, name
+    # The captured statements stay on the machine (raw/, git-ignored); the committed figures leave them out.
+    assert "statements" not in w1
+    full = json.loads((tmp_path / "raw" / "latest.full.json").read_text())
+    assert {k: v for k, v in full["workloads"]["W1"].items() if k != "statements"} == w1
+    sqls = [s if isinstance(s, str) else s["sql"] for s in full["workloads"]["W1"]["statements"]]
+    assert any("FROM clients" in s for s in sqls)
+    assert any("FROM strengths" in s for s in sqls)
+    assert any("set_config" in s for s in sqls)
+    assert result["generator"]["ceiling_rps"] > 0
+    assert "| W1 " in (tmp_path / "latest.md").read_text()
+    print(f"bench smoke: {elapsed:.1f} s")
+
+
+def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
+    """`--rls-cost` (both roles, raw and through the service) and `--server granian`, at the tiny size (its own
+    data dir: xdist may run it beside the test above)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2",
+         "--concurrency", "2", "--generator", "python", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-rls"),
+         "--workloads", "W1", "--server", "granian", "--rls-cost", "--out-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert result["config"]["server"] == "granian"
+    cost = result["rls_cost"]["W1"]
+    for side in ("raw_rls", "raw_bypassrls", "http_rls", "http_bypassrls"):
+        assert cost[side]["rps"] > 0, side
+        assert cost[side]["pg_cpu_ms_per_req"] > 0, side
+    assert cost["raw_ratio"] > 0
+    assert cost["http_ratio"] > 0
+    assert "Row-level security cost" in (tmp_path / "latest.md").read_text()

@@ -1,0 +1,116 @@
+"""OpenTelemetry traces (issue 13): on only when configured; a request yields a server span named by its route
+template with the database statements as child spans; no client data (names, notes, identifiers, tokens, SQL
+parameters) in any span. Spans are caught with the SDK's in-memory exporter, given to `create_app` where the
+OTLP exporter would otherwise go."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from service.app import create_app
+from service.settings import PROJECT_ROOT
+from tests.support.factories import create
+from tests.support.harness import Api
+
+NAME = "Zephyrine Quillfeather"
+FUTURE = "Walking the Ridgeway with my granddaughter by spring"
+MRN = "MRN-86753091"
+STRENGTH = "Keeps a gratitude journal every evening"
+
+
+def everything_in(span) -> str:
+    """Every text a span carries: name, attributes, events and their attributes, status description."""
+    parts = [span.name, json.dumps(dict(span.attributes or {}), default=str), span.status.description or ""]
+    for event in span.events:
+        parts += [event.name, json.dumps(dict(event.attributes or {}), default=str)]
+    return "\n".join(parts)
+
+
+async def test_a_request_is_a_server_span_with_database_children_and_no_client_data(db):
+    exporter = InMemorySpanExporter()
+    app = create_app(db.settings(), span_exporter=exporter)
+    async with Api.start(db, app=app) as api:
+        org = await api.org()
+        token = await api.token(org, "system/*.cruds")
+        c = api.client(token)
+        client = await create(c, "clients", display_name=NAME, preferred_future=FUTURE,
+                              identifiers=[{"system": "urn:oid:2.16.840.1.113883.4.1", "value": MRN}])
+        await create(c, "strengths", client_id=client["id"], client_label=STRENGTH)
+        r = await c.get(f"/v1/clients/{client['id']}?include=strengths")
+        assert r.status_code == 200
+        assert r.json()["strengths"][0]["client_label"] == STRENGTH
+        listed = await c.get("/v1/clients", params={"limit": 5, "identifier": f"urn:oid:2.16.840.1.113883.4.1|{MRN}"})
+        assert listed.status_code in (200, 400), listed.text
+    spans = exporter.get_finished_spans()  # the app's shutdown flushed them
+
+    route = "/v1/clients/{client_id}"
+    servers = [s for s in spans if s.kind is SpanKind.SERVER and s.attributes.get("http.route") == route]
+    assert len(servers) == 1, [(s.name, dict(s.attributes)) for s in spans if s.kind is SpanKind.SERVER]
+    server = servers[0]
+    assert server.name == f"GET {route}"
+    assert server.attributes["http.status_code"] == 200
+    children = [s for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id]
+    db_spans = [s for s in children if s.kind is SpanKind.CLIENT and s.attributes.get("db.system") == "postgresql"]
+    statements = [str(s.attributes.get("db.statement", "")) for s in db_spans]
+    assert any("FROM clients" in st for st in statements), statements
+    assert any("FROM strengths" in st for st in statements), statements
+    assert all(s.context.trace_id == server.context.trace_id for s in db_spans)
+
+    assert {s.name.split(" ", 1)[1] for s in spans if s.kind is SpanKind.SERVER} >= {"/oauth/token", "/v1/clients"}
+    secrets = [NAME, FUTURE, MRN, STRENGTH, token, client["id"], str(org.id),
+               *token.split(".")]  # the token, and each of its parts
+    for span in spans:
+        text = everything_in(span)
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, (span.name, leaked, text[:2000])
+        assert "db.statement.parameters" not in (span.attributes or {})
+
+
+def test_exception_events_lose_their_message(tmp_path):
+    """A failed statement's exception (its message can quote a value) reaches the exporter as its type only."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from service.tracing import RedactingExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(exporter)))
+    with pytest.raises(ValueError, match="invalid input"), \
+            provider.get_tracer("t").start_as_current_span("SELECT"):
+        raise ValueError(f'invalid input syntax for type uuid: "{MRN}"')
+    (span,) = exporter.get_finished_spans()
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.events[0].attributes["exception.type"] == "ValueError"
+    assert MRN not in everything_in(span)
+    assert span.status.status_code.name == "ERROR"
+
+
+# What tracing brings in. (FastAPI itself imports the OpenTelemetry *API* for its own telemetry, which stays
+# off without a configured global provider; the SDK, the instrumentations and the exporter are ours.)
+OURS = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter", "service.tracing")
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4318"])
+def test_opentelemetry_is_not_imported_unless_configured(endpoint):
+    code = (f"OURS = {OURS!r}; import sys; from service.app import create_app; from service.settings import Settings; "
+            "create_app(Settings(database_url='postgresql+asyncpg://unused@localhost/unused')); "
+            "print(sorted(m for m in sys.modules if m.startswith(OURS)))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    modules = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - a list literal we printed
+    if endpoint:
+        assert "opentelemetry.instrumentation.asyncpg" in modules
+        assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in modules
+    else:
+        assert modules == []

@@ -1,0 +1,246 @@
+"""Measurements from mood-tracking apps: batches, idempotency keys, instrument scoring, safety alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from service.domain.instruments import INSTRUMENTS
+from tests.support.factories import create
+
+ALL = "system/*.cruds"
+AT = "2026-11-20T08:00:00+09:00"
+
+
+@pytest.fixture
+async def setup(api):
+    org = await api.org()
+    c = api.client(await api.token(org, ALL))
+    marker = await create(c, "outcome-markers", min=0, max=10, name="Mood", kind="mood", unit="{score}")
+    return api, c, marker
+
+
+def item(marker, i, **kw):
+    return {"client_id": marker["client_id"], "marker_id": marker["id"], "value": i % 10, "observed_at": AT,
+            "source": "moodapp", "external_id": f"m-{i}", **kw}
+
+
+async def test_batch_of_1000_with_invalid_and_duplicate_items(setup):
+    api, c, marker = setup
+    stored = [item(marker, i) for i in range(5)]
+    first = await c.post("/v1/measurements/batch", json={"measurements": stored})
+    assert [r["status"] for r in first.json()["results"]] == ["created"] * 5
+    batch = [item(marker, i) for i in range(990)]  # 0-4 are already stored
+    bad = [item(marker, 2000, value=11), item(marker, 2001, observed_at="2026-11-20T08:00:00"),
+           item(marker, 2002, marker_id=str(uuid.uuid4())), item(marker, 2003, items=[1, 2]),
+           item(marker, 2004, value="3"), item(marker, 2005, unknown=1), {"nonsense": True},
+           item(marker, 2007, client_id=str(uuid.uuid4())), item(marker, 2008, value=-1),
+           item(marker, 2009, value=True)]
+    batch[500:500] = bad[:5]
+    batch[700:700] = bad[5:]
+    assert len(batch) == 1000
+    before = await api.db.fetchval("SELECT count(*) FROM measurements")
+    r = await c.post("/v1/measurements/batch", json={"measurements": batch})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == list(range(1000))
+    counts = {s: sum(1 for x in results if x["status"] == s) for s in ("created", "duplicate", "error")}
+    assert counts == {"created": 985, "duplicate": 5, "error": 10}
+    errors = [x for x in results if x["status"] == "error"]
+    assert [x["index"] for x in errors] == [500, 501, 502, 503, 504, 700, 701, 702, 703, 704]
+    assert all(x["problem"]["status"] == 422 and x["problem"]["errors"] for x in errors)
+    assert errors[0]["problem"]["code"] == "value_out_of_range"
+    assert errors[1]["problem"]["errors"][0]["field"] == "observed_at"
+    assert errors[2]["problem"]["errors"][0]["field"] == "marker_id"
+    dups = [x for x in results if x["status"] == "duplicate"]
+    assert {d["id"] for d in dups} == {x["id"] for x in first.json()["results"]}
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == before + 985
+    assert await api.db.fetchval("SELECT count(*) FROM history WHERE collection = 'measurements'") == 990
+    again = await c.post("/v1/measurements/batch", json={"measurements": batch})
+    statuses = [x["status"] for x in again.json()["results"]]
+    assert statuses.count("created") == 0
+    assert statuses.count("duplicate") == 990
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == before + 985
+
+
+async def test_duplicate_does_not_change_the_stored_value(setup):
+    api, c, marker = setup
+    await c.post("/v1/measurements/batch", json={"measurements": [item(marker, 1, value=4)]})
+    r = await c.post("/v1/measurements/batch", json={"measurements": [item(marker, 1, value=9)]})
+    dup = r.json()["results"][0]
+    assert dup["status"] == "duplicate"
+    assert (await c.get(f"/v1/measurements/{dup['id']}")).json()["value"] == 4
+
+
+async def test_1001_items_is_a_request_error(setup):
+    api, c, marker = setup
+    r = await c.post("/v1/measurements/batch", json={"measurements": [item(marker, i) for i in range(1001)]})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "measurements"
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 0
+
+
+async def test_instrument_items_in_a_batch(setup):
+    api, c, _ = setup
+    phq = await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9")
+    base = {"client_id": phq["client_id"], "marker_id": phq["id"], "observed_at": AT}
+    r = await c.post("/v1/measurements/batch", json={"measurements": [
+        {**base, "items": [3, 3, 3, 3, 3, 3, 2, 0, 0]},  # 20: severe band
+        {**base, "items": [1, 1, 1, 1, 1, 1, 1, 1, 0]},  # 8: no risk
+        {**base, "items": [1, 1, 1, 1, 1, 1, 1, 1]},  # missing an item
+        {**base, "items": [0, 0, 0, 0, 0, 0, 0, 0, 4]},  # 4 on a 0-3 item
+        {**base, "items": [0, 0, 0, 0, 0, 0, 0, 0, 2]},  # item 9 endorsed
+    ]})
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["created", "created", "error", "error", "created"]
+    assert "severe" in res[0]["safety_alert"]["reason"]
+    assert "safety_alert" not in res[1] or res[1]["safety_alert"] is None
+    assert res[2]["problem"]["code"] == "items_incomplete"
+    assert res[3]["problem"]["errors"][0]["field"] == "items.8"
+    assert "item 9" in res[4]["safety_alert"]["reason"]
+    values = {x["id"]: (await c.get(f"/v1/measurements/{x['id']}")).json()["value"] for x in res if x.get("id")}
+    assert sorted(values.values()) == [2, 8, 20]
+
+
+async def test_concurrent_requests_with_one_idempotency_key_create_one_record(setup):
+    api, c, marker = setup
+    body = item(marker, 1)
+    del body["external_id"]
+    key = {"Idempotency-Key": "retry-" + uuid.uuid4().hex}
+    responses = await asyncio.gather(*[c.post("/v1/measurements", json=body, headers=key) for _ in range(10)])
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {201, 409}
+    assert 201 in codes
+    ids = {r.json()["id"] for r in responses if r.status_code == 201}
+    assert len(ids) == 1
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 1
+    replay = await c.post("/v1/measurements", json=body, headers=key)
+    first = next(r for r in responses if r.status_code == 201 and "idempotent-replayed" not in r.headers)
+    assert replay.status_code == 201
+    assert replay.content == first.content
+    assert replay.headers["idempotent-replayed"] == "true"
+    other = await c.post("/v1/measurements", json={**body, "value": 7}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 1
+
+
+async def test_failed_requests_are_not_stored_under_their_key(setup):
+    api, c, marker = setup
+    key = {"Idempotency-Key": "k-" + uuid.uuid4().hex}
+    bad = await c.post("/v1/measurements", json=item(marker, 1, value=99), headers=key)
+    assert bad.status_code == 422
+    good = await c.post("/v1/measurements", json=item(marker, 1, value=5), headers=key)
+    assert good.status_code == 201
+    long_key = {"Idempotency-Key": "x" * 256}
+    assert (await c.post("/v1/measurements", json=item(marker, 2), headers=long_key)).status_code == 400
+
+
+async def test_idempotency_keys_are_per_organization(api):
+    key = {"Idempotency-Key": "same-key"}
+    for name in ("A", "B"):
+        c = api.client(await api.token(await api.org(name), ALL))
+        r = await c.post("/v1/clients", json={"display_name": name}, headers=key)
+        assert r.status_code == 201
+        assert r.json()["display_name"] == name
+
+
+async def test_fifty_concurrent_risk_measurements_open_fifty_alerts(setup):
+    api, c, _ = setup
+    phq = await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9")
+    body = {"client_id": phq["client_id"], "marker_id": phq["id"], "observed_at": AT,
+            "items": [0, 0, 0, 0, 0, 0, 0, 0, 1]}
+    responses = await asyncio.gather(*[c.post("/v1/measurements", json=body) for _ in range(50)])
+    assert [r.status_code for r in responses] == [201] * 50
+    alert_ids = {r.json()["safety_alert"]["id"] for r in responses}
+    assert len(alert_ids) == 50
+    assert await api.db.fetchval("SELECT count(*) FROM safety_alerts WHERE status = 'open'") == 50
+    assert await api.db.fetchval("SELECT count(DISTINCT measurement_id) FROM safety_alerts") == 50
+
+
+@pytest.mark.parametrize(("instrument", "items", "total", "band"), [
+    ("phq9", [0, 0, 0, 0, 0, 0, 0, 0, 0], 0, "minimal"),
+    ("phq9", [1, 1, 1, 1, 1, 0, 0, 0, 0], 5, "mild"),
+    ("phq9", [2, 2, 1, 1, 1, 1, 1, 1, 0], 10, "moderate"),
+    ("phq9", [2, 2, 2, 2, 2, 2, 2, 1, 0], 15, "moderately_severe"),
+    ("phq9", [3, 3, 3, 3, 3, 3, 3, 3, 3], 27, "severe"),
+    ("gad7", [0, 1, 1, 1, 1, 0, 0], 4, "minimal"),
+    ("gad7", [1, 1, 1, 1, 1, 1, 3], 9, "mild"),
+    ("gad7", [2, 2, 2, 2, 2, 2, 2], 14, "moderate"),
+    ("gad7", [3, 3, 3, 3, 3, 0, 0], 15, "severe"),
+])
+def test_scoring_and_bands_by_hand(instrument, items, total, band):
+    spec = INSTRUMENTS[instrument]
+    assert spec.score(items) == total
+    assert spec.band(total) == band
+
+
+def test_risk_rules_by_hand():
+    phq, gad = INSTRUMENTS["phq9"], INSTRUMENTS["gad7"]
+    assert phq.risk_reasons([0, 0, 0, 0, 0, 0, 0, 0, 1], 1)
+    assert phq.risk_reasons([3, 3, 3, 3, 3, 3, 2, 0, 0], 20)
+    assert not phq.risk_reasons([3, 3, 3, 3, 3, 3, 1, 0, 0], 19)
+    assert gad.risk_reasons([3, 3, 3, 3, 3, 0, 0], 15)
+    assert not gad.risk_reasons([3, 3, 3, 3, 2, 0, 0], 14)
+
+
+async def test_patient_app_posts_its_own_measurements_only(api):
+    org = await api.org()
+    admin = api.client(await api.token(org, ALL))
+    mine = await create(admin, "outcome-markers", kind="mood", name="Mood", min=0, max=10)
+    theirs = await create(admin, "outcome-markers", kind="mood", name="Mood", min=0, max=10)
+    phone = api.client(await api.token(org, "patient/Measurement.crs patient/SafetyAlert.rs",
+                                       patient=uuid.UUID(mine["client_id"])))
+    r = await phone.post("/v1/measurements/batch", json={"measurements": [
+        {"client_id": mine["client_id"], "marker_id": mine["id"], "value": 6, "observed_at": AT},
+        {"client_id": theirs["client_id"], "marker_id": theirs["id"], "value": 6, "observed_at": AT},
+    ]})
+    assert [x["status"] for x in r.json()["results"]] == ["created", "error"]
+    listed = (await phone.get("/v1/measurements")).json()["data"]
+    assert {m["client_id"] for m in listed} == {mine["client_id"]}
+    assert (await phone.get(f"/v1/measurements?client_id={theirs['client_id']}")).json()["data"] == []
+
+
+async def test_each_item_gets_the_problem_a_single_post_of_it_gets(setup):
+    """A whole valid batch is validated at once and a batch with invalid items item by item: either way each
+    invalid item's problem is the one POST /v1/measurements answers for that body."""
+    api, c, marker = setup
+    other = await create(c, "outcome-markers", min=0, max=10, name="Sleep", kind="mood")
+    bad = [item(marker, 1, value=11), item(marker, 2, value="3"), item(marker, 3, observed_at="2026-11-20T08:00"),
+           item(marker, 4, unknown=1), {"nonsense": True}, item(marker, 5, marker_id=other["id"]),
+           item(marker, 6, client_id=str(uuid.uuid4())), item(marker, 7, items=[1]), item(marker, 8, value=None),
+           item(marker, 9, note="a\u0000b"), item(marker, 10, observed_at="1800-01-01T00:00:00Z")]
+    good = [item(marker, 100 + i) for i in range(5)]
+    r = await c.post("/v1/measurements/batch", json={"measurements": good[:2] + bad + good[2:]})
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["created"] * 2 + ["error"] * len(bad) + ["created"] * 3
+    for body, result in zip(bad, results[2:-3], strict=True):
+        single = (await c.post("/v1/measurements", json=body)).json()
+        assert result["problem"]["code"] == single["code"], body
+        assert result["problem"]["errors"] == single["errors"], body
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 5
+
+
+async def test_batch_records_match_what_is_read_back(setup):
+    """The history snapshots and alerts of a batch are built from the inserted values: they are what a read
+    returns, offsets and instrument totals included."""
+    api, c, marker = setup
+    phq = await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9")
+    batch = [item(marker, 1, observed_at="2026-11-20T08:00:00.123456+05:30", note="n"),
+             item(marker, 2, observed_at="2026-11-20T08:00:00-03:00", value=2.5),
+             {"client_id": phq["client_id"], "marker_id": phq["id"], "observed_at": "2026-11-20T08:00:00Z",
+              "items": [3, 3, 3, 3, 3, 3, 2, 0, 0]}]
+    results = (await c.post("/v1/measurements/batch", json={"measurements": batch})).json()["results"]
+    assert [x["status"] for x in results] == ["created"] * 3
+    for result in results:
+        read = (await c.get(f"/v1/measurements/{result['id']}")).json()
+        history = (await c.get(f"/v1/history/measurements/{result['id']}")).json()
+        snapshot = history[-1]["record"] if isinstance(history, list) else history["data"][-1]["record"]
+        # The history keeps the stored fields; safety_alert_ids is computed by each read.
+        assert {k: v for k, v in snapshot.items() if k != "deleted_at"} == \
+            {k: v for k, v in read.items() if k not in ("safety_alert_ids", "band")}  # computed when read
+        assert read["safety_alert_ids"] == ([result["safety_alert"]["id"]] if result.get("safety_alert") else [])
+    assert results[2]["safety_alert"]["measurement_id"] == results[2]["id"]
+    assert (await c.get(f"/v1/measurements/{results[2]['id']}")).json()["value"] == 20
