@@ -13,7 +13,7 @@ import re
 import struct
 from typing import Any
 
-from fastapi import Query
+from pydantic import Field
 
 from service.errors import ValidationFailed
 
@@ -38,11 +38,9 @@ class CursorKind:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return self.struct.unpack(raw[3:])
 
-    def query(self, description: str = "Opaque cursor from next_cursor", *, annotated: bool = False) -> Any:
-        """The query parameter, declared with its pattern; ``annotated`` for use inside ``Annotated``."""
-        if annotated:
-            return Query(description=description, json_schema_extra={"pattern": self.pattern})
-        return Query(None, description=description, json_schema_extra={"pattern": self.pattern})
+    def field(self, description: str = "Opaque cursor from next_cursor") -> Any:
+        """The cursor field of a query parameter model (service.http.QueryParams), declared with its pattern."""
+        return Field(None, description=description, json_schema_extra={"pattern": self.pattern})
 
 
 RECORDS = CursorKind(b"v1:", "16s")  # the last id of the page (collections, webhook subscriptions, GraphQL)

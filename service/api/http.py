@@ -10,10 +10,13 @@ from uuid import UUID
 
 import orjson
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from service.api import cursors
 from service.errors import MalformedRequest, UnsupportedMediaType, ValidationFailed
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -153,14 +156,57 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+class QueryParams(BaseModel):
+    """The query parameters of a ``/v1`` route, declared as one model (``Annotated[Model, Query()]``): a
+    parameter the model does not name is a 422 naming it (``in: query``), so a misspelt filter never widens a
+    result (CONTRACT.md section 4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Paged(QueryParams):
+    """A list's paging parameters (its cursor: of the records' kind unless the list says otherwise)."""
+
+    limit: int = Field(50, ge=1, le=500, description="Page size (max 500)")
+    cursor: str | None = cursors.RECORDS.field()
+
+
+def _declares_query(dependant: Dependant) -> bool:
+    """Whether the route, or any of its dependencies, declares a query parameter."""
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        if current.query_params:
+            return True
+        stack.extend(current.dependencies)
+    return False
+
+
+def no_query_parameters(request: Request) -> None:
+    """For a route that declares no query parameter: any one sent is refused as its model would refuse it."""
+    if request.query_params:
+        raise RequestValidationError([
+            {"type": "extra_forbidden", "loc": ("query", name), "msg": "Extra inputs are not permitted",
+             "input": value}
+            for name, value in request.query_params.multi_items()
+        ])
+
+
 class StrictRoute(APIRoute):
-    """Routes whose JSON bodies are parsed strictly, and whose body is refused in any other media type."""
+    """Routes whose JSON bodies are parsed strictly, and whose body is refused in any other media type; a
+    route that declares no query parameters refuses any (one with parameters declares them as a
+    ``QueryParams`` model, which refuses the others). FHIR and OAuth routes follow their own rules."""
+
+    refuses_undeclared_query = True
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         has_body = self.body_field is not None
+        takes_no_query = self.refuses_undeclared_query and not _declares_query(self.dependant)
 
         async def strict_handler(request: Request) -> Response:
+            if takes_no_query:
+                no_query_parameters(request)
             if has_body and request.method in ("POST", "PUT", "PATCH"):
                 body = await request.body()
                 if body and not is_json(request.headers.get("content-type")):

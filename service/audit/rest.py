@@ -9,13 +9,14 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 
 from service.api import cursors
 from service.api.dependencies import Db, needs, problems
-from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.http import NO_STORE, JSONOut, Paged, StrictRoute
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.collections.types import Out, QueryText, Timestamp
+from service.collections.types import Instant, Out, QueryText
 from service.models.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/v1", tags=["Audit"], route_class=StrictRoute)
@@ -46,27 +47,30 @@ class AuditEventPage(Out):
 Searcher = Annotated[Principal, needs("AuditEvent", "s")]
 
 
+class AuditQuery(Paged):
+    client_id: UUID | None = Field(None, description="Events naming this client (patient)")
+    resource_type: QueryText | None = Field(None, max_length=100, description="e.g. Strength")
+    resource_id: UUID | None = Field(None, description="Events naming this record")
+    action: AuditAction | None = None
+    outcome: AuditOutcome | None = None
+    app: QueryText | None = Field(None, max_length=200, description="The OAuth client_id that acted")
+    since: Instant | None = Field(None, description="At or after (a date: 00:00 UTC)")
+    until: Instant | None = Field(None, description="Before (a date: 00:00 UTC)")
+    cursor: str | None = cursors.AUDIT.field()
+
+
 @router.get(
     "/audit-events", response_model=AuditEventPage, operation_id="list_audit_events",
     summary="The audit trail: who read or wrote which records, when, from where, with what outcome",
     responses=problems(400, 401, 403, 422),
 )
 async def list_audit_events(
-    who: Searcher, db: Db, request: Request,
-    client_id: Annotated[UUID | None, Query(description="Events naming this client (patient)")] = None,
-    resource_type: Annotated[QueryText | None, Query(max_length=100, description="e.g. Strength")] = None,
-    resource_id: Annotated[UUID | None, Query(description="Events naming this record")] = None,
-    action: Annotated[AuditAction | None, Query()] = None,
-    outcome: Annotated[AuditOutcome | None, Query()] = None,
-    app: Annotated[QueryText | None, Query(max_length=200, description="The OAuth client_id that acted")] = None,
-    since: Annotated[Timestamp | None, Query(description="At or after")] = None,
-    until: Annotated[Timestamp | None, Query(description="Before")] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")] = 50,
-    cursor: Annotated[str | None, cursors.AUDIT.query(annotated=True)] = None,
+    who: Searcher, db: Db, request: Request, query: Annotated[AuditQuery, Query()],
 ) -> Response:
     data, next_cursor = await audit.search(
-        db, who, limit=limit, cursor=cursor, client_id=client_id, resource_type=resource_type,
-        resource_id=resource_id, action=action, outcome=outcome, app=app, since=since, until=until,
+        db, who, limit=query.limit, cursor=query.cursor, client_id=query.client_id,
+        resource_type=query.resource_type, resource_id=query.resource_id, action=query.action,
+        outcome=query.outcome, app=query.app, since=query.since, until=query.until,
     )
     headers = dict(NO_STORE)
     if next_cursor:

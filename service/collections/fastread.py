@@ -58,14 +58,15 @@ class FastRead:
     coll: Collection
     route: Any  # the APIRoute: put in scope["route"] as FastAPI does (metrics label by it)
     scopes: SecurityScopes  # the route's Security scopes
-    include: Callable[[str | None], Awaitable[list[str]]]  # the route's ?include= dependency
+    include: Callable[[str | None], Awaitable[list[str]]]  # the check of an ?include= value (what the route runs)
+    include_query: Callable[..., Awaitable[list[str]]]  # the route's dependency: its query model, then that check
     include_max_length: int  # its Query(max_length=...): longer values go to FastAPI for its 422
     endpoint: Callable[..., Awaitable[Response]]  # the route's endpoint: (record_id, who, db, include)
     unit_of_work: Callable[..., Any]  # the route's unit-of-work dependency
 
     def dependencies(self) -> set[Any]:
         """What this path calls in the route's place, as FastAPI would name them."""
-        return {bearer, authenticate, authorize, self.unit_of_work, self.include}
+        return {bearer, authenticate, authorize, self.unit_of_work, self.include_query}
 
     def check(self) -> None:
         found: set[Any] = set()

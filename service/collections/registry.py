@@ -87,10 +87,13 @@ class Collection:
     children: dict[str, str] = field(default_factory=dict)  # ?include= name -> the child's field naming us
     filters: list[str] = field(default_factory=list)  # extra equality filters (e.g. goal_id)
     ext_field: str = "external_ids"  # the API name of the external identifiers ("identifiers" for clients)
+    windows: tuple[str, ...] = ()  # timestamp columns lists filter by <stem>_since (at or after) and <stem>_until
+    # (before): "observed_at" -> observed_since, observed_until
     deletable: bool = True
     client_owned: bool = True
     identity: bool = False  # its records are the patients: patient tokens neither create them nor change identifiers
-    identifier_param: str = "external_id"  # the query parameter naming a record by ext_field ("identifier")
+    identifier_param: str = "external_id"  # the query parameter naming a record by ext_field ("identifier" for clients;
+    # lists take it beside external_id, as an alias)
     owner_column: str = "client_id"  # the column naming the client the record is about ("id" for the clients)
     # GraphQL fields for the newest record of a child collection: field -> (child collection, its field naming us)
     latest: dict[str, tuple[str, str]] = field(default_factory=dict)

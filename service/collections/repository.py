@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from fastapi import Query
+from pydantic import Field
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -103,9 +103,10 @@ def decode_cursor(cursor: str, field: str = "cursor") -> UUID:
 IDENTIFIER_PATTERN = r"^[^|\x00]+\|[^\x00]+$"
 
 
-def identifier_query(name: str, *, required: bool = False, description: str = "system|value") -> Any:
-    """The ``identifier`` / ``external_id`` query parameter, declared once with its shape."""
-    return Query(... if required else None, alias=name, max_length=1000, description=description,
+def identifier_field(*, required: bool = False, description: str = "system|value") -> Any:
+    """The ``identifier`` / ``external_id`` query parameter, declared once with its shape, as a field of a query
+    parameter model (service.http.QueryParams)."""
+    return Field(... if required else None, max_length=1000, description=description,
                  json_schema_extra={"pattern": IDENTIFIER_PATTERN})
 
 

@@ -3,27 +3,25 @@
 (No ``from __future__ import annotations`` here: FastAPI must see the real body and output types.)
 """
 
-import inspect
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 
-from service.api import cursors
 from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems, unit_of_work
-from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.auth.scopes import require, required_scope
 from service.collections import service
 from service.collections.fastread import FastRead
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import identifier_query, parse_identifier
-from service.collections.types import Out, Timestamp, list_of
+from service.collections.repository import identifier_field, parse_identifier
+from service.collections.types import Instant, Out, list_of
 from service.errors import MethodNotAllowed, ValidationFailed
 
 
@@ -54,53 +52,61 @@ def page_model(coll: Collection) -> type[BaseModel]:
     )
 
 
-def _list_filters(coll: Collection) -> Any:
-    """A dependency whose signature holds exactly the filters this collection supports."""
-    table = coll.table
-    params = [
-        inspect.Parameter("limit", inspect.Parameter.KEYWORD_ONLY, annotation=int,
-                          default=Query(50, ge=1, le=500, description="Page size (max 500)")),
-        inspect.Parameter("cursor", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                          default=cursors.RECORDS.query()),
-        inspect.Parameter("updated_since", inspect.Parameter.KEYWORD_ONLY, annotation=Timestamp | None,
-                          default=Query(None)),
-    ]
-    ext_name = coll.identifier_param
-    params.append(inspect.Parameter(ext_name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                                    default=identifier_query(ext_name)))
+def list_query(coll: Collection) -> type[Paged]:
+    """The list's query parameters (CONTRACT.md section 4): paging, the filters of every collection
+    (``updated_since``, ``external_id``, ``client_id`` and ``status`` where the collection has them), and the
+    collection's own (reference filters, time windows, the identifier alias)."""
+    fields: dict[str, Any] = {
+        "updated_since": (Instant | None, Field(None, description="Updated at or after (a date: 00:00 UTC)")),
+        "external_id": (str | None, identifier_field()),
+    }
+    if coll.identifier_param != "external_id":
+        fields[coll.identifier_param] = (
+            str | None, identifier_field(description="system|value; an alias of external_id"))
     if coll.client_owned:
-        params.append(inspect.Parameter("client_id", inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
-                                        default=Query(None)))
-    if "status" in table.c:
+        fields["client_id"] = (UUID | None, Field(None))
+    if "status" in coll.table.c:
         status_type: Any = coll.out.model_fields["status"].annotation
-        params.append(inspect.Parameter("status", inspect.Parameter.KEYWORD_ONLY, annotation=status_type | None,
-                                        default=Query(None)))
+        fields["status"] = (status_type | None, Field(None))
     for name in coll.filters:
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=UUID | None,
-                                        default=Query(None)))
+        fields[name] = (UUID | None, Field(None))
+    for column in coll.windows:
+        stem = column.removesuffix("_at")
+        fields[f"{stem}_since"] = (Instant | None, Field(None, description=f"{column} at or after"))
+        fields[f"{stem}_until"] = (Instant | None, Field(None, description=f"{column} before"))
+    return create_model(f"{coll.out.__name__}Filters", __base__=Paged, **fields)
 
-    async def filters(**kwargs: Any) -> dict[str, Any]:
-        if ext_name in kwargs:
-            kwargs["external_id"] = kwargs.pop(ext_name)
-        return kwargs
 
-    # Functions do not declare __signature__ to a checker; inspect, hence FastAPI, reads it.
-    filters.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+def list_filters(coll: Collection, query: Paged) -> dict[str, Any]:
+    """The filters of a list query as ``service.list_statement`` takes them (external ids split)."""
+    filters = query.model_dump(exclude={"limit", "cursor"}, exclude_none=True)
+    alias = filters.pop(coll.identifier_param, None) if coll.identifier_param != "external_id" else None
+    if alias is not None and filters.setdefault("external_id", alias) != alias:
+        raise ValidationFailed.on(coll.identifier_param,
+                                  f"{coll.identifier_param} is an alias of external_id; send one of them",
+                                  "conflicting_parameters")
+    if "external_id" in filters:
+        name = coll.identifier_param if alias is not None else "external_id"
+        filters["external_id"] = parse_identifier(filters["external_id"], name)
     return filters
 
 
 INCLUDE_MAX_LENGTH = 500
 
 
-def _include_param(coll: Collection) -> Any:
+class IncludeQuery(QueryParams):
+    """A read's query: ``include``, declared per collection with the names of its children."""
+
+    include: str | None = None
+
+
+def _include_param(coll: Collection) -> tuple[Any, Any]:
+    """The read's ``?include=``: the check of its value (also called by the fast read path,
+    service.collections.fastread), and the route's dependency, which takes it from the read's query model."""
     allowed = sorted(n.replace("-", "_") for n in coll.children)
     names = "|".join(allowed)
 
-    async def include(
-        include: str | None = Query(None, max_length=INCLUDE_MAX_LENGTH,
-                                    description=f"Comma-separated: {', '.join(allowed)}",
-                                    json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"}),
-    ) -> list[str]:
+    async def include(include: str | None) -> list[str]:
         if not include:
             return []
         names = [n.strip() for n in include.split(",") if n.strip()]
@@ -110,7 +116,17 @@ def _include_param(coll: Collection) -> Any:
                                       "unknown_include")
         return list(dict.fromkeys(names))
 
-    return include
+    ReadQuery = create_model(
+        f"{coll.out.__name__}ReadQuery", __base__=IncludeQuery,
+        include=(str | None, Field(None, max_length=INCLUDE_MAX_LENGTH,
+                                   description=f"Comma-separated: {', '.join(allowed)}",
+                                   json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})),
+    )
+
+    async def included(query: Annotated[ReadQuery, Query()]) -> list[str]:
+        return await include(query.include)
+
+    return include, included
 
 
 def _with_included(coll: Collection) -> type[BaseModel]:
@@ -157,14 +173,15 @@ def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, F
     # checker cannot take for types (hence the valid-type ignores on create, patch and upsert below).
     CreateBody = coll.create
     PatchBody = coll.patch
-    Filters = Annotated[dict[str, Any], Depends(_list_filters(coll))]
-    include_dependency = _include_param(coll)
-    Include = Annotated[list[str], Depends(include_dependency)]
+    Filters = list_query(coll)  # built at run time too (valid-type ignore on the list below)
+    include_dependency, included = _include_param(coll)
+    Include = Annotated[list[str], Depends(included)]
     IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
     key = coll.key
     singular = coll.type_name
     noun = singular.replace("_", " ")
     path_id = f"{singular}_id"
+    RecordId = Annotated[UUID, Path(alias=path_id)]  # named after the collection (strength_id), for OpenAPI links
 
     links = record_links(coll)
 
@@ -185,17 +202,18 @@ def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, F
         "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",
         responses=problems(400, 401, 403, 422),
     )
-    async def list_records(who: Searcher, db: Db, request: Request, filters: Filters) -> Response:
-        limit = filters.pop("limit")
-        cursor = filters.pop("cursor")
-        data, next_cursor = await service.list_page(db, who, coll, filters=filters, limit=limit, cursor=cursor)
+    async def list_records(who: Searcher, db: Db, request: Request,
+                           query: Annotated[Filters, Query()]) -> Response:  # type: ignore[valid-type]
+        page: Paged = query
+        data, next_cursor = await service.list_page(db, who, coll, filters=list_filters(coll, page),
+                                                    limit=page.limit, cursor=page.cursor)
         headers = dict(NO_STORE)
         if next_cursor:
             url = request.url.include_query_params(cursor=next_cursor)
             headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
         return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)
 
-    async def read_record(record_id: UUID, who: Reader, db: Db, include: Include) -> Response:
+    async def read_record(record_id: RecordId, who: Reader, db: Db, include: Include) -> Response:
         record = await service.get(db, who, coll, record_id)
         if include:
             for name in include:
@@ -205,32 +223,36 @@ def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, F
         return record_response(record)
 
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(read_record, path_id), methods=["GET"], response_model=_with_included(coll),
+        f"/{{{path_id}}}", read_record, methods=["GET"], response_model=_with_included(coll),
         operation_id=f"read_{singular}", summary=f"Read a {noun}", responses=problems(401, 403, 404, 410, 422),
     )
     # The same route, its dependencies and endpoint, for service.collections.fastread (the hot path of reads).
     fast_read = FastRead(
         coll=coll, route=router.routes[-1], scopes=SecurityScopes(scopes=[required_scope(coll.resource, "r")]),
-        include=include_dependency, include_max_length=INCLUDE_MAX_LENGTH, endpoint=read_record,
+        include=include_dependency, include_query=included, include_max_length=INCLUDE_MAX_LENGTH,
+        endpoint=read_record,
         unit_of_work=unit_of_work,
     )
 
-    async def patch_record(record_id: UUID, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
+    async def patch_record(record_id: RecordId, body: PatchBody, who: Updater, db: Db,  # type: ignore[valid-type]
                            if_match: IfMatch = None) -> Response:
         return record_response(await service.patch(db, who, coll, record_id, body, if_match))
 
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(patch_record, path_id), methods=["PATCH"], response_model=coll.out,
+        f"/{{{path_id}}}", patch_record, methods=["PATCH"], response_model=coll.out,
         operation_id=f"update_{singular}", summary=f"Update a {noun}",
         responses=problems(400, 401, 403, 404, 409, 410, 412, 413, 415, 422),
     )
 
     ext_name = coll.identifier_param
-    ext_query = identifier_query(ext_name, required=True, description="system|value (for measurements: source|id)")
+    upsert_fields: dict[str, Any] = {
+        ext_name: (str, identifier_field(required=True, description="system|value (for measurements: source|id)"))}
+    UpsertQuery = create_model(f"{coll.out.__name__}UpsertQuery", __base__=QueryParams, **upsert_fields)
 
     async def upsert_record(body: CreateBody, who: Upserter, db: Db,  # type: ignore[valid-type]
-                            identifier: str = ext_query, if_match: IfMatch = None) -> Response:
-        system, value = parse_identifier(identifier, ext_name)
+                            query: Annotated[UpsertQuery, Query()],
+                            if_match: IfMatch = None) -> Response:
+        system, value = parse_identifier(getattr(query, ext_name), ext_name)
         record, created = await service.upsert(db, who, coll, system, value, body, if_match)
         return record_response(record, 201 if created else 200)
 
@@ -243,19 +265,19 @@ def collection_router(coll: Collection, batch: Any = None) -> tuple[APIRouter, F
     )
 
     if coll.deletable:
-        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+        async def delete_record(record_id: RecordId, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
             await service.delete(db, who, coll, record_id, if_match)
             return Response(status_code=204)
 
         responses = problems(401, 403, 404, 410, 412, 422)
     else:
-        async def delete_record(record_id: UUID, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
+        async def delete_record(record_id: RecordId, who: Deleter, db: Db, if_match: IfMatch = None) -> Response:
             await service.fetch(db, who, coll, record_id)
             raise MethodNotAllowed(f"A {noun} cannot be deleted; resolve it instead", headers={"Allow": "GET, PATCH"})
 
         responses = problems(401, 403, 404, 405, 410, 422)
     router.add_api_route(
-        f"/{{{path_id}}}", _rename(delete_record, path_id), methods=["DELETE"], status_code=204,
+        f"/{{{path_id}}}", delete_record, methods=["DELETE"], status_code=204,
         response_class=Response,
         operation_id=f"delete_{singular}", summary=f"Delete a {noun}", responses=responses,
     )
@@ -294,19 +316,4 @@ def _history_endpoint(coll: Collection) -> Any:
         return JSONOut({"data": await service.history(db, who, coll, record_id)}, headers=NO_STORE)
 
     return read_history
-
-
-def _rename(endpoint: Any, path_id: str) -> Any:
-    """Name the path parameter after the collection (``strength_id``), for OpenAPI and its links."""
-    sig = inspect.signature(endpoint)
-    params = [p.replace(name=path_id) if p.name == "record_id" else p for p in sig.parameters.values()]
-
-    async def renamed(**kwargs: Any) -> Any:
-        kwargs["record_id"] = kwargs.pop(path_id)
-        return await endpoint(**kwargs)
-
-    renamed.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by inspect, FastAPI
-    renamed.__name__ = endpoint.__name__
-    renamed.__wrapped__ = endpoint  # type: ignore[attr-defined]
-    return renamed
 

@@ -124,8 +124,10 @@ def list_statement(
     for name, value in filters.items():
         if value is None:
             continue
-        if name == "updated_since":
-            stmt = stmt.where(table.c.updated_at >= value)
+        if name.endswith("_since"):  # updated_since, and the collection's windows (observed_since): at or after
+            stmt = stmt.where(table.c[name.removesuffix("_since") + "_at"] >= value)
+        elif name.endswith("_until"):  # before
+            stmt = stmt.where(table.c[name.removesuffix("_until") + "_at"] < value)
         elif name == "external_id":  # "system|value", or already split (GraphQL binds the two as parameters)
             system, ident = value if isinstance(value, tuple) else \
                 parse_identifier(value, coll.identifier_param)

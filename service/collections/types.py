@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic import Strict as NoCoercion  # the name Strict is this module's request-body base class
 from pydantic.json_schema import JsonSchemaValue
@@ -97,6 +98,25 @@ YEARS = declared(pattern=r"^(19[0-9][0-9]|2[01][0-9][0-9]|2200)-")
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_year_bounds), YEARS,
                       Field(description="RFC 3339 date-time with a time zone offset")]
 Day = Annotated[date, BeforeValidator(_rfc3339_only), AfterValidator(_year_bounds), YEARS]
+
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _date_or_timestamp(value: Any) -> Any:
+    """A date stands for 00:00 UTC of that day; anything else must be an RFC 3339 timestamp."""
+    value = _rfc3339_only(value)
+    return f"{value}T00:00:00Z" if isinstance(value, str) and _DATE_ONLY.match(value) else value
+
+
+# Every time-valued ``since``/``until``-style query parameter (CONTRACT.md section 4): a timestamp with a time zone
+# offset, or a date (00:00 UTC that day). Either way the handler gets an aware datetime.
+Instant = Annotated[
+    AwareDatetime, BeforeValidator(_date_or_timestamp), AfterValidator(_year_bounds),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+                    "pattern": dict(YEARS.keywords)["pattern"]}),
+    Field(description="RFC 3339 date-time with a time zone offset, or a date (00:00 UTC that day)"),
+]
 Finite = Annotated[float, NoCoercion(), Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
 def _integral(value: Any) -> Any:
     """JSON Schema counts 5.0 as an integer; strings and booleans stay refused (Strict)."""

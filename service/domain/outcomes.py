@@ -247,7 +247,7 @@ measurements = Collection(
     name="measurements", type_name="measurement", resource="Measurement", title="Measurements",
     table=Measurement.__table__, create=ms_create, patch=ms_patch, out=ms_out,
     refs=[Ref("marker_id", "outcome-markers")], rules=[measurement_fits_marker], filters=["marker_id"],
-    natural_key=("source", "external_id"),
+    natural_key=("source", "external_id"), windows=("observed_at",),
     to_row=measurement_to_row, to_out=measurement_to_out, after_write=measurement_after_write,
     computed={"safety_alert_ids": alert_ids, "band": measurement_band},
     out_sql={"observed_at": lambda t: iso_datetime(t.c.observed_at, t.c.observed_offset)},  # as to_out writes it

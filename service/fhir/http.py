@@ -85,6 +85,8 @@ def render(exc: Exception, request: Request) -> Response:
 class FhirRoute(StrictRoute):
     """Strict JSON bodies (as REST), but errors come back as OperationOutcome in application/fhir+json."""
 
+    refuses_undeclared_query = False  # FHIR's own rules (service.fhir.urls, CONTRACT.md section 6)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 
 from service.api.dependencies import Db, needs, problems
-from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.auth.principal import Principal
-from service.collections.types import Day, Timestamp
+from service.collections.types import Instant
 from service.progress import caseload, chart, summary
 from service.progress import service as progress
 from service.progress.schemas import CaseloadSummary, ClientProgress, ClinicalSummary
@@ -24,6 +25,16 @@ SORT_HELP = ("Comma-separated row fields (" + ", ".join(caseload.SORT_NAMES) + "
              "measured longest ago")
 
 
+class SummaryQuery(QueryParams):
+    since: Instant | None = Field(None, description="Progress since (default 30 days ago)")
+
+
+class ChartQuery(QueryParams):
+    marker_id: UUID | None = Field(None, description="The marker to chart (default: the first goal's)")
+    since: Instant | None = Field(None, description="From (default: the first measurement)")
+    until: Instant | None = Field(None, description="To (default: the last measurement); `since` after it is a 422")
+
+
 @router.get(
     "/v1/clients/{client_id}/progress", response_model=ClientProgress, operation_id="read_client_progress",
     summary="A client's progress per goal, client measures and recovery", responses=problems(401, 403, 404, 410, 422),
@@ -33,28 +44,29 @@ async def read_progress(client_id: UUID, who: Reader, db: Db) -> Response:
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
 
+class CaseloadQuery(Paged):
+    client_id: list[UUID] | None = Field(None, max_length=100, description="At most 100 clients")
+    since: Instant | None = Field(None, description="Milestones period start (default 30 days ago)")
+    until: Instant | None = Field(None, description="Period end (default now); `since` after it is a 422")
+    sort: str | None = Field(None, max_length=200, description=SORT_HELP)
+    safety_priority: bool | None = Field(None, description="Rows with (true) or without (false) an open or "
+                                                           "acknowledged safety alert")
+    off_track: bool | None = Field(None, description="Rows with (true) or without (false) off-track goals")
+    stale: bool | None = Field(None, description="Rows last measured over 4 weeks ago or never (true), or within "
+                                                 "them (false)")
+    cursor: str | None = caseload.CURSOR.field()
+
+
 @router.get(
     "/v1/progress/summary", response_model=CaseloadSummary, operation_id="read_caseload_summary",
     summary="The caseload: counts by label, recovery and trend, off-track goals, milestones, alerts, and a page of "
             "client rows", responses=problems(401, 403, 422),
 )
-async def read_caseload(
-    who: Searcher, db: Db, request: Request,
-    client_id: Annotated[list[UUID] | None, Query(max_length=100, description="At most 100 clients")] = None,
-    since: Annotated[Timestamp | None, Query(description="Milestones period start (default 30 days ago)")] = None,
-    until: Annotated[Timestamp | None, Query(description="Period end (default now); `since` after it is a 422")] = None,
-    sort: Annotated[str | None, Query(max_length=200, description=SORT_HELP)] = None,
-    safety_priority: Annotated[bool | None, Query(description="Rows with (true) or without (false) an open or "
-                                                              "acknowledged safety alert")] = None,
-    off_track: Annotated[bool | None, Query(description="Rows with (true) or without (false) off-track goals")] = None,
-    stale: Annotated[bool | None, Query(description="Rows last measured over 4 weeks ago or never (true), or "
-                                                    "within them (false)")] = None,
-    limit: Annotated[int, Query(ge=1, le=progress.MAX_LIMIT, description="Rows per page")] = progress.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, caseload.CURSOR.query(annotated=True)] = None,
-) -> Response:
+async def read_caseload(who: Searcher, db: Db, request: Request, query: Annotated[CaseloadQuery, Query()]) -> Response:
     result = await progress.caseload_summary(
-        db, who, client_ids=client_id, since=since, until=until, sort=sort, safety_priority=safety_priority,
-        off_track=off_track, stale=stale, limit=limit, cursor=cursor,
+        db, who, client_ids=query.client_id, since=query.since, until=query.until, sort=query.sort,
+        safety_priority=query.safety_priority, off_track=query.off_track, stale=query.stale, limit=query.limit,
+        cursor=query.cursor,
     )
     headers = dict(NO_STORE)
     if result.next_cursor:
@@ -68,11 +80,8 @@ async def read_caseload(
     summary="A strengths-based clinical summary, ready to paste into an EHR note",
     responses=problems(401, 403, 404, 410, 422),
 )
-async def read_summary(
-    client_id: UUID, who: Reader, db: Db,
-    since: Annotated[Day | None, Query(description="Progress since this date (default 30 days ago)")] = None,
-) -> Response:
-    result = await summary.clinical_summary(db, who, client_id, since=since)
+async def read_summary(client_id: UUID, who: Reader, db: Db, query: Annotated[SummaryQuery, Query()]) -> Response:
+    result = await summary.clinical_summary(db, who, client_id, since=query.since)
     return JSONOut(result.model_dump(mode="json"), headers=NO_STORE)
 
 
@@ -85,13 +94,7 @@ SVG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     summary="A chart of one marker over time, with milestones and severity bands",
     responses={**SVG_RESPONSE, **problems(401, 403, 404, 410, 422)},
 )
-async def read_chart(
-    client_id: UUID, who: Reader, db: Db,
-    marker_id: Annotated[UUID | None, Query(description="The marker to chart (default: the first goal's)")] = None,
-    since: Annotated[Timestamp | None, Query(description="From (default: the first measurement)")] = None,
-    until: Annotated[Timestamp | None,
-                     Query(description="To (default: the last measurement); `since` after it is a 422")] = None,
-) -> Response:
-    svg = await chart.progress_chart(db, who, client_id, marker_id, since=since, until=until)
+async def read_chart(client_id: UUID, who: Reader, db: Db, query: Annotated[ChartQuery, Query()]) -> Response:
+    svg = await chart.progress_chart(db, who, client_id, query.marker_id, since=query.since, until=query.until)
     return Response(svg, media_type="image/svg+xml", headers=NO_STORE)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from service.domain.instruments import INSTRUMENTS
@@ -114,7 +114,7 @@ def goal_lines(prog: ClientProgress, record: dict[str, Any]) -> list[str]:
     return [_goal_line(g, strengths) for g in prog.goals] or ["No goals recorded yet."]
 
 
-def progress_lines(since: date, record: dict[str, Any]) -> list[str]:
+def progress_lines(since: date | datetime, record: dict[str, Any]) -> list[str]:
     lines = []
     for s in record["strengths"]:
         uses = s["uses"]

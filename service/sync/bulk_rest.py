@@ -7,17 +7,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from service.api.dependencies import needs, problems
+from service.api.http import QueryParams, StrictRoute
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.collections.types import Timestamp
+from service.collections.types import Instant
 from service.errors import UnsupportedMediaType
 from service.sync import bulk
 from service.sync.changes import readable_types
-from service.sync.changes_rest import types_query
+from service.sync.changes_rest import types_field
 
-router = APIRouter(prefix="/v1/bulk", tags=["Sync"])
+router = APIRouter(prefix="/v1/bulk", tags=["Sync"], route_class=StrictRoute)
 NDJSON = "application/x-ndjson"
 
 
@@ -75,16 +77,17 @@ async def bulk_import(request: Request, who: Importer) -> DuplexStreamingRespons
     return DuplexStreamingResponse(results, media_type=NDJSON, headers={"Cache-Control": "no-store"})
 
 
+class ExportQuery(QueryParams):
+    types: str | None = types_field("Comma-separated types; default all readable")
+    since: Instant | None = Field(None, description="Only records updated at or after this time (a date: 00:00 UTC)")
+
+
 @router.get("/export", operation_id="bulk_export", summary="Export records as NDJSON",
             responses={**NDJSON_OUT, **problems(400, 401, 403, 422)})
-async def bulk_export(
-    request: Request, who: Exporter,
-    types: str | None = types_query("Comma-separated types; default all readable"),
-    since: Timestamp | None = Query(None, description="Only records updated at or after this time"),
-) -> StreamingResponse:
+async def bulk_export(request: Request, who: Exporter, query: Annotated[ExportQuery, Query()]) -> StreamingResponse:
     audit.set_action("export")
-    chosen = readable_types(who, types)
+    chosen = readable_types(who, query.types)
     return StreamingResponse(
         # the read replica when DATABASE_READ_URL is set (read-only, may lag)
-        bulk.export_records(request.app.state.ctx.reader, who, chosen, since), media_type=NDJSON,
+        bulk.export_records(request.app.state.ctx.reader, who, chosen, query.since), media_type=NDJSON,
                              headers={"Cache-Control": "no-store"})

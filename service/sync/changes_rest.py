@@ -6,16 +6,17 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
+from pydantic import Field
 
 from service.api import cursors
 from service.api.dependencies import Db, needs, problems
-from service.api.http import NO_STORE, dumps
+from service.api.http import NO_STORE, QueryParams, StrictRoute, dumps
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.types import Out
 from service.sync import changes
 
-router = APIRouter(prefix="/v1", tags=["Sync"])
+router = APIRouter(prefix="/v1", tags=["Sync"], route_class=StrictRoute)
 
 
 class ChangeOut(Out):
@@ -32,25 +33,27 @@ class ChangePage(Out):
     has_more: bool
 
 
-def types_query(description: str) -> Any:
-    """``types``: comma-separated change-feed type names, declared as exactly that."""
+def types_field(description: str) -> Any:
+    """``types``: comma-separated change-feed type names, declared as exactly that (a query model's field)."""
     names = "|".join(sorted(c.type_name for c in REGISTRY.values()))
-    return Query(None, max_length=500, description=description,
+    return Field(None, max_length=500, description=description,
                  json_schema_extra={"pattern": f"^(({names})(,({names}))*)?$"})
 
 
 Reader = Annotated[Principal, needs("*", "s")]
 
 
+class ChangesQuery(QueryParams):
+    since: str | None = cursors.CHANGES.field("next_cursor of the previous page")
+    types: str | None = types_field("Comma-separated types, e.g. strength,goal")
+    limit: int = Field(500, ge=1, le=1000)
+
+
 @router.get("/changes", response_model=ChangePage, operation_id="list_changes",
             summary="Every committed change since a cursor, exactly once",
             responses=problems(400, 401, 403, 422))
-async def list_changes(
-    who: Reader, db: Db,
-    since: str | None = cursors.CHANGES.query("next_cursor of the previous page"),
-    types: str | None = types_query("Comma-separated types, e.g. strength,goal"),
-    limit: int = Query(500, ge=1, le=1000),
-) -> Response:
-    data, cursor, more = await changes.page(db, who, changes.readable_types(who, types), since, limit)
+async def list_changes(who: Reader, db: Db, query: Annotated[ChangesQuery, Query()]) -> Response:
+    chosen = changes.readable_types(who, query.types)
+    data, cursor, more = await changes.page(db, who, chosen, query.since, query.limit)
     body = b'{"data":%s,"next_cursor":%s,"has_more":%s}' % (data.encode(), dumps(cursor), b"true" if more else b"false")
     return Response(body, media_type="application/json", headers=NO_STORE)

@@ -14,9 +14,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from service.api import cursors
 from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems
-from service.api.http import NO_STORE, JSONOut, StrictRoute
+from service.api.http import NO_STORE, JSONOut, Paged, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.webhooks import service
@@ -38,8 +37,7 @@ Searcher = Annotated[Principal, needs(RESOURCE, "s")]
 Updater = Annotated[Principal, needs(RESOURCE, "u")]
 Deleter = Annotated[Principal, needs(RESOURCE, "d")]
 IfMatch = Annotated[str | None, Header(max_length=200, description='W/"<version>" from the ETag')]
-Limit = Annotated[int, Query(ge=1, le=500, description="Page size (max 500)")]
-Cursor = Annotated[str | None, cursors.RECORDS.query(annotated=True)]
+Page = Annotated[Paged, Query()]
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["Webhooks"], route_class=StrictRoute)
 
@@ -68,8 +66,8 @@ async def create_subscription(body: WebhookSubscriptionIn, who: Creator, db: Db,
 
 @router.get("", response_model=WebhookSubscriptionPage, operation_id="list_webhook_subscriptions",
             summary="List webhook subscriptions", responses=problems(400, 401, 403, 422))
-async def list_subscriptions(who: Searcher, db: Db, limit: Limit = 50, cursor: Cursor = None) -> Response:
-    return JSONOut(await service.page(db, who, limit, cursor), headers=NO_STORE)
+async def list_subscriptions(who: Searcher, db: Db, page: Page) -> Response:
+    return JSONOut(await service.page(db, who, page.limit, page.cursor), headers=NO_STORE)
 
 
 @router.get("/{webhook_subscription_id}", response_model=WebhookSubscriptionOut,
@@ -102,9 +100,9 @@ async def delete_subscription(webhook_subscription_id: UUID, who: Deleter, db: D
 @router.get("/{webhook_subscription_id}/deliveries", response_model=WebhookDeliveryPage,
             operation_id="list_webhook_deliveries", summary="The delivery log of a subscription, newest first",
             responses=problems(400, 401, 403, 404, 410, 422))
-async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, limit: Limit = 50,
-                          cursor: Cursor = None) -> Response:
-    return JSONOut(await service.deliveries(db, who, webhook_subscription_id, limit, cursor), headers=NO_STORE)
+async def list_deliveries(webhook_subscription_id: UUID, who: Searcher, db: Db, page: Page) -> Response:
+    return JSONOut(await service.deliveries(db, who, webhook_subscription_id, page.limit, page.cursor),
+                   headers=NO_STORE)
 
 
 @router.post("/{webhook_subscription_id}/ping", status_code=202, response_model=WebhookDeliveryOut,

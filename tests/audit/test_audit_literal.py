@@ -20,5 +20,5 @@ async def test_a_literal_reads_back_as_exactly_its_value(db, value):
 
 
 def test_a_nul_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NUL"):
         literal("a\x00b")
