@@ -11,6 +11,7 @@ hold the statement text as sent with its `$n` placeholders and never the bound p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,8 @@ _FULL_URL_KEYS = ("http.url", "url.full")
 class RedactingExporter(SpanExporter):
     """Exports spans without what an error could carry of a request's data: exception events keep their type
     but lose their message and stack trace (a database error's message can quote a value), and an error status
-    keeps its code but loses its description."""
+    keeps its code but loses its description. A statement's literals (the tenant in BEGIN's script, the audit
+    row sent with COMMIT: service.db.driver_transaction) are replaced by ``?``; its parameters are never recorded."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
@@ -51,13 +53,30 @@ class RedactingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+# Single-quoted strings ('' escapes a quote) and dollar-quoted strings ($tag$...$tag$) in statement text.
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\$([A-Za-z_0-9]*)\$.*?\$\1\$", re.S)
+_STATEMENT_KEYS = ("db.statement", "db.query.text")
+
+
+def _without_literals(attributes: Any) -> Any:
+    if not attributes or not any(isinstance(attributes.get(k), str) and ("'" in attributes[k] or "$" in attributes[k])
+                                 for k in _STATEMENT_KEYS):
+        return attributes
+    out = dict(attributes)
+    for key in _STATEMENT_KEYS:
+        if isinstance(out.get(key), str):
+            out[key] = _LITERAL.sub("?", out[key])
+    return out
+
+
 def _redacted(span: ReadableSpan) -> ReadableSpan:
-    if not span.events and span.status.description is None:
+    attributes = _without_literals(span.attributes)
+    if not span.events and span.status.description is None and attributes is span.attributes:
         return span
     events = [Event(e.name, {k: v for k, v in (e.attributes or {}).items() if k in _EVENT_KEYS_KEPT}, e.timestamp)
               for e in span.events]
     return ReadableSpan(name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-                        attributes=span.attributes, events=events, links=span.links, kind=span.kind,
+                        attributes=attributes, events=events, links=span.links, kind=span.kind,
                         status=Status(span.status.status_code), start_time=span.start_time, end_time=span.end_time,
                         instrumentation_scope=span.instrumentation_scope)
 
