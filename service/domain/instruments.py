@@ -1,6 +1,6 @@
 """The instrument registry, as data: adding an instrument is adding an entry here, not a code branch.
 
-Sources (see ../shared/reference/interop.md, sections 1.4 and 1.5):
+Sources (docs/standards.md, §1.4 and §1.5):
 - PHQ-9: Kroenke, Spitzer & Williams, J Gen Intern Med 2001;16:606 (items, 0-3 scoring, bands 5/10/15/20);
   LOINC panel 44249-1, total 44261-6, item 9 44260-8 (US Core PHQ-9 example,
   HL7/US-Core input/examples/Observation-PHQ9-panel-example-44249-1.json); reliable improvement >= 6 and
@@ -12,10 +12,10 @@ Sources (see ../shared/reference/interop.md, sections 1.4 and 1.5):
 Item LOINC codes follow the LOINC panels 44249-1 and 69737-5.
 
 Reliable change (Jacobson & Truax, J Consult Clin Psychol 1991;59:12, with the sqrt(2) of Christensen &
-Mendoza 1986; see interop.md section 1.5): S_diff = SD * sqrt(2) * sqrt(1 - r), RCI = (post - pre) / S_diff,
+Mendoza 1986; see docs/standards.md §1.5): S_diff = SD * sqrt(2) * sqrt(1 - r), RCI = (post - pre) / S_diff,
 reliable when |RCI| > 1.96. Each instrument carries the SD and reliability r it is computed with:
 - PHQ-9: r = 0.84, the 48-hour test-retest reliability (Kroenke, Spitzer & Williams 2001, above);
-  SD = 5.5, a pre-treatment (clinical) SD as assumed in interop.md section 1.5, which reproduces the IAPT
+  SD = 5.5, a pre-treatment (clinical) SD as assumed in docs/standards.md §1.5, which reproduces the IAPT
   reliable-change threshold of 6 points (1.96 * 3.11 = 6.1). Verify against a published clinical sample
   before relying on it; the value is data here, not code.
 - GAD-7: r = 0.83, the test-retest intraclass correlation (Spitzer et al. 2006, above); SD = 3.41, the
@@ -144,7 +144,7 @@ INSTRUMENTS: dict[str, InstrumentDef] = {
         sd=5.5,
         reliability=0.84,
         citation="r: Kroenke et al., J Gen Intern Med 2001;16:606 (test-retest 0.84); SD 5.5: clinical SD as in "
-                 "interop.md 1.5 (reproduces the IAPT threshold of 6); caseness 10: IAPT manual",
+                 "docs/standards.md §1.5 (reproduces the IAPT threshold of 6); caseness 10: IAPT manual",
         risk=(
             RiskRule("PHQ-9 item 9 endorsed: thoughts of being better off dead or of self-harm", kind="item9",
                      item=9, urgent_from=2),

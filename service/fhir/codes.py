@@ -22,7 +22,7 @@ BCP47 = "urn:ietf:bcp:47"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
-# eLTSS STU2 observation codes: "strength" (interop.md 1.1 and 1.2).
+# eLTSS STU2 observation codes: "strength" (docs/standards.md §1.1 and §1.2).
 ELTSS = "http://hl7.org/fhir/us/eltss/CodeSystem/eltss-observation-codes-temporary"
 PROTECTIVE_FACTOR_EXT = "http://hl7.org/fhir/StructureDefinition/workflow-protectiveFactor"
 
@@ -47,12 +47,12 @@ SD_TARGET_DURATION = f"{BASE}/StructureDefinition/goal-target-duration"
 SD_OUTCOME_MARKER = f"{BASE}/StructureDefinition/outcome-marker"  # QuestionnaireResponse: the marker it measures
 SD_SAFETY_ALERT = f"{BASE}/StructureDefinition/safety-alert"  # QuestionnaireResponse: an alert it opened (Flag)
 
-# LOINC answer list LL358-3 (PHQ-9 / GAD-7 items): item score -> answer (interop.md 1.3).
+# LOINC answer list LL358-3 (PHQ-9 / GAD-7 items): item score -> answer (docs/standards.md §1.3).
 ITEM_ANSWERS = {0: ("LA6568-5", "Not at all"), 1: ("LA6569-3", "Several days"),
                 2: ("LA6570-1", "More than half the days"), 3: ("LA6571-9", "Nearly every day")}
 ANSWER_SCORES = {code: score for score, (code, _) in ITEM_ANSWERS.items()}
 
-# Observation.category of a measurement, by marker kind (interop.md 1.3: survey for instruments and
+# Observation.category of a measurement, by marker kind (docs/standards.md §1.3: survey for instruments and
 # mood, activity for observed behaviour such as steps and sleep).
 MARKER_CATEGORY = {
     MarkerKind.instrument: "survey", MarkerKind.mood: "survey", MarkerKind.confidence: "survey",
@@ -82,7 +82,7 @@ def value_of(code: str) -> str:
 _OUR: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     "observation-category": (
         "Strengths-based observation categories",
-        "What a strengths-based Observation records (no standard category exists; interop.md 1.1).",
+        "What a strengths-based Observation records (no standard category exists; docs/standards.md §1.1).",
         [
             {"code": "strength", "display": "Strength",
              "definition": "What the client can already do or draw on (an eLTSS strength)."},
@@ -94,7 +94,7 @@ _OUR: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     ),
     "observation-code": (
         "Strengths-based observation codes",
-        "Codes for observations that have no standard code (interop.md 1.1: exceptions are a gap).",
+        "Codes for observations that have no standard code (docs/standards.md §1.1: exceptions are a gap).",
         [
             {"code": "protective-factor", "display": "Protective factor"},
             {"code": "exception", "display": "Exception: when the problem is smaller"},

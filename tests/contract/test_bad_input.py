@@ -1,4 +1,4 @@
-"""Bad input is a 4xx problem, never a 500, and writes nothing (../shared/reference/security.md section 7)."""
+"""Bad input is a 4xx problem, never a 500, and writes nothing (the table in docs/bad-input.md)."""
 
 from __future__ import annotations
 
