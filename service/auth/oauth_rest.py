@@ -111,32 +111,23 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-TOKEN_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": {"type": "string"},  # RFC 6749 3.2: unknown parameters are ignored
-                    "required": ["grant_type"],
-                    "properties": {
-                        "grant_type": {"type": "string", "enum": GRANT_TYPES},
-                        "scope": {"type": "string"},
-                        "code": {"type": "string"},
-                        "redirect_uri": {"type": "string"},
-                        "code_verifier": {"type": "string"},
-                        "refresh_token": {"type": "string"},
-                        "client_id": {"type": "string"},
-                        "client_secret": {"type": "string"},
-                        "client_assertion_type": {"type": "string", "enum": [ASSERTION_TYPE]},
-                        "client_assertion": {"type": "string"},
-                    },
-                }
-            }
-        },
-    },
-}
+def form_body(required: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    """An ``application/x-www-form-urlencoded`` request body for OpenAPI: ``fields`` and the client
+    authentication fields every OAuth endpoint takes; unknown parameters are ignored (RFC 6749 3.2)."""
+    client_auth = {"client_id": {"type": "string"}, "client_secret": {"type": "string"},
+                   "client_assertion_type": {"type": "string", "enum": [ASSERTION_TYPE]},
+                   "client_assertion": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "additionalProperties": {"type": "string"}, "required": [required],
+        "properties": {**fields, **client_auth},
+    }}}}}
+
+
+STRING: dict[str, Any] = {"type": "string"}
+TOKEN_FORM = form_body(
+    "grant_type", grant_type={"type": "string", "enum": GRANT_TYPES}, scope=STRING, code=STRING,
+    redirect_uri=STRING, code_verifier=STRING, refresh_token=STRING,
+)
 
 
 @router.post("/oauth/token", operation_id="token",
@@ -179,28 +170,7 @@ async def _token(request: Request, form: dict[str, str]) -> JSONOut:
     return JSONOut(body_out, headers=TOKEN_HEADERS)
 
 
-AUTH_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": {"type": "string"},  # RFC 6749 3.2: unknown parameters are ignored
-                    "required": ["token"],
-                    "properties": {
-                        "token": {"type": "string"},
-                        "token_type_hint": {"type": "string"},
-                        "client_id": {"type": "string"},
-                        "client_secret": {"type": "string"},
-                        "client_assertion_type": {"type": "string", "enum": [ASSERTION_TYPE]},
-                        "client_assertion": {"type": "string"},
-                    },
-                }
-            }
-        },
-    },
-}
+AUTH_FORM = form_body("token", token=STRING, token_type_hint=STRING)
 
 
 async def _token_of_app(request: Request, form: dict[str, str]) -> tuple[Any, Principal | None]:

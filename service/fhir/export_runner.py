@@ -32,6 +32,7 @@ from service.domain.registry import COLLECTIONS, REGISTRY  # the worker never bu
 from service.fhir import mapping, snapshot
 from service.fhir.export_jobs import AUDIT_TYPE
 from service.fhir.search import with_alert_ids
+from service.ops.polling import poll_forever
 from service.settings import Settings
 
 log = logging.getLogger("strengths.bulk_export")
@@ -90,18 +91,7 @@ class ExportRunner:
 
     async def run_forever(self) -> None:
         """Run jobs until cancelled; a failing database or a bug never kills the loop."""
-        while True:
-            try:
-                claimed = await self.run_once()
-                self.beat(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep running after any failure
-                log.exception("bulk export runner failed")
-                claimed = False
-                self.beat(False)
-            if not claimed:
-                await asyncio.sleep(self.settings.bulk_export_poll_seconds)
+        await poll_forever(self.run_once, self.settings.bulk_export_poll_seconds, self.beat, "bulk export runner")
 
     async def run_once(self) -> bool:
         """Sweep expired files now and then; claim one due job and run it as far as it goes."""

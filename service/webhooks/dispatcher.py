@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.http import dumps
 from service.db import tenant_transaction
+from service.ops.polling import poll_forever
 from service.settings import Settings
 from service.telemetry.metrics import WEBHOOK_DELIVERY_FAILURES
 from service.webhooks import targets
@@ -115,18 +116,7 @@ class Dispatcher:
 
     async def run_forever(self) -> None:
         """Dispatch until cancelled; a failing database or a bug never kills the loop."""
-        while True:
-            try:
-                claimed = await self.run_once()
-                self.beat(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep dispatching after any failure
-                log.exception("webhook dispatch failed")
-                claimed = 0
-                self.beat(False)
-            if claimed == 0:
-                await asyncio.sleep(self.settings.webhooks_poll_seconds)
+        await poll_forever(self.run_once, self.settings.webhooks_poll_seconds, self.beat, "webhook dispatch")
 
     async def run_once(self) -> int:
         """Claim one batch of due deliveries and attempt each; returns how many were claimed."""
