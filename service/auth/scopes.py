@@ -119,14 +119,6 @@ def parse_scopes(text: str | None) -> list[Scope]:
     return scopes
 
 
-def is_valid_scope_string(text: str) -> bool:
-    try:
-        parse_scopes(text)
-    except ScopeError:
-        return False
-    return True
-
-
 def scope_allows(granted: list[Scope], resource: str, perm: str) -> bool:
     return any(s.allows(resource, perm) for s in granted)
 

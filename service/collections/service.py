@@ -214,12 +214,6 @@ async def live_ids(conn: AsyncConnection, who: Principal, collection: str, ids: 
     return {r[0] for r in await _live_among(collection, ("id",)).fetch(conn, who, ids=list(ids))}
 
 
-def in_ids(column: Any, ids: Sequence[Any]) -> Any:
-    """``column = ANY($n)`` with the ids as one array: one statement text (so one prepared statement and one
-    compiled form) whatever their count, where ``in_()`` renders a placeholder per id."""
-    return column == any_(bindparam(f"{column.name}_ids", list(ids), type_=ARRAY(Uuid())))
-
-
 def bind_refs(
     coll: Collection, data: dict[str, Any], found: dict[str, dict[Any, dict[str, Any]]], changed: set[str] | None
 ) -> dict[str, list[dict[str, Any]]]:

@@ -169,10 +169,6 @@ def _uuid7(ms: int, random: bytes) -> UUID:
     return UUID(int=value)
 
 
-def strict_uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
 def list_of(item: Any) -> Any:
     """``list[item]`` for an item type built at run time (a collection's schema, a GraphQL type): the very object
     the subscript makes, written as a call so that a type checker reads it as a value, not a type expression."""

@@ -94,8 +94,3 @@ def nested_specs(model: type[BaseModel]) -> dict[str, Spec]:
 
 def type_name(coll: Collection) -> str:
     return coll.out.__name__
-
-
-@cache
-def record_type_names() -> frozenset[str]:
-    return frozenset(type_name(c) for c in REGISTRY.values())
