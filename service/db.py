@@ -102,13 +102,16 @@ def _tenant_params(org_id: UUID | None, patient_id: UUID | None, token: Token | 
     }
 
 
+def tenant_literal(value: UUID | None) -> str:
+    """A tenant key as a SQL literal for a simple query: ``str(UUID)`` holds only hex digits and dashes ('' for
+    none)."""
+    return f"'{UUID(str(value))}'" if value else "''"
+
+
 def begin_script(org_id: UUID | None, patient_id: UUID | None) -> str:
-    """``BEGIN`` and the tenant in one simple-query round trip (no parameters: the two values are UUIDs, written
-    by ``str(UUID)``, so the literals hold only hex digits and dashes)."""
-    org = str(UUID(str(org_id))) if org_id else ""
-    patient = str(UUID(str(patient_id))) if patient_id else ""
-    return (f"BEGIN; SELECT set_config('app.org_id', '{org}', true), "
-            f"set_config('app.patient_id', '{patient}', true);")
+    """``BEGIN`` and the tenant in one simple-query round trip (no parameters: see ``tenant_literal``)."""
+    return (f"BEGIN; SELECT set_config('app.org_id', {tenant_literal(org_id)}, true), "
+            f"set_config('app.patient_id', {tenant_literal(patient_id)}, true);")
 
 
 def literal(value: str) -> str:
@@ -182,18 +185,18 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
 @asynccontextmanager
 async def driver_transaction(
     engine: AsyncEngine, org_id: UUID | None, patient_id: UUID | None, token: Token | None = None,
-    before_commit: Callable[[], str | None] | None = None, after_commit: Callable[[], None] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """``engine.begin()`` + ``set_tenant`` with the transaction run on the asyncpg connection itself.
 
     The same work reaches PostgreSQL in fewer round trips: ``BEGIN;`` and the tenant ``set_config`` as one simple
-    query (with the revocation check, when the token is not known good, as the extended statement after it), and,
-    at the end, ``before_commit()``'s statements (the audit row) and ``COMMIT;`` as one simple query. A failure
-    of the script stops it before COMMIT, and the transaction is rolled back. Same pool, same role, same
-    isolation and row-level security as ``engine.begin()``; what is skipped is SQLAlchemy's transaction and
-    execution layers (greenlets, statement cache keys, result objects).
+    query (with the revocation check, when the token is not known good, as the extended statement after it), then
+    the body's statements, then ``COMMIT;``. ``after_commit`` is called once the COMMIT committed: not when a
+    statement of the body failed and was answered (PostgreSQL then answers the COMMIT with ROLLBACK). Same pool,
+    same role, same isolation and row-level security as ``engine.begin()``; what is skipped is SQLAlchemy's
+    transaction and execution layers (greenlets, statement cache keys, result objects).
 
-    Only for code that sends every statement through ``driver(conn)`` (``CompiledRead``, the audit insert):
+    Only for code that sends every statement through ``driver(conn)`` (``CompiledRead``, compiled GraphQL reads):
     SQLAlchemy does not know of this transaction, so a ``conn.execute`` inside it fails loudly (asyncpg
     refuses to nest its own transaction in a manually started one) rather than running outside it.
     """
@@ -209,25 +212,16 @@ async def driver_transaction(
                 if row[2]:
                     _revoked()
             yield conn
-            script = before_commit() if before_commit is not None else None
-            if script is None:
-                await raw.execute("COMMIT;")
-            else:
-                try:
-                    await raw.execute(f"{script};\nCOMMIT;")
-                except asyncpg.InFailedSQLTransactionError:
-                    # A statement of the body failed and was answered (nothing commits, as a COMMIT would roll
-                    # it back): the request's audit row is written after the response (``AuditTrail.finish``).
-                    await raw.execute("ROLLBACK;")
-                    return
+            if await raw.execute("COMMIT;") == "ROLLBACK":
+                return  # a statement of the body failed and was answered: nothing committed
             if after_commit is not None:
                 after_commit()
         except BaseException:
-            await _rollback(conn, raw)
+            await end_failed(conn, raw)
             raise
 
 
-async def _rollback(conn: AsyncConnection, raw: Any) -> None:
+async def end_failed(conn: AsyncConnection, raw: Any) -> None:
     """End a failed driver transaction; a connection in an unknown state (closed, or cancelled in the middle of
     a statement) is invalidated, so the pool discards it instead of lending it out again."""
     try:

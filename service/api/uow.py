@@ -43,16 +43,22 @@ async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocat
 @asynccontextmanager
 async def driver_unit_of_work(engine: AsyncEngine, who: Principal,
                               revocations: Revocations) -> AsyncIterator[AsyncConnection]:
-    """The same on the asyncpg connection itself (``db.driver_transaction``): for work whose every statement goes
-    through ``db.driver`` (compiled reads, the audit insert). BEGIN and the tenant go in one round trip, the audit
-    row and COMMIT in another."""
+    """The same for a read on the asyncpg connection itself (``db.driver_transaction``), for work whose every
+    statement goes through ``db.driver`` (compiled reads): BEGIN and the tenant in one round trip, COMMIT in
+    another. Its audit row is committed by the group commit (``audit.commits``) once the read's transaction has
+    ended and its connection is back in the pool, and before the caller can answer: a read changes nothing, so the
+    row need not share its transaction, only precede the response. Not for writes."""
     key, generation = _to_check(who, revocations)
-    trail = audit.current()
-    async with driver_transaction(
-        engine, who.org_id, who.patient_id, key,
-        before_commit=(lambda: trail.commit_script(who)) if trail is not None else None,
-        after_commit=trail.committed if trail is not None else None,
-    ) as conn:
+    committed = False
+
+    def done() -> None:
+        nonlocal committed
+        committed = True
+
+    async with driver_transaction(engine, who.org_id, who.patient_id, key, after_commit=done) as conn:
         if key is not None:
             revocations.remember(key, generation)
         yield conn
+    trail = audit.current()
+    if committed and trail is not None:
+        await audit.commit_grouped(engine, trail, who)

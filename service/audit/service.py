@@ -6,6 +6,10 @@ version it writes (``wrote_many``, from ``record_changes``). The trail is writte
 
 - in the request's own transaction, just before it commits (``flush``; the REST unit of work, each
   GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together;
+- for a read on the driver path (``uow.driver_unit_of_work``: the direct REST read, compiled GraphQL queries),
+  once its transaction has ended and before the response is sent, by the group commit
+  (``service.audit.commits``): a read changes nothing for its row to commit with, and the rows of concurrent reads
+  then share one commit;
 - otherwise, once the response is sent, in one short transaction of its own (``finish``): reads that
   ran outside a unit of work (GraphQL loaders, bulk export), and refusals (401, 403, 404, 410 ...),
   whose transaction rolled back or never began.
@@ -32,9 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.api import cursors
 from service.api.http import dumps
+from service.audit.commits import for_engine
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.db import driver, literal
+from service.db import driver
 from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
@@ -183,14 +188,13 @@ class AuditTrail:
             return
         self.flushed = True
 
-    def commit_script(self, who: Any) -> str | None:
-        """``flush`` as SQL text to send with the COMMIT in one round trip (``db.driver_transaction``): the same
-        INSERT, its one parameter a dollar-quoted literal. ``committed`` once the COMMIT succeeded."""
+    def grouped_rows(self, who: Any) -> str | None:
+        """``flush``'s rows (a JSON array), for the group commit of a read (``commit_grouped``); None if nothing
+        was touched. ``committed`` once they are."""
         self.principal = who
         if not self.touched:
             return None
-        sql, rows = self._statement(None)
-        return sql.replace("$1", literal(rows))
+        return self._statement(None)[1]
 
     def committed(self) -> None:
         if self.touched:
@@ -342,3 +346,12 @@ async def search(conn: AsyncConnection, who: Principal, *, limit: int, cursor: s
         stmt = stmt.where(t.c.seq > int(cursors.AUDIT.decode(cursor, "cursor")[0]))
     rows, next_cursor = await fetch_page(conn, stmt.order_by(t.c.seq), limit, lambda r: cursors.AUDIT.encode(r.seq))
     return [{k: v for k, v in r._mapping.items() if k != "seq"} for r in rows], next_cursor
+
+
+async def commit_grouped(engine: AsyncEngine, trail: AuditTrail, who: Principal) -> None:
+    """A read's audit rows committed by the group commit (``service.audit.commits``); returns once they are."""
+    rows = trail.grouped_rows(who)
+    if rows is None:
+        return
+    await for_engine(engine, _INSERT).write(who.org_id, rows)
+    trail.committed()

@@ -11,8 +11,8 @@ same order with the same functions:
 
 1. the bearer token and the principal (``authenticate``: verification cache, rate limit), else 401;
 2. the route's declared scope (``authorize``), else 403;
-3. the unit of work (``driver_transaction``: ``BEGIN;``, the tenant ``set_config`` with the revocation check,
-   ``COMMIT;``; the request's audit row is flushed just before the commit, as ``unit_of_work`` does);
+3. the unit of work (``driver_unit_of_work``: ``BEGIN;``, the tenant ``set_config`` with the revocation check,
+   ``COMMIT;``; then the request's audit row, by the group commit, before the response is sent);
 4. the route's own ``?include=`` dependency (422 for unknown names) and the route's own endpoint function
    (``service.get`` / ``service.children`` on the transaction's connection, child scope checks, ETag).
 
@@ -49,10 +49,10 @@ class FastRead:
     """What the collection router declares for its read route, so that this path calls the same pieces.
 
     ``unit_of_work`` is the route's own unit-of-work dependency; this path runs its driver twin
-    (``uow.driver_unit_of_work``: the same transaction, tenant, revocation check and audit row on the asyncpg
-    connection). ``check`` (run by ``ReadFastPath`` when the app is built) proves that the route's dependencies are
-    exactly the ones declared here, and its endpoint the declared one: a dependency added to the route and not to
-    this path stops the app from starting.
+    (``uow.driver_unit_of_work``: the same transaction, tenant and revocation check on the asyncpg connection, the
+    audit row committed before the response). ``check`` (run by ``ReadFastPath`` when the app is built) proves
+    that the route's dependencies are exactly the ones declared here, and its endpoint the declared one: a
+    dependency added to the route and not to this path stops the app from starting.
     """
 
     coll: Collection

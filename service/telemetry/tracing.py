@@ -38,7 +38,7 @@ class RedactingExporter(SpanExporter):
     """Exports spans without what an error could carry of a request's data: exception events keep their type
     but lose their message and stack trace (a database error's message can quote a value), and an error status
     keeps its code but loses its description. A statement's literals (the tenant in BEGIN's script, the audit
-    row sent with COMMIT: service.db.driver_transaction) are replaced by ``?``; its parameters are never recorded."""
+    rows of the group commit: service.audit.commits) are replaced by ``?``; its parameters are never recorded."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner

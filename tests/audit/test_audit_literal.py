@@ -1,4 +1,4 @@
-"""The audit row sent with the COMMIT (service.audit.service.AuditTrail.commit_script) carries its JSON as a
+"""The audit rows sent by the group commit (service.audit.commits) carry their JSON as a
 dollar-quoted literal (service.db.literal): whatever a value holds, PostgreSQL reads back exactly that value."""
 
 from __future__ import annotations

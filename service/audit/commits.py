@@ -1,0 +1,91 @@
+"""Group commit of the audit rows of read-only units of work (issue 25).
+
+A read changes nothing, so its audit row need not share its transaction; what must hold is that no response
+leaves before the row naming what it discloses is durably committed. ``GroupCommit.write`` gives exactly that: it
+returns once the row is committed (``synchronous_commit`` as configured, ``on`` by default), and raises when it
+could not be, so the caller answers with an error instead of the data. What it saves is the per-request write
+transaction: rows that arrive while a commit is in flight wait for the next one and share it, one INSERT per
+organization (each under its own tenant setting, so row-level security checks every row as it checks the
+request's own), one WAL flush for all. Nothing waits on a timer: the first row that finds no commit in flight
+starts one at once.
+
+Writes (POST, PATCH, PUT, DELETE, GraphQL mutations, imports) keep their audit row in their own transaction
+(``AuditTrail.flush``): there the row must commit together with what it describes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import driver, end_failed, literal, tenant_literal
+
+log = structlog.get_logger("service.audit")
+
+
+class GroupCommit:
+    """One per engine (``for_engine``): the rows waiting, and the commit in flight."""
+
+    def __init__(self, engine: AsyncEngine, insert: str) -> None:
+        self.engine = engine
+        self.insert = insert  # the INSERT of a JSON array of rows, its one parameter written ``$1``
+        self.pending: list[tuple[UUID, str, asyncio.Future[None]]] = []
+        self.drain: asyncio.Task[None] | None = None
+        self.commits = 0  # how many transactions wrote rows (tests and the bench read it)
+
+    async def write(self, org_id: UUID, rows: str) -> None:
+        """Commit ``rows`` (a JSON array of the audit INSERT's rows, all of ``org_id``) durably; return after."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((org_id, rows, done))
+        if self.drain is None or self.drain.done():
+            self.drain = asyncio.create_task(self._drain())
+        await done  # a cancelled request stops waiting; its row is still written with the others
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                log.exception("audit_group_commit_failed", rows=len(batch))
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _commit(self, batch: list[tuple[UUID, str, asyncio.Future[None]]]) -> None:
+        by_org: dict[UUID, list[str]] = {}
+        for org_id, rows, _ in batch:
+            by_org.setdefault(org_id, []).append(rows[1:-1])  # the array's elements, without its brackets
+        parts = ["BEGIN;"]
+        for org_id, elements in by_org.items():
+            parts.append(f"SELECT set_config('app.org_id', {tenant_literal(org_id)}, true);")
+            parts.append(self.insert.replace("$1", literal("[" + ",".join(elements) + "]")) + ";")
+        parts.append("COMMIT;")
+        async with self.engine.connect() as conn:
+            raw = await driver(conn)
+            try:
+                await raw.execute("\n".join(parts))
+            except BaseException:
+                await end_failed(conn, raw)
+                raise
+        self.commits += 1
+
+
+_BY_ENGINE: weakref.WeakKeyDictionary[AsyncEngine, GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def for_engine(engine: AsyncEngine, insert: str) -> GroupCommit:
+    found = _BY_ENGINE.get(engine)
+    if found is None:
+        found = _BY_ENGINE[engine] = GroupCommit(engine, insert)
+    return found

@@ -1,0 +1,93 @@
+"""A read's audit row is committed by the group commit (service.audit.commits): durably, before the response leaves,
+shared with the reads that arrive meanwhile, under each organization's own tenant setting; a read whose row cannot
+be committed is not answered with data. Writes keep their row in their own transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from service.audit.commits import for_engine
+from service.audit.service import _INSERT
+from tests.support.audit import events
+from tests.support.factories import create
+from tests.support.harness import OWNER_ROLE
+
+
+async def _reader(api, org, n):
+    writer = api.client(await api.token(org, "system/*.cruds"))
+    clients = [await create(writer, "clients") for _ in range(n)]
+    return api.client(await api.token(org, "system/Client.rs system/Strength.rs")), clients
+
+
+async def test_each_reads_row_is_committed_before_its_response_and_reads_share_commits(api):
+    a, b = await api.org("A"), await api.org("B")
+    reader_a, clients_a = await _reader(api, a, 12)
+    reader_b, clients_b = await _reader(api, b, 12)
+    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    before = group.commits
+    # Read by another connection (the test's own, as the owner) the moment each response arrives: the row is
+    # already committed, with what that response disclosed.
+    probe = await asyncpg.create_pool(api.db.dsn(OWNER_ROLE), min_size=1, max_size=4)
+    missing = []
+
+    async def read(reader, client, org):
+        rid = uuid.uuid4().hex
+        resp = await reader.get(f"/v1/clients/{client['id']}?include=strengths", headers={"X-Request-Id": rid})
+        assert resp.status_code == 200, resp.text
+        row = await probe.fetchrow("SELECT org_id, resource_type, resource_ids, action, outcome FROM audit_events "
+                                   "WHERE request_id = $1 AND resource_type = 'Client'", rid)
+        if row is None or row["resource_ids"] != [uuid.UUID(client["id"])] or row["org_id"] != org.id:
+            missing.append((rid, row))
+
+    try:
+        await asyncio.gather(*[read(reader_a, c, a) for c in clients_a], *[read(reader_b, c, b) for c in clients_b])
+    finally:
+        await probe.close()
+    assert missing == []
+    commits = group.commits - before
+    assert 1 <= commits < 24, commits  # 24 reads of two organizations shared fewer commits than one each
+
+
+async def test_a_read_whose_row_cannot_be_committed_is_not_answered_with_data(api):
+    org = await api.org("A")
+    reader, clients = await _reader(api, org, 1)
+    url = f"/v1/clients/{clients[0]['id']}"
+    assert (await reader.get(url)).status_code == 200
+    await api.db.fetch("REVOKE INSERT ON audit_events FROM strengths_app")
+    try:
+        resp = await reader.get(url)
+    except Exception as exc:  # noqa: BLE001 - the in-process transport re-raises the server error
+        resp = exc
+    finally:
+        await api.db.fetch("GRANT INSERT ON audit_events TO strengths_app")
+    assert getattr(resp, "status_code", 500) >= 500
+    assert clients[0]["display_name"] not in getattr(resp, "text", "")
+    assert (await reader.get(url)).status_code == 200  # the connection and the group commit recover
+
+
+async def test_a_write_keeps_its_row_in_its_own_transaction(api):
+    org = await api.org("A")
+    writer = api.client(await api.token(org, "system/*.cruds"))
+    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    before = group.commits
+    client = await create(writer, "clients")
+    assert group.commits == before
+    assert [r["resource_ids"] for r in await events(api, org.id, action="create", resource_type="Client")] \
+        == [[uuid.UUID(client["id"])]]
+
+
+async def test_a_graphql_read_is_audited_through_the_group_commit(api):
+    org = await api.org("A")
+    reader, clients = await _reader(api, org, 2)
+    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    before = group.commits
+    resp = await reader.post("/graphql", json={"query": "{ clients(first: 5) { edges { node { id } } } }"})
+    assert resp.status_code == 200
+    assert "errors" not in resp.json(), resp.text
+    assert group.commits == before + 1
+    rows = await events(api, org.id, resource_type="Client", path="/graphql")
+    assert [r["action"] for r in rows] == ["read"], rows
+    assert sorted(rows[-1]["resource_ids"]) == sorted(uuid.UUID(c["id"]) for c in clients)
