@@ -6,8 +6,9 @@ returns once the row is committed (``synchronous_commit`` as configured, ``on`` 
 could not be, so the caller answers with an error instead of the data. What it saves is the per-request write
 transaction: rows that arrive while a commit is in flight wait for the next one and share it, one INSERT per
 organization (each under its own tenant setting, so row-level security checks every row as it checks the
-request's own), one WAL flush for all. Nothing waits on a timer: the first row that finds no commit in flight
-starts one at once.
+request's own), one WAL flush for all. Nothing waits on a timer: a row that finds fewer than ``in_flight`` commits
+under way starts one at once (PostgreSQL's own group commit then shares their WAL flushes); otherwise it goes with
+the next commit a finishing one starts.
 
 Writes (POST, PATCH, PUT, DELETE, GraphQL mutations, imports) keep their audit row in their own transaction
 (``AuditTrail.flush``): there the row must commit together with what it describes.
@@ -26,23 +27,28 @@ from service.db import driver, end_failed, literal, tenant_literal
 
 log = structlog.get_logger("service.audit")
 
+IN_FLIGHT = 1  # commits under way at once, per engine (each on a pool connection of its own): bench/audit_commit.py
+
 
 class GroupCommit:
     """One per engine (``for_engine``): the rows waiting, and the commit in flight."""
 
-    def __init__(self, engine: AsyncEngine, insert: str) -> None:
+    def __init__(self, engine: AsyncEngine, insert: str, in_flight: int = IN_FLIGHT) -> None:
         self.engine = engine
+        self.in_flight = in_flight
         self.insert = insert  # the INSERT of a JSON array of rows, its one parameter written ``$1``
         self.pending: list[tuple[UUID, str, asyncio.Future[None]]] = []
-        self.drain: asyncio.Task[None] | None = None
+        self.drains: set[asyncio.Task[None]] = set()
         self.commits = 0  # how many transactions wrote rows (tests and the bench read it)
 
     async def write(self, org_id: UUID, rows: str) -> None:
         """Commit ``rows`` (a JSON array of the audit INSERT's rows, all of ``org_id``) durably; return after."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append((org_id, rows, done))
-        if self.drain is None or self.drain.done():
-            self.drain = asyncio.create_task(self._drain())
+        # A drain that found nothing left is done() in the same step of the loop: no row waits on a finished one.
+        self.drains = {d for d in self.drains if not d.done()}
+        if len(self.drains) < self.in_flight:
+            self.drains.add(asyncio.create_task(self._drain()))
         await done  # a cancelled request stops waiting; its row is still written with the others
 
     async def _drain(self) -> None:
