@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -177,6 +178,7 @@ class Setup:
                        self.seed.org_id, self.seed.client_ids, markers=self.markers,
                        tokens={name: token(svc.base_url, c["client_id"], c["client_secret"])
                                for name, c in self.own_creds.items()},
+                       orgs={name: UUID(c["org_id"]) for name, c in self.own_creds.items()},
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
 
 
