@@ -1,26 +1,36 @@
-"""The limit twin (issue 25): hand-written SQL that returns the same response as the service for W1-W4 and W7, as
-few statements as the answer needs (one each), run by raw asyncpg in the same run. No transaction, no tenant, no
-audit, no token: it connects as the owner role (row-level security does not apply to the tables' owner), names the
-organization in its WHERE clauses, and builds the response body itself (PostgreSQL writes the JSON). So
-``limit_ratio = rps / limit_rps`` is the share of what a hand-written endpoint on this machine could serve, everything
-the service does included; ``ratio`` (to the replay twin of the service's own statements) is the framework's cost.
+"""The limit twin (issue 25): hand-written SQL that returns the same response as the service for every workload but
+W5, as few statements as the answer needs (one each), run by raw asyncpg in the same run. No transaction, no tenant,
+no audit, no token: it connects as the owner role (row-level security does not apply to the tables' owner), names the
+organization in its WHERE clauses, and builds the response body itself (PostgreSQL writes the JSON; W6's token is
+signed in the twin's process, ``Signer``). So ``limit_ratio = rps / limit_rps`` is the share of what a hand-written
+endpoint on this machine could serve, everything the service does included; ``ratio`` (to the replay twin of the
+service's own statements) is the framework's cost. W5 has none: its one statement already computes the whole summary,
+and another would write the progress rules a second time (bench/README.md).
 
 The SQL is written here, by hand, not produced by the service's GraphQL compiler: it is what an engineer would
-write for exactly this response. ``tests/deploy/test_bench_limit.py`` checks each returns the service's response.
-"""
+write for exactly this response. ``tests/deploy/test_bench_limit.py`` checks each returns the service's response."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
+import asyncpg
 import orjson
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from bench.raw import Plan
 from bench.workloads import Context, Variant
+from service.auth.assertions import unverified_parts
+from service.auth.keycrypt import AtRest
+from service.auth.tokens import open_key
+from service.settings import Settings
 
 
 def _ts(expr: str) -> str:
@@ -246,6 +256,66 @@ FROM lines l JOIN (SELECT id FROM new_clients UNION ALL SELECT id FROM new_stren
                    SELECT id FROM new_goals UNION ALL SELECT id FROM new_markers) w USING (id)
 """
 
+# W6: POST /oauth/token, client_credentials with client_secret_basic. The statement checks the Basic credentials
+# (the client id, the secret's SHA-256 against the stored hash) and returns the enabled app's organization, scopes
+# and patient; the twin's process then signs the token (``Signer``): an ES256 signature is not something PostgreSQL
+# can write.
+W6 = """
+SELECT a.client_id, a.org_id, array_to_string(a.scopes, ' ') AS scope, a.patient_id
+FROM (SELECT convert_from(decode(split_part($1, ' ', 2), 'base64'), 'UTF8') AS basic) b
+JOIN apps a ON a.client_id = split_part(b.basic, ':', 1)
+WHERE a.disabled_at IS NULL
+  AND a.secret_hash = 'sha256$' || encode(sha256(convert_to(substr(b.basic, strpos(b.basic, ':') + 1), 'UTF8')), 'hex')
+"""
+
+
+@dataclass
+class Signer:
+    """W6's Python step, run for every request once its statement has found the app: the access token the service
+    issues (the same claims and header, ES256 with the service's own key through joserfc, as the service signs it)
+    and the response body. Picklable (the key is imported on first use), for ``--workers`` > 1."""
+
+    jwk: dict[str, Any]  # the service's active signing key, private
+    issuer: str
+    audience: str
+    ttl: int
+    _key: Any = field(default=None, init=False, repr=False)
+
+    def __call__(self, rows: list[Any]) -> bytes:
+        if not rows:
+            raise ValueError("unknown client or wrong secret")
+        if self._key is None:
+            self._key = ECKey.import_key(self.jwk)
+        app, now = rows[0], int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "sub": app["client_id"], "aud": self.audience, "iat": now, "nbf": now,
+            "exp": now + self.ttl, "jti": secrets.token_urlsafe(16), "client_id": app["client_id"],
+            "org_id": str(app["org_id"]), "scope": app["scope"]}
+        body: dict[str, Any] = {"token_type": "Bearer", "expires_in": self.ttl, "scope": app["scope"]}
+        if app["patient_id"]:
+            claims["patient"] = body["patient"] = str(app["patient_id"])
+        body["access_token"] = jwt.encode({"alg": "ES256", "kid": self._key.kid, "typ": "at+jwt"}, claims, self._key)
+        return orjson.dumps(body)
+
+
+async def signing_jwk(dsn: str, settings: Settings) -> dict[str, Any]:
+    """The service's active token signing key (a private JWK), decrypted as the service decrypts it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT kid, encrypted_jwk FROM signing_keys WHERE active")
+    finally:
+        await conn.close()
+    key = open_key(AtRest.from_settings(settings).signing_keys, row["kid"], row["encrypted_jwk"]) if row else None
+    if key is None:
+        raise RuntimeError("the active signing key cannot be read with these settings")
+    return dict(key.as_dict(private=True))
+
+
+def signer(ctx: Context, jwk: dict[str, Any]) -> Signer:
+    """A signer for the service that issued ``ctx.token``: its issuer, audience and token lifetime."""
+    _, claims = unverified_parts(ctx.token)
+    return Signer(jwk, claims["iss"], claims["aud"], int(claims["exp"]) - int(claims["iat"]))
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -254,6 +324,7 @@ class Limit:
     sql: str
     args: Callable[[Context, Variant], tuple[Any, ...]]
     unique: bool = False  # a write: a last argument makes each plan's external ids its own
+    signs: bool = False  # its rows become a signed token in the twin's process (``Signer``, W6)
 
 
 def _w1_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
@@ -273,12 +344,17 @@ def _w4_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
     return ctx.org_id, query.get("since", [None])[0], int(query["limit"][0])
 
 
+def _w6_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
+    return (v.request.headers["Authorization"],)
+
+
 def _w7_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
     return ctx.org("W7"), (v.request.body or b"").decode()
 
 
 LIMITS: dict[str, Limit] = {"W1": Limit(W1, _w1_args), "W2": Limit(W2, _w2_args), "W3": Limit(W3, _w3_args, True),
-                            "W4": Limit(W4, _w4_args), "W7": Limit(W7, _w7_args, True)}
+                            "W4": Limit(W4, _w4_args), "W6": Limit(W6, _w6_args, signs=True),
+                            "W7": Limit(W7, _w7_args, True)}
 
 
 def plans(name: str, ctx: Context, variants: list[Variant], count: int | None = None) -> list[Plan]:

@@ -1,11 +1,12 @@
 """The bench's limit twins (bench/limit.py) return the service's response for the same request: W1, W2 and W4 the
 same JSON, W3 and W7 the same results (index or line, and status) for a batch or an import like it, and rows stored
-the same way. Run on a small bench seed in the test database: the service in-process, the twin's statement as the
-owner role."""
+the same way, W6 a token with the same header and claims that the service accepts. Run on a small bench seed in the
+test database: the service in-process, the twin's statement as the owner role."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 from uuid import UUID
 
@@ -16,8 +17,10 @@ from bench.loadgen import Request
 from bench.run import frequency_markers
 from bench.seed import ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant
+from service.auth.assertions import unverified_parts
 from tests.support.harness import Org
 
+TIMED = ("iat", "nbf", "exp", "jti")
 STORED = ("client_id", "marker_id", "value", "observed_at", "observed_offset", "source", "items", "note", "version")
 
 
@@ -160,3 +163,29 @@ async def test_w7_twin_answers_as_the_service_and_stores_the_same(api):
     assert made["line"] == 1
     assert await api.db.fetchval("SELECT client_id FROM strengths WHERE id = $1", UUID(made["id"])) == \
         UUID(by_twin[0]["id"])
+
+
+async def test_w6_twin_signs_the_token_the_service_issues(api):
+    """The same token request: the twin's statement finds the app for the Basic credentials (none for a wrong
+    secret), and its signer writes the body the service writes, a token with the same header and claims (but its
+    own jti and times), signed with the service's key: the service accepts it."""
+    ctx = await setup(api)
+    creds = await api.register_app(Org(ctx.org_id, "bench"), "system/Client.rs system/Strength.s")
+    ctx.creds = (creds["client_id"], creds["client_secret"])
+    [v] = WORKLOADS["W6"].variants(ctx)
+    by_service = await service(api, v)
+    [[(sql, args)]] = limit.plans("W6", ctx, [v])
+    sign = limit.signer(ctx, await limit.signing_jwk(api.db.dsn(), api.db.settings()))
+    by_twin = orjson.loads(sign(await api.db.fetch(sql, *args)))
+    token = by_twin.pop("access_token")
+    assert by_twin == {k: x for k, x in by_service.items() if k != "access_token"}
+    (head, claims), (service_head, service_claims) = (unverified_parts(t) for t in (token, by_service["access_token"]))
+    assert head == service_head
+    assert {k: x for k, x in claims.items() if k not in TIMED} == \
+        {k: x for k, x in service_claims.items() if k not in TIMED}
+    assert claims["exp"] - claims["iat"] == service_claims["exp"] - service_claims["iat"] == by_twin["expires_in"]
+    assert claims["jti"] != service_claims["jti"]
+    read = await api.http.get("/v1/clients?limit=1", headers={"Authorization": f"Bearer {token}"})
+    assert read.status_code == 200, read.text
+    wrong = base64.b64encode(f"{creds['client_id']}:not-the-secret".encode()).decode()
+    assert await api.db.fetch(sql, f"Basic {wrong}") == []
