@@ -149,8 +149,8 @@ WITH since AS (
   FROM (SELECT decode(translate($2, '-_', '+/') || '==', 'base64') AS b) c
 ), page AS (
   SELECT ch.txid, ch.seq, ch.collection, ch.record_id, ch.action, ch.version, ch.changed_at
-  FROM changes ch, since
-  WHERE ch.org_id = $1 AND (ch.txid, ch.seq) > (since.txid, since.seq)
+  FROM changes ch
+  WHERE ch.org_id = $1 AND (ch.txid, ch.seq) > ((SELECT txid FROM since), (SELECT seq FROM since))
     AND ch.txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint
   ORDER BY ch.txid, ch.seq
   LIMIT $3
