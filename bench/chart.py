@@ -1,5 +1,5 @@
-"""A dependency-free SVG chart of a run: per workload, the service's, the raw twin's and (W1-W3) the limit twin's
-requests/s (log scale) and the ratios, written beside latest.json as latest.svg."""
+"""A dependency-free SVG chart of a run: per workload, the service's, the raw twin's and (where it has one) the limit
+twin's requests/s (log scale) and the ratios, written beside latest.json as latest.svg."""
 
 from __future__ import annotations
 

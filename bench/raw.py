@@ -16,6 +16,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,9 @@ from bench.loadgen import Result, percentile
 from service.settings import Settings
 
 Plan = list[tuple[str, tuple[Any, ...] | None]]  # (sql, args or None for a simple query)
+# A limit twin's Python step (bench/limit.py, W6's signature): called with the rows of the plan's last statement,
+# once the connection is back in the pool, for every request; ValueError counts as an error.
+Finish = Callable[[list[Any]], object]
 
 
 _ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"|([^,]+)', re.S)
@@ -189,7 +193,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
-               warmup: float, sequential: bool = False) -> Result:
+               warmup: float, sequential: bool = False, finish: Finish | None = None) -> Result:
     pool = await asyncpg.create_pool(
         dsn, min_size=min(settings.db_pool_size, concurrency),
         max_size=settings.db_pool_size + settings.db_max_overflow, server_settings=server_settings(settings),
@@ -211,13 +215,16 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
             plan = plans[next(order) if sequential else rng.randrange(len(plans))]
             t0 = time.perf_counter()
             try:
+                rows: list[Any] = []
                 async with pool.acquire() as conn:
                     for sql, args in plan:
                         if args is None:
                             await conn.execute(sql)
                         else:
-                            await conn.fetch(sql, *args)
-            except (asyncpg.PostgresError, OSError) as exc:
+                            rows = await conn.fetch(sql, *args)
+                if finish is not None:
+                    finish(rows)
+            except (asyncpg.PostgresError, OSError, ValueError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue
             t1 = time.perf_counter()
@@ -238,35 +245,37 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
-            warmup: float, sequential: bool = False) -> Result:
+            warmup: float, sequential: bool = False, finish: Finish | None = None) -> Result:
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential))  # type: ignore[no-any-return]
+    return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential,  # type: ignore[no-any-return]
+                       finish))
 
 
-def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool]) -> Result:
-    dsn, settings, plans, concurrency, duration, warmup, sequential = job
+def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None]) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup, sequential, finish = job
     return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                   sequential=sequential)
+                   sequential=sequential, finish=finish)
 
 
 def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
-                      duration: float, warmup: float, sequential: bool = False) -> Result:
+                      duration: float, warmup: float, sequential: bool = False,
+                      finish: Finish | None = None) -> Result:
     """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
     between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
     median of the processes' p50s and p99 the worst of their p99s."""
     if processes <= 1:
         return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                       sequential=sequential)
+                       sequential=sequential, finish=finish)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential)
+    jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential, finish)
             for i, share in enumerate(shares) if share]
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
         parts = list(pool.map(_raw_process, jobs))

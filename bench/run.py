@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -177,6 +178,7 @@ class Setup:
                        self.seed.org_id, self.seed.client_ids, markers=self.markers,
                        tokens={name: token(svc.base_url, c["client_id"], c["client_secret"])
                                for name, c in self.own_creds.items()},
+                       orgs={name: UUID(c["org_id"]) for name, c in self.own_creds.items()},
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
 
 
@@ -325,9 +327,11 @@ def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Varian
                   http: loadgen.Result, run: dict[str, Any], rep: int) -> None:
     """The limit twin (bench/limit.py) right after the replay twin, at the same concurrency for as long."""
     plans = limit.plans(w.name, ctx, variants, LIMIT_WRITE_PLANS if w.writes else None)
+    finish = limit.signer(ctx, asyncio.run(limit.signing_jwk(setup.db.owner_dsn, setup.db.settings))) \
+        if limit.LIMITS[w.name].signs else None
     twin = raw.run_raw_processes(setup.db.owner_dsn, setup.db.settings, plans, processes=args.workers,
                                  concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-                                 sequential=w.writes)
+                                 sequential=w.writes, finish=finish)
     ratio = http.rps / twin.rps if twin.rps else 0.0
     run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req}
     run["limit_ratio"] = round(ratio, 3)
@@ -503,7 +507,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "ratio = rps / raw rps: the service over HTTP against raw asyncpg replaying the statements the "
               "service sent for the same request (captured from PostgreSQL's log), same concurrency, same run: what "
               "the framework costs. ratio to limit = rps / limit rps: against raw asyncpg running hand-written SQL "
-              "that returns the same response in one statement, no transaction, tenant or audit (bench/limit.py): "
+              "that returns the same response in one statement (W6: and signs the token; none for W5), no "
+              "transaction, tenant or audit (bench/limit.py): "
               "everything the service does included. Medians of the per-repeat ratios."]
     return "\n".join(lines)
 

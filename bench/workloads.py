@@ -46,12 +46,17 @@ class Context:
     markers: dict[UUID, UUID] = field(default_factory=dict)  # client id -> its frequency marker (0-14 /wk)
     creds: tuple[str, str] = ("", "")  # the bench app's client_id and secret (W6)
     tokens: dict[str, str] = field(default_factory=dict)  # workload name -> token of its own organization
+    orgs: dict[str, UUID] = field(default_factory=dict)  # workload name -> its own organization (the limit twin)
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def auth(self, workload: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens.get(workload or '', self.token)}"}
+
+    def org(self, workload: str) -> UUID:
+        """The organization a workload's requests go to (its own, else the seeded one)."""
+        return self.orgs.get(workload, self.org_id)
 
     def unique(self) -> int:
         return next(self._counter)

@@ -55,7 +55,7 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     assert w1["raw_rps"] > 0
     assert w1["errors"] == 0
     assert w1["ratio"] > 0
-    for name in ("W1", "W2", "W3"):  # the limit twin (bench/limit.py) ran beside the replay
+    for name in ("W1", "W2", "W3", "W4", "W6", "W7"):  # the limit twin (bench/limit.py) ran beside the replay
         limit = result["workloads"][name]
         assert limit["limit_rps"] > 0, name
         assert limit["limit_errors"] == 0, name
