@@ -23,7 +23,7 @@ from service.errors import ValidationFailed
 from service.graphql.limits import check_page
 from service.graphql.selection import Doc
 from service.graphql.shapes import Mode, Planner
-from service.graphql.sql import RootShape, compiled
+from service.graphql.sql import RootShape, audit_types, compiled
 
 
 @dataclass
@@ -93,21 +93,21 @@ async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> 
     rows = await compiled(plan.root).fetch(conn, who, **plan.params)
     if not rows:
         return None
-    note(rows[0]["a"], uuids=uuids)
-    field_json: str | None = rows[0]["j"]
+    note(audit_types(plan.root), rows[0], uuids=uuids)
+    field_json: str | None = rows[0][0]
     return field_json
 
 
-def note(entries: str | None, *, uuids: bool = False) -> None:
-    """Note ``Resource:id:client`` entries in the audit trail, by resource, in order. Ids stay text (the trail writes
-    them as text) unless ``uuids``: a write's answer, read back, names the record the write noted as a UUID."""
-    if not entries:
-        return
-    by_resource: dict[str, tuple[dict[Any, None], dict[Any, None]]] = {}
-    for entry in entries.split(","):
-        resource, record_id, client_id = entry.split(":")
-        ids, clients = by_resource.setdefault(resource, ({}, {}))
-        ids[UUID(record_id) if uuids else record_id] = None
-        clients[UUID(client_id) if uuids else client_id] = None
-    for resource, (ids, clients) in by_resource.items():
-        audit.seen_many(resource, ids, clients)
+def note(types: tuple[str, ...], row: Any, *, uuids: bool = False) -> None:
+    """Note in the audit trail what the statement read: after the JSON, per type, its ids and its clients, each a
+    comma-joined text (null: none), split, never parsed record by record. Ids stay text (the trail writes them as
+    text) unless ``uuids``: a write's answer, read back, names the record the write noted as a UUID."""
+    for k, resource in enumerate(types):
+        ids, clients = row[1 + 2 * k], row[2 + 2 * k]
+        if ids is None:
+            continue
+        record_ids: list[Any] = ids.split(",")
+        client_ids: list[Any] = clients.split(",") if clients else []
+        if uuids:
+            record_ids, client_ids = [UUID(i) for i in record_ids], [UUID(c) for c in client_ids]
+        audit.seen_all(resource, record_ids, client_ids)
