@@ -59,7 +59,7 @@ def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, af
               filters: dict[str, Any], allows: Callable[[str, str], bool], mode: Mode) -> Plan:
     check_page(first)
     filters = page_filters(coll, filters)
-    params: dict[str, Any] = {"first": first}
+    params: dict[str, Any] = {}
     if after:
         params["after"] = decode_cursor(after)
     for name, value in filters.items():
@@ -69,7 +69,7 @@ def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, af
             params[f"f_{name}"] = value
     planner = Planner(doc, allows, mode)
     shape = planner.connection(coll, nodes)
-    root = RootShape("page", mode, (shape,), tuple(filters), bool(after))
+    root = RootShape("page", mode, (shape,), tuple(filters), bool(after), first)
     return Plan(root, {**planner.params, **params}, planner.complete)
 
 

@@ -70,6 +70,7 @@ class RootShape:
     shapes: tuple[RecordShape | ConnShape, ...]
     filters: tuple[str, ...] = ()  # page: the filters given (their values are parameters ``f_<name>``)
     after: bool = False  # page: a cursor was given (parameter ``after``)
+    first: int = 0  # page: its size, written in the statement (see ``Builder.root``)
 
 
 @lru_cache(maxsize=512)
@@ -145,7 +146,10 @@ class Builder:
             base = list_statement(self.who, coll, filters=filters, cursor=None)
             if root.after:
                 base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
-            first = bindparam("first", None, type_=Integer)
+            # The root page's size is written in the SQL, not bound: PostgreSQL then plans the statement once per
+            # connection (a generic plan). With ``LIMIT $1`` it cannot tell the page from a tenth of the table, so
+            # every execution would be planned anew (custom plans), about a third of the statement's time.
+            first = literal_column(str(int(root.first)), Integer)
             extra = _needs_extra(shape)
             rows = self._limited(coll, shape, base, first, extra).subquery(self.name("t"))
             page, audit = self._page(shape, rows, first, extra=extra, audit_extra=False)
