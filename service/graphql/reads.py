@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +19,7 @@ from graphql import FieldNode
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import Collection
-from service.collections.repository import decode_cursor, parse_identifier
+from service.collections.repository import CompiledRead, decode_cursor, parse_identifier
 from service.errors import ValidationFailed
 from service.graphql.limits import check_page
 from service.graphql.selection import Doc
@@ -31,6 +32,12 @@ class Plan:
     root: RootShape
     params: dict[str, Any]
     complete: bool  # nothing is left to a resolver (no error to report, no field with a resolver of its own)
+
+    @cached_property
+    def statement(self) -> tuple[CompiledRead, tuple[str, ...]]:
+        """The root's statement and the types its audit columns name (kept: a plan is reused, and a shape's hash
+        walks the whole shape)."""
+        return compiled(self.root), audit_types(self.root)
 
 
 def filter_names(coll: Collection) -> list[str]:
@@ -90,10 +97,11 @@ def plan_node(doc: Doc, nodes: list[FieldNode], colls: list[Collection], record_
 
 async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> str | None:
     """The field's JSON (None: no such record), the records it read noted in the audit trail."""
-    rows = await compiled(plan.root).fetch(conn, who, **plan.params)
+    statement, types = plan.statement
+    rows = await statement.fetch(conn, who, **plan.params)
     if not rows:
         return None
-    note(audit_types(plan.root), rows[0], uuids=uuids)
+    note(types, rows[0], uuids=uuids)
     field_json: str | None = rows[0][0]
     return field_json
 
