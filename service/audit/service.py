@@ -112,6 +112,12 @@ class AuditTrail:
         entry.ids.update(dict.fromkeys(i for i in record_ids if i is not None))
         entry.clients.update(dict.fromkeys(c for c in client_ids if c is not None))
 
+    def seen_all(self, resource_type: str, record_ids: list[Any], client_ids: list[Any]) -> None:
+        """``seen_many`` of ids none of which is None (a compiled GraphQL read's), noted without a look at each."""
+        entry = self._entry(resource_type)
+        entry.ids.update(dict.fromkeys(record_ids))
+        entry.clients.update(dict.fromkeys(client_ids))
+
     def wrote_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
         self.seen_many(resource_type, record_ids, client_ids)
         self._entry(resource_type).writes[WRITE_ACTIONS.get(action, action)] = None
@@ -286,6 +292,13 @@ def seen_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterabl
     trail = _current.get()
     if trail is not None:
         trail.seen_many(resource_type, record_ids, client_ids)
+
+
+def seen_all(resource_type: str, record_ids: list[Any], client_ids: list[Any]) -> None:
+    """``seen_many`` of ids none of which is None (a compiled GraphQL read's)."""
+    trail = _current.get()
+    if trail is not None:
+        trail.seen_all(resource_type, record_ids, client_ids)
 
 
 def wrote_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, Numeric, Text, case, cast, func, literal_column
+from sqlalchemy import Integer, Interval, Numeric, Text, case, cast, func, literal_column
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -14,24 +14,23 @@ from service.api import cursors
 
 _SECONDS = '\'YYYY-MM-DD"T"HH24:MI:SS\''
 _MICROS = '\'YYYY-MM-DD"T"HH24:MI:SS.US\''
+_MINUTE = literal_column("interval '1 minute'", Interval)
 
 
 def iso_datetime(ts: ColumnElement[Any], offset_minutes: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
     """``datetime.isoformat()`` of a timestamptz (as orjson writes it too): in UTC, or in the given offset from UTC
-    (minutes) with that offset written ``+HH:MM``; microseconds only when they are not zero."""
+    (minutes) with that offset written ``+HH:MM``; microseconds only when they are not zero. Constants are written
+    in the SQL, not bound: nothing varies but the columns."""
     local: ColumnElement[Any] = func.timezone(literal_column("'UTC'"), ts)
     if offset_minutes is not None:
-        local = local + cast(offset_minutes, Integer) * literal_column("interval '1 minute'")
+        local = local + offset_minutes * _MINUTE
     whole = func.date_trunc(literal_column("'second'"), ts) == ts
     fmt = case((whole, literal_column(_SECONDS)), else_=literal_column(_MICROS))
     text = func.to_char(local, fmt)
     if offset_minutes is None:
         return text.concat(literal_column("'+00:00'"))
-    minutes = func.coalesce(cast(offset_minutes, Integer), 0)
-    sign = case((minutes < 0, literal_column("'-'")), else_=literal_column("'+'"))
-    hours = func.lpad(cast(func.abs(minutes) // 60, Text), 2, literal_column("'0'"))
-    mins = func.lpad(cast(func.abs(minutes) % 60, Text), 2, literal_column("'0'"))
-    return text.concat(sign).concat(hours).concat(literal_column("':'")).concat(mins)
+    sign = case((offset_minutes < literal_column("0", Integer), literal_column("'-'")), else_=literal_column("'+'"))
+    return text.concat(sign).concat(func.to_char(func.abs(offset_minutes) * _MINUTE, literal_column("'HH24:MI'")))
 
 
 def float_json(value: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -18,12 +19,12 @@ from graphql import FieldNode
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import Collection
-from service.collections.repository import decode_cursor, parse_identifier
+from service.collections.repository import CompiledRead, decode_cursor, parse_identifier
 from service.errors import ValidationFailed
 from service.graphql.limits import check_page
 from service.graphql.selection import Doc
 from service.graphql.shapes import Mode, Planner
-from service.graphql.sql import RootShape, compiled
+from service.graphql.sql import RootShape, audit_types, compiled
 
 
 @dataclass
@@ -31,6 +32,12 @@ class Plan:
     root: RootShape
     params: dict[str, Any]
     complete: bool  # nothing is left to a resolver (no error to report, no field with a resolver of its own)
+
+    @cached_property
+    def statement(self) -> tuple[CompiledRead, tuple[str, ...]]:
+        """The root's statement and the types its audit columns name (kept: a plan is reused, and a shape's hash
+        walks the whole shape)."""
+        return compiled(self.root), audit_types(self.root)
 
 
 def filter_names(coll: Collection) -> list[str]:
@@ -59,7 +66,7 @@ def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, af
               filters: dict[str, Any], allows: Callable[[str, str], bool], mode: Mode) -> Plan:
     check_page(first)
     filters = page_filters(coll, filters)
-    params: dict[str, Any] = {"first": first}
+    params: dict[str, Any] = {}
     if after:
         params["after"] = decode_cursor(after)
     for name, value in filters.items():
@@ -69,7 +76,7 @@ def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, af
             params[f"f_{name}"] = value
     planner = Planner(doc, allows, mode)
     shape = planner.connection(coll, nodes)
-    root = RootShape("page", mode, (shape,), tuple(filters), bool(after))
+    root = RootShape("page", mode, (shape,), tuple(filters), bool(after), first)
     return Plan(root, {**planner.params, **params}, planner.complete)
 
 
@@ -90,24 +97,25 @@ def plan_node(doc: Doc, nodes: list[FieldNode], colls: list[Collection], record_
 
 async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> str | None:
     """The field's JSON (None: no such record), the records it read noted in the audit trail."""
-    rows = await compiled(plan.root).fetch(conn, who, **plan.params)
+    statement, types = plan.statement
+    rows = await statement.fetch(conn, who, **plan.params)
     if not rows:
         return None
-    note(rows[0]["a"], uuids=uuids)
-    field_json: str | None = rows[0]["j"]
+    note(types, rows[0], uuids=uuids)
+    field_json: str | None = rows[0][0]
     return field_json
 
 
-def note(entries: str | None, *, uuids: bool = False) -> None:
-    """Note ``Resource:id:client`` entries in the audit trail, by resource, in order. Ids stay text (the trail writes
-    them as text) unless ``uuids``: a write's answer, read back, names the record the write noted as a UUID."""
-    if not entries:
-        return
-    by_resource: dict[str, tuple[dict[Any, None], dict[Any, None]]] = {}
-    for entry in entries.split(","):
-        resource, record_id, client_id = entry.split(":")
-        ids, clients = by_resource.setdefault(resource, ({}, {}))
-        ids[UUID(record_id) if uuids else record_id] = None
-        clients[UUID(client_id) if uuids else client_id] = None
-    for resource, (ids, clients) in by_resource.items():
-        audit.seen_many(resource, ids, clients)
+def note(types: tuple[str, ...], row: Any, *, uuids: bool = False) -> None:
+    """Note in the audit trail what the statement read: after the JSON, per type, its ids and its clients, each a
+    comma-joined text (null: none), split, never parsed record by record. Ids stay text (the trail writes them as
+    text) unless ``uuids``: a write's answer, read back, names the record the write noted as a UUID."""
+    for k, resource in enumerate(types):
+        ids, clients = row[1 + 2 * k], row[2 + 2 * k]
+        if ids is None:
+            continue
+        record_ids: list[Any] = ids.split(",")
+        client_ids: list[Any] = clients.split(",") if clients else []
+        if uuids:
+            record_ids, client_ids = [UUID(i) for i in record_ids], [UUID(c) for c in client_ids]
+        audit.seen_all(resource, record_ids, client_ids)

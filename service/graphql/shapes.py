@@ -1,6 +1,7 @@
 """A root field's selection as a *shape*: what its one SQL statement must build, key by key, with the values that
-vary from request to request (page sizes, cursors) as named parameters. Equal shapes compile to the same statement
-(``sql.py`` caches it), so a document sent again with other values is not compiled again.
+vary from request to request (nested page sizes, cursors) as named parameters. Equal shapes compile to the same
+statement (``sql.py`` caches it), so a document sent again with other values is not compiled again; only the root
+page's size is part of the root's shape (``sql.RootShape.first``: written in the SQL, for PostgreSQL's plan cache).
 
 Two modes, one planner:
 

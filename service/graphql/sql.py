@@ -2,12 +2,19 @@
 ``json_build_object`` as PostGraphile does, and what the audit trail must note.
 
 Every table is read through the principal-aware ``readable()`` (organization, and patient for a patient token),
-under row-level security, like every other read. For each record the statement also writes an audit entry,
-``Resource:id:client``, and joins them: the records shown, and as the previous implementation noted them the extra
-row a page of children reads to tell whether more follow (not its relations, which are not read).
+under row-level security, like every other read. A page reads ``LIMIT first`` rows in the list order; only a page
+whose ``pageInfo { hasNextPage }`` is selected reads one row more, numbered (``row_number()``), to tell whether more
+follow, and does not read that row's relations.
 
-The statement returns one row ``(json text, audit text)``; an absent record is no row. It is compiled once per
-shape, dialect and kind of principal (``CompiledRead``) and run on the unit of work's asyncpg connection.
+The statement also says what the audit trail must note: per resource type the statement may read
+(``audit_types``), the ids and the clients of the records it read, each comma-joined, gathered level by level
+(``string_agg``). The records shown, and, on a page of children whose ``hasNextPage`` is selected, its extra row,
+as the previous implementation noted it. A record not read into the answer is not noted (a page of children
+without ``hasNextPage`` reads no extra row: since this statement, none is noted).
+
+The statement returns one row ``(j, i0, c0, i1, c1, ...)``: the JSON text, then each type's ids and clients (null:
+none read); an absent record is no row. It is compiled once per shape, dialect and kind of principal
+(``CompiledRead``) and run on the unit of work's asyncpg connection.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ from service.graphql.specs import Spec, type_name
 
 MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
 
+# What a record and the relations under it read, for the audit trail: by type (its index in ``audit_types``), the
+# ids and the clients, each a comma-joined text (or null).
+Audit = dict[int, tuple[ColumnElement[Any], ColumnElement[Any]]]
+
 
 @dataclass(frozen=True)
 class RootShape:
@@ -59,6 +70,7 @@ class RootShape:
     shapes: tuple[RecordShape | ConnShape, ...]
     filters: tuple[str, ...] = ()  # page: the filters given (their values are parameters ``f_<name>``)
     after: bool = False  # page: a cursor was given (parameter ``after``)
+    first: int = 0  # page: its size, written in the statement (see ``Builder.root``)
 
 
 @lru_cache(maxsize=512)
@@ -84,9 +96,9 @@ def jobj(pairs: Sequence[tuple[ColumnElement[Any], ColumnElement[Any]]]) -> Colu
     return cast(text, JSON)
 
 
-def jagg(value: ColumnElement[Any], order: ColumnElement[Any],
+def jagg(value: ColumnElement[Any], order: Sequence[ColumnElement[Any]],
          where: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
-    agg = func.json_agg(aggregate_order_by(value, order))
+    agg = func.json_agg(aggregate_order_by(value, *order))
     return func.coalesce(agg if where is None else agg.filter(where), literal_column("'[]'::json", JSON))
 
 
@@ -115,6 +127,7 @@ class Builder:
     def __init__(self, who: Principal) -> None:
         self.who = who
         self._n = itertools.count()
+        self.types: tuple[str, ...] = ()
 
     def name(self, prefix: str) -> str:
         return f"{prefix}{next(self._n)}"
@@ -122,6 +135,7 @@ class Builder:
     # ------------------------------------------------------------ roots
 
     def root(self, root: RootShape) -> Select[Any]:
+        self.types = audit_types(root)
         if root.kind == "page":
             shape = root.shapes[0]
             assert isinstance(shape, ConnShape)
@@ -132,10 +146,15 @@ class Builder:
             base = list_statement(self.who, coll, filters=filters, cursor=None)
             if root.after:
                 base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
-            first = bindparam("first", None, type_=Integer)
-            rows = self._numbered(coll, shape, base, first).subquery(self.name("t"))
-            page = self._page(shape, rows, first, audit_extra=False).subquery(self.name("p"))
-            return select(cast(page.c.j, Text).label("j"), page.c.a)
+            # The root page's size is written in the SQL, not bound: PostgreSQL then plans the statement once per
+            # connection (a generic plan). With ``LIMIT $1`` it cannot tell the page from a tenth of the table, so
+            # every execution would be planned anew (custom plans), about a third of the statement's time.
+            first = literal_column(str(int(root.first)), Integer)
+            extra = _needs_extra(shape)
+            rows = self._limited(coll, shape, base, first, extra).subquery(self.name("t"))
+            page, audit = self._page(shape, rows, first, extra=extra, audit_extra=False)
+            sub = page.subquery(self.name("p"))
+            return select(cast(sub.c.j, Text).label("j"), *self._audit_columns(sub, audit))
         selects = []
         for shape in root.shapes:
             assert isinstance(shape, RecordShape)
@@ -143,12 +162,39 @@ class Builder:
             base = self._readable(coll, [shape]).where(coll.table.c.id == bindparam("id", None, type_=Uuid),
                                                        coll.table.c.deleted_at.is_(None))
             rows = base.subquery(self.name("t"))
-            frm, j, a, _ = self.record(shape, rows)
-            selects.append(select(cast(j, Text).label("j"), a.label("a")).select_from(frm))
+            frm, j, audit = self.record(shape, rows)
+            selects.append(select(cast(j, Text).label("j"), *self._audit_values(audit)).select_from(frm))
         if len(selects) == 1:
             return selects[0]
         union = selects[0].union_all(*selects[1:]).subquery(self.name("u"))
-        return select(union.c.j, union.c.a).limit(1)
+        return select(*union.c).limit(1)
+
+    # ------------------------------------------------------------ the audit side channel
+
+    def _audit_values(self, audit: Audit) -> list[ColumnElement[Any]]:
+        """Every resource type's ids and clients (null where the shape reads none), as the root's columns."""
+        out: list[ColumnElement[Any]] = []
+        for k in range(len(self.types)):
+            ids, clients = audit.get(k, (None, None))
+            out.append((cast(null(), Text) if ids is None else ids).label(f"i{k}"))
+            out.append((cast(null(), Text) if clients is None else clients).label(f"c{k}"))
+        return out
+
+    def _audit_columns(self, frm: FromClause, audit: Audit) -> list[ColumnElement[Any]]:
+        return self._audit_values({k: (frm.c[f"i{k}"], frm.c[f"c{k}"]) for k in audit})
+
+    @staticmethod
+    def _labelled(audit: Audit) -> list[ColumnElement[Any]]:
+        return [c for k, (ids, clients) in audit.items() for c in (ids.label(f"i{k}"), clients.label(f"c{k}"))]
+
+    @staticmethod
+    def _aggregated(frm: FromClause, audit: Audit, where: ColumnElement[Any] | None = None) -> Audit:
+        """Each type's ids and clients over the rows of ``frm``, joined (``where``: only those rows)."""
+        def agg(column: ColumnElement[Any]) -> ColumnElement[Any]:
+            joined = func.string_agg(column, literal_column("','"))
+            return joined if where is None else joined.filter(where)
+
+        return {k: (agg(frm.c[f"i{k}"]), agg(frm.c[f"c{k}"])) for k in audit}
 
     # ------------------------------------------------------------ records
 
@@ -158,28 +204,29 @@ class Builder:
         return _narrow(readable(coll.table, self.who), coll, shapes)
 
     def record(self, shape: RecordShape, rows: FromClause, gate: ColumnElement[Any] | None = None,
-               frm: FromClause | None = None,
-               ) -> tuple[FromClause, ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
-        """(FROM with the relations' lateral joins, the record's JSON, its audit entries with its relations', its
-        own audit entry). ``gate``: relations are read only where it holds (a page's extra row has none)."""
+               frm: FromClause | None = None) -> tuple[FromClause, ColumnElement[Any], Audit]:
+        """(FROM with the relations' lateral joins, the record's JSON, the ids and clients it and its relations read,
+        by type). ``gate``: relations are read only where it holds (a page's extra row has none)."""
         coll = REGISTRY[shape.coll]
         frm = rows if frm is None else frm
         pairs: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
-        client = rows.c[coll.owner_column]
-        own = func.concat(literal_column(f"'{coll.resource}:'"), rows.c.id, literal_column("':'"), client)
-        audit: list[ColumnElement[Any]] = [own]  # the relations' entries follow
+        parts: dict[int, tuple[list[ColumnElement[Any]], list[ColumnElement[Any]]]] = {
+            self.types.index(coll.resource): ([cast(rows.c.id, Text)], [cast(rows.c[coll.owner_column], Text)])}
         for entry in shape.entries:
             if isinstance(entry, Const):
                 pairs.append((_key(entry.key), _const(entry.value)))
             elif isinstance(entry, Value):
                 pairs.append((_key(entry.key), self.value(coll, entry, rows)))
             else:
-                lateral = self.relation(entry, rows, gate)
+                lateral, keys = self.relation(entry, rows, gate)
                 frm = frm.outerjoin(lateral, true())
                 key = bindparam(entry.key, None, type_=Text) if entry.key_is_param else _key(entry.key)
                 pairs.append((key, lateral.c.j))
-                audit.append(lateral.c.a)
-        return frm, jobj(pairs), func.concat_ws(literal_column("','"), *audit), own
+                for k in keys:
+                    ids, clients = parts.setdefault(k, ([], []))
+                    ids.append(lateral.c[f"i{k}"])
+                    clients.append(lateral.c[f"c{k}"])
+        return frm, jobj(pairs), {k: (_joined(ids), _joined(clients)) for k, (ids, clients) in parts.items()}
 
     def value(self, coll: Collection, entry: Value, rows: FromClause) -> ColumnElement[Any]:
         spec = entry.spec
@@ -199,7 +246,7 @@ class Builder:
         if many:
             elements = func.jsonb_array_elements(doc).table_valued("e", with_ordinality="o").render_derived()
             obj = self._nested_obj(shape, elements.c.e)
-            return select(jagg(obj, elements.c.o)).select_from(elements).scalar_subquery()
+            return select(jagg(obj, [elements.c.o])).select_from(elements).scalar_subquery()
         return case((func.jsonb_typeof(doc) == literal_column("'object'"), self._nested_obj(shape, doc)), else_=null())
 
     def _nested_obj(self, shape: NestedShape, doc: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -220,7 +267,9 @@ class Builder:
 
     # ------------------------------------------------------------ relations
 
-    def relation(self, rel: Rel, parent: FromClause, gate: ColumnElement[Any] | None) -> FromClause:
+    def relation(self, rel: Rel, parent: FromClause, gate: ColumnElement[Any] | None,
+                 ) -> tuple[FromClause, list[int]]:
+        """The relation's lateral ``(j, i<k>, c<k> ...)`` and the types ``k`` whose ids it reads."""
         relation, target = rel.relation, rel.relation.target
         table = target.table
         open_ = table.c.deleted_at.is_(None) if gate is None else and_(table.c.deleted_at.is_(None), gate)
@@ -231,8 +280,10 @@ class Builder:
             base = readable(table, self.who).where(table.c[relation.attr] == parent.c.id, open_).correlate(parent)
             if rel.after is not None:
                 base = base.where(after_row(target, self.who, bindparam(rel.after, None, type_=Uuid)))
-            rows = self._numbered(target, rel.shape, base, first).lateral(self.name("t"))
-            return self._page(rel.shape, rows, first, audit_extra=True).lateral(self.name("r"))
+            extra = _needs_extra(rel.shape)
+            rows = self._limited(target, rel.shape, base, first, extra).lateral(self.name("t"))
+            page, audit = self._page(rel.shape, rows, first, extra=extra, audit_extra=True)
+            return page.lateral(self.name("r")), list(audit)
         assert isinstance(rel.shape, RecordShape)
         if relation.kind == "many":
             return self._many(rel.shape, target, parent, parent.c[relation.attr], open_)
@@ -243,58 +294,80 @@ class Builder:
             base = base.where(table.c[relation.attr] == parent.c.id).order_by(
                 table.c.observed_at.desc(), table.c.id.desc()).limit(1)
         rows = base.lateral(self.name("t"))
-        frm, j, a, _ = self.record(rel.shape, rows)
-        return select(j.label("j"), a.label("a")).select_from(frm).lateral(self.name("r"))
+        frm, j, audit = self.record(rel.shape, rows)
+        return select(j.label("j"), *self._labelled(audit)).select_from(frm).lateral(self.name("r")), list(audit)
 
     def _many(self, shape: RecordShape, target: Collection, parent: FromClause, ids: ColumnElement[Any],
-              open_: ColumnElement[Any]) -> FromClause:
+              open_: ColumnElement[Any]) -> tuple[FromClause, list[int]]:
         """The records a list of ids names, in its order (repeats included), those the principal may read."""
         listed = func.unnest(ids).table_valued("id", with_ordinality="o").render_derived(name=self.name("u"))
         table = target.table
         rows = self._readable(target, [shape]).where(open_, table.c.id == listed.c.id).add_columns(
             listed.c.o.label("_o")).correlate(parent).lateral(self.name("t"))
-        frm, j, a, _ = self.record(shape, rows)
-        inner = select(j.label("j"), a.label("a"), rows.c._o).select_from(frm).lateral(self.name("x"))
-        return select(jagg(inner.c.j, inner.c._o).label("j"),
-                      func.string_agg(inner.c.a, literal_column("','")).label("a")).lateral(self.name("r"))
+        frm, j, audit = self.record(shape, rows)
+        inner = select(j.label("j"), *self._labelled(audit), rows.c._o).select_from(frm).lateral(self.name("x"))
+        outer = select(jagg(inner.c.j, [inner.c._o]).label("j"),
+                       *self._labelled(self._aggregated(inner, audit)))
+        return outer.lateral(self.name("r")), list(audit)
 
     # ------------------------------------------------------------ pages
 
-    def _numbered(self, coll: Collection, shape: ConnShape, base: Select[Any], first: Any) -> Select[Any]:
-        """Up to ``first + 1`` rows in the collection's list order (one more tells whether more follow), numbered
-        in that order (``_n``: edges and the end cursor follow it)."""
+    def _limited(self, coll: Collection, shape: ConnShape, base: Select[Any], first: Any, extra: bool) -> Select[Any]:
+        """Up to ``first`` rows in the collection's list order, its keys selected (``_k<i>``, then the id: edges and
+        the end cursor follow them). ``extra``: one row more, which tells whether more follow (``hasNextPage``),
+        the rows numbered in that order (``_n``: the first ``first`` are shown)."""
         keys = coll.list_keys()
-        return (_narrow(base, coll, _node_shapes(shape))
-                .add_columns(func.row_number().over(order_by=keys).label("_n"))
-                .order_by(None).order_by(*keys).limit(first + literal_column("1", Integer)))
+        stmt = _narrow(base, coll, _node_shapes(shape)).add_columns(
+            *(key.label(f"_k{i}") for i, key in enumerate(keys[:-1])))
+        if extra:
+            stmt = stmt.add_columns(func.row_number().over(order_by=keys).label("_n"))
+        return stmt.order_by(None).order_by(*keys).limit(first + literal_column("1", Integer) if extra else first)
 
-    def _page(self, shape: ConnShape, rows: FromClause, first: Any, *, audit_extra: bool) -> Select[Any]:
-        """A connection's ``(j, a)`` over numbered rows, the first ``first`` shown. Each distinct selection of
-        ``edges { node }`` (aliases may differ) is a JSON column of its own."""
-        shown = rows.c._n <= first
+    def _page(self, shape: ConnShape, rows: FromClause, first: Any, *, extra: bool,
+              audit_extra: bool) -> tuple[Select[Any], Audit]:
+        """A connection's ``(j, i<k>, c<k> ...)`` over its rows, the first ``first`` shown (``extra``: the rows are
+        numbered, one more was read). Each distinct selection of ``edges { node }`` (aliases may differ) is a JSON
+        column of its own. ``audit_extra``: the extra row is audited (its own id, not its relations, never read)."""
+        coll = REGISTRY[shape.coll]
+        shown = rows.c._n <= first if extra else None
         frm: FromClause = rows
-        nodes, audits, own = [], [], None
+        nodes: list[tuple[RecordShape, ColumnElement[Any]]] = []
+        parts: dict[int, tuple[list[ColumnElement[Any]], list[ColumnElement[Any]]]] = {}
         for node in _node_shapes(shape) or [RecordShape(shape.coll, ())]:
-            frm_node, j, a, own = self.record(node, rows, gate=shown, frm=frm)
-            frm = frm_node
+            frm, j, node_audit = self.record(node, rows, gate=shown, frm=frm)
             nodes.append((node, j))
-            audits.append(a)
-        assert own is not None
-        cols = [rows.c.id, rows.c._n, own.label("own"), func.concat_ws(literal_column("','"), *audits).label("a")]
+            for k, (ids, clients) in node_audit.items():
+                parts.setdefault(k, ([], []))[0].append(ids)
+                parts[k][1].append(clients)
+        audit = {k: (_joined(ids), _joined(clients)) for k, (ids, clients) in parts.items()}
+        order_cols = [*(rows.c[f"_k{i}"] for i in range(len(coll.list_keys()) - 1)), rows.c.id]
+        own = self.types.index(coll.resource)
+        extra_cols = []
+        if extra and audit_extra:
+            extra_cols = [cast(rows.c.id, Text).label("own_i"), cast(rows.c[coll.owner_column], Text).label("own_c")]
+        keys = {c.name: c for c in [rows.c.id, *order_cols, *([rows.c._n] if extra else [])]}
+        cols = [*keys.values(), *extra_cols, *self._labelled(audit)]
         cols += [j.label(f"j{i}") for i, (_, j) in enumerate(nodes)]
         x = select(*cols).select_from(frm).lateral(self.name("x"))
-        shown_x = x.c._n <= first
+        order = [x.c[c.name] for c in order_cols]
+        shown_x = x.c._n <= first if extra else None
         columns = {node: x.c[f"j{i}"] for i, (node, _) in enumerate(nodes)}
-        parts = [(_key(p.key), self._part(p, shape.coll, x, columns, first, shown_x)) for p in shape.parts]
-        audit: ColumnElement[Any]
-        if audit_extra:
-            audit = func.string_agg(case((shown_x, x.c.a), else_=x.c.own), literal_column("','"))
+        pairs = [(_key(p.key), self._part(p, shape.coll, x, columns, first, order, shown_x)) for p in shape.parts]
+        aggregated: Audit
+        if extra and audit_extra:
+            assert shown_x is not None
+
+            def shown_or_own(k: int, col: str) -> ColumnElement[Any]:
+                return func.string_agg(case((shown_x, x.c[f"{col}{k}"]),
+                                            else_=x.c[f"own_{col}"] if k == own else null()), literal_column("','"))
+
+            aggregated = {k: (shown_or_own(k, "i"), shown_or_own(k, "c")) for k in audit}
         else:
-            audit = func.string_agg(x.c.a, literal_column("','")).filter(shown_x)
-        return select(jobj(parts).label("j"), audit.label("a")).select_from(x)
+            aggregated = self._aggregated(x, audit, shown_x)
+        return select(jobj(pairs).label("j"), *self._labelled(aggregated)).select_from(x), aggregated
 
     def _part(self, part: Part, coll_name: str, x: Any, nodes: dict[RecordShape, Any], first: Any,
-              shown: Any) -> ColumnElement[Any]:
+              order: list[ColumnElement[Any]], shown: Any) -> ColumnElement[Any]:
         own = type_name(REGISTRY[coll_name])
         if part.part == "__typename":
             return _key(f"{own}Connection")
@@ -308,17 +381,53 @@ class Builder:
                 else:
                     value = record_cursor(x.c.id) if p.part == "cursor" else _key(f"{own}Edge")
                 pairs.append((_key(p.key), value))
-            return jagg(jobj(pairs), x.c._n, shown)
+            return jagg(jobj(pairs), order, shown)
         for p in part.sub.parts:
             if p.part == "hasNextPage":
                 value = and_(func.count() > first, first > literal_column("0", Integer))
             elif p.part == "endCursor":
-                last = func.array_agg(aggregate_order_by(x.c.id, x.c._n.desc())).filter(shown)
-                value = record_cursor(last[literal_column("1", Integer)])
+                ids: ColumnElement[Any] = func.array_agg(aggregate_order_by(x.c.id, *order))  # as the edges
+                if shown is not None:
+                    ids = ids.filter(shown)
+                value = record_cursor(ids[func.cardinality(ids)])
             else:
                 value = _key("PageInfo")
             pairs.append((_key(p.key), value))
         return jobj(pairs)
+
+
+def _joined(texts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """Comma-joined texts, null when none is there (``string_agg`` skips it: no empty entry)."""
+    if len(texts) == 1:
+        return texts[0]
+    return func.nullif(func.concat_ws(literal_column("','"), *texts), literal_column("''"))
+
+
+def _needs_extra(shape: ConnShape) -> bool:
+    """Whether the page must read one row more than it shows: only to tell ``hasNextPage``."""
+    return any(part.part == "pageInfo" and isinstance(part.sub, ConnSub)
+               and any(p.part == "hasNextPage" for p in part.sub.parts) for part in shape.parts)
+
+
+@lru_cache(maxsize=512)
+def audit_types(root: RootShape) -> tuple[str, ...]:
+    """The resource types a root field's statement may read, in the order its columns ``i<k>, c<k>`` (the ids and
+    the clients of type ``k``, comma-joined) follow ``j``: depth first, as the shape names them."""
+    out: dict[str, None] = {}
+
+    def record(shape: RecordShape) -> None:
+        out.setdefault(REGISTRY[shape.coll].resource, None)
+        for entry in shape.entries:
+            if isinstance(entry, Rel):
+                connection(entry.shape) if isinstance(entry.shape, ConnShape) else record(entry.shape)
+
+    def connection(shape: ConnShape) -> None:
+        for node in _node_shapes(shape) or [RecordShape(shape.coll, ())]:
+            record(node)
+
+    for shape in root.shapes:
+        connection(shape) if isinstance(shape, ConnShape) else record(shape)
+    return tuple(out)
 
 
 def _narrow(stmt: Select[Any], coll: Collection, shapes: Sequence[RecordShape]) -> Select[Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import func
 
 from service.collections.registry import REGISTRY
 from service.graphql import compiled, specs, sql
+from tests.support.audit import events
 from tests.support.gqlkit import ALL, DASHBOARD, gql, one_of_each, seed_caseload, statements_on_the_wire
 from tests.support.graphql_corpus import selection
 
@@ -99,6 +100,32 @@ async def test_invalid_arguments_are_refused_per_field_as_before(api, whole):
     body = await gql(c, "{ clients(first: 3) { edges { node { goals(first: 0) { edges { node { id } } } } } } }")
     assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}
     assert [e["path"][-1] for e in body["errors"]] == ["goals"] * 3
+
+
+ONE_GOAL = """query($id: UUID!) { client(id: $id) { goals { edges { node {
+  milestones(first: 1) { edges { node { id } } %s } } } } } }"""
+
+
+async def test_a_page_reads_one_row_more_only_to_tell_has_next_page(api, whole):
+    """A page of children reads ``LIMIT first`` rows in the list order, unnumbered; only a page whose
+    ``pageInfo { hasNextPage }`` is selected reads one row more (numbered with ``row_number()``), and as before the
+    audit row names that row's record. A record a page neither returns nor reads to answer is not audited."""
+    org = await api.org()
+    client_id = (await seed_caseload(api, org, 1))[0]  # a goal with two milestones
+    c = api.client(await api.token(org, ALL))
+    for page_info, numbered in (("", 0), ("pageInfo { hasNextPage }", 1)):
+        with statements_on_the_wire(api.app.state.ctx.engine) as sent:
+            body = await gql(c, ONE_GOAL % page_info, {"id": client_id})
+        assert "errors" not in body, body
+        [read] = [s for s in sent if kinds([s]) == {"read": 1}]
+        assert read.count("row_number()") == numbered, read
+        milestones = body["data"]["client"]["goals"]["edges"][0]["node"]["milestones"]
+        [shown] = [e["node"]["id"] for e in milestones["edges"]]
+        audited = (await events(api, org.id, resource_type="Milestone", action="read"))[-1]["resource_ids"]
+        assert [str(i) for i in audited[:1]] == [shown]
+        if page_info:
+            assert milestones["pageInfo"] == {"hasNextPage": True}
+        assert len(audited) == 1 + numbered  # the extra row, read to tell hasNextPage
 
 
 def snake(name: str) -> str:
