@@ -17,6 +17,7 @@ from sqlalchemy import (
     Select,
     Text,
     Uuid,
+    any_,
     cast,
     column,
     func,
@@ -83,16 +84,22 @@ class BatchOut(Out):
 _MARKER, _CLIENT, _HELD = 1, 2, 3
 
 
+def _any(ids: Any) -> Any:
+    """``= ANY(ARRAY(SELECT ids))``: the records are read by their primary key, one index probe per id (an ``IN``
+    over the JSON rows lets the planner, which expects a hundred of them, scan the organization's whole table)."""
+    return any_(func.array(select(ids).scalar_subquery()))
+
+
 def _lookup_statement(who: Principal) -> Select[Any]:
     keys = select(func.json_to_recordset(cast(param("items"), JSON)).table_valued(
         column("client_id", Uuid()), column("marker_id", Uuid()), column("source", Text()),
         column("external_id", Text())).render_derived(name="k", with_types=True)).cte("keys")
     m, c = outcome_markers.table, clients.table
     none_text, none_float, none_uuid = cast(null(), Text()), cast(null(), Float()), cast(null(), Uuid())
-    found_markers = readable(m, who).where(m.c.id.in_(select(keys.c.marker_id)), m.c.deleted_at.is_(None)) \
+    found_markers = readable(m, who).where(m.c.id == _any(keys.c.marker_id), m.c.deleted_at.is_(None)) \
         .with_only_columns(literal_column(str(_MARKER)).label("kind"), m.c.id, m.c.client_id, m.c.instrument,
                            m.c.min, m.c.max, none_text.label("source"), none_text.label("external_id"))
-    found_clients = readable(c, who).where(c.c.id.in_(select(keys.c.client_id)), c.c.deleted_at.is_(None)) \
+    found_clients = readable(c, who).where(c.c.id == _any(keys.c.client_id), c.c.deleted_at.is_(None)) \
         .with_only_columns(literal_column(str(_CLIENT)), c.c.id, none_uuid, none_text, none_float, none_float,
                            none_text, none_text)
     held = identifiers.held_elsewhere(who, measurements, keys.alias("k")).subquery("held")
