@@ -1,5 +1,6 @@
 """Batch ingest of measurements from mood-tracking apps, the use case (no HTTP here: its route is declared with
-the measurements router, ``collections.rest.batch_route``): per-item results, one INSERT for the valid rows,
+the measurements router, ``collections.rest.batch_route``): per-item results, one statement reading what the rules
+need for the whole batch and one writing the valid rows with their history, change-feed and outbox rows,
 duplicates by (source, external_id) stored once, safety alerts opened in the same transaction, every item through
 the rules every other write path runs (``apply_rules``, ``bind_refs``, ``measurement_after_write``)."""
 
