@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, false, or_, select, text, tuple_
+from sqlalchemy import FromClause, Select, and_, false, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -37,8 +37,8 @@ __all__ = ["ORG_WIDE", "check_identity_create", "check_identity_update", "claim"
 
 
 def compartment(who: Principal) -> UUID:
-    """Where identifiers ``who`` writes live."""
-    return who.patient_id or ORG_WIDE
+    """Where identifiers ``who`` writes live (also for a ``CompiledRead``'s principal, whose patient is a parameter)."""
+    return who.patient_id if who.patient_id is not None else ORG_WIDE
 
 
 def check_identity_create(who: Principal, coll: Collection) -> None:
@@ -163,24 +163,14 @@ async def natural_key_holder(conn: AsyncConnection, who: Principal, coll: Collec
     return (await conn.execute(stmt.with_only_columns(table.c.id))).scalar()
 
 
-async def held_elsewhere(conn: AsyncConnection, who: Principal, coll: Collection,
-                         keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Any]:
-    """For (client_id, *natural key) tuples, the id of the record holding that key in a compartment other than
-    the writer's where the client's records see it (``natural_key_holder`` for many at once, one statement);
-    the writer's own compartment is left to the unique index."""
-    if not keys:
-        return {}
-    names = coll.natural_key
-    slots = [f"k{n}" for n in range(len(names))]
-    arrays = ", ".join(f"CAST(:{slot} AS text[])" for slot in slots)
-    on = " AND ".join(f"t.{name} = k.{slot}" for name, slot in zip(names, slots, strict=True))
-    sql = text(
-        f"SELECT k.client, {', '.join('k.' + slot for slot in slots)}, t.id "
-        f"FROM unnest(CAST(:clients AS uuid[]), {arrays}) AS k(client, {', '.join(slots)}) "
-        f"JOIN {coll.table.name} t ON t.org_id = :org AND {on} AND t.compartment <> CAST(:compartment AS uuid) "
-        "AND (t.compartment = CAST(:org_wide AS uuid) OR t.compartment = k.client)"
-    )
-    params: dict[str, Any] = {"org": who.org_id, "compartment": compartment(who), "org_wide": ORG_WIDE,
-                              "clients": [k[0] for k in keys]}
-    params.update({slot: [k[n + 1] for k in keys] for n, slot in enumerate(slots)})
-    return {tuple(r[:-1]): r[-1] for r in (await conn.execute(sql, params)).all()}
+def held_elsewhere(who: Principal, coll: Collection, keys: FromClause) -> Select[Any]:
+    """For the (client_id, *natural key) rows of ``keys``, the records holding that key in a compartment other than
+    the writer's where the client's records see it, as (client_id, *natural key, id): ``natural_key_holder`` for
+    many at once, a part of the statement that reads them; the writer's own compartment is left to the unique
+    index."""
+    table = coll.table
+    on = and_(table.c.org_id == who.org_id, *(table.c[name] == keys.c[name] for name in coll.natural_key),
+              table.c.compartment != compartment(who),
+              or_(table.c.compartment == ORG_WIDE, table.c.compartment == keys.c.client_id))
+    return select(keys.c.client_id, *(keys.c[name] for name in coll.natural_key), table.c.id).join_from(
+        keys, table, on)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.http import dumps
@@ -17,11 +17,12 @@ from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.db import driver
 
-_RECORD = text(
-    """
-WITH v AS (
-  SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(record_id uuid, version int, client_id uuid, data jsonb)
-), h AS (
+# What each new version writes besides the record itself, from a CTE ``v`` (record_id, version, client_id, data):
+# its history row, its change-feed entry, and its webhook events with their deliveries. ``record_changes`` feeds it
+# from a JSON array of snapshots; a write that makes its records in the same statement feeds it from its INSERT's
+# RETURNING (``measurement_batch``), so the rows are the same whichever statement writes them.
+CHANGES_CTES = """
+h AS (
   INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
   SELECT :org_id, :collection, record_id, version, client_id, :action, data, :who FROM v
 ), c AS (
@@ -43,12 +44,39 @@ WITH v AS (
                             'version', version, 'org_id', CAST(:org_id AS uuid), 'client_id', client_id)
     FROM subs
   RETURNING id, event, record_id
+), d AS (
+  INSERT INTO webhook_deliveries (org_id, subscription_id, event_id, event)
+  SELECT CAST(:org_id AS uuid), subs.subscription_id, o.id, o.event
+    FROM o JOIN subs ON subs.event = o.event AND subs.record_id = o.record_id
+)"""
+
+_RECORD = text(
+    "WITH v AS (\n  SELECT * FROM json_to_recordset(CAST(:rows AS json))\n"
+    f"    AS t(record_id uuid, version int, client_id uuid, data jsonb)\n),{CHANGES_CTES}\nSELECT"
 )
-INSERT INTO webhook_deliveries (org_id, subscription_id, event_id, event)
-SELECT CAST(:org_id AS uuid), subs.subscription_id, o.id, o.event
-  FROM o JOIN subs ON subs.event = o.event AND subs.record_id = o.record_id
-"""
-)
+
+
+def changes_params(who: Principal | None, collection: str, action: str, *, org_id: Any = None) -> dict[str, Any]:
+    """The parameters of ``CHANGES_CTES`` (all but the rows)."""
+    coll = REGISTRY.get(collection)
+    return {
+        "org_id": org_id or (who.org_id if who else None),
+        "collection": collection,
+        "type_name": coll.type_name if coll else collection,
+        "opened": bool(coll and coll.opened_event) and action == "created",
+        "action": action,
+        "who": who.who if who else "system",
+    }
+
+
+def audit_written(collection: str, ids: Sequence[Any], clients: Sequence[Any], action: str) -> None:
+    """The audit trail's note of the records a write of ``collection`` made or changed."""
+    from service.audit import (
+        service as audit,  # imported here: the audit module itself imports the collection machinery
+    )
+
+    coll = REGISTRY.get(collection)
+    audit.wrote_many(coll.resource if coll else collection, ids, clients, action)
 
 
 async def record_changes(
@@ -62,43 +90,34 @@ async def record_changes(
     """
     if not snapshots:
         return
-    from service.audit import (
-        service as audit,  # imported here: the audit module itself imports the collection machinery
-    )
-
     coll = REGISTRY.get(collection)
-    resource = coll.resource if coll else collection
     ids = [s["id"] for s in snapshots]
     owner_column = coll.owner_column if coll else "client_id"
     clients = [s.get(owner_column) for s in snapshots]
-    audit.wrote_many(resource, ids, clients, action)
-    params = {
-        "org_id": org_id or (who.org_id if who else None),
-        "collection": collection,
-        "type_name": coll.type_name if coll else collection,
-        "opened": bool(coll and coll.opened_event) and action == "created",
-        "action": action,
-        "who": who.who if who else "system",
-        # One JSON array, encoded in one call: asyncpg checks the elements of array parameters one by one.
-        "rows": dumps([
-            {"record_id": i, "version": s["version"], "client_id": c, "data": s}
-            for i, c, s in zip(ids, clients, snapshots, strict=True)
-        ]).decode(),
-    }
-    sql, names = _compiled(conn)
+    audit_written(collection, ids, clients, action)
+    params = changes_params(who, collection, action, org_id=org_id)
+    # One JSON array, encoded in one call: asyncpg checks the elements of array parameters one by one.
+    params["rows"] = dumps([
+        {"record_id": i, "version": s["version"], "client_id": c, "data": s}
+        for i, c, s in zip(ids, clients, snapshots, strict=True)
+    ]).decode()
+    sql, names = compiled(conn, _RECORD)
     # On the unit of work's asyncpg connection (same transaction, role and tenant): the statement is compiled
     # once, and SQLAlchemy's execution layer is skipped for what is, for a batch, one large statement.
     await (await driver(conn)).execute(sql, *[params[name] for name in names])
 
 
-_COMPILED: dict[int, tuple[str, tuple[str, ...]]] = {}
+_COMPILED: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
 
 
-def _compiled(conn: AsyncConnection) -> tuple[str, tuple[str, ...]]:
-    entry = _COMPILED.get(id(conn.dialect))
+def compiled(conn: AsyncConnection, stmt: TextClause) -> tuple[str, tuple[str, ...]]:
+    """``stmt`` (a module-level ``text()``) as the driver's SQL and the order of its named parameters, compiled
+    once per dialect."""
+    key = (id(conn.dialect), id(stmt))
+    entry = _COMPILED.get(key)
     if entry is None:
-        compiled = _RECORD.compile(dialect=conn.dialect)
-        entry = _COMPILED[id(conn.dialect)] = (compiled.string, tuple(compiled.positiontup or ()))
+        done = stmt.compile(dialect=conn.dialect)
+        entry = _COMPILED[key] = (done.string, tuple(done.positiontup or ()))
     return entry
 
 

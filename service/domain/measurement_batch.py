@@ -1,5 +1,6 @@
 """Batch ingest of measurements from mood-tracking apps, the use case (no HTTP here: its route is declared with
-the measurements router, ``collections.rest.batch_route``): per-item results, one INSERT for the valid rows,
+the measurements router, ``collections.rest.batch_route``): per-item results, one statement reading what the rules
+need for the whole batch and one writing the valid rows with their history, change-feed and outbox rows,
 duplicates by (source, external_id) stored once, safety alerts opened in the same transaction, every item through
 the rules every other write path runs (``apply_rules``, ``bind_refs``, ``measurement_after_write``)."""
 
@@ -11,20 +12,38 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from sqlalchemy import text
+from sqlalchemy import (
+    JSON,
+    Float,
+    Select,
+    Text,
+    Uuid,
+    any_,
+    cast,
+    column,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.http import dumps
 from service.api.problems import validation_problem
 from service.auth.principal import Principal
 from service.collections import identifiers
-from service.collections.records import record_changes
+from service.collections.records import CHANGES_CTES, audit_written, changes_params, compiled
 from service.collections.registry import Collection, Written
-from service.collections.service import apply_rules, bind_refs, client_missing, live_ids, load_live
+from service.collections.repository import CompiledRead, param, readable
+from service.collections.service import apply_rules, bind_refs, client_missing
+from service.collections.sqljson import iso_datetime
 from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
 from service.domain.clients import clients
-from service.domain.outcomes import a_out, measurement_to_out, measurement_to_row, measurements, outcome_markers
+from service.domain.outcomes import a_out, measurement_to_row, measurements, outcome_markers
 from service.domain.safety import measurement_after_write
 from service.errors import DomainError
 from service.telemetry import metrics
@@ -57,25 +76,132 @@ class BatchOut(Out):
     results: list[BatchResult]
 
 
-# Sent on the unit of work's asyncpg connection (service.db.driver, same transaction and tenant): the rows
-# it returns are the values the database set, the rest of each record is what was inserted.
-_INSERT = """
-INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
-                          external_id, note, compartment)
-SELECT $1, t.id, t.client_id, t.marker_id, t.value, t.items, t.observed_at, t.observed_offset, t.source,
-       t.external_id, t.note, $3
-FROM json_to_recordset($2::json)
-     AS t(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[], observed_at timestamptz,
-          observed_offset smallint, source text, external_id text, note text)
-ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
-RETURNING id, created_at, updated_at, version
-"""
-# The records that took an item's (source, external_id) first: in the writer's compartment (a patient token's
-# own; service.collections.identifiers), so a duplicate is only ever one the writer may see.
+# What the batch reads before its rules run, in one statement (``readable()`` for the markers and clients, as every
+# reference check reads them): for the items' (client, marker, source, external id), the live markers (kind 1:
+# their client for ``bind_refs``, instrument and range for ``measurement_fits_marker``, not the jsonb external ids
+# nor the timestamps, which cost a decode per row), the live clients (kind 2) and the records of another
+# compartment that hold an item's (source, external_id) for its client (kind 3, ``identifiers.held_elsewhere``;
+# the INSERT's unique index sees the writer's own).
+_MARKER, _CLIENT, _HELD = 1, 2, 3
+
+
+def _any(ids: Any) -> Any:
+    """``= ANY(ARRAY(SELECT ids))``: the records are read by their primary key, one index probe per id (an ``IN``
+    over the JSON rows lets the planner, which expects a hundred of them, scan the organization's whole table)."""
+    return any_(func.array(select(ids).scalar_subquery()))
+
+
+def _lookup_statement(who: Principal) -> Select[Any]:
+    keys = select(func.json_to_recordset(cast(param("items"), JSON)).table_valued(
+        column("client_id", Uuid()), column("marker_id", Uuid()), column("source", Text()),
+        column("external_id", Text())).render_derived(name="k", with_types=True)).cte("keys")
+    m, c = outcome_markers.table, clients.table
+    none_text, none_float, none_uuid = cast(null(), Text()), cast(null(), Float()), cast(null(), Uuid())
+    found_markers = readable(m, who).where(m.c.id == _any(keys.c.marker_id), m.c.deleted_at.is_(None)) \
+        .with_only_columns(literal_column(str(_MARKER)).label("kind"), m.c.id, m.c.client_id, m.c.instrument,
+                           m.c.min, m.c.max, none_text.label("source"), none_text.label("external_id"))
+    found_clients = readable(c, who).where(c.c.id == _any(keys.c.client_id), c.c.deleted_at.is_(None)) \
+        .with_only_columns(literal_column(str(_CLIENT)), c.c.id, none_uuid, none_text, none_float, none_float,
+                           none_text, none_text)
+    held = identifiers.held_elsewhere(who, measurements, keys.alias("k")).subquery("held")
+    found_held = select(literal_column(str(_HELD)), held.c.id, held.c.client_id, none_text, none_float, none_float,
+                        held.c.source, held.c.external_id)
+    return select(union_all(found_markers, found_clients, found_held).subquery("found"))
+
+
+_LOOKUP = CompiledRead(_lookup_statement)
+
+
+async def _look_up(conn: AsyncConnection, who: Principal, parsed: list[tuple[int, dict[str, Any]]]) -> tuple[
+        dict[Any, dict[str, Any]], set[Any], dict[tuple[Any, Any, Any], Any]]:
+    """The markers by id, the ids of the live clients, and the holders elsewhere by (client, source, external id)."""
+    keys = dumps([{"client_id": p["client_id"], "marker_id": p["marker_id"], "source": p["source"],
+                   "external_id": p["external_id"]} for _, p in parsed]).decode()
+    markers: dict[Any, dict[str, Any]] = {}
+    live: set[Any] = set()
+    held: dict[tuple[Any, Any, Any], Any] = {}
+    for kind, ident, client_id, instrument, low, high, source, external_id in await _LOOKUP.fetch(
+            conn, who, items=keys):
+        if kind == _MARKER:
+            markers[ident] = {"id": ident, "client_id": client_id, "instrument": instrument, "min": low, "max": high}
+        elif kind == _CLIENT:
+            live.add(ident)
+        else:
+            held[(client_id, source, external_id)] = ident
+    return markers, live, held
+
+
+# The rows as one JSON array (one parameter, encoded by orjson in one call, where ten arrays of a hundred elements
+# each cost asyncpg a Python-level check per element); PostgreSQL reads each value with the column's type (a
+# float's shortest text reads back as the same float8, a time with its offset as the same instant). In the same
+# statement: each new record's history, change-feed and outbox rows (``records.CHANGES_CTES``, fed by the
+# INSERT's RETURNING: its snapshot is the columns sent, as ``serialize`` renders them, and those the database
+# set), and the items the unique index refused, with the record of the writer's compartment that holds their
+# (source, external_id) as this statement's snapshot sees it.
+_STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "source", "external_id", "note",
+           "observed_offset")
+_stored = itemgetter(*_STORED)  # every one is set: the validated body's fields, observed_offset and the new id
+
+
+def _iso(column_name: str) -> str:
+    """``sqljson.iso_datetime`` of a column, as SQL text (a timestamp as the service's JSON writes it)."""
+    return str(iso_datetime(literal_column(column_name)).compile(dialect=PGDialect(),
+                                                                 compile_kwargs={"literal_binds": True}))
+
+
+_WRITE = text(f"""
+WITH t AS (
+  SELECT e.j, r.* FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e(j),
+       jsonb_to_record(e.j) AS r(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[],
+                                 observed_at timestamptz, observed_offset smallint, source text, external_id text,
+                                 note text)
+), ins AS (
+  INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
+                            external_id, note, compartment)
+  SELECT :org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source, external_id, note,
+         :compartment
+  FROM t
+  ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
+  RETURNING id, client_id, version, created_at, updated_at
+), v AS (
+  SELECT ins.id AS record_id, ins.version, ins.client_id,
+         (t.j - 'observed_offset') || jsonb_build_object(
+           'created_at', {_iso("ins.created_at")}, 'updated_at', {_iso("ins.updated_at")}, 'version', ins.version,
+           'deleted_at', NULL) AS data
+  FROM ins JOIN t USING (id)
+),{CHANGES_CTES}
+SELECT t.id, (SELECT m.id FROM measurements m WHERE m.org_id = :org_id AND m.compartment = :compartment
+                AND m.source = t.source AND m.external_id = t.external_id) AS holder
+FROM t WHERE NOT EXISTS (SELECT FROM ins WHERE ins.id = t.id)
+""")
+# The records that took an item's (source, external_id) first, in the writer's compartment (a patient token's own;
+# service.collections.identifiers), so a duplicate is only ever one the writer may see: for an item the unique
+# index refused because of a record committed after the write's snapshot was taken (a concurrent batch).
 _EXISTING = text(
     "SELECT id, source, external_id FROM measurements WHERE org_id = :org AND compartment = :compartment "
     "AND (source, external_id) IN (SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:exts AS text[])))"
 )
+
+
+async def _write(conn: AsyncConnection, who: Principal, rows: list[tuple[int, dict[str, Any]]]) -> dict[Any, Any]:
+    """Stores the rows that are not duplicates, with their changes; the ids of the others (``rows`` hold the ids
+    given), each with the id of the record that holds its (source, external_id)."""
+    if not rows:
+        return {}
+    for (_, values), new_id in zip(rows, uuid7s(len(rows)), strict=True):
+        values["id"] = new_id
+    params = changes_params(who, measurements.name, "created")
+    params.update(compartment=identifiers.compartment(who), rows=dumps(
+        [dict(zip(_STORED, _stored(values), strict=True)) for _, values in rows]).decode())
+    sql, names = compiled(conn, _WRITE)
+    refused = {r[0]: r[1] for r in await (await driver(conn)).fetch(sql, *[params[name] for name in names])}
+    if refused and None in refused.values():
+        late = [values for _, values in rows if values["id"] in refused and refused[values["id"]] is None]
+        existing = {(r.source, r.external_id): r.id for r in (await conn.execute(_EXISTING, {
+            "org": who.org_id, "compartment": identifiers.compartment(who),
+            "sources": [v["source"] for v in late], "exts": [v["external_id"] for v in late]})).all()}
+        refused.update({v["id"]: existing.get((v["source"], v["external_id"])) for v in late})
+    return refused
 
 
 def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
@@ -84,9 +210,6 @@ def _error(index: int, exc: DomainError | ValidationError) -> dict[str, Any]:
 
 
 _ITEMS = TypeAdapter(list_of(measurements.create))
-# What the batch reads of a marker: its client (bind_refs), instrument and range (measurement_fits_marker).
-# Not the jsonb external ids nor the timestamps, which cost a decode per row.
-_MARKER_COLUMNS = ("id", "client_id", "instrument", "min", "max")
 
 
 def _validate(items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
@@ -108,12 +231,10 @@ def _validate(items: list[dict[str, Any]], results: list[dict[str, Any] | None])
 async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results: list[dict[str, Any] | None] = [None] * len(items)
     parsed = _validate(items, results)
-    markers: dict[Any, dict[str, Any]] = {}
-    live_clients: set[Any] = set()
-    if parsed:
-        markers = await load_live(conn, who, outcome_markers.name, list({p["marker_id"] for _, p in parsed}),
-                                  _MARKER_COLUMNS)
-        live_clients = await live_ids(conn, who, clients.name, list({p["client_id"] for _, p in parsed}))
+    if not parsed:
+        metrics.count_ingest(results)
+        return [r for r in results if r is not None]
+    markers, live_clients, held = await _look_up(conn, who, parsed)
     found = {outcome_markers.name: markers}
 
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -129,88 +250,40 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
             results[i] = _error(i, exc)
             continue
         values = measurement_to_row({**payload, **ctx.extra})
-        key = (values.get("source"), values.get("external_id"))
+        key = (values["source"], values["external_id"])
         if key[1] is not None:
             if key in first_of:
                 duplicates_in_batch[i] = first_of[key]
                 continue
             first_of[key] = i
+            holder = held.get((values["client_id"], *key))
+            if holder is not None:  # another compartment's record, for the same client
+                results[i] = {"index": i, "status": "duplicate", "id": holder}
+                continue
         rows.append((i, values))
 
-    rows = await _held_elsewhere(conn, who, rows, results)
-    stamps = {r["id"]: r for r in await _insert(conn, who, [v for _, v in rows])}
-    created: list[dict[str, Any]] = []
-    missing: list[tuple[int, tuple[Any, Any]]] = []
+    refused = await _write(conn, who, rows)
+    created: list[tuple[int, dict[str, Any]]] = []
     for i, values in rows:
-        stamp = stamps.get(values["id"])
-        if stamp is not None:
-            record = _record(values, stamp)
-            created.append(record)
-            results[i] = {"index": i, "status": "created", "id": record["id"], "record": record}
+        if values["id"] in refused:
+            results[i] = {"index": i, "status": "duplicate", "id": refused[values["id"]]}
         else:
-            missing.append((i, (values["source"], values["external_id"])))
-    if missing:
-        existing = {(r.source, r.external_id): r.id for r in (await conn.execute(_EXISTING, {
-            "org": who.org_id, "compartment": identifiers.compartment(who),
-            "sources": [k[0] for _, k in missing], "exts": [k[1] for _, k in missing]})).all()}
-        for i, key in missing:
-            results[i] = {"index": i, "status": "duplicate", "id": existing.get(key)}
+            created.append((i, values))
+            results[i] = {"index": i, "status": "created", "id": values["id"]}
     for i, first in duplicates_in_batch.items():
         results[i] = {"index": i, "status": "duplicate", "id": (results[first] or {}).get("id")}
 
-    await record_changes(conn, who, measurements.name, [{**r, "deleted_at": None} for r in created], "created")
-    # The safety rules, for the batch (the markers it read are theirs: read in this transaction, instrument included)
-    await measurement_after_write(conn, who, [Written(r) for r in created], markers)
-    for result in results:
-        if result and result["status"] == "created":
-            record = result.pop("record")
-            if record["safety_alert"] is not None:
-                result["safety_alert"] = record["safety_alert"]
+    if created:
+        audit_written(measurements.name, [v["id"] for _, v in created], [v["client_id"] for _, v in created],
+                      "created")
+        # The safety rules, for the batch (the markers it read are theirs: read in this transaction, instrument
+        # included); they set each record's safety_alert.
+        await measurement_after_write(conn, who, [Written(values) for _, values in created], markers)
+        for i, values in created:
+            if values["safety_alert"] is not None:
+                results[i]["safety_alert"] = values["safety_alert"]  # type: ignore[index]
     metrics.count_ingest(results)
     return [r for r in results if r is not None]
-
-
-async def _held_elsewhere(conn: AsyncConnection, who: Principal, rows: list[tuple[int, dict[str, Any]]],
-                          results: list[dict[str, Any] | None]) -> list[tuple[int, dict[str, Any]]]:
-    """The rows to insert: those whose (source, external_id) another compartment's record holds for the same
-    client are duplicates of it (``identifiers.held_elsewhere``; the INSERT's unique index sees the writer's)."""
-    keyed = [(v["client_id"], v["source"], v["external_id"]) for _, v in rows if v.get("external_id") is not None]
-    held = await identifiers.held_elsewhere(conn, who, measurements, keyed)
-    if not held:
-        return rows
-    kept = []
-    for i, values in rows:
-        found = held.get((values["client_id"], values.get("source"), values.get("external_id")))
-        if found is None:
-            kept.append((i, values))
-        else:
-            results[i] = {"index": i, "status": "duplicate", "id": found}
-    return kept
-
-
-_STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "observed_offset", "source",
-           "external_id", "note")
-_stored = itemgetter(*_STORED)  # every one is set: the validated body's fields, observed_offset and the new id
-
-
-def _record(values: dict[str, Any], stamp: Any) -> dict[str, Any]:
-    """The measurement as ``serialize`` renders its stored row: the columns the INSERT wrote (``values``) and
-    those the database set (``stamp``: RETURNING created_at, updated_at, version)."""
-    record = dict(zip(_STORED, _stored(values), strict=True))
-    record.update(created_at=stamp["created_at"], updated_at=stamp["updated_at"], version=stamp["version"])
-    return measurement_to_out(record)
-
-
-async def _insert(conn: AsyncConnection, who: Principal, rows: list[dict[str, Any]]) -> list[Any]:
-    """The rows as one JSON array (one parameter, encoded by orjson in one call, where ten arrays of a hundred
-    elements each cost asyncpg a Python-level check per element); PostgreSQL reads each value with the column's
-    type (a float's shortest text reads back as the same float8, a time with its offset as the same instant)."""
-    if not rows:
-        return []
-    for row, new_id in zip(rows, uuid7s(len(rows)), strict=True):
-        row["id"] = new_id
-    fetched = await (await driver(conn)).fetch(_INSERT, who.org_id, dumps(rows).decode(), identifiers.compartment(who))
-    return fetched
 
 
 def _uuid_or_none(value: Any) -> UUID | None:
