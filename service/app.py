@@ -154,6 +154,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     )
     problems.install(app)
     _health(app)  # first: the router tries routes in order, and probes should not walk past every API route
+    # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
+    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(discovery_rest.router)
     app.include_router(oauth_rest.router)
     app.include_router(authorize_rest.router)
@@ -169,7 +171,6 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     app.include_router(progress_router)
     app.include_router(app_links_rest.router)
     app.include_router(audit_rest.router)
-    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
     # just above the router, the direct path of the hottest read (GET /v1/<collection>/<id>).
