@@ -13,7 +13,7 @@ import pytest
 from service.auth.keycrypt import KEY_FILE_NAME, ensure_key_file
 from service.settings import PROJECT_ROOT
 from tests.support.fastread import served  # noqa: F401 - a fixture of the tests of the direct read path
-from tests.support.harness import Api, Database, TestServer
+from tests.support.harness import ALL, Api, AuthedClient, Database, Org, TestServer
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 DATA_DIR = Path(os.environ.get("TEST_DATA_DIR", PROJECT_ROOT / ".data" / "test"))
@@ -46,3 +46,15 @@ async def db(server: TestServer) -> AsyncIterator[Database]:
 async def api(db: Database) -> AsyncIterator[Api]:
     async with Api.start(db) as client:
         yield client
+
+
+@pytest.fixture
+async def org(api: Api) -> Org:
+    """An organization of its own for the test."""
+    return await api.org("A")
+
+
+@pytest.fixture
+async def c(api: Api, org: Org) -> AuthedClient:
+    """A client of ``org`` whose token holds every scope (``ALL``)."""
+    return api.client(await api.token(org, ALL))

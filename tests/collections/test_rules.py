@@ -28,12 +28,6 @@ async def assert_rule(api, c, collection: str, body: dict, field: str, reason: s
     assert (await _count(api, table), await _count(api, "history")) == before
 
 
-@pytest.fixture
-async def c(api):
-    org = await api.org()
-    return api.client(await api.token(org, ALL))
-
-
 async def test_goal_without_strength(api, c):
     body = await body_for(c, "goals")
     body["strength_ids"] = []

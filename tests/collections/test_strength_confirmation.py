@@ -5,7 +5,6 @@ strength use), on every write path; a strength use may add itself to the evidenc
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from tests.support.factories import NOW, body_for, create
 from tests.support.fhir import FHIR
@@ -13,16 +12,6 @@ from tests.support.gqlkit import error_codes, gql
 from tests.support.safety import ALL
 
 CODE = "confirmed_without_evidence"
-
-
-@pytest.fixture
-async def org(api):
-    return await api.org("A")
-
-
-@pytest.fixture
-async def c(api, org):
-    return api.client(await api.token(org, ALL))
 
 
 async def _strengths(api) -> int:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.support.gqlkit import ALL, error_codes, gql, one_of_each
+from tests.support.graphql_corpus import NESTED
 
 
 async def test_client_with_nested_relations(api):
     org = await api.org()
     ids = await one_of_each(api, org)
     c = api.client(await api.token(org, ALL))
-    body = await gql(c, """
-      query($id: UUID!) {
-        client(id: $id) {
-          id displayName status
-          goals { edges { node { description milestones { edges { node { title } } }
-                                 strengths { label } outcomeMarkers { edges { node { name } } } } } }
-          strengths { edges { cursor node { label client { id } } } pageInfo { hasNextPage endCursor } }
-          outcomeMarkers { edges { node { name latestMeasurement { value observedAt } } } }
-          safetyAlerts { edges { node { reason status } } }
-        }
-      }""", {"id": ids["clients"]})
+    body = await gql(c, NESTED, {"id": ids["clients"]})
     assert "errors" not in body, body
     client = body["data"]["client"]
     assert client["id"] == ids["clients"]

@@ -19,12 +19,6 @@ from tests.support.servers import free_port, serve_app
 SECRET = "secret internals: password=hunter2"
 
 
-@pytest.fixture
-async def c(api):
-    org = await api.org()
-    return api.client(await api.token(org, "system/*.cruds"))
-
-
 def short_problem(resp, status: int) -> dict:
     assert resp.status_code == status, resp.text[:500]
     assert len(resp.content) < 4000, len(resp.content)

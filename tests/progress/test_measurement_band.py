@@ -9,7 +9,7 @@ from sqlalchemy import literal_column, select
 
 from service.domain.instruments import INSTRUMENTS, band_case
 from tests.support.factories import create
-from tests.support.progress import c, instrument_marker, items  # noqa: F401 - fixture
+from tests.support.progress import instrument_marker, items
 
 EXPECTED = {
     "phq9": {0: "minimal", 4: "minimal", 5: "mild", 9: "mild", 10: "moderate", 14: "moderate",

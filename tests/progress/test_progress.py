@@ -21,7 +21,6 @@ from tests.support.progress import (
     S_DIFF_GAD7,
     S_DIFF_PHQ9,
     ago,
-    c,  # noqa: F401 - fixture
     goal_of,
     goal_with_marker,
     instrument_marker,

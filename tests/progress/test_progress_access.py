@@ -3,15 +3,8 @@ token (401), deleted clients (410)."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support.factories import create
 from tests.support.progress import ALL, goal_with_marker
-
-
-@pytest.fixture
-async def org(api):
-    return await api.org("A")
 
 
 async def test_scopes_other_organizations_and_deleted_clients(api, org):

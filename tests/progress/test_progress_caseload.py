@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import event
 
 from tests.support.factories import create
 from tests.support.progress import ALL, ago, goal_with_marker, instrument_marker, phq9_series, record, series
-
-
-@pytest.fixture
-async def org(api):
-    return await api.org("A")
-
-
-@pytest.fixture
-async def c(api, org):
-    return api.client(await api.token(org, ALL))
 
 
 async def four_clients(c) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from service.progress.chart_svg import MILESTONE
 from service.settings import PROJECT_ROOT
 from tests.support.factories import create
-from tests.support.progress import ALL, goal_with_marker, phq9_series, record
+from tests.support.progress import goal_with_marker, phq9_series, record
 
 SVG = "{http://www.w3.org/2000/svg}"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
@@ -50,11 +50,6 @@ def label_boxes(svg: str, css: str) -> list[tuple[str, tuple[float, float, float
     assert len(rects) == len(texts)
     return [(t.text or "", tuple(float(r.get(k)) for k in ("x", "y", "width", "height")))  # type: ignore[misc]
             for r, t in zip(rects, texts, strict=True)]
-
-
-@pytest.fixture
-async def c(api):
-    return api.client(await api.token(await api.org(), ALL))
 
 
 async def phq9_chart(c) -> tuple[str, str]:

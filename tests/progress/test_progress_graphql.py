@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from tests.support.factories import create
-from tests.support.progress import (  # noqa: F401 - fixture
+from tests.support.progress import (
     ago,
-    c,
     instrument_marker,
     phq9_series,
     progress,

@@ -10,7 +10,6 @@ from service.settings import PROJECT_ROOT
 from tests.support.factories import create
 from tests.support.progress import (
     ago,
-    c,  # noqa: F401 - fixture
     goal_with_marker,
     instrument_marker,
     phq9_series,

@@ -9,7 +9,6 @@ import pytest
 from tests.support.factories import create
 from tests.support.progress import (
     ago,
-    c,  # noqa: F401 - fixture
     goal_of,
     goal_with_marker,
     marker_of,

@@ -14,16 +14,6 @@ from tests.support.safety import ALL, alerts_of, instrument_marker, measurement,
 NOTE = "Safety plan reviewed with the client; crisis line number given"
 
 
-@pytest.fixture
-async def org(api):
-    return await api.org("A")
-
-
-@pytest.fixture
-async def c(api, org):
-    return api.client(await api.token(org, ALL))
-
-
 async def opened(c, items: list[int] | None = None, **extra) -> tuple[dict, dict]:
     marker = await instrument_marker(c)
     m = (await c.post("/v1/measurements", json=measurement(marker, items or phq9(3, 8), **extra))).json()

@@ -17,12 +17,6 @@ from tests.support.safety import ALL, alerts_of, gad7, instrument_marker, measur
 from tests.support.webhooks import subscribe
 
 
-@pytest.fixture
-async def c(api):
-    org = await api.org()
-    return api.client(await api.token(org, ALL))
-
-
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 

@@ -10,9 +10,12 @@ from typing import Any
 from sqlalchemy import event
 
 from service.settings import PROJECT_ROOT
-from tests.support.harness import Api, AuthedClient, Org
-
-ALL = "system/*.cruds"
+from tests.support.harness import (
+    ALL,  # noqa: F401 - re-exported
+    Api,
+    AuthedClient,
+    Org,
+)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from service.ops.embedded import DATABASE, OWNER_ROLE, start_embedded
 from service.settings import Settings
 
 APP_ROLE = "strengths_app"
+ALL = "system/*.cruds"  # every resource, every operation: the token most tests write and read with
 
 
 @dataclass

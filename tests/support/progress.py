@@ -6,11 +6,9 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from tests.support.factories import create
+from tests.support.harness import ALL  # noqa: F401 - re-exported
 
-ALL = "system/*.cruds"
 S_DIFF_PHQ9 = 5.5 * math.sqrt(2) * math.sqrt(1 - 0.84)
 S_DIFF_GAD7 = 3.41 * math.sqrt(2) * math.sqrt(1 - 0.83)
 
@@ -29,12 +27,6 @@ def items(instrument: str, total: int) -> list[int]:
 
 def ago(days: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).isoformat()
-
-
-@pytest.fixture
-async def c(api):
-    org = await api.org()
-    return api.client(await api.token(org, ALL))
 
 
 async def goal_with_marker(c, cid: str, *, goal: dict | None = None, **marker) -> tuple[dict, dict]:

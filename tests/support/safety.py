@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.factories import NOW, create
-from tests.support.harness import AuthedClient
-
-ALL = "system/*.cruds"
+from tests.support.harness import (
+    ALL,  # noqa: F401 - re-exported
+    AuthedClient,
+)
 
 
 def _spread(total: int, n: int) -> list[int]:
