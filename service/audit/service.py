@@ -76,8 +76,8 @@ def new_request_id(incoming: str | None) -> str:
 
 @dataclass
 class Touched:
-    ids: dict[UUID, None] = field(default_factory=dict)
-    clients: dict[UUID, None] = field(default_factory=dict)
+    ids: dict[Any, None] = field(default_factory=dict)  # UUIDs, or their text (as a compiled read returns them)
+    clients: dict[Any, None] = field(default_factory=dict)
     writes: dict[str, None] = field(default_factory=dict)
 
 
@@ -108,15 +108,13 @@ class AuditTrail:
             entry.clients[client_id] = None
 
     def seen_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any]) -> None:
-        entry = self._entry(resource_type)
-        entry.ids.update(dict.fromkeys(i for i in record_ids if i is not None))
-        entry.clients.update(dict.fromkeys(c for c in client_ids if c is not None))
-
-    def seen_all(self, resource_type: str, record_ids: list[Any], client_ids: list[Any]) -> None:
-        """``seen_many`` of ids none of which is None (a compiled GraphQL read's), noted without a look at each."""
+        """Note many records of one type; a None (no id, no client) is dropped, without a look at every id (a
+        compiled GraphQL read notes hundreds at once)."""
         entry = self._entry(resource_type)
         entry.ids.update(dict.fromkeys(record_ids))
+        entry.ids.pop(None, None)
         entry.clients.update(dict.fromkeys(client_ids))
+        entry.clients.pop(None, None)
 
     def wrote_many(self, resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:
         self.seen_many(resource_type, record_ids, client_ids)
@@ -288,17 +286,10 @@ def seen(resource_type: str, record_id: Any, client_id: Any) -> None:
 
 
 def seen_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any]) -> None:
-    """``seen`` for many records of one type at once (a page of the change feed)."""
+    """``seen`` for many records of one type at once (a page of the change feed, a compiled GraphQL read)."""
     trail = _current.get()
     if trail is not None:
         trail.seen_many(resource_type, record_ids, client_ids)
-
-
-def seen_all(resource_type: str, record_ids: list[Any], client_ids: list[Any]) -> None:
-    """``seen_many`` of ids none of which is None (a compiled GraphQL read's)."""
-    trail = _current.get()
-    if trail is not None:
-        trail.seen_all(resource_type, record_ids, client_ids)
 
 
 def wrote_many(resource_type: str, record_ids: Iterable[Any], client_ids: Iterable[Any], action: str) -> None:

@@ -118,4 +118,4 @@ def note(types: tuple[str, ...], row: Any, *, uuids: bool = False) -> None:
         client_ids: list[Any] = clients.split(",") if clients else []
         if uuids:
             record_ids, client_ids = [UUID(i) for i in record_ids], [UUID(c) for c in client_ids]
-        audit.seen_all(resource, record_ids, client_ids)
+        audit.seen_many(resource, record_ids, client_ids)
