@@ -39,6 +39,7 @@ from service.domain.registry import COLLECTIONS
 from service.fhir.export_runner import ExportRunner
 from service.fhir.rest import fhir_router
 from service.graphql import graphql_router
+from service.graphql.router import GraphQLFastPath
 from service.ops.migrate import head_revision
 from service.progress.rest import router as progress_router
 from service.settings import Settings
@@ -155,7 +156,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     problems.install(app)
     _health(app)  # first: the router tries routes in order, and probes should not walk past every API route
     # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
-    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
+    graphql = graphql_router()
+    app.include_router(graphql, include_in_schema=False)  # its POST: GraphQLFastPath, below
     app.include_router(discovery_rest.router)
     app.include_router(oauth_rest.router)
     app.include_router(authorize_rest.router)
@@ -173,8 +175,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     app.include_router(audit_rest.router)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
-    # just above the router, the direct path of the hottest read (GET /v1/<collection>/<id>).
+    # just above the router, the direct paths of the hottest read (GET /v1/<collection>/<id>) and of POST /graphql.
     app.add_middleware(ReadFastPath, reads=[read for _, read in collection_routers])
+    app.add_middleware(GraphQLFastPath, router=graphql)
     app.add_middleware(MethodNotAllowedMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,

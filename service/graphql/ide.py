@@ -85,8 +85,8 @@ def _asset_dir() -> Traversable:
     return files("graphene_django_graphiql_static") / "static" / "graphene_django_graphiql_static"
 
 
-def ide_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def ide_router(prefix: str) -> APIRouter:
+    router = APIRouter(prefix=prefix, include_in_schema=False)
 
     @router.get("")
     async def graphiql(request: Request) -> Response:
