@@ -10,7 +10,7 @@ one without that check.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,19 +41,23 @@ async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocat
 
 
 @asynccontextmanager
-async def driver_unit_of_work(engine: AsyncEngine, who: Principal,
-                              revocations: Revocations) -> AsyncIterator[AsyncConnection]:
+async def driver_unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocations,
+                              after_commit: Callable[[], None] | None = None) -> AsyncIterator[AsyncConnection]:
     """The same for a read on the asyncpg connection itself (``db.driver_transaction``), for work whose every
     statement goes through ``db.driver`` (compiled reads): BEGIN and the tenant in one round trip, COMMIT in
     another. Its audit row is committed by the group commit (``audit.commits``) once the read's transaction has
     ended and its connection is back in the pool, and before the caller can answer: a read changes nothing, so the
-    row need not share its transaction, only precede the response. Not for writes."""
+    row need not share its transaction, only precede the response (a read whose statement writes its own rows, a
+    compiled GraphQL query, has none left for it). Not for writes. ``after_commit``: called once the read's
+    transaction committed."""
     key, generation = _to_check(who, revocations)
     committed = False
 
     def done() -> None:
         nonlocal committed
         committed = True
+        if after_commit is not None:
+            after_commit()
 
     async with driver_transaction(engine, who.org_id, who.patient_id, key, after_commit=done) as conn:
         if key is not None:

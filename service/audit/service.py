@@ -200,6 +200,18 @@ class AuditTrail:
             return None
         return self._statement(None)[1]
 
+    def read_values(self, who: Any) -> dict[str, Any]:
+        """A read's audit row but its type, ids and clients, as ``a_<column>``: the values a statement that writes
+        its own rows binds (a compiled GraphQL read, ``graphql.sql.audited``). ``written`` once they are committed."""
+        self.principal = who
+        return {"a_app_id": who.app_id, "a_subject": who.subject, "a_action": self._action(None, None),
+                "a_outcome": _outcome(None), "a_request_id": self.request_id, "a_remote_addr": self.remote,
+                "a_method": self.method, "a_path": self.path[:2000]}
+
+    def written(self) -> None:
+        """The read's own statement wrote the rows, and they committed with it."""
+        self.flushed = True
+
     def committed(self) -> None:
         if self.touched:
             self.touched = {}

@@ -34,12 +34,13 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from service.api.uow import driver_unit_of_work
+from service.audit import service as audit
 from service.collections.registry import REGISTRY, Collection
 from service.errors import DomainError
 from service.graphql.context import GraphQLContext
 from service.graphql.errors import camel
 from service.graphql.limits import ROOT_FIRST
-from service.graphql.reads import Plan, filter_names, plan_node, plan_one, plan_page, run
+from service.graphql.reads import Plan, filter_names, plan_node, plan_one, plan_page, run, run_audited
 from service.graphql.selection import ABSENT, Doc, NotPlain, argument, coerce_variables
 from service.graphql.specs import record_specs, unwrap
 
@@ -92,18 +93,37 @@ class CompiledReads(SchemaExtension):
 
 async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) -> dict[str, Any] | None:
     """The response's data, each field's JSON as PostgreSQL wrote it; None if anything failed, so that the executor
-    answers (and reports the failure where graphql-core reports it, masked)."""
+    answers (and reports the failure where graphql-core reports it, masked).
+
+    An operation of one statement (one root field: the dashboard's shape) has that statement write the request's
+    audit rows in the same transaction (``reads.run_audited``): the ids it read never leave PostgreSQL, and the rows
+    commit with the read or not at all. Several statements note what they read in the trail, whose rows the group
+    commit writes (``driver_unit_of_work``), one per resource type for the whole request."""
     if all(isinstance(item, str) for _, item in planned):
         return dict(planned)  # nothing to read (``{ __typename }``)
+    trail = audit.current()
+    own_rows = trail is not None and sum(not isinstance(item, str) for _, item in planned) == 1
+    committed: list[bool] = []
+    written = 0
     try:
-        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
+        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations,
+                                       after_commit=lambda: committed.append(True)) as conn:
             data: dict[str, Any] = {}
             for key, item in planned:
                 if isinstance(item, str):
                     data[key] = item
+                    continue
+                if own_rows:
+                    assert trail is not None
+                    body, written = await run_audited(conn, ctx.who, item, trail)
                 else:
-                    text = await run(conn, ctx.who, item)
-                    data[key] = None if text is None else orjson.Fragment(text)
+                    body = await run(conn, ctx.who, item)
+                data[key] = None if body is None else orjson.Fragment(body)
+        if written:
+            if not committed:  # its audit rows did not commit: nothing of it may leave
+                raise RuntimeError("the read's transaction did not commit")
+            assert trail is not None
+            trail.written()
     except Exception:  # noqa: BLE001 - the stock executor runs the same statements and reports what fails
         log.info("whole_response_declined", exc_info=True)
         return None

@@ -146,7 +146,7 @@ def _relation_field(types: Types, rel: Relation) -> Any:
 # ---------------------------------------------------------------- root queries
 
 
-def _loaded(value: str | None) -> Any:
+def _loaded(value: bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 

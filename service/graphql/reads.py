@@ -39,6 +39,11 @@ class Plan:
         walks the whole shape)."""
         return compiled(self.root), audit_types(self.root)
 
+    @cached_property
+    def audited(self) -> CompiledRead:
+        """The statement that also writes the request's audit rows (``sql.audited``)."""
+        return compiled(self.root, audit_rows=True)
+
 
 def filter_names(coll: Collection) -> list[str]:
     """The REST list filters a root connection takes, by Python name."""
@@ -95,15 +100,25 @@ def plan_node(doc: Doc, nodes: list[FieldNode], colls: list[Collection], record_
     return Plan(RootShape("node", mode, shapes), {**planner.params, "id": record_id}, planner.complete)
 
 
-async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> str | None:
-    """The field's JSON (None: no such record), the records it read noted in the audit trail."""
+async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> bytes | None:
+    """The field's JSON, UTF-8 encoded (None: no such record), the records it read noted in the audit trail."""
     statement, types = plan.statement
     rows = await statement.fetch(conn, who, **plan.params)
     if not rows:
         return None
     note(types, rows[0], uuids=uuids)
-    field_json: str | None = rows[0][0]
+    field_json: bytes | None = rows[0][0]
     return field_json
+
+
+async def run_audited(conn: Any, who: Principal, plan: Plan, trail: audit.AuditTrail) -> tuple[bytes | None, int]:
+    """``run``, with the audit rows written by the statement itself, in the caller's transaction: the field's JSON
+    (None: no such record) and how many rows it wrote (none: nothing was read)."""
+    rows = await plan.audited.fetch(conn, who, **plan.params, **trail.read_values(who))
+    if not rows:
+        return None, 0
+    field_json: bytes | None = rows[0][0]
+    return field_json, rows[0][1]
 
 
 def note(types: tuple[str, ...], row: Any, *, uuids: bool = False) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Integer,
+    LargeBinary,
     Select,
     Text,
     Uuid,
@@ -43,8 +44,10 @@ from sqlalchemy import (
     null,
     select,
     true,
+    type_coerce,
+    union_all,
 )
-from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by, insert
 
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY, Collection
@@ -53,6 +56,7 @@ from service.collections.service import list_statement
 from service.collections.sqljson import float_json, iso_datetime, record_cursor
 from service.graphql.shapes import ConnShape, ConnSub, Const, Mode, NestedShape, Part, RecordShape, Rel, Value
 from service.graphql.specs import Spec, type_name
+from service.models.audit import AuditEvent
 
 MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
 
@@ -74,8 +78,44 @@ class RootShape:
 
 
 @lru_cache(maxsize=512)
-def compiled(root: RootShape) -> CompiledRead:
+def compiled(root: RootShape, audit_rows: bool = False) -> CompiledRead:
+    """The root's statement; with ``audit_rows``, the one that also writes the request's audit rows (``audited``)."""
+    if audit_rows:
+        types = audit_types(root)
+        return CompiledRead(lambda who: audited(Builder(who).root(root), types, who))
     return CompiledRead(lambda who: Builder(who).root(root))
+
+
+def audited(root: Select[Any], types: tuple[str, ...], who: Principal) -> Select[Any]:
+    """``root``'s JSON, and in the same statement the request's audit rows: one per type it read, naming the ids and
+    the clients of its side channel, each once, in the order first read (as ``AuditTrail`` would list them), with the
+    request's values bound as ``a_<name>`` (``AuditTrail.read_values``). The ids go from the read to the INSERT
+    without leaving PostgreSQL. The rows are written in the read's transaction: they commit with it or not at all.
+    Columns: ``j``, then ``audited``, the number of rows written (none when nothing was read; no row when the
+    record is absent)."""
+    r = root.cte("r").prefix_with("MATERIALIZED")
+    per_type = union_all(*(
+        select(literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
+               r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"))
+        for k, name in enumerate(types))).subquery("audit_t")
+    ev = AuditEvent.__table__
+    values: dict[str, ColumnElement[Any]] = {
+        "org_id": type_coerce(who.org_id, Uuid), "resource_type": per_type.c.resource_type,
+        "resource_ids": _distinct_uuids("i"), "client_ids": _distinct_uuids("c"), "status_code": cast(null(), Integer)}
+    for name in ("app_id", "subject", "action", "outcome", "request_id", "remote_addr", "method", "path"):
+        values[name] = bindparam(f"a_{name}", None, type_=Text)
+    rows = select(*(v.label(n) for n, v in values.items())).where(per_type.c.i.is_not(None)).order_by(per_type.c.k)
+    write = insert(ev).from_select(list(values), rows).cte("w")
+    count = select(func.count()).select_from(per_type).where(per_type.c.i.is_not(None)).scalar_subquery()
+    return select(r.c.j, count.label("audited")).add_cte(write)
+
+
+def _distinct_uuids(column: str) -> ColumnElement[Any]:
+    """The comma-joined ids of ``audit_t.<column>`` as a uuid[], each once, in the order first listed ('{}': none)."""
+    return literal_column(
+        "ARRAY(SELECT d.u FROM (SELECT x.u, min(x.o) AS o FROM unnest(CAST(string_to_array("
+        f"audit_t.{column}, ',') AS uuid[])) WITH ORDINALITY AS x(u, o) GROUP BY x.u) AS d ORDER BY d.o)",
+        ARRAY(Uuid))
 
 
 # ---------------------------------------------------------------- JSON building blocks
@@ -94,6 +134,12 @@ def jobj(pairs: Sequence[tuple[ColumnElement[Any], ColumnElement[Any]]]) -> Colu
     for chunk in chunks[1:]:
         text = text.concat(literal_column("', '")).concat(func.substr(chunk, 2))
     return cast(text, JSON)
+
+
+def _utf8(j: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The field's JSON as its UTF-8 bytes (bytea): the driver hands them over as they arrive, and the response
+    embeds them as they are (``orjson.Fragment``), where text would be decoded to a string and encoded again."""
+    return func.convert_to(cast(j, Text), literal_column("'UTF8'"), type_=LargeBinary)
 
 
 def jagg(value: ColumnElement[Any], order: Sequence[ColumnElement[Any]],
@@ -154,7 +200,7 @@ class Builder:
             rows = self._limited(coll, shape, base, first, extra).subquery(self.name("t"))
             page, audit = self._page(shape, rows, first, extra=extra, audit_extra=False)
             sub = page.subquery(self.name("p"))
-            return select(cast(sub.c.j, Text).label("j"), *self._audit_columns(sub, audit))
+            return select(_utf8(sub.c.j).label("j"), *self._audit_columns(sub, audit))
         selects = []
         for shape in root.shapes:
             assert isinstance(shape, RecordShape)
@@ -163,7 +209,7 @@ class Builder:
                                                        coll.table.c.deleted_at.is_(None))
             rows = base.subquery(self.name("t"))
             frm, j, audit = self.record(shape, rows)
-            selects.append(select(cast(j, Text).label("j"), *self._audit_values(audit)).select_from(frm))
+            selects.append(select(_utf8(j).label("j"), *self._audit_values(audit)).select_from(frm))
         if len(selects) == 1:
             return selects[0]
         union = selects[0].union_all(*selects[1:]).subquery(self.name("u"))

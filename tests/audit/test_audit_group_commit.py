@@ -79,15 +79,43 @@ async def test_a_write_keeps_its_row_in_its_own_transaction(api):
         == [[uuid.UUID(client["id"])]]
 
 
-async def test_a_graphql_read_is_audited_through_the_group_commit(api):
+async def test_a_graphql_read_of_one_root_field_writes_its_rows_in_its_own_statement(api):
+    """One root field: the statement that reads also writes the rows (no group commit), each type's ids and clients
+    once, in the order read; two root fields: the rows by the group commit, one per type for the request."""
     org = await api.org("A")
     reader, clients = await _reader(api, org, 2)
     group = for_engine(api.app.state.ctx.engine, _INSERT)
     before = group.commits
-    resp = await reader.post("/graphql", json={"query": "{ clients(first: 5) { edges { node { id } } } }"})
+    query = "{ clients(first: 5) { edges { node { id strengths { edges { node { id } } } } } } }"
+    resp = await reader.post("/graphql", json={"query": query})
     assert resp.status_code == 200
     assert "errors" not in resp.json(), resp.text
+    assert group.commits == before
+    rows = await events(api, org.id, path="/graphql")
+    assert [(r["resource_type"], r["action"], r["outcome"], r["status_code"]) for r in rows] == \
+        [("Client", "read", "success", None)], rows  # no strengths: no Strength row
+    ids = [uuid.UUID(c["id"]) for c in clients]
+    assert rows[-1]["resource_ids"] == ids and rows[-1]["client_ids"] == ids
+    assert rows[-1]["request_id"] == resp.headers["x-request-id"] and rows[-1]["method"] == "POST"
+    two = "{ a: clients(first: 5) { edges { node { id } } } b: clients(first: 1) { edges { node { id } } } }"
+    assert "errors" not in (await reader.post("/graphql", json={"query": two})).json()
     assert group.commits == before + 1
-    rows = await events(api, org.id, resource_type="Client", path="/graphql")
-    assert [r["action"] for r in rows] == ["read"], rows
-    assert sorted(rows[-1]["resource_ids"]) == sorted(uuid.UUID(c["id"]) for c in clients)
+    rows = await events(api, org.id, path="/graphql")
+    assert len(rows) == 2 and rows[-1]["resource_ids"] == ids  # one row for the request's two reads of clients
+
+
+async def test_a_graphql_read_whose_rows_cannot_be_written_is_not_answered_with_data(api):
+    org = await api.org("A")
+    reader, clients = await _reader(api, org, 1)
+    query = {"query": "{ clients(first: 5) { edges { node { displayName } } } }"}
+    assert (await reader.post("/graphql", json=query)).status_code == 200
+    await api.db.fetch("REVOKE INSERT ON audit_events FROM strengths_app")
+    try:
+        resp = await reader.post("/graphql", json=query)
+    except Exception as exc:  # noqa: BLE001 - the in-process transport re-raises the server error
+        resp = exc
+    finally:
+        await api.db.fetch("GRANT INSERT ON audit_events TO strengths_app")
+    assert getattr(resp, "status_code", 500) >= 500 or "errors" in resp.json()
+    assert clients[0]["display_name"] not in getattr(resp, "text", "")
+    assert (await reader.post("/graphql", json=query)).status_code == 200
