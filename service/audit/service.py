@@ -9,7 +9,8 @@ version it writes (``wrote_many``, from ``record_changes``). The trail is writte
 - for a read on the driver path (``uow.driver_unit_of_work``: the direct REST read, compiled GraphQL queries),
   once its transaction has ended and before the response is sent, by the group commit
   (``service.audit.commits``): a read changes nothing for its row to commit with, and the rows of concurrent reads
-  then share one commit;
+  then share one commit; a compiled GraphQL query of one root field instead has its statement write the rows
+  itself, in its transaction (``read_values``, ``written``; ``service.graphql.sql.audited``);
 - otherwise, once the response is sent, in one short transaction of its own (``finish``): reads that
   ran outside a unit of work (GraphQL loaders, bulk export), and refusals (401, 403, 404, 410 ...),
   whose transaction rolled back or never began.
