@@ -95,13 +95,16 @@ async def test_a_graphql_read_of_one_root_field_writes_its_rows_in_its_own_state
     assert [(r["resource_type"], r["action"], r["outcome"], r["status_code"]) for r in rows] == \
         [("Client", "read", "success", None)], rows  # no strengths: no Strength row
     ids = [uuid.UUID(c["id"]) for c in clients]
-    assert rows[-1]["resource_ids"] == ids and rows[-1]["client_ids"] == ids
-    assert rows[-1]["request_id"] == resp.headers["x-request-id"] and rows[-1]["method"] == "POST"
+    assert rows[-1]["resource_ids"] == ids
+    assert rows[-1]["client_ids"] == ids
+    assert rows[-1]["request_id"] == resp.headers["x-request-id"]
+    assert rows[-1]["method"] == "POST"
     two = "{ a: clients(first: 5) { edges { node { id } } } b: clients(first: 1) { edges { node { id } } } }"
     assert "errors" not in (await reader.post("/graphql", json={"query": two})).json()
     assert group.commits == before + 1
     rows = await events(api, org.id, path="/graphql")
-    assert len(rows) == 2 and rows[-1]["resource_ids"] == ids  # one row for the request's two reads of clients
+    assert len(rows) == 2
+    assert rows[-1]["resource_ids"] == ids
 
 
 async def test_a_graphql_read_whose_rows_cannot_be_written_is_not_answered_with_data(api):

@@ -53,7 +53,7 @@ async def test_every_outcome_matches_the_fastapi_route(api, served):
         (c, {"json": {"query": NESTED, "variables": {"id": client}}}, 200),  # compiled, whole response
         (c, {"json": {"query": "{ clients(first: 2) { edges { node { id } } pageInfo { hasNextPage } } }"}}, 200),
         (c, {"json": {"query": NESTED, "variables": {"id": theirs["clients"]}}}, 200),  # another org's: null
-        (c, {"json": {"query": "{ progressSummary { clients { clientId safetyPriority } } }"}}, 200),  # a resolver of its own
+        (c, {"json": {"query": "{ progressSummary { clients { clientId safetyPriority } } }"}}, 200),  # own resolver
         (c, {"json": {"query": 'mutation { createClient(input: {displayName: "N"}) { displayName } }'}}, 200),
         (narrow, {"json": {"query": NESTED, "variables": {"id": client}}}, 200),  # FORBIDDEN field errors
         (c, {"json": {"query": "{ nope }"}}, 200),  # validation error
