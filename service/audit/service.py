@@ -40,7 +40,7 @@ from service.api.http import dumps
 from service.audit.commits import for_engine
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.db import driver
+from service.db import driver, literal
 from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
@@ -193,6 +193,16 @@ class AuditTrail:
             return
         self.flushed = True
 
+    def closing(self, who: Any) -> str | None:
+        """``flush``'s INSERT as simple-query text (its rows as one literal, ``db.literal``), for a unit of work that
+        sends it with its COMMIT in one round trip (``db.write_transaction``); None if nothing was touched.
+        ``committed`` once they committed."""
+        self.principal = who
+        if not self.touched:
+            return None
+        sql, rows = self._statement(None)
+        return sql.replace("$1", literal(rows))
+
     def grouped_rows(self, who: Any) -> str | None:
         """``flush``'s rows (a JSON array), for the group commit of a read (``commit_grouped``); None if nothing
         was touched. ``committed`` once they are."""
@@ -322,6 +332,18 @@ async def flush(conn: AsyncConnection, who: Any) -> None:
     trail = _current.get()
     if trail is not None:
         await trail.flush(conn, who)
+
+
+def closing(who: Any) -> str | None:
+    """The request's ``AuditTrail.closing`` (None without a trail)."""
+    trail = _current.get()
+    return trail.closing(who) if trail is not None else None
+
+
+def committed() -> None:
+    trail = _current.get()
+    if trail is not None:
+        trail.committed()
 
 
 def begin(trail: AuditTrail) -> contextvars.Token[AuditTrail | None]:

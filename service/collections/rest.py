@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel, Field, create_model
 
-from service.api.dependencies import Db, IdempotencyKeyHeader, etag, needs, problems, unit_of_work
+from service.api.dependencies import Db, IdempotencyKeyHeader, WriteDb, etag, needs, problems, unit_of_work
 from service.api.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
@@ -142,10 +142,11 @@ def _with_included(coll: Collection) -> type[BaseModel]:
 
 def batch_route(router: APIRouter, coll: Collection, batch: Any) -> None:
     """``POST /v1/<collection>/batch``: a batch use case (``domain.measurement_batch.BatchUseCase``) on the
-    collection's router, in the request's one unit of work, with idempotency keys as every create has them."""
+    collection's router, in the request's one unit of work (``WriteDb``: two round trips fewer than ``Db``), with
+    idempotency keys as every create has them."""
     Creator = Annotated[Principal, needs(coll.resource, "c")]
 
-    async def post_batch(body: batch.body, who: Creator, db: Db, request: Request,
+    async def post_batch(body: batch.body, who: Creator, db: WriteDb, request: Request,
                          idempotency_key: IdempotencyKeyHeader = None) -> Response:
         async def run() -> Response:
             return JSONOut({"results": await batch.run(db, who, body)}, headers=NO_STORE)
