@@ -32,7 +32,7 @@ from service.auth.revocations import Revocations
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.registry import Collection
-from service.collections.rest import collection_router, history_router
+from service.collections.rest import batch_router, collection_router, history_router
 from service.db import make_engine
 from service.domain import measurement_batch
 from service.domain.registry import COLLECTIONS
@@ -158,13 +158,14 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
     graphql = graphql_router()
     app.include_router(graphql, include_in_schema=False)  # its POST: GraphQLFastPath, below
+    # Next, the batch ingest (POST /v1/measurements/batch: no other route matches it), for the same reason.
+    app.include_router(batch_router([measurement_batch.BATCH]))
     app.include_router(discovery_rest.router)
     app.include_router(oauth_rest.router)
     app.include_router(authorize_rest.router)
     app.include_router(changes_rest.router)
     app.include_router(bulk_rest.router)
-    batches = {b.collection.name: b for b in (measurement_batch.BATCH,)}  # batch use cases, by collection
-    collection_routers = [collection_router(coll, batches.get(coll.name)) for coll in collections]
+    collection_routers = [collection_router(coll) for coll in collections]
     for router, _ in collection_routers:
         app.include_router(router)
     app.include_router(history_router(list(collections)))
