@@ -5,7 +5,9 @@ The service layer notes what it touched: every record it serializes for a reply 
 version it writes (``wrote_many``, from ``record_changes``). The trail is written once:
 
 - in the request's own transaction, just before it commits (``flush``; the REST unit of work, each
-  GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together;
+  GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together; the batch
+  ingest's unit of work (``uow.write_unit_of_work``) sends the same INSERT in the COMMIT's round trip
+  (``closing``);
 - for a read on the driver path (``uow.driver_unit_of_work``: the direct REST read, compiled GraphQL queries),
   once its transaction has ended and before the response is sent, by the group commit
   (``service.audit.commits``): a read changes nothing for its row to commit with, and the rows of concurrent reads
