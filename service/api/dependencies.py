@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
 from service.api.uow import unit_of_work as work
+from service.api.uow import write_unit_of_work
 from service.auth.principal import Principal
 from service.auth.scopes import FHIR_ALIASES, require, required_scope, resources
 from service.errors import Unauthenticated
@@ -102,6 +103,18 @@ async def unit_of_work(
 
 
 Db = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+
+async def write_work(
+    request: Request, who: Annotated[Principal, Depends(authenticate)]
+) -> AsyncIterator[AsyncConnection]:
+    """``unit_of_work`` in fewer round trips (``uow.write_unit_of_work``), for a write that opens no savepoint."""
+    ctx = request.app.state.ctx
+    async with write_unit_of_work(ctx.engine, who, ctx.tokens.revocations) as conn:
+        yield conn  # the request's audit row commits with its writes, in the COMMIT's round trip
+
+
+WriteDb = Annotated[AsyncConnection, Depends(write_work, scope="function")]
 
 PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.auth.revocations import Key, Revocations
-from service.db import driver_transaction, tenant_transaction
+from service.db import driver_transaction, tenant_transaction, write_transaction
 
 
 def _to_check(who: Principal, revocations: Revocations) -> tuple[Key | None, int]:
@@ -66,3 +66,17 @@ async def driver_unit_of_work(engine: AsyncEngine, who: Principal, revocations: 
     trail = audit.current()
     if committed and trail is not None:
         await audit.commit_grouped(engine, trail, who)
+
+
+@asynccontextmanager
+async def write_unit_of_work(engine: AsyncEngine, who: Principal,
+                             revocations: Revocations) -> AsyncIterator[AsyncConnection]:
+    """``unit_of_work`` in two round trips fewer (``db.write_transaction``): BEGIN and the tenant in one, the audit
+    trail's INSERT and COMMIT in one, so the write and its audit row still commit together or not at all. For a
+    write whose work opens no savepoint (the measurement batch)."""
+    key, generation = _to_check(who, revocations)
+    async with write_transaction(engine, who.org_id, who.patient_id, key,
+                                 closing=lambda: audit.closing(who), after_commit=audit.committed) as conn:
+        if key is not None:
+            revocations.remember(key, generation)
+        yield conn

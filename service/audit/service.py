@@ -5,7 +5,9 @@ The service layer notes what it touched: every record it serializes for a reply 
 version it writes (``wrote_many``, from ``record_changes``). The trail is written once:
 
 - in the request's own transaction, just before it commits (``flush``; the REST unit of work, each
-  GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together;
+  GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together; the batch
+  ingest's unit of work (``uow.write_unit_of_work``) sends the same INSERT in the COMMIT's round trip
+  (``closing``);
 - for a read on the driver path (``uow.driver_unit_of_work``: the direct REST read, compiled GraphQL queries),
   once its transaction has ended and before the response is sent, by the group commit
   (``service.audit.commits``): a read changes nothing for its row to commit with, and the rows of concurrent reads
@@ -40,7 +42,7 @@ from service.api.http import dumps
 from service.audit.commits import for_engine
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.db import driver
+from service.db import driver, literal
 from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
@@ -193,6 +195,16 @@ class AuditTrail:
             return
         self.flushed = True
 
+    def closing(self, who: Any) -> str | None:
+        """``flush``'s INSERT as simple-query text (its rows as one literal, ``db.literal``), for a unit of work that
+        sends it with its COMMIT in one round trip (``db.write_transaction``); None if nothing was touched.
+        ``committed`` once they committed."""
+        self.principal = who
+        if not self.touched:
+            return None
+        sql, rows = self._statement(None)
+        return sql.replace("$1", literal(rows))
+
     def grouped_rows(self, who: Any) -> str | None:
         """``flush``'s rows (a JSON array), for the group commit of a read (``commit_grouped``); None if nothing
         was touched. ``committed`` once they are."""
@@ -322,6 +334,18 @@ async def flush(conn: AsyncConnection, who: Any) -> None:
     trail = _current.get()
     if trail is not None:
         await trail.flush(conn, who)
+
+
+def closing(who: Any) -> str | None:
+    """The request's ``AuditTrail.closing`` (None without a trail)."""
+    trail = _current.get()
+    return trail.closing(who) if trail is not None else None
+
+
+def committed() -> None:
+    trail = _current.get()
+    if trail is not None:
+        trail.committed()
 
 
 def begin(trail: AuditTrail) -> contextvars.Token[AuditTrail | None]:

@@ -26,9 +26,13 @@ class Ref:
     target: str  # collection name
     many: bool = False
 
+    @cached_property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.field.split("."))
+
     def ids(self, data: dict[str, Any]) -> list[UUID]:
         value: Any = data
-        for part in self.field.split("."):
+        for part in self.path:  # split once: a batch asks once per item
             value = value.get(part) if isinstance(value, dict) else None
         return ids_of(value)
 

@@ -140,7 +140,10 @@ async def _look_up(conn: AsyncConnection, who: Principal, parsed: list[tuple[int
 # (source, external_id) as this statement's snapshot sees it.
 _STORED = ("id", "client_id", "marker_id", "value", "items", "observed_at", "source", "external_id", "note",
            "observed_offset")
-_stored = itemgetter(*_STORED)  # every one is set: the validated body's fields, observed_offset and the new id
+# Every one is set: the validated body's fields, observed_offset and the new id; a row holding these keys only is
+# sent as it is (the order of an object's keys is not kept by jsonb), one holding more is cut down to them.
+_stored = itemgetter(*_STORED)
+_STORED_KEYS = frozenset(_STORED)
 
 
 def _iso(column_name: str) -> str:
@@ -192,7 +195,8 @@ async def _write(conn: AsyncConnection, who: Principal, rows: list[tuple[int, di
         values["id"] = new_id
     params = changes_params(who, measurements.name, "created")
     params.update(compartment=identifiers.compartment(who), rows=dumps(
-        [dict(zip(_STORED, _stored(values), strict=True)) for _, values in rows]).decode())
+        [values if values.keys() == _STORED_KEYS else dict(zip(_STORED, _stored(values), strict=True))
+         for _, values in rows]).decode())
     sql, names = compiled(conn, _WRITE)
     refused = {r[0]: r[1] for r in await (await driver(conn)).fetch(sql, *[params[name] for name in names])}
     if refused and None in refused.values():
@@ -249,7 +253,8 @@ async def ingest(conn: AsyncConnection, who: Principal, items: list[dict[str, An
         except DomainError as exc:
             results[i] = _error(i, exc)
             continue
-        values = measurement_to_row({**payload, **ctx.extra})
+        payload.update(ctx.extra)  # the body is this item's own dict (``_validate``): its row, in place
+        values = measurement_to_row(payload)
         key = (values["source"], values["external_id"])
         if key[1] is not None:
             if key in first_of:

@@ -128,7 +128,7 @@ async def measurement_after_write(conn: AsyncConnection, who: Principal, writes:
     if not writes:
         return
     wanted = {w.record["marker_id"] for w in writes}
-    markers = {i: known[i] for i in wanted if i in known} if known else {}
+    markers = {i: m for i in wanted if (m := known.get(i)) is not None} if known else {}
     if len(markers) < len(wanted):
         markers.update(await _markers(conn, who, wanted - markers.keys()))
     pending: list[tuple[dict[str, Any], Trigger]] = []
@@ -140,7 +140,7 @@ async def measurement_after_write(conn: AsyncConnection, who: Principal, writes:
             pending.append((w.record, trigger))
     opened = await open_alerts(conn, who, pending)
     for w in writes:
-        alert = opened.get(w.record["id"])
+        alert = opened.get(w.record["id"]) if opened else None  # most writes open none: no look-up of their ids
         w.record["safety_alert"] = alert
         w.record["safety_alert_ids"] = [*(w.record.get("safety_alert_ids") or []), *([alert["id"]] if alert else [])]
 
