@@ -336,7 +336,7 @@ def _w2_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
 
 
 def _w3_args(ctx: Context, v: Variant) -> tuple[Any, ...]:
-    return ctx.org_id, orjson.dumps(orjson.loads(v.request.body or b"{}")["measurements"]).decode()
+    return ctx.org("W3"), orjson.dumps(orjson.loads(v.request.body or b"{}")["measurements"]).decode()
 
 
 def _w4_args(ctx: Context, v: Variant) -> tuple[Any, ...]:

@@ -171,6 +171,7 @@ class Setup:
     creds: dict[str, str]
     markers: dict[Any, Any] = field(default_factory=dict)
     own_creds: dict[str, dict[str, str]] = field(default_factory=dict)  # workloads with an organization of their own
+    caseloads: dict[str, tuple[list[Any], dict[Any, Any]]] = field(default_factory=dict)  # and its caseload
 
     def context(self, svc: Service) -> Context:
         """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
@@ -179,6 +180,7 @@ class Setup:
                        tokens={name: token(svc.base_url, c["client_id"], c["client_secret"])
                                for name, c in self.own_creds.items()},
                        orgs={name: UUID(c["org_id"]) for name, c in self.own_creds.items()},
+                       caseloads=self.caseloads,
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
 
 
@@ -214,13 +216,22 @@ def prepare(args: argparse.Namespace) -> Setup:
                            "--scopes", scopes))
     markers = asyncio.run(frequency_markers(db.owner_dsn, seed.org_id))
     own: dict[str, dict[str, str]] = {}
+    caseloads: dict[str, tuple[list[Any], dict[Any, Any]]] = {}
     for w in workloads:
         if w.own_org:
             name = f"bench:{w.name}:{datetime.now(UTC):%Y%m%d%H%M%S}"
-            org = json.loads(cli(data_dir, "orgs", "create", name))
-            own[w.name] = json.loads(cli(data_dir, "apps", "create", "--org", str(org["id"]),
-                                         "--name", f"bench-{w.name}", "--scopes", w.scopes))
-    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own)
+            org_id = json.loads(cli(data_dir, "orgs", "create", name))["id"]
+        elif w.caseload:
+            own_seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients, purpose=w.name))
+            log(f"{w.name}: its caseload of {len(own_seed.client_ids)} clients "
+                f"{'seeded' if own_seed.created else 'reused'} in {own_seed.seconds:.1f} s (org {own_seed.org_id})")
+            org_id = str(own_seed.org_id)
+            caseloads[w.name] = (own_seed.client_ids, asyncio.run(frequency_markers(db.owner_dsn, own_seed.org_id)))
+        else:
+            continue
+        own[w.name] = json.loads(cli(data_dir, "apps", "create", "--org", str(org_id), "--name", f"bench-{w.name}",
+                                     "--scopes", w.scopes))
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own, caseloads)
 
 
 def capture_all(setup: Setup) -> tuple[dict[str, list[capture.Statement]], dict[str, set[str]]]:

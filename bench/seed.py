@@ -40,21 +40,23 @@ class Seed:
     seconds: float
 
 
-def org_name(clients: int) -> str:
-    return f"bench:{clients}c:v{SEED_VERSION}"
+def org_name(clients: int, purpose: str = "") -> str:
+    return f"bench:{clients}c:v{SEED_VERSION}" + (f":{purpose}" if purpose else "")
 
 
-async def ensure_seed(owner_dsn: str, clients: int) -> Seed:
-    """The seeded organization for this size, seeding it first if it does not exist."""
+async def ensure_seed(owner_dsn: str, clients: int, purpose: str = "") -> Seed:
+    """The seeded organization for this size (and purpose: a caseload of its own for a workload that writes into
+    one, ``Workload.caseload``), seeding it first if it does not exist."""
     t0 = time.perf_counter()
     conn = await asyncpg.connect(owner_dsn)
     try:
-        org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", org_name(clients))
+        name = org_name(clients, purpose)
+        org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
         created = org_id is None
         if created:
             org_id = uuid.uuid4()
             async with conn.transaction():
-                await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, $2)", org_id, org_name(clients))
+                await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, $2)", org_id, name)
                 await _seed(conn, org_id, clients)
             await conn.execute("ANALYZE")
         ids = [r["id"] for r in await conn.fetch(

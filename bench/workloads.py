@@ -47,6 +47,7 @@ class Context:
     creds: tuple[str, str] = ("", "")  # the bench app's client_id and secret (W6)
     tokens: dict[str, str] = field(default_factory=dict)  # workload name -> token of its own organization
     orgs: dict[str, UUID] = field(default_factory=dict)  # workload name -> its own organization (the limit twin)
+    caseloads: dict[str, tuple[list[UUID], dict[UUID, UUID]]] = field(default_factory=dict)  # its clients, markers
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     _cache: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +58,10 @@ class Context:
     def org(self, workload: str) -> UUID:
         """The organization a workload's requests go to (its own, else the seeded one)."""
         return self.orgs.get(workload, self.org_id)
+
+    def caseload(self, workload: str) -> tuple[list[UUID], dict[UUID, UUID]]:
+        """The clients and frequency markers a workload writes to (its own caseload, else the seeded one)."""
+        return self.caseloads.get(workload, (self.client_ids, self.markers))
 
     def unique(self) -> int:
         return next(self._counter)
@@ -83,6 +88,8 @@ class Workload:
     concurrency: int | None = None  # fewer connections for requests that take a second of CPU (both sides)
     write_plans: int | None = None  # writes: distinct raw plans per run (default bench.run.RAW_WRITE_PLANS)
     own_org: bool = False  # writes into an organization of its own (made per run): the seeded one does not grow
+    caseload: bool = False  # writes into a seeded caseload of its own (the seed's size, kept between runs): the
+    # caseload the reads (W5's summary above all) see does not grow with every run
 
 
 def _w1(ctx: Context) -> list[Variant]:
@@ -99,7 +106,8 @@ def _w2(ctx: Context) -> list[Variant]:
 
 def _w3(ctx: Context) -> list[Variant]:
     """Batches of 100 measurements of the frequency marker of 100 clients, each with a fresh external id."""
-    clients = [c for c in ctx.client_ids if c in ctx.markers] or ctx.client_ids
+    client_ids, markers = ctx.caseload("W3")
+    clients = [c for c in client_ids if c in markers] or client_ids
     out = []
     for _ in range(WRITE_VARIANTS):
         n = ctx.unique()
@@ -107,12 +115,12 @@ def _w3(ctx: Context) -> list[Variant]:
         items = []
         for i in range(BATCH_SIZE):
             cid = clients[(n * BATCH_SIZE + i) % len(clients)]
-            items.append({"client_id": str(cid), "marker_id": str(ctx.markers.get(cid, cid)),
+            items.append({"client_id": str(cid), "marker_id": str(markers.get(cid, cid)),
                           "value": float((n + i) % 15), "observed_at": f"2026-10-{1 + i % 28:02d}T08:30:00+02:00",
                           "source": "bench-phone", "external_id": f"{prefix}{i}"})
         body = orjson.dumps({"measurements": items})
         out.append(Variant(Request("POST", "/v1/measurements/batch",
-                                   {**ctx.auth(), "Content-Type": "application/json"}, body), {"ext": prefix}))
+                                   {**ctx.auth("W3"), "Content-Type": "application/json"}, body), {"ext": prefix}))
     return out
 
 
@@ -210,9 +218,10 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             name="W3", title="batch ingest of 100 measurements",
-            description="POST /v1/measurements/batch, 100 new measurements (fresh external ids) per request",
+            description="POST /v1/measurements/batch, 100 new measurements (fresh external ids) per request, into a "
+                        "seeded caseload of its own",
             scopes="system/Measurement.c system/OutcomeMarker.rs", variants=_w3, target=0.75, writes=True,
-            items_per_request=BATCH_SIZE, item_name="measurements",
+            items_per_request=BATCH_SIZE, item_name="measurements", caseload=True,
         ),
         Workload(
             name="W4", title="change-feed catch-up",
