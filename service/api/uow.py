@@ -10,7 +10,7 @@ one without that check.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,31 +41,39 @@ async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocat
 
 
 @asynccontextmanager
-async def driver_unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocations,
-                              after_commit: Callable[[], None] | None = None) -> AsyncIterator[AsyncConnection]:
+async def driver_unit_of_work(engine: AsyncEngine, who: Principal,
+                              revocations: Revocations) -> AsyncIterator[AsyncConnection]:
     """The same for a read on the asyncpg connection itself (``db.driver_transaction``), for work whose every
     statement goes through ``db.driver`` (compiled reads): BEGIN and the tenant in one round trip, COMMIT in
-    another. Its audit row is committed by the group commit (``audit.commits``) once the read's transaction has
-    ended and its connection is back in the pool, and before the caller can answer: a read changes nothing, so the
-    row need not share its transaction, only precede the response (a read whose statement writes its own rows, a
-    compiled GraphQL query, has none left for it). Not for writes. ``after_commit``: called once the read's
-    transaction committed."""
+    another. Its audit rows are committed once the read's transaction has, and before the caller can answer: the
+    rows the trail holds by the group commit (``audit.commits``; a read changes nothing, so they need not share its
+    transaction, only precede the response), and rows a statement of the read wrote itself (a compiled GraphQL
+    query, ``AuditTrail.in_transaction``) with the read; if the read did not commit, such rows did not either and
+    nothing of it may be answered. Not for writes."""
     key, generation = _to_check(who, revocations)
     committed = False
 
     def done() -> None:
         nonlocal committed
         committed = True
-        if after_commit is not None:
-            after_commit()
 
-    async with driver_transaction(engine, who.org_id, who.patient_id, key, after_commit=done) as conn:
-        if key is not None:
-            revocations.remember(key, generation)
-        yield conn
     trail = audit.current()
-    if committed and trail is not None:
-        await audit.commit_grouped(engine, trail, who)
+    try:
+        async with driver_transaction(engine, who.org_id, who.patient_id, key, after_commit=done) as conn:
+            if key is not None:
+                revocations.remember(key, generation)
+            yield conn
+    except BaseException:
+        if trail is not None:
+            trail.in_transaction = False  # rows written in it were rolled back with it
+        raise
+    if trail is None:
+        return
+    if not committed:
+        if trail.in_transaction:
+            raise RuntimeError("the read's audit rows did not commit")
+        return
+    await audit.commit_grouped(engine, trail, who)
 
 
 @asynccontextmanager

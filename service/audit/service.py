@@ -93,6 +93,7 @@ class AuditTrail:
     action: str | None = None  # set by routes whose action the method does not tell (export, import)
     touched: dict[str, Touched] = field(default_factory=dict)
     flushed: bool = False
+    in_transaction: bool = False  # rows a statement wrote in the unit of work's transaction, flushed once it commits
     principal: Any = None
 
     # ------------------------------------------------------------ noting
@@ -215,20 +216,21 @@ class AuditTrail:
 
     def read_values(self, who: Any) -> dict[str, Any]:
         """A read's audit row but its type, ids and clients, as ``a_<column>``: the values a statement that writes
-        its own rows binds (a compiled GraphQL read, ``graphql.sql.audited``). ``written`` once they are committed."""
+        its own rows binds (a compiled GraphQL read, ``graphql.sql.audited``); ``written`` once it wrote them."""
         self.principal = who
         return {"a_app_id": who.app_id, "a_subject": who.subject, "a_action": self._action(None, None),
                 "a_outcome": _outcome(None), "a_request_id": self.request_id, "a_remote_addr": self.remote,
                 "a_method": self.method, "a_path": self.path[:2000]}
 
     def written(self) -> None:
-        """The read's own statement wrote the rows, and they committed with it."""
-        self.flushed = True
+        """A statement of the read wrote its rows in the unit of work's transaction (``committed`` once it commits)."""
+        self.in_transaction = True
 
     def committed(self) -> None:
-        if self.touched:
+        if self.touched or self.in_transaction:
             self.touched = {}
             self.flushed = True
+            self.in_transaction = False
 
     async def finish(self, engine: AsyncEngine, status: int) -> None:
         """After the response: write what no transaction wrote, and any refusal of tenant data."""
@@ -390,9 +392,9 @@ async def search(conn: AsyncConnection, who: Principal, *, limit: int, cursor: s
 
 
 async def commit_grouped(engine: AsyncEngine, trail: AuditTrail, who: Principal) -> None:
-    """A read's audit rows committed by the group commit (``service.audit.commits``); returns once they are."""
+    """After a read's transaction committed: the rows its trail holds, committed by the group commit
+    (``service.audit.commits``); returns once they are (and the rows written in that transaction are, with it)."""
     rows = trail.grouped_rows(who)
-    if rows is None:
-        return
-    await for_engine(engine, _INSERT).write(who.org_id, rows)
+    if rows is not None:
+        await for_engine(engine, _INSERT).write(who.org_id, rows)
     trail.committed()

@@ -97,17 +97,14 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
 
     An operation of one statement (one root field: the dashboard's shape) has that statement write the request's
     audit rows in the same transaction (``reads.run_audited``): the ids it read never leave PostgreSQL, and the rows
-    commit with the read or not at all. Several statements note what they read in the trail, whose rows the group
-    commit writes (``driver_unit_of_work``), one per resource type for the whole request."""
+    commit with the read or not at all (``driver_unit_of_work`` answers nothing if they did not). Several statements
+    note what they read in the trail, whose rows the group commit writes, one per resource type for the request."""
     if all(isinstance(item, str) for _, item in planned):
         return dict(planned)  # nothing to read (``{ __typename }``)
     trail = audit.current()
     own_rows = trail is not None and sum(not isinstance(item, str) for _, item in planned) == 1
-    committed: list[bool] = []
-    written = 0
     try:
-        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations,
-                                       after_commit=lambda: committed.append(True)) as conn:
+        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
             data: dict[str, Any] = {}
             for key, item in planned:
                 if isinstance(item, str):
@@ -115,15 +112,10 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
                     continue
                 if own_rows:
                     assert trail is not None
-                    body, written = await run_audited(conn, ctx.who, item, trail)
+                    body = await run_audited(conn, ctx.who, item, trail)
                 else:
                     body = await run(conn, ctx.who, item)
                 data[key] = None if body is None else orjson.Fragment(body)
-        if written:
-            if not committed:  # its audit rows did not commit: nothing of it may leave
-                raise RuntimeError("the read's transaction did not commit")
-            assert trail is not None
-            trail.written()
     except Exception:  # noqa: BLE001 - the stock executor runs the same statements and reports what fails
         log.info("whole_response_declined", exc_info=True)
         return None

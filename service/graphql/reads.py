@@ -111,14 +111,16 @@ async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> 
     return field_json
 
 
-async def run_audited(conn: Any, who: Principal, plan: Plan, trail: audit.AuditTrail) -> tuple[bytes | None, int]:
-    """``run``, with the audit rows written by the statement itself, in the caller's transaction: the field's JSON
-    (None: no such record) and how many rows it wrote (none: nothing was read)."""
+async def run_audited(conn: Any, who: Principal, plan: Plan, trail: audit.AuditTrail) -> bytes | None:
+    """``run``, with the audit rows written by the statement itself, in the unit of work's transaction (the trail
+    told when it wrote any: none when nothing was read): the field's JSON (None: no such record)."""
     rows = await plan.audited.fetch(conn, who, **plan.params, **trail.read_values(who))
     if not rows:
-        return None, 0
+        return None
+    if rows[0][1]:
+        trail.written()
     field_json: bytes | None = rows[0][0]
-    return field_json, rows[0][1]
+    return field_json
 
 
 def note(types: tuple[str, ...], row: Any, *, uuids: bool = False) -> None:
