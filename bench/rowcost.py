@@ -13,6 +13,8 @@ measurements of 100 clients' frequency markers per transaction. The variants add
    this is the subscription lookup);
 5. with the audit row (the service's audit ``INSERT``, one row naming the 100 records) in the same transaction.
 
+Variants 1-3 are the service's write statement (``measurement_batch``'s and ``records``' parts) cut short.
+
 Per variant: transactions (batches) per second and PostgreSQL's CPU per batch (the postmaster's process tree);
 the difference between two lines is what the added rows cost. Run it with nothing else on the machine.
 """
@@ -28,56 +30,28 @@ from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from bench.env import Database
 from bench.rls import postgres_cpu
-from service.domain.measurement_batch import _iso
+from service.audit.service import _INSERT as AUDIT_INSERT
+from service.collections.records import FEED_CTE, HISTORY_CTE
+from service.domain import measurement_batch
+from service.domain.measurement_batch import ROWS_CTES, SNAPSHOT_CTE
 from service.settings import PROJECT_ROOT
 
-_ITEMS = """t AS (
-  SELECT e.j, r.* FROM jsonb_array_elements($1::jsonb) AS e(j),
-       jsonb_to_record(e.j) AS r(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[],
-                                 observed_at timestamptz, observed_offset smallint, source text, external_id text,
-                                 note text)
-), ins AS (
-  INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
-                            external_id, note, compartment)
-  SELECT $2, id, client_id, marker_id, value, items, observed_at, observed_offset, source, external_id, note,
-         '00000000-0000-0000-0000-000000000000'
-  FROM t
-  ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
-  RETURNING id, client_id, version, created_at, updated_at
-)"""
-_HISTORY = f""", v AS (
-  SELECT ins.id AS record_id, ins.version, ins.client_id,
-         (t.j - 'observed_offset') || jsonb_build_object('created_at', {_iso("ins.created_at")},
-           'updated_at', {_iso("ins.updated_at")}, 'version', ins.version, 'deleted_at', NULL) AS data
-  FROM ins JOIN t USING (id)
-), h AS (
-  INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
-  SELECT $2, 'measurements', record_id, version, client_id, 'created', data, 'rowcost' FROM v
-)"""
-_FEED = """, c AS (
-  INSERT INTO changes (org_id, collection, record_id, client_id, action, version)
-  SELECT $2, 'measurements', record_id, client_id, 'created', version FROM v
-)"""
-_END = "\nSELECT count(*) FROM ins"
 
-
-def _service_write() -> tuple[str, tuple[str, ...]]:
-    from service.domain import measurement_batch
-
-    done = measurement_batch._WRITE.compile(dialect=PGDialect_asyncpg())
+def _statement(*ctes: str) -> tuple[str, tuple[str, ...]]:
+    """``WITH <ctes> SELECT count(*) FROM ins``: the service's write statement cut after ``ctes``, compiled as the
+    service compiles it (its named parameters in the order the driver takes them)."""
+    done = text(f"WITH {', '.join(ctes)}\nSELECT count(*) FROM ins").compile(dialect=PGDialect_asyncpg())
     return done.string, tuple(done.positiontup or ())
 
 
-_AUDIT = ("INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, client_ids, "
-          "outcome, status_code, request_id, remote_addr, method, path) SELECT org_id, app_id, subject, action, "
-          "resource_type, resource_ids, client_ids, outcome, status_code, request_id, remote_addr, method, path "
-          "FROM jsonb_to_recordset(CAST($1 AS jsonb)) AS t(org_id uuid, app_id text, subject text, action text, "
-          "resource_type text, resource_ids uuid[], client_ids uuid[], outcome text, status_code int, "
-          "request_id text, remote_addr text, method text, path text)")
+def _service_write() -> tuple[str, tuple[str, ...]]:
+    done = measurement_batch._WRITE.compile(dialect=PGDialect_asyncpg())
+    return done.string, tuple(done.positiontup or ())
 
 
 def _uuid7() -> str:
@@ -88,7 +62,11 @@ def _uuid7() -> str:
 
 async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]], variant: str, seconds: float,
                concurrency: int) -> dict[str, float]:
-    service_sql, names = _service_write()
+    sql, names = {
+        "measurements": _statement(ROWS_CTES),
+        "+ history": _statement(ROWS_CTES, SNAPSHOT_CTE, HISTORY_CTE),
+        "+ change feed": _statement(ROWS_CTES, SNAPSHOT_CTE, HISTORY_CTE, FEED_CTE),
+    }.get(variant) or _service_write()
     nonce = secrets.token_hex(4)
     counter = iter(range(10**9))
     stop = time.monotonic() + seconds
@@ -103,25 +81,18 @@ async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]],
     async def one(conn: asyncpg.Connection) -> None:
         batch = rows()
         body = orjson.dumps(batch).decode()
+        params = {"rows": body, "org_id": org, "compartment": "00000000-0000-0000-0000-000000000000",
+                  "collection": "measurements", "action": "created", "who": "rowcost",
+                  "type_name": "measurement", "opened": False}
         async with conn.transaction():
-            if variant == "measurements":
-                await conn.fetch(f"WITH {_ITEMS}{_END}", body, org)
-            elif variant == "+ history":
-                await conn.fetch(f"WITH {_ITEMS}{_HISTORY}{_END}", body, org)
-            elif variant == "+ change feed":
-                await conn.fetch(f"WITH {_ITEMS}{_HISTORY}{_FEED}{_END}", body, org)
-            else:
-                params = {"rows": body, "org_id": org, "compartment": "00000000-0000-0000-0000-000000000000",
-                          "collection": "measurements", "action": "created", "who": "rowcost",
-                          "type_name": "measurement", "opened": False}
-                await conn.fetch(service_sql, *[params[name] for name in names])
-                if variant == "+ audit row":
-                    await conn.execute(_AUDIT, orjson.dumps([{
-                        "org_id": str(org), "app_id": "rowcost", "subject": "rowcost", "action": "create",
-                        "resource_type": "Measurement", "resource_ids": [r["id"] for r in batch],
-                        "client_ids": [r["client_id"] for r in batch], "outcome": "success", "status_code": 200,
-                        "request_id": secrets.token_hex(16), "remote_addr": "127.0.0.1", "method": "POST",
-                        "path": "/v1/measurements/batch"}]).decode())
+            await conn.fetch(sql, *[params[name] for name in names])
+            if variant == "+ audit row":
+                await conn.execute(AUDIT_INSERT, orjson.dumps([{
+                    "org_id": str(org), "app_id": "rowcost", "subject": "rowcost", "action": "create",
+                    "resource_type": "Measurement", "resource_ids": [r["id"] for r in batch],
+                    "client_ids": [r["client_id"] for r in batch], "outcome": "success", "status_code": 200,
+                    "request_id": secrets.token_hex(16), "remote_addr": "127.0.0.1", "method": "POST",
+                    "path": "/v1/measurements/batch"}]).decode())
 
     async def worker(done: list[int]) -> None:
         conn = await asyncpg.connect(dsn)

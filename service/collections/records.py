@@ -21,14 +21,17 @@ from service.db import driver
 # its history row, its change-feed entry, and its webhook events with their deliveries. ``record_changes`` feeds it
 # from a JSON array of snapshots; a write that makes its records in the same statement feeds it from its INSERT's
 # RETURNING (``measurement_batch``), so the rows are the same whichever statement writes them.
-CHANGES_CTES = """
-h AS (
+# Over ``v`` (record_id, version, client_id, data): each version in the history, each change in the feed, each
+# change as the webhook events some subscription wants. Apart, so that bench/rowcost.py prices each kind of row.
+HISTORY_CTE = """h AS (
   INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
   SELECT :org_id, :collection, record_id, version, client_id, :action, data, :who FROM v
-), c AS (
+)"""
+FEED_CTE = """c AS (
   INSERT INTO changes (org_id, collection, record_id, client_id, action, version)
   SELECT :org_id, :collection, record_id, client_id, :action, version FROM v
-), ev AS (  -- webhook events: <type>.<action>, and <type>.opened for a record created open (safety alerts)
+)"""
+OUTBOX_CTES = """ev AS (  -- webhook events: <type>.<action>, and <type>.opened for one created open (safety alerts)
   SELECT CAST(:type_name AS text) || '.' || CAST(:action AS text) AS event, record_id,
          CAST(:action AS text) AS action, version, client_id FROM v
   UNION ALL
@@ -49,6 +52,7 @@ h AS (
   SELECT CAST(:org_id AS uuid), subs.subscription_id, o.id, o.event
     FROM o JOIN subs ON subs.event = o.event AND subs.record_id = o.record_id
 )"""
+CHANGES_CTES = f"\n{HISTORY_CTE}, {FEED_CTE}, {OUTBOX_CTES}"
 
 _RECORD = text(
     "WITH v AS (\n  SELECT * FROM json_to_recordset(CAST(:rows AS json))\n"

@@ -152,8 +152,9 @@ def _iso(column_name: str) -> str:
                                                                  compile_kwargs={"literal_binds": True}))
 
 
-_WRITE = text(f"""
-WITH t AS (
+# The write's first parts (bench/rowcost.py prices them alone): the rows, the measurements inserted (duplicates
+# skipped), and ``v``, each new version's snapshot as ``CHANGES_CTES`` records it.
+ROWS_CTES = """t AS (
   SELECT e.j, r.* FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e(j),
        jsonb_to_record(e.j) AS r(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[],
                                  observed_at timestamptz, observed_offset smallint, source text, external_id text,
@@ -166,13 +167,16 @@ WITH t AS (
   FROM t
   ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
   RETURNING id, client_id, version, created_at, updated_at
-), v AS (
+)"""
+SNAPSHOT_CTE = f"""v AS (
   SELECT ins.id AS record_id, ins.version, ins.client_id,
          (t.j - 'observed_offset') || jsonb_build_object(
            'created_at', {_iso("ins.created_at")}, 'updated_at', {_iso("ins.updated_at")}, 'version', ins.version,
            'deleted_at', NULL) AS data
   FROM ins JOIN t USING (id)
-),{CHANGES_CTES}
+)"""
+_WRITE = text(f"""
+WITH {ROWS_CTES}, {SNAPSHOT_CTE},{CHANGES_CTES}
 SELECT t.id, (SELECT m.id FROM measurements m WHERE m.org_id = :org_id AND m.compartment = :compartment
                 AND m.source = t.source AND m.external_id = t.external_id) AS holder
 FROM t WHERE NOT EXISTS (SELECT FROM ins WHERE ins.id = t.id)
