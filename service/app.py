@@ -33,7 +33,7 @@ from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.registry import Collection
 from service.collections.rest import batch_router, collection_router, history_router
-from service.db import make_engine
+from service.db import PinnedTenants, make_engine
 from service.domain import measurement_batch
 from service.domain.registry import COLLECTIONS
 from service.fhir.export_runner import ExportRunner
@@ -66,6 +66,8 @@ class AppContext:
     # The read replica (DATABASE_READ_URL); `reader` falls back to the primary. Used today by bulk export
     # only (service/sync/bulk.py export_records); anything that writes (audit rows included) stays on `engine`.
     read_engine: AsyncEngine | None = None
+    # Connections for one-round-trip reads (service.db.PinnedTenants; DB_PINNED_POOL_SIZE=0: None).
+    pinned: PinnedTenants | None = None
 
     @property
     def reader(self) -> AsyncEngine:
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
             settings.database_read_url, settings,
             set_role=settings.app_role if not settings.migration_database_url else None,
         ) if settings.database_read_url else None
+        pinned = PinnedTenants.from_settings(
+            settings, set_role=settings.app_role if not settings.migration_database_url else None)
         at_rest = AtRest.from_settings(settings)
         keys = KeyStore(engine, settings, at_rest.signing_keys)
         await ensure_signing_key(engine, at_rest.signing_keys)
@@ -108,7 +112,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
         await revocations.start()
         app.state.ctx = AppContext(settings=settings, engine=engine, keys=keys,
                                    tokens=TokenService(keys, settings, revocations),
-                                   read_engine=read_engine, at_rest=at_rest,
+                                   read_engine=read_engine, pinned=pinned, at_rest=at_rest,
                                    limiter=make_limiter(settings.rate_limit_requests,
                                                         settings.rate_limit_window_seconds,
                                                         settings.rate_limit_storage_url),
@@ -120,6 +124,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
         metrics.track_engine("primary", engine)
         if read_engine is not None:
             metrics.track_engine("read", read_engine)
+        if pinned is not None:
+            metrics.track_engine("pinned", pinned.engine)
         metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
         app.state.webhook_dispatcher = dispatcher
@@ -148,6 +154,9 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
             if read_engine is not None:
                 metrics.untrack_engine("read", read_engine)
                 await read_engine.dispose()
+            if pinned is not None:
+                metrics.untrack_engine("pinned", pinned.engine)
+                await pinned.engine.dispose()
 
     app = FastAPI(
         title="Strengths & Goals API", version="1.0.0", description=API_DESCRIPTION, lifespan=lifespan,

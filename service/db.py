@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -31,9 +33,12 @@ TENANT_ONLY_SQL = text("SELECT set_config('app.org_id', :org, true), set_config(
 TENANT_SQL_DRIVER = (
     "SELECT set_config('app.org_id', $1, true), set_config('app.patient_id', $2, true), token_revoked($3, $4, $5)"
 )
+# A pinned connection's tenant, for the whole session (``PinnedTenants``).
+SESSION_TENANT_SQL = "SELECT set_config('app.org_id', $1, false), set_config('app.patient_id', $2, false)"
 
 
-def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True) -> AsyncEngine:
+def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True,
+                pool_size: int | None = None, max_overflow: int | None = None) -> AsyncEngine:
     """An engine whose connections act as the service role.
 
     With a single owner URL, each new connection switches to the service role with SET ROLE, so the
@@ -59,7 +64,8 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
         if settings.db_statement_cache_size == 0:
             kwargs["connect_args"]["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4().hex}__"
     if pool:
-        kwargs.update(pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+        kwargs.update(pool_size=pool_size or settings.db_pool_size,
+                      max_overflow=settings.db_max_overflow if max_overflow is None else max_overflow,
                       pool_pre_ping=False)
     engine = create_async_engine(url, echo=settings.log_sql, **kwargs)
     if set_role:
@@ -166,13 +172,15 @@ async def tenant_transaction(
             yield conn
 
 
-async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+async def driver(conn: AsyncConnection | PinnedConnection) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside the same transaction (already begun: the tenant is set).
 
     For a hot read whose rows go straight to JSON: asyncpg's records without SQLAlchemy's result layer.
     The statement runs on the same connection, in the same transaction, as the same role with the same
     tenant settings, so row-level security applies to it exactly as to every other statement.
     """
+    if isinstance(conn, PinnedConnection):
+        return conn.raw
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
         live = sync.connection.driver_connection  # a live connection: plain attributes, no I/O
@@ -262,6 +270,84 @@ async def write_transaction(
             except BaseException:
                 await end_failed(conn, raw)
                 raise
+
+
+class TenantMismatch(Exception):  # noqa: N818 - a signal to the caller, not an error to report
+    """A statement found the session's tenant (``app_org()``, ``app_patient()``) other than its own principal's, and
+    answered nothing (``tenant_guard``): the caller sets the tenant and asks again."""
+
+
+class PinnedTenants:
+    """Connections of their own whose session keeps the tenant of the last request it served, so that a read whose
+    statement carries its own guard runs in one round trip: no BEGIN, no tenant statement, no COMMIT.
+
+    Every other unit of work binds the tenant to its transaction (``set_config(..., true)``), so a connection outside
+    a transaction has none and row-level security shows it nothing. These connections are the exception, and only
+    this class uses them (their own engine, ``make_engine`` with the same settings, role and pool kind):
+
+    - ``connect`` lends one with the request's organization and patient set for the session
+      (``SESSION_TENANT_SQL``) when it does not already hold them, as far as this process knows (``_tenant``,
+      forgotten with the connection);
+    - what this process knows is not trusted: every statement sent on one compares the session's tenant with its
+      principal's (``tenant_guard``) and reads and writes nothing otherwise, and its caller raises
+      ``TenantMismatch``, which makes ``connect``'s caller set the tenant and ask again;
+    - each statement runs and commits on its own (autocommit): one whose audit rows are written by the statement
+      itself (a data-modifying CTE) reads and records in one transaction, durable as any other commit.
+
+    Off (None from ``from_settings``) with ``DB_PINNED_POOL_SIZE=0``, or behind PgBouncer in transaction mode
+    (``DB_STATEMENT_CACHE_SIZE`` set), where a session's settings would stay on a server connection that other
+    clients are then given.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._tenant: weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, set_role: str | None) -> PinnedTenants | None:
+        if not settings.database_url or settings.db_pinned_pool_size <= 0 \
+                or settings.db_statement_cache_size is not None:
+            return None
+        # No overflow: a connection opened for a burst and closed after it would take the tenant, and prepare its
+        # statements, for one read; a read waits for one of the kept connections instead (one round trip each).
+        return cls(make_engine(settings.database_url, settings, set_role=set_role,
+                               pool_size=settings.db_pinned_pool_size, max_overflow=0))
+
+    @asynccontextmanager
+    async def connect(self, org_id: UUID | None, patient_id: UUID | None) -> AsyncIterator[PinnedConnection]:
+        """A connection whose session holds this tenant (as far as this process knows); ``TenantMismatch`` from the
+        body makes it forget what it knew of the connection, and passes on. The pool's own DBAPI connection
+        (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements needed); one left closed
+        or broken by the body is invalidated, so the pool discards it."""
+        tenant = (str(org_id) if org_id else "", str(patient_id) if patient_id else "")
+        pooled = await self.engine.raw_connection()
+        try:
+            raw = pooled.driver_connection
+            assert isinstance(raw, asyncpg.Connection), "an open connection of the asyncpg dialect"
+            if self._tenant.get(raw) != tenant:
+                self._tenant.pop(raw, None)
+                await raw.fetchrow(SESSION_TENANT_SQL, *tenant)
+                self._tenant[raw] = tenant
+            try:
+                yield PinnedConnection(self.engine.dialect, raw)
+            except TenantMismatch:
+                self._tenant.pop(raw, None)
+                raise
+            except BaseException:
+                if raw.is_closed():
+                    pooled.invalidate()
+                raise
+        finally:
+            pooled.close()  # back to the pool: no transaction was begun, so nothing to roll back
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedConnection:
+    """A pinned connection as compiled reads take one (``CompiledRead.fetch``): the dialect to compile for, and
+    the driver's connection (``driver``)."""
+
+    dialect: Any
+    raw: asyncpg.Connection
 
 
 async def end_failed(conn: AsyncConnection, raw: Any) -> None:

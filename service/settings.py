@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, description="Kept connections per worker: at least the expected "
                               "concurrency, so a busy worker does not open and close overflow connections")
     db_max_overflow: int = 10
+    db_pinned_pool_size: int = Field(
+        default=10, description="Connections per worker kept for one-round-trip reads (a record by id with its "
+        "?include=): their session keeps the tenant of the last read. 0: off (such reads open a transaction); "
+        "off behind PgBouncer in transaction mode (DB_STATEMENT_CACHE_SIZE set)")
     statement_timeout_ms: int = 15000
     database_read_url: str | None = Field(
         default=None,

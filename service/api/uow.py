@@ -10,15 +10,25 @@ one without that check.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.auth.revocations import Key, Revocations
-from service.db import driver_transaction, tenant_transaction, write_transaction
+from service.db import (
+    PinnedConnection,
+    PinnedTenants,
+    TenantMismatch,
+    driver_transaction,
+    tenant_transaction,
+    write_transaction,
+)
+
+T = TypeVar("T")
 
 
 def _to_check(who: Principal, revocations: Revocations) -> tuple[Key | None, int]:
@@ -38,6 +48,7 @@ async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocat
             revocations.remember(key, generation)
         yield conn
         await audit.flush(conn, who)
+    audit.committed()  # and rows a statement wrote itself (``service.read``), with the transaction
 
 
 @asynccontextmanager
@@ -88,3 +99,25 @@ async def write_unit_of_work(engine: AsyncEngine, who: Principal,
         if key is not None:
             revocations.remember(key, generation)
         yield conn
+
+
+async def pinned_read(engine: AsyncEngine, pinned: PinnedTenants, who: Principal,
+                      body: Callable[[PinnedConnection], Awaitable[T]]) -> T:
+    """A read in one round trip, on a connection whose session holds the principal's tenant (``db.PinnedTenants``):
+    no transaction of its own, so only for a token known not to be revoked (the caller asks
+    ``Revocations.known_good``; there is no statement here to check it in) and for a ``body`` whose statements gate
+    themselves on the tenant (``repository.tenant_guard``; ``TenantMismatch`` when the session held another: the
+    tenant is set and the body asked again). Each statement commits on its own: the audit rows a statement wrote
+    committed with its read; any the trail still holds are committed by the group commit before the caller answers,
+    as ``driver_unit_of_work`` does."""
+    for _ in range(2):
+        try:
+            async with pinned.connect(who.org_id, who.patient_id) as conn:
+                result = await body(conn)
+        except TenantMismatch:
+            continue
+        trail = audit.current()
+        if trail is not None:
+            await audit.commit_grouped(engine, trail, who)
+        return result
+    raise RuntimeError("a pinned connection did not take its tenant")

@@ -33,7 +33,21 @@ from uuid import UUID
 
 import structlog
 from asyncpg.exceptions import InFailedSQLTransactionError
-from sqlalchemy import select
+from sqlalchemy import (
+    CTE,
+    Integer,
+    Subquery,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    type_coerce,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -68,6 +82,27 @@ _INSERT = (
 
 
 _ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
+
+
+def own_rows(who: Principal, per_type: Subquery, *where: Any) -> CTE:
+    """The INSERT, as a data-modifying CTE, of a read's audit rows written by the read's own statement (a read by id,
+    ``collections.service.RecordRead``; a compiled GraphQL query, ``graphql.sql.audited``): one row per row of
+    ``per_type`` (``k``, ``resource_type``, ``resource_ids``, ``client_ids``) that meets ``where``, in ``k`` order,
+    the request's values bound as ``a_<column>`` (``AuditTrail.read_values``); ``RETURNING`` one row for each."""
+    values: dict[str, Any] = {
+        "org_id": type_coerce(who.org_id, Uuid), "resource_type": per_type.c.resource_type,
+        "resource_ids": per_type.c.resource_ids, "client_ids": per_type.c.client_ids,
+        "status_code": cast(null(), Integer)}
+    for name in ("app_id", "subject", "action", "outcome", "request_id", "remote_addr", "method", "path"):
+        values[name] = bindparam(f"a_{name}", None, type_=Text)
+    chosen = select(*(v.label(n) for n, v in values.items())).where(*where).order_by(per_type.c.k)
+    return (insert(AuditEvent.__table__).from_select(list(values), chosen)
+            .returning(literal_column("1").label("one")).cte("audit_w"))
+
+
+def written_count(rows: CTE) -> Any:
+    """How many rows ``own_rows`` wrote: a column of the read's answer (``AuditTrail.written`` when any)."""
+    return select(func.count()).select_from(rows).scalar_subquery()
 
 
 def new_request_id(incoming: str | None) -> str:
@@ -216,7 +251,7 @@ class AuditTrail:
 
     def read_values(self, who: Any) -> dict[str, Any]:
         """A read's audit row but its type, ids and clients, as ``a_<column>``: the values a statement that writes
-        its own rows binds (a compiled GraphQL read, ``graphql.sql.audited``); ``written`` once it wrote them."""
+        its own rows binds (``own_rows``); ``written`` once it wrote them."""
         self.principal = who
         return {"a_app_id": who.app_id, "a_subject": who.subject, "a_action": self._action(None, None),
                 "a_outcome": _outcome(None), "a_request_id": self.request_id, "a_remote_addr": self.remote,

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import Field
-from sqlalchemy import ColumnElement, Select, Table, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Select, Table, Uuid, and_, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import cursors
 from service.auth.principal import Principal
 from service.collections.registry import owner_column
 from service.collections.types import storable
-from service.db import driver
+from service.db import PinnedConnection, driver
 from service.errors import ValidationFailed
 
 if TYPE_CHECKING:
@@ -27,6 +27,15 @@ def readable(table: Table, who: Principal) -> Select[Any]:
         column = table.c[owner_column(table)]
         stmt = stmt.where(column == who.patient_id)
     return stmt
+
+
+def tenant_guard(who: Principal) -> ColumnElement[bool]:
+    """True when the session's tenant, what row-level security keys on (``app_org()``, ``app_patient()``), is the
+    principal's: always inside a unit of work's transaction; on a pinned connection (``db.PinnedTenants``), only when
+    the session holds this principal's tenant. A statement run on one gates everything it reads and writes on it."""
+    patient = func.app_patient(type_=Uuid)
+    return and_(func.app_org(type_=Uuid).is_not_distinct_from(who.org_id),
+                patient.is_(None) if who.patient_id is None else patient.is_not_distinct_from(who.patient_id))
 
 
 def readable_record(coll: Collection, who: Principal) -> Select[Any]:
@@ -71,7 +80,7 @@ class CompiledRead:
         compiled = self.build(template).compile(dialect=dialect)
         return compiled.string, tuple(compiled.positiontup or ()), compiled.construct_params()
 
-    async def fetch(self, conn: AsyncConnection, who: Principal, **params: Any) -> list[Any]:
+    async def fetch(self, conn: AsyncConnection | PinnedConnection, who: Principal, **params: Any) -> list[Any]:
         key = (id(conn.dialect), who.patient_id is not None)
         entry = self._compiled.get(key)
         if entry is None:

@@ -26,6 +26,7 @@ class GraphQLContext(BaseContext):
         self.who = who
         self.engine = app_ctx.engine
         self.revocations = app_ctx.tokens.revocations
+        self.pinned = app_ctx.pinned  # one-round-trip reads (service.db.PinnedTenants), or None
         self.compiled_responses: bool = app_ctx.settings.graphql_compiled_responses
         self.document: DocumentNode | None = None  # set by compiled.CompiledReads before execution
         self._doc: Doc | None = None

@@ -20,6 +20,7 @@ from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import Collection
 from service.collections.repository import CompiledRead, decode_cursor, parse_identifier
+from service.db import TenantMismatch
 from service.errors import ValidationFailed
 from service.graphql.limits import check_page
 from service.graphql.selection import Doc
@@ -112,14 +113,15 @@ async def run(conn: Any, who: Principal, plan: Plan, *, uuids: bool = False) -> 
 
 
 async def run_audited(conn: Any, who: Principal, plan: Plan, trail: audit.AuditTrail) -> bytes | None:
-    """``run``, with the audit rows written by the statement itself, in the unit of work's transaction (the trail
-    told when it wrote any: none when nothing was read): the field's JSON (None: no such record)."""
-    rows = await plan.audited.fetch(conn, who, **plan.params, **trail.read_values(who))
-    if not rows:
-        return None
-    if rows[0][1]:
+    """``run``, with the audit rows written by the statement itself, in the unit of work's transaction or on a pinned
+    connection (the trail told when it wrote any: none when nothing was read): the field's JSON (None: no such
+    record); ``TenantMismatch`` when a pinned connection's session held another tenant (nothing read nor written)."""
+    row = (await plan.audited.fetch(conn, who, **plan.params, **trail.read_values(who)))[0]
+    if not row["ok"]:
+        raise TenantMismatch
+    if row["audited"]:
         trail.written()
-    field_json: bytes | None = rows[0][0]
+    field_json: bytes | None = row["j"]
     return field_json
 
 

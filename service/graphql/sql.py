@@ -44,19 +44,18 @@ from sqlalchemy import (
     null,
     select,
     true,
-    type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by
 
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import CompiledRead, after_row, readable
+from service.collections.repository import CompiledRead, after_row, readable, tenant_guard
 from service.collections.service import list_statement
 from service.collections.sqljson import float_json, iso_datetime, record_cursor
 from service.graphql.shapes import ConnShape, ConnSub, Const, Mode, NestedShape, Part, RecordShape, Rel, Value
 from service.graphql.specs import Spec, type_name
-from service.models.audit import AuditEvent
 
 MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
 
@@ -90,24 +89,21 @@ def audited(root: Select[Any], types: tuple[str, ...], who: Principal) -> Select
     """``root``'s JSON, and in the same statement the request's audit rows: one per type it read, naming the ids and
     the clients of its side channel, each once, in the order first read (as ``AuditTrail`` would list them), with the
     request's values bound as ``a_<name>`` (``AuditTrail.read_values``). The ids go from the read to the INSERT
-    without leaving PostgreSQL. The rows are written in the read's transaction: they commit with it or not at all.
-    Columns: ``j``, then ``audited``, the number of rows written (none when nothing was read; no row when the
-    record is absent)."""
+    without leaving PostgreSQL. The rows are written in the read's transaction (or, on a pinned connection, its own
+    statement's): they commit with it or not at all. One row, always: ``ok`` (``tenant_guard``: the session holds the
+    principal's tenant; nothing is written otherwise), ``j`` (null when the record is absent) and ``audited``, the
+    number of rows written (none when nothing was read)."""
+    guard = select(tenant_guard(who).label("ok")).cte("tenant_ok")
+    ok = select(guard.c.ok).scalar_subquery()
     r = root.cte("r").prefix_with("MATERIALIZED")
     per_type = union_all(*(
         select(literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
                r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"))
         for k, name in enumerate(types))).subquery("audit_t")
-    ev = AuditEvent.__table__
-    values: dict[str, ColumnElement[Any]] = {
-        "org_id": type_coerce(who.org_id, Uuid), "resource_type": per_type.c.resource_type,
-        "resource_ids": _distinct_uuids("i"), "client_ids": _distinct_uuids("c"), "status_code": cast(null(), Integer)}
-    for name in ("app_id", "subject", "action", "outcome", "request_id", "remote_addr", "method", "path"):
-        values[name] = bindparam(f"a_{name}", None, type_=Text)
-    rows = select(*(v.label(n) for n, v in values.items())).where(per_type.c.i.is_not(None)).order_by(per_type.c.k)
-    write = insert(ev).from_select(list(values), rows).cte("w")
-    count = select(func.count()).select_from(per_type).where(per_type.c.i.is_not(None)).scalar_subquery()
-    return select(r.c.j, count.label("audited")).add_cte(write)
+    arrays = select(per_type.c.k, per_type.c.resource_type, _distinct_uuids("i").label("resource_ids"),
+                    _distinct_uuids("c").label("client_ids")).where(per_type.c.i.is_not(None), ok).subquery("audit_a")
+    count = audit.written_count(audit.own_rows(who, arrays))
+    return select(guard.c.ok, r.c.j, count.label("audited")).select_from(guard.outerjoin(r, true()))
 
 
 def _distinct_uuids(column: str) -> ColumnElement[Any]:

@@ -34,11 +34,20 @@ def statements_sent(engine: Any, keep: Callable[[str], bool] = lambda _: True) -
         event.remove(engine.sync_engine, "before_cursor_execute", before)
 
 
+def engines(api: Any) -> list[Any]:
+    """The app's engines that serve requests: the primary and, when on, the pinned connections' (one-round-trip
+    reads, ``service.db.PinnedTenants``)."""
+    ctx = api.app.state.ctx
+    return [ctx.engine, *([ctx.pinned.engine] if ctx.pinned is not None else [])]
+
+
 @contextmanager
-def statements_on_the_wire(engine: Any) -> Iterator[list[str]]:
-    """Every statement the service's connections send to PostgreSQL while the block runs: SQLAlchemy's (its
-    ``before_cursor_execute`` event; it runs them as asyncpg prepared statements) and those sent on the asyncpg
-    connection itself, BEGIN and COMMIT included (asyncpg's query loggers, which prepared statements bypass)."""
+def statements_on_the_wire(*watched: Any) -> Iterator[list[str]]:
+    """Every statement the service's connections send to PostgreSQL while the block runs, on each engine given:
+    SQLAlchemy's (its ``before_cursor_execute`` event; it runs them as asyncpg prepared statements) and those sent on
+    the asyncpg connection itself, BEGIN and COMMIT included (asyncpg's query loggers, which prepared statements
+    bypass; asyncpg calls them soon after a statement, not at once: a test lets the loop run once before it ends the
+    block)."""
     seen: list[str] = []
     logged: dict[int, Any] = {}
 
@@ -54,13 +63,15 @@ def statements_on_the_wire(engine: Any) -> Iterator[list[str]]:
             logged[id(raw)] = raw
             raw.add_query_logger(log)
 
-    event.listen(engine.sync_engine, "checkout", checkout)
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    for engine in watched:
+        event.listen(engine.sync_engine, "checkout", checkout)
+        event.listen(engine.sync_engine, "before_cursor_execute", before)
     try:
         yield seen
     finally:
-        event.remove(engine.sync_engine, "checkout", checkout)
-        event.remove(engine.sync_engine, "before_cursor_execute", before)
+        for engine in watched:
+            event.remove(engine.sync_engine, "checkout", checkout)
+            event.remove(engine.sync_engine, "before_cursor_execute", before)
         for raw in logged.values():
             raw.remove_query_logger(log)
 

@@ -1,0 +1,228 @@
+"""A record read by id (``GET /v1/<collection>/<id>?include=...``) in one round trip: one statement on a pinned
+connection (``service.db.PinnedTenants``) reads the record and its child lists and writes the request's audit rows,
+gated on the session's tenant being the token's (``repository.tenant_guard``). Through HTTP, against PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import orjson
+
+from service.collections.registry import REGISTRY
+from service.db import driver
+from tests.support.factories import create
+from tests.support.gqlkit import ALL, one_of_each, statements_on_the_wire
+from tests.support.harness import OWNER_ROLE, Api
+
+READER = "system/Client.r system/Strength.s system/Goal.s"
+
+
+async def _client_with(writer, kinds=("strengths", "strengths", "goals")):
+    client = await create(writer, "clients")
+    children = {k: [] for k in kinds}
+    for kind in kinds:
+        children[kind].append(await create(writer, kind, client_id=client["id"]))
+    return client, children
+
+
+async def _audit_rows(api, request_id):
+    return [dict(r) for r in await api.db.fetch(
+        "SELECT org_id, app_id, action, outcome, resource_type, resource_ids, client_ids, method, path, status_code "
+        "FROM audit_events WHERE request_id = $1 ORDER BY seq", request_id)]
+
+
+async def test_a_read_is_one_statement_that_reads_and_writes_its_audit_rows(api):
+    org = await api.org("A")
+    writer = api.client(await api.token(org, "system/*.cruds"))
+    client, children = await _client_with(writer)
+    reader = api.client(await api.token(org, READER))
+    url = f"/v1/clients/{client['id']}?include=strengths,goals"
+    first = await reader.get(url)  # the token's first use asks the database whether it is revoked (a transaction)
+    assert first.status_code == 200, first.text
+    await reader.get(url)  # the pinned connection takes the tenant
+    ctx = api.app.state.ctx
+    rid = uuid.uuid4().hex
+    with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
+        resp = await reader.get(url, headers={"X-Request-Id": rid})
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == first.json()
+    assert resp.json()["strengths"] == sorted(resp.json()["strengths"], key=lambda s: s["id"])
+    assert {s["id"] for s in children["strengths"]} <= {s["id"] for s in resp.json()["strengths"]}  # and the goal's
+    assert primary == []
+    assert len(pinned) == 1, pinned
+    assert "INSERT INTO audit_events" in pinned[0]
+    # committed before the response arrived, one row per type, ids in the order read
+    cid = uuid.UUID(client["id"])
+    rows = await _audit_rows(api, rid)
+    assert [(r["resource_type"], r["resource_ids"], r["client_ids"], r["action"], r["outcome"]) for r in rows] == [
+        ("Client", [cid], [cid], "read", "success"),
+        ("Strength", [uuid.UUID(s["id"]) for s in resp.json()["strengths"]], [cid], "read", "success"),
+        ("Goal", [uuid.UUID(g["id"]) for g in resp.json()["goals"]], [cid], "read", "success"),
+    ]
+    assert {r["org_id"] for r in rows} == {org.id}
+    assert {r["path"] for r in rows} == {url.split("?")[0]}
+
+
+async def test_pinned_and_transaction_reads_answer_and_audit_alike(api, db):
+    """The same requests through an app with pinned reads and one without (DB_PINNED_POOL_SIZE=0): the same status,
+    body and audit rows, for a live record with and without children, none, a deleted one, another organization's."""
+    org, other = await api.org("A"), await api.org("B")
+    writer = api.client(await api.token(org, "system/*.cruds"))
+    client, _ = await _client_with(writer)
+    bare = await create(writer, "clients")
+    gone = await create(writer, "clients")
+    assert (await writer.delete(f"/v1/clients/{gone['id']}")).status_code == 204
+    foreign = await create(api.client(await api.token(other, "system/*.cruds")), "clients")
+    paths = [f"/v1/clients/{client['id']}?include=strengths,goals", f"/v1/clients/{client['id']}",
+             f"/v1/clients/{bare['id']}?include=strengths", f"/v1/clients/{uuid.uuid4()}?include=strengths",
+             f"/v1/clients/{gone['id']}?include=strengths", f"/v1/clients/{foreign['id']}?include=strengths"]
+    answers = {}
+    async with Api.start(db, db_pinned_pool_size=0) as plain:
+        assert plain.app.state.ctx.pinned is None
+        for name, app in (("pinned", api), ("plain", plain)):
+            reader = app.client(await app.token(org, READER))
+            await reader.get(paths[0])  # the token is known not revoked from here on
+            for path in paths:
+                rid = uuid.uuid4().hex
+                resp = await reader.get(path, headers={"X-Request-Id": rid})
+                rows = [{k: v for k, v in r.items() if k != "app_id"} for r in await _audit_rows(api, rid)]
+                answers[name, path] = (resp.status_code, resp.json(), resp.headers.get("etag"), rows)
+    for path in paths:
+        assert answers["pinned", path] == answers["plain", path], path
+    assert [answers["pinned", p][0] for p in paths] == [200, 200, 200, 404, 410, 404]
+
+
+async def test_one_connection_serves_each_tenant_its_own(db):
+    """One pinned connection (pool of one) read by two organizations and a patient's app in turn, and its session's
+    tenant changed behind the service's back: every answer is the asker's own, every audit row is written once,
+    in the asker's organization."""
+    async with Api.start(db, db_pinned_pool_size=1, db_max_overflow=0) as api:
+        a, b = await api.org("A"), await api.org("B")
+        made = {}
+        for org in (a, b):
+            writer = api.client(await api.token(org, "system/*.cruds"))
+            made[org.name] = [await _client_with(writer, ("strengths",)) for _ in range(2)]
+        (ca, _), (ca2, _) = made["A"]
+        (cb, _), _ = made["B"]
+        readers = {"A": api.client(await api.token(a, READER)), "B": api.client(await api.token(b, READER)),
+                   "patient": api.client(await api.token(a, "patient/Client.r patient/Strength.s",
+                                                         patient=uuid.UUID(ca["id"])))}
+        asks = [("A", ca, 200), ("B", cb, 200), ("patient", ca, 200), ("patient", ca2, 404), ("A", ca2, 200),
+                ("B", ca, 404), ("A", cb, 404)]
+        for _ in range(2):  # the second round: every token known not revoked, every read on the pinned connection
+            for who, client, status in asks:
+                rid = uuid.uuid4().hex
+                resp = await readers[who].get(f"/v1/clients/{client['id']}?include=strengths",
+                                              headers={"X-Request-Id": rid})
+                assert resp.status_code == status, (who, client["id"], resp.text)
+                if status == 200:
+                    assert resp.json()["display_name"] == client["display_name"]
+                    rows = await _audit_rows(api, rid)
+                    assert [r["resource_type"] for r in rows] == ["Client", "Strength"]
+                    assert {r["org_id"] for r in rows} == {a.id if who != "B" else b.id}
+
+        # Behind the service's back: the connection's session now holds organization B.
+        async with api.app.state.ctx.pinned.engine.connect() as conn:
+            raw = await driver(conn)
+            await raw.execute(f"SELECT set_config('app.org_id', '{b.id}', false)")
+        rid = uuid.uuid4().hex
+        with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
+            resp = await readers["A"].get(f"/v1/clients/{ca['id']}?include=strengths", headers={"X-Request-Id": rid})
+            await asyncio.sleep(0)
+        assert resp.status_code == 200
+        assert resp.json()["id"] == ca["id"]
+        # the read found B's tenant and answered nothing; the tenant set; the read again
+        assert ["INSERT INTO audit_events" in q for q in sent] == [True, False, True]
+        assert "set_config('app.org_id', $1, false)" in sent[1]
+        rows = await _audit_rows(api, rid)
+        assert [(r["resource_type"], r["org_id"]) for r in rows] == [("Client", a.id), ("Strength", a.id)]
+
+
+async def test_a_token_without_the_child_scope_or_from_another_organization_is_refused(api):
+    org, other = await api.org("A"), await api.org("B")
+    writer = api.client(await api.token(org, "system/*.cruds"))
+    client, _ = await _client_with(writer, ("strengths",))
+    url = f"/v1/clients/{client['id']}?include=strengths"
+    no_child = api.client(await api.token(org, "system/Client.r"))
+    foreign = api.client(await api.token(other, READER))
+    for _ in range(2):  # the token's first use (a transaction), then pinned
+        resp = await no_child.get(url)
+        assert resp.status_code == 403
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert client["display_name"] not in resp.text
+        resp = await foreign.get(url)
+        assert resp.status_code == 404
+        assert client["display_name"] not in resp.text
+    pool = await asyncpg.connect(api.db.dsn(OWNER_ROLE))
+    try:
+        reads = await pool.fetchval("SELECT count(*) FROM audit_events WHERE outcome = 'success' AND action = 'read'")
+    finally:
+        await pool.close()
+    assert reads == 0
+
+
+async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the_tenant_too(db):
+    async with Api.start(db, db_pinned_pool_size=1) as api:
+        a, b = await api.org("A"), await api.org("B")
+        client, _ = await _client_with(api.client(await api.token(a, "system/*.cruds")), ("strengths",))
+        reader = api.client(await api.token(a, "system/Client.rs system/Strength.rs"))
+        query = {"query": "query($id: UUID!) { client(id: $id) { displayName strengths { edges { node { id } } } } }",
+                 "variables": {"id": client["id"]}}
+        for _ in range(2):  # the token's first use (a transaction), then the pinned connection takes the tenant
+            assert (await reader.post("/graphql", json=query)).json()["data"]["client"]["displayName"]
+        ctx = api.app.state.ctx
+        async with ctx.pinned.engine.connect() as conn:  # behind the service's back: organization B
+            await (await driver(conn)).execute(f"SELECT set_config('app.org_id', '{b.id}', false)")
+        rid = uuid.uuid4().hex
+        with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
+            resp = await reader.post("/graphql", json=query, headers={"X-Request-Id": rid})
+            await asyncio.sleep(0)
+        assert resp.json()["data"]["client"]["displayName"] == client["display_name"]
+        assert primary == []
+        assert ["INSERT INTO audit_events" in q for q in pinned] == [True, False, True]  # B's: nothing; set; again
+        rows = await _audit_rows(api, rid)
+        assert [(r["resource_type"], r["org_id"]) for r in rows] == [("Client", a.id), ("Strength", a.id)]
+
+
+async def test_behind_pgbouncer_reads_open_a_transaction(db):
+    """With DB_STATEMENT_CACHE_SIZE set (PgBouncer in transaction mode) no connection keeps a tenant."""
+    async with Api.start(db, db_statement_cache_size=0) as api:
+        assert api.app.state.ctx.pinned is None
+        org = await api.org("A")
+        client, _ = await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
+        reader = api.client(await api.token(org, READER))
+        for _ in range(2):
+            resp = await reader.get(f"/v1/clients/{client['id']}?include=strengths")
+            assert resp.status_code == 200
+            assert len(resp.json()["strengths"]) == 1
+
+
+async def test_every_included_list_is_written_as_the_list_endpoint_writes_it(api):
+    """A client with one record of every kind (a measurement with its safety alert among them), read with every
+    ?include=: each embedded list is, key order and number formats included, what ``GET /v1/<child>?client_id=``
+    answers for that client (the list statement and the Python serializer), and the record what it answers alone."""
+    org = await api.org("A")
+    ids = await one_of_each(api, org)
+    c = api.client(await api.token(org, ALL))
+    marker = (await c.post("/v1/outcome-markers", json={"client_id": ids["clients"], "kind": "instrument",
+                                                         "name": "PHQ-9", "instrument": "phq9"})).json()
+    risky = await c.post("/v1/measurements", json={"client_id": ids["clients"], "marker_id": marker["id"],
+                                                   "value": 12, "items": [1, 1, 1, 1, 1, 1, 1, 3, 2],
+                                                   "observed_at": "2026-11-20T09:30:00+01:00"})
+    assert risky.status_code == 201, risky.text
+    coll = REGISTRY["clients"]
+    names = [REGISTRY[n].key for n in coll.children]
+    url = f"/v1/clients/{ids['clients']}?include={','.join(names)}"
+    await c.get(url)  # the token's first use: a transaction; then pinned
+    body = orjson.loads((await c.get(url)).content)
+    alone = orjson.loads((await c.get(f"/v1/clients/{ids['clients']}")).content)
+    assert {k: v for k, v in body.items() if k not in names} == alone
+    for child_name in coll.children:
+        key = REGISTRY[child_name].key
+        listed = orjson.loads((await c.get(f"/v1/{child_name}?client_id={ids['clients']}&limit=500")).content)["data"]
+        assert orjson.dumps(body[key]) == orjson.dumps(listed), child_name
+        assert body[key], child_name
+    assert any(m["safety_alert_ids"] for m in body["measurements"])
