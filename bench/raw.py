@@ -20,11 +20,13 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from bench.capture import Statement
 from bench.loadgen import Result, percentile
+from service.db import SESSION_TENANT_SQL
 from service.settings import Settings
 
 Plan = list[tuple[str, tuple[Any, ...] | None]]  # (sql, args or None for a simple query)
@@ -193,11 +195,17 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
-               warmup: float, sequential: bool = False, finish: Finish | None = None) -> Result:
+               warmup: float, sequential: bool = False, finish: Finish | None = None,
+               tenant: UUID | None = None) -> Result:
+    async def pinned(conn: asyncpg.Connection) -> None:
+        """The session's tenant, as the service's pinned connections hold it (``service.db.PinnedTenants``): a read
+        it sends outside a transaction finds it there (set before the capture, so not among the statements)."""
+        await conn.fetchrow(SESSION_TENANT_SQL, str(tenant), "")
+
     pool = await asyncpg.create_pool(
         dsn, min_size=min(settings.db_pool_size, concurrency),
         max_size=settings.db_pool_size + settings.db_max_overflow, server_settings=server_settings(settings),
-        reset=_no_reset,
+        reset=_no_reset, init=pinned if tenant is not None else None,
     )
     assert pool is not None
     latencies: list[float] = []
@@ -245,7 +253,8 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
-            warmup: float, sequential: bool = False, finish: Finish | None = None) -> Result:
+            warmup: float, sequential: bool = False, finish: Finish | None = None,
+            tenant: UUID | None = None) -> Result:
     try:
         import uvloop
 
@@ -253,30 +262,32 @@ def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential,  # type: ignore[no-any-return]
-                       finish))
+                       finish, tenant))
 
 
-def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None]) -> Result:
-    dsn, settings, plans, concurrency, duration, warmup, sequential, finish = job
+def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None, UUID | None]
+                 ) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup, sequential, finish, tenant = job
     return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                   sequential=sequential, finish=finish)
+                   sequential=sequential, finish=finish, tenant=tenant)
 
 
 def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
                       duration: float, warmup: float, sequential: bool = False,
-                      finish: Finish | None = None) -> Result:
+                      finish: Finish | None = None, tenant: UUID | None = None) -> Result:
     """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
     between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
-    median of the processes' p50s and p99 the worst of their p99s."""
+    median of the processes' p50s and p99 the worst of their p99s. ``tenant``: the organization each connection's
+    session holds, as the service's pinned connections do (the replay twin)."""
     if processes <= 1:
         return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                       sequential=sequential, finish=finish)
+                       sequential=sequential, finish=finish, tenant=tenant)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential, finish)
-            for i, share in enumerate(shares) if share]
+    jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential, finish,
+             tenant) for i, share in enumerate(shares) if share]
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
         parts = list(pool.map(_raw_process, jobs))
     p50s = sorted(r.p50_ms for r in parts)

@@ -298,7 +298,7 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                                     svc.pid, sequential=w.writes, warmup_requests=warm)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
-                                             warmup=args.warmup, sequential=w.writes)
+                                             warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name))
                 ratio = http.rps / twin.rps if twin.rps else 0.0
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
