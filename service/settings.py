@@ -60,8 +60,9 @@ class Settings(BaseSettings):
                               "concurrency, so a busy worker does not open and close overflow connections")
     db_max_overflow: int = 10
     db_pinned_pool_size: int = Field(
-        default=10, description="Connections per worker kept for one-round-trip reads (a record by id with its "
-        "?include=): their session keeps the tenant of the last read. 0: off (such reads open a transaction); "
+        default=10, description="Connections per worker kept for reads in one statement (a record by id with its "
+        "?include=, a GraphQL query of one root field): their session keeps the tenant of the last read. 0: off "
+        "(such reads open a transaction); "
         "off behind PgBouncer in transaction mode (DB_STATEMENT_CACHE_SIZE set)")
     statement_timeout_ms: int = 15000
     database_read_url: str | None = Field(

@@ -48,7 +48,6 @@ async def unit_of_work(engine: AsyncEngine, who: Principal, revocations: Revocat
             revocations.remember(key, generation)
         yield conn
         await audit.flush(conn, who)
-    audit.committed()  # and rows a statement wrote itself (``service.read``), with the transaction
 
 
 @asynccontextmanager

@@ -85,8 +85,8 @@ _ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
 
 
 def own_rows(who: Principal, per_type: Subquery, *where: Any) -> CTE:
-    """The INSERT, as a data-modifying CTE, of a read's audit rows written by the read's own statement (a read by id,
-    ``collections.service.RecordRead``; a compiled GraphQL query, ``graphql.sql.audited``): one row per row of
+    """The INSERT, as a data-modifying CTE, of a read's audit rows written by the read's own statement (a compiled
+    GraphQL query of one root field, ``graphql.sql.audited``): one row per row of
     ``per_type`` (``k``, ``resource_type``, ``resource_ids``, ``client_ids``) that meets ``where``, in ``k`` order,
     the request's values bound as ``a_<column>`` (``AuditTrail.read_values``); ``RETURNING`` one row for each."""
     values: dict[str, Any] = {

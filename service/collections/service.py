@@ -13,11 +13,8 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     ARRAY,
-    BigInteger,
-    Integer,
     Row,
     Select,
-    Text,
     Uuid,
     any_,
     bindparam,
@@ -25,10 +22,8 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    null,
     select,
     true,
-    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
@@ -64,15 +59,6 @@ MAX_INCLUDE = 500
 
 
 def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str, Any]:
-    """The record as the API writes it, noted in the request's audit trail as read."""
-    data = shape(coll, row, with_deleted=with_deleted)
-    audit.seen(coll.resource, data.get("id"), data.get(coll.owner_column))
-    return data
-
-
-def shape(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str, Any]:
-    """The record as the API writes it (``serialize`` without the audit trail: for a statement that writes its own
-    audit rows)."""
     data = dict(row._mapping) if isinstance(row, Row) else dict(row)  # a Row, an asyncpg Record or a mapping
     deleted_at = data.pop("deleted_at", None)
     data.pop("org_id", None)
@@ -82,6 +68,7 @@ def shape(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str
         data[coll.ext_field] = external_ids or []
     if coll.to_out:
         data = coll.to_out(data)
+    audit.seen(coll.resource, data.get("id"), data.get(coll.owner_column))
     if with_deleted:
         data["deleted_at"] = deleted_at
     return data
@@ -128,20 +115,18 @@ async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id
 
 
 class RecordRead:
-    """``GET /v1/<collection>/<id>?include=...`` in one statement: the record, each included child list (live
-    children, in list order, at most ``MAX_INCLUDE``, only when the record is live), and, when the request has an
-    audit trail, its audit rows (one per type read, as ``AuditTrail`` lists them: the ids in the order read, their
-    clients each once in the order first read), written by the same statement, so they commit with the read.
+    """``GET /v1/<collection>/<id>?include=...`` in one statement: the record and each included child list (live
+    children, in list order, at most ``MAX_INCLUDE``, only when the record is live).
 
-    Everything is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant, it reads and
-    writes nothing and ``read`` raises ``TenantMismatch``. One row: ``ok`` (the guard), ``audited`` (the audit rows
-    written), the record's columns (all NULL when there is none), then per child list ``c<i>``, an array of the
-    child table's own row type (the driver decodes each into a named, typed record), and ``c<i>_<name>`` per computed
-    column, its values in the same order as a JSON array (a computed value may itself be an array: the ids in a
-    measurement's ``safety_alert_ids`` arrive as their text, which the response writes alike)."""
+    Everything is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant, it reads
+    nothing and ``read`` raises ``TenantMismatch``. One row: ``ok`` (the guard), the record's columns (all NULL when
+    there is none), then per child list ``c<i>``, an array of the child table's own row type (the driver decodes
+    each into a named, typed record), and ``c<i>_<name>`` per computed column, its values in the same order as a
+    JSON array (a computed value may itself be an array: the ids in a measurement's ``safety_alert_ids`` arrive as
+    their text, which the response writes alike)."""
 
-    def __init__(self, coll: Collection, children: tuple[Collection, ...], audited: bool) -> None:
-        self.coll, self.children, self.audited = coll, children, audited
+    def __init__(self, coll: Collection, children: tuple[Collection, ...]) -> None:
+        self.coll, self.children = coll, children
         self.columns = tuple(readable_record(coll, _TEMPLATE).selected_columns.keys())
         # each child's columns in the order every other read gives them (the table's row type has its own order)
         self.child_columns = tuple(tuple(readable_record(c, _TEMPLATE).selected_columns.keys()) for c in children)
@@ -152,75 +137,44 @@ class RecordRead:
         guard = select(tenant_guard(who).label("ok")).cte("tenant_ok")
         rec = (readable_record(coll, who)
                .where(table.c.id == param("record_id"), select(guard.c.ok).scalar_subquery()).cte("rec"))
-        live = exists(select(_const(1)).select_from(rec).where(rec.c.deleted_at.is_(None)))
-        sources: list[Any] = [rec]
+        live = exists(select(literal_column("1")).select_from(rec).where(rec.c.deleted_at.is_(None)))
         lists: list[Any] = []
         for i, child in enumerate(self.children):
             ct, keys = child.table, child.list_keys()
             source = (readable(ct, who)
                       .with_only_columns(literal_column(ct.name).label("row"), *child.computed_columns(),
-                                         func.row_number().over(order_by=keys).label("pos"), ct.c.id,
-                                         ct.c[child.owner_column], ct.c.deleted_at)
+                                         func.row_number().over(order_by=keys).label("pos"))
                       .where(ct.c[coll.children[child.name]] == param("record_id"), ct.c.deleted_at.is_(None), live)
-                      .order_by(*keys).limit(_const(MAX_INCLUDE)).cte(f"c{i}"))
-            sources.append(source)
+                      .order_by(*keys).limit(literal_column(str(MAX_INCLUDE))).cte(f"c{i}"))
             lists.append(select(func.array_agg(aggregate_order_by(source.c.row, source.c.pos)))
                          .select_from(source).scalar_subquery().label(f"c{i}"))
             for name in child.computed:  # JSON: a computed value may be an array, which arrays cannot nest
                 lists.append(select(func.jsonb_agg(aggregate_order_by(source.c[name], source.c.pos)))
                              .select_from(source).scalar_subquery().label(f"c{i}_{name}"))
-        audited: Any = null()
-        if self.audited:
-            audited = audit.written_count(self._audit(who, sources))
-        return (select(guard.c.ok, audited.label("audited"), *(rec.c[name] for name in self.columns), *lists)
+        return (select(guard.c.ok, *(rec.c[name] for name in self.columns), *lists)
                 .select_from(guard.outerjoin(rec, true())))
-
-    def _audit(self, who: Principal, sources: list[Any]) -> Any:
-        """The INSERT of the request's audit rows (``RETURNING`` one row each), from what ``sources`` read."""
-        rows = []
-        for k, (coll, source) in enumerate(zip((self.coll, *self.children), sources, strict=True)):
-            pos = _const(1, BigInteger) if k == 0 else source.c.pos
-            where = [source.c.deleted_at.is_(None)]  # the record's own row, when it is deleted (a 410), is no read
-            owner = source.c[coll.owner_column]
-            firsts = (select(owner.label("u"), func.min(pos).label("o")).select_from(source)
-                      .where(owner.is_not(None), *where).group_by(owner).subquery(f"a{k}"))
-            rows.append(select(
-                _const(k).label("k"), _const(coll.resource, Text).label("resource_type"),
-                func.array_agg(aggregate_order_by(source.c.id, pos)).label("resource_ids"),
-                func.array(select(firsts.c.u).order_by(firsts.c.o).scalar_subquery()).label("client_ids"),
-            ).select_from(source).where(*where).having(func.count() > 0))
-        return audit.own_rows(who, union_all(*rows).subquery("audit_t"))
 
 
 _TEMPLATE = Principal(org_id=param("org_id"), app_id="", subject="")
 
 
-def _const(value: int | str, type_: Any = Integer) -> Any:
-    """A constant written into the statement (not bound: nothing to send, nothing to encode per execution)."""
-    text = str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
-    return literal_column(f"{text}::{'bigint' if type_ is BigInteger else 'text' if type_ is Text else 'int'}", type_)
-
-
 @cache
-def _record_read(coll_name: str, children: tuple[str, ...], audited: bool) -> RecordRead:
-    return RecordRead(REGISTRY[coll_name], tuple(REGISTRY[c] for c in children), audited)
+def _record_read(coll_name: str, children: tuple[str, ...]) -> RecordRead:
+    return RecordRead(REGISTRY[coll_name], tuple(REGISTRY[c] for c in children))
 
 
 async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: Collection, record_id: UUID,
                names: Sequence[str]) -> dict[str, Any]:
-    """The serialized live record with its included child lists (``?include=`` names), or NotFound / Gone, read and
-    audited by one statement (``RecordRead``) on the caller's connection: a unit of work's transaction, or a pinned
-    connection (``TenantMismatch`` when its session holds another tenant). Embedding a child list is a search of it:
-    the child's search scope is required before anything is read."""
+    """The serialized live record with its included child lists (``?include=`` names), or NotFound / Gone, read by
+    one statement (``RecordRead``) on the caller's connection: a unit of work's transaction, or a pinned connection
+    (``TenantMismatch`` when its session holds another tenant); what it read is noted in the audit trail, whose rows
+    the caller's unit of work commits. Embedding a child list is a search of it: the child's search scope is
+    required before anything is read."""
     kids = tuple(REGISTRY[name.replace("_", "-")] for name in names)
     for child in kids:
         require(who, child.resource, "s")
-    trail = audit.current()
-    plan = _record_read(coll.name, tuple(c.name for c in kids), trail is not None)
-    params: dict[str, Any] = {"record_id": record_id}
-    if trail is not None:
-        params.update(trail.read_values(who))
-    head = (await plan.statement.fetch(conn, who, **params))[0]
+    plan = _record_read(coll.name, tuple(c.name for c in kids))
+    head = (await plan.statement.fetch(conn, who, record_id=record_id))[0]
     if not head["ok"]:
         raise TenantMismatch
     noun = coll.type_name.replace("_", " ")
@@ -228,13 +182,11 @@ async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: C
         raise NotFound(f"No {noun} with id {record_id}")
     if head["deleted_at"] is not None:
         raise Gone(f"The {noun} {record_id} was deleted")
-    out = shape(coll, {name: head[name] for name in plan.columns})
+    out = serialize(coll, {name: head[name] for name in plan.columns})
     for i, (child, columns) in enumerate(zip(kids, plan.child_columns, strict=True)):
         computed = {name: head[f"c{i}_{name}"] for name in child.computed}
-        out[child.key] = [shape(child, {n: computed[n][k] if n in computed else row[n] for n in columns})
+        out[child.key] = [serialize(child, {n: computed[n][k] if n in computed else row[n] for n in columns})
                           for k, row in enumerate(head[f"c{i}"] or ())]
-    if trail is not None and head["audited"]:
-        trail.written()
     return out
 
 
