@@ -11,10 +11,12 @@ same order with the same functions:
 
 1. the bearer token and the principal (``authenticate``: verification cache, rate limit), else 401;
 2. the route's declared scope (``authorize``), else 403;
-3. the unit of work (``driver_unit_of_work``: ``BEGIN;``, the tenant ``set_config`` with the revocation check,
-   ``COMMIT;``; then the request's audit row, by the group commit, before the response is sent);
+3. the unit of work: for a token the revocation listener knows is good, a pinned connection
+   (``uow.pinned_read``: no transaction, the statement checks the session's tenant); otherwise
+   ``driver_unit_of_work`` (``BEGIN;``, the tenant ``set_config`` with the revocation check, ``COMMIT;``); either
+   way the request's audit row by the group commit, before the response is sent;
 4. the route's own ``?include=`` dependency (422 for unknown names) and the route's own endpoint function
-   (``service.get`` / ``service.children`` on the transaction's connection, child scope checks, ETag).
+   (``service.read``: child scope checks, then the record and its child lists in one statement; ETag).
 
 Domain errors are answered by the app's own renderer (``problems.domain_problem``); anything else propagates
 as it would from the route. Every other request (another method, an id that is not a canonical UUID, any query
@@ -50,9 +52,10 @@ class FastRead:
 
     ``unit_of_work`` is the route's own unit-of-work dependency; this path runs its driver twin
     (``uow.driver_unit_of_work``: the same transaction, tenant and revocation check on the asyncpg connection, the
-    audit row committed before the response). ``check`` (run by ``ReadFastPath`` when the app is built) proves
-    that the route's dependencies are exactly the ones declared here, and its endpoint the declared one: a
-    dependency added to the route and not to this path stops the app from starting.
+    audit row committed before the response), or for a token known not revoked ``uow.pinned_read`` (the same
+    tenant, checked by the read's one statement, and the same audit row). ``check`` (run by ``ReadFastPath`` when
+    the app is built) proves that the route's dependencies are exactly the ones declared here, and its endpoint the
+    declared one: a dependency added to the route and not to this path stops the app from starting.
     """
 
     coll: Collection
