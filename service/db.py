@@ -64,7 +64,7 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
         if settings.db_statement_cache_size == 0:
             kwargs["connect_args"]["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4().hex}__"
     if pool:
-        kwargs.update(pool_size=pool_size or settings.db_pool_size,
+        kwargs.update(pool_size=settings.db_pool_size if pool_size is None else pool_size,
                       max_overflow=settings.db_max_overflow if max_overflow is None else max_overflow,
                       pool_pre_ping=False)
     engine = create_async_engine(url, echo=settings.log_sql, **kwargs)
@@ -319,7 +319,8 @@ class PinnedTenants:
         body makes it forget what it knew of the connection, and passes on. The pool's own DBAPI connection
         (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements needed); one left closed
         or broken by the body is invalidated, so the pool discards it."""
-        tenant = (str(org_id) if org_id else "", str(patient_id) if patient_id else "")
+        params = _tenant_params(org_id, patient_id, None)
+        tenant = (params["org"], params["patient"])
         pooled = await self.engine.raw_connection()
         try:
             raw = pooled.driver_connection

@@ -100,11 +100,18 @@ async def write_unit_of_work(engine: AsyncEngine, who: Principal,
         yield conn
 
 
+def pinned_for(pinned: PinnedTenants | None, who: Principal, revocations: Revocations) -> PinnedTenants | None:
+    """The pinned connections, when this principal's read may use them (``pinned_read``): they are on, and its token
+    is known not to be revoked (no statement on them checks revocation); else None, and the read opens a
+    transaction (``driver_unit_of_work``)."""
+    return pinned if pinned is not None and revocations.known_good(who.revocation) else None
+
+
 async def pinned_read(engine: AsyncEngine, pinned: PinnedTenants, who: Principal,
                       body: Callable[[PinnedConnection], Awaitable[T]]) -> T:
     """A read in one round trip, on a connection whose session holds the principal's tenant (``db.PinnedTenants``):
-    no transaction of its own, so only for a token known not to be revoked (the caller asks
-    ``Revocations.known_good``; there is no statement here to check it in) and for a ``body`` whose statements gate
+    no transaction of its own, so only for a token known not to be revoked (the caller asks ``pinned_for``; there is
+    no statement here to check it in) and for a ``body`` whose statements gate
     themselves on the tenant (``repository.tenant_guard``; ``TenantMismatch`` when the session held another: the
     tenant is set and the body asked again). Each statement commits on its own: the audit rows a statement wrote
     committed with its read; any the trail still holds are committed by the group commit before the caller answers,

@@ -38,7 +38,7 @@ from fastapi.security import SecurityScopes
 
 from service.api.dependencies import authenticate, authorize, bearer, bearer_token
 from service.api.problems import domain_problem
-from service.api.uow import driver_unit_of_work, pinned_read
+from service.api.uow import driver_unit_of_work, pinned_for, pinned_read
 from service.auth.principal import Principal
 from service.collections.registry import Collection
 from service.errors import DomainError
@@ -125,9 +125,10 @@ async def _serve(read: FastRead, record_id: UUID, include: str | None, request: 
     who: Principal = await authenticate(request, bearer_token(request.headers.get("authorization")))
     await authorize(read.scopes, who)
     ctx = request.app.state.ctx
-    if ctx.pinned is not None and ctx.tokens.revocations.known_good(who.revocation):
+    pinned = pinned_for(ctx.pinned, who, ctx.tokens.revocations)
+    if pinned is not None:
         names = await read.include(include)
-        return await pinned_read(ctx.engine, ctx.pinned, who,
+        return await pinned_read(ctx.engine, pinned, who,
                                  lambda db: read.endpoint(record_id=record_id, who=who, db=db, include=names))
     async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocations) as db:
         names = await read.include(include)

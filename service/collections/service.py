@@ -97,23 +97,6 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
     return row
 
 
-@cache
-def _by_id(coll_name: str) -> CompiledRead:
-    coll = REGISTRY[coll_name]
-    return CompiledRead(lambda who: readable_record(coll, who).where(coll.table.c.id == param("record_id")))
-
-
-async def get(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> dict[str, Any]:
-    """The serialized live record (the statement ``fetch`` sends, compiled once), or NotFound / Gone."""
-    rows = await _by_id(coll.name).fetch(conn, who, record_id=record_id)
-    noun = coll.type_name.replace("_", " ")
-    if not rows:
-        raise NotFound(f"No {noun} with id {record_id}")
-    if rows[0]["deleted_at"] is not None:
-        raise Gone(f"The {noun} {record_id} was deleted")
-    return serialize(coll, rows[0])
-
-
 class RecordRead:
     """``GET /v1/<collection>/<id>?include=...`` in one statement: the record and each included child list (live
     children, in list order, at most ``MAX_INCLUDE``, only when the record is live).

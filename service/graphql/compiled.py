@@ -33,7 +33,7 @@ from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from service.api.uow import driver_unit_of_work, pinned_read
+from service.api.uow import driver_unit_of_work, pinned_for, pinned_read
 from service.audit import service as audit
 from service.collections.registry import REGISTRY, Collection
 from service.errors import DomainError
@@ -97,52 +97,36 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
 
     An operation of one statement (one root field: the dashboard's shape) has that statement write the request's
     audit rows in the same transaction (``reads.run_audited``): the ids it read never leave PostgreSQL, and the rows
-    commit with the read or not at all (``driver_unit_of_work`` answers nothing if they did not). Several statements
-    note what they read in the trail, whose rows the group commit writes, one per resource type for the request."""
+    commit with the read or not at all (``driver_unit_of_work`` answers nothing if they did not); for a token known
+    not to be revoked it needs no transaction, and runs alone on a pinned connection (``uow.pinned_read``). Several
+    statements note what they read in the trail, whose rows the group commit writes, one per resource type for the
+    request."""
     if all(isinstance(item, str) for _, item in planned):
         return dict(planned)  # nothing to read (``{ __typename }``)
     trail = audit.current()
     own_rows = trail is not None and sum(not isinstance(item, str) for _, item in planned) == 1
-    if own_rows and ctx.pinned is not None and ctx.revocations.known_good(ctx.who.revocation):
-        return await _answer_pinned(ctx, planned)
-    try:
-        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
-            data: dict[str, Any] = {}
-            for key, item in planned:
-                if isinstance(item, str):
-                    data[key] = item
-                    continue
-                if own_rows:
-                    assert trail is not None
-                    body = await run_audited(conn, ctx.who, item, trail)
-                else:
-                    body = await run(conn, ctx.who, item)
-                data[key] = None if body is None else orjson.Fragment(body)
-    except Exception:  # noqa: BLE001 - the stock executor runs the same statements and reports what fails
-        log.info("whole_response_declined", exc_info=True)
-        return None
-    return data
-
-
-async def _answer_pinned(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) -> dict[str, Any] | None:
-    """``_answer`` for one statement that writes its own audit rows, in one round trip on a pinned connection
-    (``uow.pinned_read``): for a token known not to be revoked."""
-    assert ctx.pinned is not None
 
     async def read(conn: Any) -> dict[str, Any]:
-        trail = audit.current()
-        assert trail is not None
         data: dict[str, Any] = {}
         for key, item in planned:
             if isinstance(item, str):
                 data[key] = item
                 continue
-            body = await run_audited(conn, ctx.who, item, trail)
+            if own_rows:
+                assert trail is not None
+                body = await run_audited(conn, ctx.who, item, trail)
+            else:
+                body = await run(conn, ctx.who, item)
             data[key] = None if body is None else orjson.Fragment(body)
         return data
 
+    # One statement writing its own rows needs no transaction: on a pinned connection, one round trip in all.
+    pinned = pinned_for(ctx.pinned, ctx.who, ctx.revocations) if own_rows else None
     try:
-        return await pinned_read(ctx.engine, ctx.pinned, ctx.who, read)
+        if pinned is not None:
+            return await pinned_read(ctx.engine, pinned, ctx.who, read)
+        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
+            return await read(conn)
     except Exception:  # noqa: BLE001 - the stock executor runs the same statements and reports what fails
         log.info("whole_response_declined", exc_info=True)
         return None

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import orjson
 
 from service.collections.registry import REGISTRY
 from service.db import driver
+from tests.support.audit import events
 from tests.support.factories import create
 from tests.support.gqlkit import ALL, one_of_each, statements_on_the_wire
-from tests.support.harness import OWNER_ROLE, Api
+from tests.support.harness import Api
 
 READER = "system/Client.r system/Strength.s system/Goal.s"
 
@@ -28,10 +28,12 @@ async def _client_with(writer, kinds=("strengths", "strengths", "goals")):
     return client, children
 
 
+AUDIT_COLUMNS = ("org_id", "app_id", "action", "outcome", "resource_type", "resource_ids", "client_ids", "method",
+                 "path", "status_code")
+
+
 async def _audit_rows(api, request_id):
-    return [dict(r) for r in await api.db.fetch(
-        "SELECT org_id, app_id, action, outcome, resource_type, resource_ids, client_ids, method, path, status_code "
-        "FROM audit_events WHERE request_id = $1 ORDER BY seq", request_id)]
+    return [{k: r[k] for k in AUDIT_COLUMNS} for r in await events(api, request_id=request_id)]
 
 
 async def test_a_read_is_one_statement_and_its_audit_rows_commit_before_the_response(api):
@@ -160,12 +162,7 @@ async def test_a_token_without_the_child_scope_or_from_another_organization_is_r
         resp = await foreign.get(url)
         assert resp.status_code == 404
         assert client["display_name"] not in resp.text
-    pool = await asyncpg.connect(api.db.dsn(OWNER_ROLE))
-    try:
-        reads = await pool.fetchval("SELECT count(*) FROM audit_events WHERE outcome = 'success' AND action = 'read'")
-    finally:
-        await pool.close()
-    assert reads == 0
+    assert await events(api, outcome="success", action="read") == []
 
 
 async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the_tenant_too(db):
