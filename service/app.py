@@ -161,6 +161,10 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     app = FastAPI(
         title="Strengths & Goals API", version="1.0.0", description=API_DESCRIPTION, lifespan=lifespan,
         docs_url=None, redoc_url=None, default_response_class=JSONOut,
+        # FastAPI's own OpenTelemetry (on whenever a global provider exists, e.g. under `opentelemetry-instrument`)
+        # records raw paths, which can hold an MRN; tracing is ours (`_tracing`, redacted). Off, it also costs
+        # nothing per request (it asked the global providers, reading the environment, on every request).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     problems.install(app)
     _health(app)  # first: the router tries routes in order, and probes should not walk past every API route

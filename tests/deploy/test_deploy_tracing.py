@@ -93,8 +93,31 @@ def test_exception_events_lose_their_message(tmp_path):
     assert span.status.status_code.name == "ERROR"
 
 
-# What tracing brings in. (FastAPI itself imports the OpenTelemetry *API* for its own telemetry, which stays
-# off without a configured global provider; the SDK, the instrumentations and the exporter are ours.)
+def test_fastapi_records_nothing_of_its_own_under_a_global_provider():
+    """FastAPI's built-in telemetry, on by default whenever a global tracer provider is installed (as by
+    `opentelemetry-instrument`), would export spans with the raw path (a by-identifier path holds an MRN),
+    bypassing our redaction. It is turned off: a request under a global provider leaves no span at all."""
+    code = ("from opentelemetry import trace; from opentelemetry.sdk.trace import TracerProvider; "
+            "from opentelemetry.sdk.trace.export import SimpleSpanProcessor; "
+            "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter; "
+            "exporter = InMemorySpanExporter(); provider = TracerProvider(); "
+            "provider.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(provider); "
+            "import asyncio, httpx; from service.app import create_app; from service.settings import Settings; "
+            "app = create_app(Settings(database_url='postgresql+asyncpg://unused@localhost/unused')); "
+            "get = lambda: httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url='http://t').get("
+            f"'/healthz?mrn={MRN}'); "
+            "print(asyncio.run(get()).status_code); "
+            "print([(s.name, dict(s.attributes or {})) for s in exporter.get_finished_spans()])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    status, spans = out.stdout.strip().splitlines()[-2:]
+    assert status == "200"
+    assert spans == "[]", spans  # with FastAPI's telemetry on: four spans, one with url.path ending in the MRN
+
+
+# What tracing brings in. (FastAPI itself imports the OpenTelemetry *API* for its own telemetry, which
+# service/app.py turns off; the SDK, the instrumentations and the exporter are ours.)
 OURS = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter", "service.telemetry.tracing")
 
 
