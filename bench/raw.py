@@ -143,11 +143,16 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
                       variants: list[dict[str, str]], fresh_ids: set[str] | None = None) -> list[Plan]:
     """One plan per request variant: the captured statements with the rotating values swapped in.
 
-    ``variants[0]`` holds the values the captured request was sent with; ``variants[i]`` the ones to use
-    instead (e.g. ``{"client_id": "..."}``). With ``fresh_ids`` (a write workload: the ids the service
+    ``variants[0]`` holds the values the captured request was sent with (each must occur in its statements, else
+    ValueError: no plan would differ from the captured request); ``variants[i]`` the ones to use instead (e.g.
+    ``{"client_id": "..."}``). With ``fresh_ids`` (a write workload: the ids the service
     generated for the captured request), every plan also gets new ids for those, and the rotating values
     are swapped as substrings (an external-id prefix inside a text[] or a jsonb[] of history snapshots).
     """
+    texts = [text for st in statements for text in (st.sql, *(st.params or ())) if text]
+    missing = [v for v in variants[0].values() if v and not any(v in text for text in texts)]
+    if missing:  # the plans would all replay the captured request itself (a write: rows it already wrote)
+        raise ValueError(f"the captured statements do not hold the values their request was sent with: {missing}")
     conn = await asyncpg.connect(dsn, server_settings=server_settings(settings))
     try:
         types: list[list[str] | None] = []

@@ -75,9 +75,11 @@ AFTER_RESPONSE_S = 0.5  # the audit row of a read outside a unit of work (GraphQ
 
 
 def capture_statements(db: Database, svc: Service, ctx: Context,
-                       w: Workload) -> tuple[list[capture.Statement], set[str]]:
-    """The statements of one request (``variants[0]``, after a warm-up with ``variants[-1]``), and for a write
-    the ids the service generated for it (UUIDs in the response that were not in the request)."""
+                       w: Workload) -> tuple[list[capture.Statement], set[str], dict[str, str]]:
+    """The statements of one request (``variants[0]``, after a warm-up with ``variants[-1]``), for a write the ids
+    the service generated for it (UUIDs in the response that were not in the request), and the rotating values it
+    was sent with (``subst``: what the raw twin swaps for each plan's own; this context's, whose write variants
+    carry identifiers of their own, not those of the context that measures)."""
     variants = w.variants(ctx)
     warm = send(ctx, variants[-1])
     if warm.status_code >= 300:
@@ -96,7 +98,7 @@ def capture_statements(db: Database, svc: Service, ctx: Context,
     if w.writes:
         sent = set(re.findall(raw.UUID_RE, (variants[0].request.body or b"").decode()))
         fresh = set(re.findall(raw.UUID_RE, resp.text)) - sent
-    return statements, fresh
+    return statements, fresh, variants[0].subst
 
 
 async def pg_version(dsn: str) -> str:
@@ -234,21 +236,25 @@ def prepare(args: argparse.Namespace) -> Setup:
     return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own, caseloads)
 
 
-def capture_all(setup: Setup) -> tuple[dict[str, list[capture.Statement]], dict[str, set[str]]]:
-    """A service instance whose connections log every statement; the statements of each workload's request
-    (and, for writes, the ids the service generated for it)."""
+Captured = tuple[dict[str, list[capture.Statement]], dict[str, set[str]], dict[str, dict[str, str]]]
+
+
+def capture_all(setup: Setup) -> Captured:
+    """A service instance whose connections log every statement; the statements of each workload's request, for
+    writes the ids the service generated for it, and the rotating values the request was sent with."""
     captured: dict[str, list[capture.Statement]] = {}
     fresh: dict[str, set[str]] = {}
+    sent: dict[str, dict[str, str]] = {}
     asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
     try:
         with Service(setup.data_dir) as svc:
             ctx = setup.context(svc)
             for w in setup.workloads:
-                captured[w.name], fresh[w.name] = capture_statements(setup.db, svc, ctx, w)
+                captured[w.name], fresh[w.name], sent[w.name] = capture_statements(setup.db, svc, ctx, w)
                 log(f"{w.name}: captured {len(captured[w.name])} statements")
     finally:
         asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
-    return captured, fresh
+    return captured, fresh, sent
 
 
 @dataclass
@@ -263,7 +269,7 @@ RAW_WRITE_PLANS = 1500  # W3's raw twin: distinct plans per run (each replayed o
 
 
 def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
-                fresh: dict[str, set[str]]) -> Measurements:
+                fresh: dict[str, set[str]], sent: dict[str, dict[str, str]]) -> Measurements:
     """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
@@ -289,11 +295,11 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
                                  for v in w.variants(ctx)][:n_plans]
                     plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [variants[0].subst, *raw_subst], fresh[w.name]))[1:]
+                                                        [sent[w.name], *raw_subst], fresh[w.name]))[1:]
                 else:
                     warm = None
                     plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [v.subst for v in variants]))
+                                                        [sent[w.name], *(v.subst for v in variants)]))[1:]
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid, sequential=w.writes, warmup_requests=warm)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
@@ -446,8 +452,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     mach = machine()
     setup = prepare(args)
-    captured, fresh = capture_all(setup)
-    measurements = measure_all(setup, captured, fresh)
+    captured, fresh, sent = capture_all(setup)
+    measurements = measure_all(setup, captured, fresh, sent)
     result = summarize(setup, mach, captured, measurements)
     if args.rls_cost:
         result["rls_cost"] = rls.measure(setup, captured, measure_http, log)

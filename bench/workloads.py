@@ -3,7 +3,10 @@
 A workload turns the seeded caseload into a list of request *variants*: the HTTP request, and the values
 in it that rotate from request to request (``subst``, e.g. the client id). The load generator picks
 variants at random; the raw twin is built from the statements captured for ``variants[0]`` (after a warm-up
-request with ``variants[-1]``) by swapping ``variants[0].subst`` values for the picked variant's.
+request with ``variants[-1]``) by swapping that request's ``subst`` values for the picked variant's. The capture
+and the measurement build their variants in contexts of their own, and a write's variants carry the context's
+``nonce``: the values swapped out are the captured request's own (``bench.run.capture_statements`` returns them),
+and ``raw.build_plans`` refuses values its statements do not hold.
 
 Write workloads (``writes=True``) give every variant a unique body (fresh external ids from
 ``ctx.unique()``), are sent in order rather than at random (so a run never repeats a body), and their raw twin

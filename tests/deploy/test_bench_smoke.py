@@ -4,15 +4,19 @@ fast unit checks of the log parser and the wrk script."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.capture import parse_log
+import pytest
+
+from bench import raw
+from bench.capture import Statement, parse_log
 from bench.loadgen import Request, wrk_script
-from service.settings import PROJECT_ROOT
+from service.settings import PROJECT_ROOT, Settings
 
 LOG = """\
 2026-01-01 00:00:00.001 UTC [42] LOG:  statement: BEGIN;
@@ -36,6 +40,31 @@ def test_wrk_script_escapes() -> None:
                          Request("POST", "/y", {}, b"{}")])
     assert '"/v1/x?q=\\034a\\034"' in script
     assert "math.random(#reqs)" in script
+
+
+CAPTURED_ID = "0f0f0f0f-0000-4000-8000-000000000001"  # an id the service generated for the captured batch
+BATCH = Statement(sql="WITH t AS (SELECT * FROM jsonb_array_elements($1)) INSERT ...",
+                  params=(f'[{{"id": "{CAPTURED_ID}", "external_id": "w3.aaaa.0.7"}}]',))
+
+
+def test_a_write_plan_swaps_the_captured_requests_own_values() -> None:
+    """Each plan of a write replays the captured batch with its own external ids and new generated ids: none of the
+    captured request's, which it already stored (a plan holding them inserts nothing)."""
+    fresh = raw._Fresh({CAPTURED_ID}, {"ext": "w3.aaaa.0."})
+    (body,) = fresh.args(BATCH.params or (), ["jsonb"], {"ext": "w3.bbbb.5."})
+    assert "w3.bbbb.5.7" in body
+    assert "w3.aaaa" not in body
+    assert CAPTURED_ID not in body
+
+
+def test_plans_refuse_values_their_statements_do_not_hold() -> None:
+    """Values swapped out must be the captured request's own. The variants of another context (the one that measures,
+    whose write variants carry its own nonce) are not in the statements: every plan would have been the captured
+    batch again, all duplicates (the W3 and W7 replay twins until 2026-12-06)."""
+    settings = Settings(database_url="postgresql+asyncpg://unused@127.0.0.1:9/unused")
+    with pytest.raises(ValueError, match="w3.cccc.0."):
+        asyncio.run(raw.build_plans("postgresql://unused@127.0.0.1:9/unused", settings, [BATCH],
+                                    [{"ext": "w3.cccc.0."}, {"ext": "w3.dddd.1."}], {CAPTURED_ID}))
 
 
 def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
