@@ -219,13 +219,15 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
     start = time.perf_counter() + warmup
     stop = start + duration
 
-    order = itertools.cycle(range(len(plans)))  # writes: each plan once, in order (wraps only if too few)
+    order = itertools.cycle(range(len(plans)))  # writes: each plan once, in order
+    sent = 0
 
     async def worker() -> None:
-        nonlocal count
+        nonlocal count, sent
         rng = random.Random()
         while time.perf_counter() < stop:
             plan = plans[next(order) if sequential else rng.randrange(len(plans))]
+            sent += 1
             t0 = time.perf_counter()
             try:
                 rows: list[Any] = []
@@ -250,11 +252,19 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
         await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
     finally:
         await pool.close()
+    if sequential and sent > len(plans):
+        raise RepeatedWrites(f"the twin sent {sent} writes (warm-up included) but has {len(plans)} distinct plans: "
+                             "the repeats would be duplicates, cheaper than new writes (raise the plan count)")
     latencies.sort()
     return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
                   p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
                   duration_s=duration, tool=f"asyncpg c{concurrency}", error_detail=errors,
                   cpu_s=cpu[1] - cpu[0])
+
+
+class RepeatedWrites(RuntimeError):
+    """A write run sent more requests than it has distinct bodies or plans: its figures would count duplicates,
+    which the service and the twins answer without writing, as writes."""
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,

@@ -123,6 +123,10 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
     if pid:
         result.cpu_s = process_tree_cpu(pid) - cpu0
+    if sequential and result.requests > len(requests):
+        raise raw.RepeatedWrites(f"the load generator sent {result.requests} writes but has "
+                                 f"{len(requests)} distinct bodies: the repeats would be duplicates, cheaper than new "
+                                 "writes (raise the workload's number of variants)")
     return result
 
 
@@ -265,7 +269,7 @@ class Measurements:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-RAW_WRITE_PLANS = 1500  # W3's raw twin: distinct plans per run (each replayed once, in order)
+RAW_WRITE_PLANS = 3000  # W3's raw twin: distinct plans per run (each replayed once, in order; raw.RepeatedWrites)
 
 
 def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],

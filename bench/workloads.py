@@ -35,7 +35,8 @@ GRAPHQL_DASHBOARD = (PROJECT_ROOT / "bench" / "queries" / "dashboard.graphql").r
 
 BATCH_SIZE = 100  # W3: measurements per request
 FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
-WRITE_VARIANTS = 600  # W3: distinct bodies per generator run (sent in order, so none is sent twice)
+WRITE_VARIANTS = 2500  # W3: distinct bodies per generator run (sent in order, so none is sent twice: a run that
+# would send more fails, raw.RepeatedWrites; 600 until 2026-12-06, and runs past 120 batches/s sent half twice)
 BULK_CLIENTS = 125  # W7: clients per import request, 4 lines each (client, strength, goal, marker): 500 lines,
 BULK_VARIANTS = 150  # one chunk of the importer (service.sync.bulk.CHUNK_LINES); distinct bodies per run
 

@@ -67,6 +67,14 @@ def test_plans_refuse_values_their_statements_do_not_hold() -> None:
                                     [{"ext": "w3.cccc.0."}, {"ext": "w3.dddd.1."}], {CAPTURED_ID}))
 
 
+async def test_a_write_twin_refuses_to_send_a_plan_twice(db) -> None:
+    """A write run that outlasts its distinct plans fails instead of counting duplicates (which insert nothing and
+    cost less) as writes."""
+    with pytest.raises(raw.RepeatedWrites, match="1 distinct plans"):
+        await raw._run(db.dsn(), db.settings(), [[("SELECT 1", None)]], 2, 0.3, 0.0, True, None, None)
+    await raw._run(db.dsn(), db.settings(), [[("SELECT 1", None)]], 2, 0.3, 0.0, False, None, None)  # reads repeat
+
+
 def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     t0 = time.monotonic()
     out = subprocess.run(
