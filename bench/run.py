@@ -248,17 +248,17 @@ def capture_all(setup: Setup) -> Captured:
     writes the ids the service generated for it, and the rotating values the request was sent with."""
     captured: dict[str, list[capture.Statement]] = {}
     fresh: dict[str, set[str]] = {}
-    sent: dict[str, dict[str, str]] = {}
+    substs: dict[str, dict[str, str]] = {}
     asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
     try:
         with Service(setup.data_dir) as svc:
             ctx = setup.context(svc)
             for w in setup.workloads:
-                captured[w.name], fresh[w.name], sent[w.name] = capture_statements(setup.db, svc, ctx, w)
+                captured[w.name], fresh[w.name], substs[w.name] = capture_statements(setup.db, svc, ctx, w)
                 log(f"{w.name}: captured {len(captured[w.name])} statements")
     finally:
         asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
-    return captured, fresh, sent
+    return captured, fresh, substs
 
 
 @dataclass
@@ -273,7 +273,7 @@ RAW_WRITE_PLANS = 3000  # W3's raw twin: distinct plans per run (each replayed o
 
 
 def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
-                fresh: dict[str, set[str]], sent: dict[str, dict[str, str]]) -> Measurements:
+                fresh: dict[str, set[str]], substs: dict[str, dict[str, str]]) -> Measurements:
     """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
@@ -299,11 +299,11 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
                                  for v in w.variants(ctx)][:n_plans]
                     plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [sent[w.name], *raw_subst], fresh[w.name]))[1:]
+                                                        [substs[w.name], *raw_subst], fresh[w.name]))[1:]
                 else:
                     warm = None
                     plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [sent[w.name], *(v.subst for v in variants)]))[1:]
+                                                        [substs[w.name], *(v.subst for v in variants)]))[1:]
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid, sequential=w.writes, warmup_requests=warm)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
@@ -456,8 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     mach = machine()
     setup = prepare(args)
-    captured, fresh, sent = capture_all(setup)
-    measurements = measure_all(setup, captured, fresh, sent)
+    captured, fresh, substs = capture_all(setup)
+    measurements = measure_all(setup, captured, fresh, substs)
     result = summarize(setup, mach, captured, measurements)
     if args.rls_cost:
         result["rls_cost"] = rls.measure(setup, captured, measure_http, log)
