@@ -363,8 +363,9 @@ def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Varian
 def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
     """py-spy on the service during an extra HTTP run (not one of the measured ones)."""
     collapsed = setup.args.out_dir / "raw" / f"{w.name}-pyspy.txt"
+    requests = [v.request for v in w.variants(ctx)]  # before py-spy starts: W3 builds 2,500 bodies
     spy = profile.start(pid, setup.args.duration * w.duration_factor, collapsed)
-    result = loadgen.run_load(setup.tool, ctx.base_url, [v.request for v in w.variants(ctx)],
+    result = loadgen.run_load(setup.tool, ctx.base_url, requests,
                               concurrency=min(setup.args.concurrency, w.concurrency or setup.args.concurrency),
                               duration=setup.args.duration * w.duration_factor,
                               work_dir=setup.work_dir, threads=setup.args.threads, sequential=w.writes)
