@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bench import raw
@@ -33,6 +34,16 @@ def test_parse_log_keeps_text_and_parameters() -> None:
         "BEGIN;", "SELECT a\nFROM t WHERE x = $1::UUID AND y = $2 LIMIT $3::INTEGER", "COMMIT;"]
     assert statements[0].params is None
     assert statements[1].params == ("a-b", "it's, $2 = x", None)
+
+
+def test_wrk_script_holds_a_large_body_as_it_is() -> None:
+    """A large ASCII body goes into the script in Lua's long brackets, byte for byte (no escapes to write); one
+    Lua would change (a carriage return) is escaped instead."""
+    body = orjson.dumps({"measurements": [{"external_id": f'w3."x".{i}', "note": "a\\b"} for i in range(20)]}) + b"\n"
+    script = wrk_script([Request("POST", "/v1/measurements/batch", {}, body)])
+    assert "[==[" + body.decode() + "]==]" in script
+    crlf = b"\r\n".join([body] * 2)
+    assert "\\013\\010" in wrk_script([Request("POST", "/x", {}, crlf)])
 
 
 def test_wrk_script_escapes() -> None:
