@@ -12,6 +12,7 @@ from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
+from service.api.idempotency import KEY_REGEX
 from service.api.uow import unit_of_work as work
 from service.api.uow import write_unit_of_work
 from service.auth.principal import Principal
@@ -132,7 +133,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="Replays the first response for 24 h (same key, same body)",
-           json_schema_extra={"pattern": "^[ -~]{1,255}$"}),
+           json_schema_extra={"pattern": f"^{KEY_REGEX}$"}),
 ]
 
 

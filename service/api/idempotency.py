@@ -28,7 +28,11 @@ from service.errors import Conflict, MalformedRequest, RuleViolation
 
 KEY_HEADER = "Idempotency-Key"
 MAX_KEY = 255
-KEY_PATTERN = re.compile(r"[ -~]{1,255}")  # as declared in OpenAPI (service.collections.rest)
+# 1 to 255 printable ASCII characters, the first and the last not a space: HTTP takes leading and trailing white
+# space off a field value (RFC 9110 section 5.5), so a key that had any would not arrive as sent, and one of spaces
+# only would arrive empty. Declared in OpenAPI as it is (``dependencies.IdempotencyKeyHeader``).
+KEY_REGEX = r"[!-~](?:[ -~]{0,253}[!-~])?"
+KEY_PATTERN = re.compile(KEY_REGEX)
 TTL_HOURS = 24
 REPLAYED_HEADERS = ("location", "etag", "content-type")
 
@@ -69,7 +73,8 @@ def key_of(request: Request) -> str | None:
     if key is None:
         return None
     if not KEY_PATTERN.fullmatch(key):
-        raise MalformedRequest(f"{KEY_HEADER} must be 1 to {MAX_KEY} printable ASCII characters")
+        raise MalformedRequest(f"{KEY_HEADER} must be 1 to {MAX_KEY} printable ASCII characters, not beginning or "
+                               "ending with a space")
     return key
 
 

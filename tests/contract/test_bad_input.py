@@ -176,7 +176,9 @@ async def test_bad_paths_and_queries(api, path):
     assert await counts(api) == before
 
 
-@pytest.mark.parametrize("key", [b"k" * 256, b"caf\xe9", b"a\x01b", b""])
+# Over HTTP a key's leading and trailing spaces are taken off on the way (spaces only arrive empty), so the documented
+# pattern admits none and neither does the service, whose in-process clients do send them as they are.
+@pytest.mark.parametrize("key", [b"k" * 256, b"caf\xe9", b"a\x01b", b"", b" ", b" k", b"k "])
 async def test_bad_idempotency_keys_are_400(api, key):
     org = await api.org()
     c = api.client(await api.token(org, ALL))
