@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -86,6 +87,21 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 _SWAPPABLE = {"uuid", "text", "varchar", "jsonb", "json"}  # types whose values may hold an id or external id
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One workload's captured request: the statements the service sent, the rotating values the request was sent
+    with (``subst``: what each plan swaps out), and for a write the ids the service generated for it (``fresh``;
+    None for a read)."""
+
+    statements: list[Statement]
+    subst: dict[str, str]
+    fresh: set[str] | None = None
+
+    def plans(self, dsn: str, settings: Settings, substs: list[dict[str, str]]) -> list[Plan]:
+        """One plan per entry of ``substs`` (``build_plans``, the captured values swapped out)."""
+        return asyncio.run(build_plans(dsn, settings, self.statements, [self.subst, *substs], self.fresh))[1:]
 
 
 class _Fresh:
@@ -252,9 +268,8 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
         await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
     finally:
         await pool.close()
-    if sequential and sent > len(plans):
-        raise RepeatedWrites(f"the twin sent {sent} writes (warm-up included) but has {len(plans)} distinct plans: "
-                             "the repeats would be duplicates, cheaper than new writes (raise the plan count)")
+    if sequential:
+        refuse_repeats(sent, len(plans), "plans")
     latencies.sort()
     return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
                   p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
@@ -265,6 +280,13 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
 class RepeatedWrites(RuntimeError):
     """A write run sent more requests than it has distinct bodies or plans: its figures would count duplicates,
     which the service and the twins answer without writing, as writes."""
+
+
+def refuse_repeats(sent: int, distinct: int, what: str) -> None:
+    """``RepeatedWrites`` when a write run sent more requests than it has distinct ``what`` (bodies, plans)."""
+    if sent > distinct:
+        raise RepeatedWrites(f"{sent} writes sent (warm-up included) but {distinct} distinct {what}: the repeats would "
+                             f"be duplicates, cheaper than new writes (raise the number of {what})")
 
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,

@@ -63,7 +63,7 @@ def _as_bypass(url: str) -> str:
     return url.replace(f"{APP_ROLE}@", f"{BYPASS_ROLE}@", 1)
 
 
-def measure(setup: Any, captured: dict[str, Any], measure_http: Any, log: Any) -> dict[str, Any]:
+def measure(setup: Any, captured: dict[str, raw.Capture], measure_http: Any, log: Any) -> dict[str, Any]:
     """Both roles, per repeat, per read workload (writes are left out: the twin's fresh ids are per plan).
     The two raw runs are back to back, then the two services; which role goes first alternates per repeat."""
     args, db = setup.args, setup.db
@@ -76,8 +76,8 @@ def measure(setup: Any, captured: dict[str, Any], measure_http: Any, log: Any) -
     reads = [w for w in setup.workloads if not w.writes]
     runs: dict[str, list[dict[str, Any]]] = {w.name: [] for w in reads}
     offline = Context("http://unused", "", setup.seed.org_id, setup.seed.client_ids, markers=setup.markers)
-    plans = {w.name: asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                 [v.subst for v in w.variants(offline)])) for w in reads}
+    plans = {w.name: captured[w.name].plans(db.app_dsn, db.settings, [v.subst for v in w.variants(offline)])
+             for w in reads}
     for rep in range(args.repeats):
         order = ["rls", "bypassrls"] if rep % 2 == 0 else ["bypassrls", "rls"]
         for w in reads:

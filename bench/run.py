@@ -74,12 +74,11 @@ def send(ctx: Context, v: Variant) -> httpx.Response:
 AFTER_RESPONSE_S = 0.5  # the audit row of a read outside a unit of work (GraphQL) is written after the response
 
 
-def capture_statements(db: Database, svc: Service, ctx: Context,
-                       w: Workload) -> tuple[list[capture.Statement], set[str], dict[str, str]]:
-    """The statements of one request (``variants[0]``, after a warm-up with ``variants[-1]``), for a write the ids
-    the service generated for it (UUIDs in the response that were not in the request), and the rotating values it
-    was sent with (``subst``: what the raw twin swaps for each plan's own; this context's, whose write variants
-    carry identifiers of their own, not those of the context that measures)."""
+def capture_statements(db: Database, svc: Service, ctx: Context, w: Workload) -> raw.Capture:
+    """The statements of one request (``variants[0]``, after a warm-up with ``variants[-1]``), the rotating values it
+    was sent with (what the raw twin swaps for each plan's own: this context's, whose write variants carry identifiers
+    of their own, not those of the context that measures), and for a write the ids the service generated for it
+    (UUIDs in the response that were not in the request)."""
     variants = w.variants(ctx)
     warm = send(ctx, variants[-1])
     if warm.status_code >= 300:
@@ -94,11 +93,11 @@ def capture_statements(db: Database, svc: Service, ctx: Context,
     statements = capture.only_backend(capture.parse_log(text))
     if not statements:
         raise RuntimeError(f"{w.name}: no statements in the PostgreSQL log ({db.log_path}) for the request")
-    fresh: set[str] = set()
+    fresh: set[str] | None = None
     if w.writes:
         sent = set(re.findall(raw.UUID_RE, (variants[0].request.body or b"").decode()))
         fresh = set(re.findall(raw.UUID_RE, resp.text)) - sent
-    return statements, fresh, variants[0].subst
+    return raw.Capture(statements, variants[0].subst, fresh)
 
 
 async def pg_version(dsn: str) -> str:
@@ -123,10 +122,8 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
     if pid:
         result.cpu_s = process_tree_cpu(pid) - cpu0
-    if sequential and result.requests > len(requests):
-        raise raw.RepeatedWrites(f"the load generator sent {result.requests} writes but has "
-                                 f"{len(requests)} distinct bodies: the repeats would be duplicates, cheaper than new "
-                                 "writes (raise the workload's number of variants)")
+    if sequential:
+        raw.refuse_repeats(result.requests, len(requests), "bodies")
     return result
 
 
@@ -240,25 +237,19 @@ def prepare(args: argparse.Namespace) -> Setup:
     return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own, caseloads)
 
 
-Captured = tuple[dict[str, list[capture.Statement]], dict[str, set[str]], dict[str, dict[str, str]]]
-
-
-def capture_all(setup: Setup) -> Captured:
-    """A service instance whose connections log every statement; the statements of each workload's request, for
-    writes the ids the service generated for it, and the rotating values the request was sent with."""
-    captured: dict[str, list[capture.Statement]] = {}
-    fresh: dict[str, set[str]] = {}
-    substs: dict[str, dict[str, str]] = {}
+def capture_all(setup: Setup) -> dict[str, raw.Capture]:
+    """A service instance whose connections log every statement; each workload's captured request."""
+    captured: dict[str, raw.Capture] = {}
     asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, True))
     try:
         with Service(setup.data_dir) as svc:
             ctx = setup.context(svc)
             for w in setup.workloads:
-                captured[w.name], fresh[w.name], substs[w.name] = capture_statements(setup.db, svc, ctx, w)
-                log(f"{w.name}: captured {len(captured[w.name])} statements")
+                captured[w.name] = capture_statements(setup.db, svc, ctx, w)
+                log(f"{w.name}: captured {len(captured[w.name].statements)} statements")
     finally:
         asyncio.run(capture.set_statement_logging(setup.db.superuser_dsn, APP_ROLE, False))
-    return captured, fresh, substs
+    return captured
 
 
 @dataclass
@@ -272,8 +263,7 @@ class Measurements:
 RAW_WRITE_PLANS = 3000  # W3's raw twin: distinct plans per run (each replayed once, in order; raw.RepeatedWrites)
 
 
-def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
-                fresh: dict[str, set[str]], substs: dict[str, dict[str, str]]) -> Measurements:
+def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
     """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
@@ -298,12 +288,9 @@ def measure_all(setup: Setup, captured: dict[str, list[capture.Statement]],
                     n_plans = w.write_plans or RAW_WRITE_PLANS
                     raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
                                  for v in w.variants(ctx)][:n_plans]
-                    plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [substs[w.name], *raw_subst], fresh[w.name]))[1:]
                 else:
-                    warm = None
-                    plans = asyncio.run(raw.build_plans(db.app_dsn, db.settings, captured[w.name],
-                                                        [substs[w.name], *(v.subst for v in variants)]))[1:]
+                    warm, raw_subst = None, [v.subst for v in variants]
+                plans = captured[w.name].plans(db.app_dsn, db.settings, raw_subst)
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid, sequential=w.writes, warmup_requests=warm)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
@@ -377,7 +364,7 @@ def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str,
     return summary
 
 
-def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[capture.Statement]],
+def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Capture],
               m: Measurements) -> dict[str, Any]:
     args, db = setup.args, setup.db
     mach.update(loadavg_end=[round(x, 2) for x in os.getloadavg()], postgres=asyncio.run(pg_version(db.owner_dsn)),
@@ -424,7 +411,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, list[captu
             "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
             "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
-                           for s in captured[w.name]],
+                           for s in captured[w.name].statements],
             "runs": reps,
         }
         if w.items_per_request > 1:
@@ -457,8 +444,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     mach = machine()
     setup = prepare(args)
-    captured, fresh, substs = capture_all(setup)
-    measurements = measure_all(setup, captured, fresh, substs)
+    captured = capture_all(setup)
+    measurements = measure_all(setup, captured)
     result = summarize(setup, mach, captured, measurements)
     if args.rls_cost:
         result["rls_cost"] = rls.measure(setup, captured, measure_http, log)
