@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import psutil
 
 from service.settings import PROJECT_ROOT, Settings
 
@@ -52,6 +53,21 @@ class Database:
         superuser = owner.replace("strengths_owner@", "postgres@", 1)
         return cls(data_dir=data_dir, owner_dsn=owner, app_dsn=app, superuser_dsn=superuser,
                    log_path=(data_dir / "pg" / "log").resolve(), settings=prepared)
+
+
+def postgres_cpu(data_dir: Path) -> float:
+    """CPU seconds used so far by the embedded PostgreSQL in ``data_dir`` (the postmaster, every backend and
+    background process, and those that exited)."""
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    root = psutil.Process(int(pid_file.read_text().splitlines()[0]))
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def free_port() -> int:

@@ -40,10 +40,15 @@ class Result:
     tool: str
     error_detail: dict[str, int] = field(default_factory=dict)
     cpu_s: float | None = None  # CPU seconds of the process measured (service or raw client), when known
+    pg_cpu_s: float | None = None  # CPU seconds PostgreSQL used over the measured window, when known
 
     @property
     def cpu_ms_per_req(self) -> float | None:
         return round(self.cpu_s * 1000 / self.requests, 3) if self.cpu_s is not None and self.requests else None
+
+    @property
+    def pg_cpu_ms_per_req(self) -> float | None:
+        return round(self.pg_cpu_s * 1000 / self.requests, 3) if self.pg_cpu_s is not None and self.requests else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"rps": round(self.rps, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),

@@ -202,12 +202,19 @@ async def build_plans(dsn: str, settings: Settings, statements: list[Statement],
     return plans
 
 
-async def _mark_cpu(start: float, stop: float, cpu: list[float]) -> None:
-    """This process's CPU time at the start and the end of the measured window."""
+PgCpu = Callable[[], float]  # PostgreSQL's CPU seconds so far (``env.postgres_cpu`` of the bench's data dir)
+
+
+async def _mark_cpu(start: float, stop: float, cpu: list[float], pg: list[float], pg_cpu: PgCpu | None) -> None:
+    """This process's CPU time, and PostgreSQL's with ``pg_cpu``, at the start and the end of the measured window."""
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     cpu.append(time.process_time())
+    if pg_cpu is not None:
+        pg.append(pg_cpu())
     await asyncio.sleep(max(0.0, stop - time.perf_counter()))
     cpu.append(time.process_time())
+    if pg_cpu is not None:
+        pg.append(pg_cpu())
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -217,7 +224,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
                warmup: float, sequential: bool = False, finish: Finish | None = None,
-               tenant: UUID | None = None) -> Result:
+               tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
     async def pinned(conn: asyncpg.Connection) -> None:
         """The session's tenant, as the service's pinned connections hold it (``service.db.PinnedTenants``): a read
         it sends outside a transaction finds it there (set before the capture, so not among the statements)."""
@@ -264,8 +271,9 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
                 latencies.append(t1 - t0)
 
     cpu: list[float] = []
+    pg: list[float] = []
     try:
-        await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
+        await asyncio.gather(_mark_cpu(start, stop, cpu, pg, pg_cpu), *(worker() for _ in range(concurrency)))
     finally:
         await pool.close()
     if sequential:
@@ -274,7 +282,7 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
     return Result(rps=count / duration, p50_ms=percentile(latencies, 50) * 1000,
                   p99_ms=percentile(latencies, 99) * 1000, errors=sum(errors.values()), requests=count,
                   duration_s=duration, tool=f"asyncpg c{concurrency}", error_detail=errors,
-                  cpu_s=cpu[1] - cpu[0])
+                  cpu_s=cpu[1] - cpu[0], pg_cpu_s=pg[1] - pg[0] if pg else None)
 
 
 class RepeatedWrites(RuntimeError):
@@ -291,7 +299,7 @@ def refuse_repeats(sent: int, distinct: int, what: str) -> None:
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
             warmup: float, sequential: bool = False, finish: Finish | None = None,
-            tenant: UUID | None = None) -> Result:
+            tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
     try:
         import uvloop
 
@@ -299,32 +307,33 @@ def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential,  # type: ignore[no-any-return]
-                       finish, tenant))
+                       finish, tenant, pg_cpu))
 
 
-def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None, UUID | None]
-                 ) -> Result:
-    dsn, settings, plans, concurrency, duration, warmup, sequential, finish, tenant = job
+def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None, UUID | None,
+                            PgCpu | None]) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup, sequential, finish, tenant, pg_cpu = job
     return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                   sequential=sequential, finish=finish, tenant=tenant)
+                   sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu)
 
 
 def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
                       duration: float, warmup: float, sequential: bool = False,
-                      finish: Finish | None = None, tenant: UUID | None = None) -> Result:
+                      finish: Finish | None = None, tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
     """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
     between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
     median of the processes' p50s and p99 the worst of their p99s. ``tenant``: the organization each connection's
-    session holds, as the service's pinned connections do (the replay twin)."""
+    session holds, as the service's pinned connections do (the replay twin). ``pg_cpu``: PostgreSQL's CPU over the
+    measured window too (read by the first process: the windows coincide)."""
     if processes <= 1:
         return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                       sequential=sequential, finish=finish, tenant=tenant)
+                       sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential, finish,
-             tenant) for i, share in enumerate(shares) if share]
+             tenant, pg_cpu if i == 0 else None) for i, share in enumerate(shares) if share]
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
         parts = list(pool.map(_raw_process, jobs))
     p50s = sorted(r.p50_ms for r in parts)
@@ -335,7 +344,7 @@ def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, proces
     return Result(rps=sum(r.rps for r in parts), p50_ms=p50s[len(p50s) // 2], p99_ms=max(r.p99_ms for r in parts),
                   errors=sum(r.errors for r in parts), requests=sum(r.requests for r in parts), duration_s=duration,
                   tool=f"asyncpg {len(parts)} processes c{concurrency}", error_detail=errors,
-                  cpu_s=sum(r.cpu_s or 0.0 for r in parts))
+                  cpu_s=sum(r.cpu_s or 0.0 for r in parts), pg_cpu_s=parts[0].pg_cpu_s)
 
 
 # ---------------------------------------------------------------- the same statements through SQLAlchemy

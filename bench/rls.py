@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 from typing import Any
 
 import asyncpg
-import psutil
 
 from bench import raw
-from bench.env import APP_ROLE, Service
+from bench.env import APP_ROLE, Service, postgres_cpu
 from bench.workloads import Context
 
 BYPASS_ROLE = "strengths_bench_bypassrls"
@@ -102,46 +102,27 @@ def measure(setup: Any, captured: dict[str, raw.Capture], measure_http: Any, log
     return {name: _summary(reps) for name, reps in runs.items()}
 
 
-def postgres_cpu(data_dir: Any) -> float:
-    """CPU seconds used so far by the embedded PostgreSQL (the postmaster and every backend)."""
-    pid_file = data_dir / "pg" / "postmaster.pid"
-    root = psutil.Process(int(pid_file.read_text().splitlines()[0]))
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def _http(setup: Any, svc: Service, w: Any, wargs: argparse.Namespace, measure_http: Any) -> dict[str, Any]:
     ctx = setup.context(svc)
     requests = [v.request for v in w.variants(ctx)]
     measure_http(setup.tool, svc.base_url, requests, argparse.Namespace(**{**vars(wargs), "duration": wargs.warmup}),
                  setup.work_dir)  # (its own warm-up included): caches of the new instance warmed
-    pg0 = postgres_cpu(setup.data_dir)
     r = measure_http(setup.tool, svc.base_url, requests, argparse.Namespace(**{**vars(wargs), "warmup": 0}),
-                     setup.work_dir, svc.pid)
-    pg = postgres_cpu(setup.data_dir) - pg0
+                     setup.work_dir, svc.pid, pg_cpu=functools.partial(postgres_cpu, setup.data_dir))
     if r.errors:
         raise RuntimeError(f"rls-cost: {r.errors} errors over HTTP ({r.error_detail}):\n{svc.log_tail()}")
     return {"rps": round(r.rps, 1), "p50_ms": round(r.p50_ms, 2), "cpu_ms_per_req": r.cpu_ms_per_req,
-            "pg_cpu_ms_per_req": round(pg * 1000 / r.requests, 3) if r.requests else None}
+            "pg_cpu_ms_per_req": r.pg_cpu_ms_per_req}
 
 
 def _raw(dsn: str, db: Any, plans: list[raw.Plan], wargs: argparse.Namespace) -> dict[str, Any]:
-    pg0 = postgres_cpu(db.data_dir)
     r = raw.run_raw_processes(dsn, db.settings, plans, processes=wargs.workers, concurrency=wargs.concurrency,
-                              duration=wargs.duration, warmup=wargs.warmup)
-    pg = postgres_cpu(db.data_dir) - pg0
+                              duration=wargs.duration, warmup=wargs.warmup,
+                              pg_cpu=functools.partial(postgres_cpu, db.data_dir))
     if r.errors:
         raise RuntimeError(f"rls-cost: {r.errors} raw errors as {dsn}: {r.error_detail}")
-    # (PostgreSQL's CPU over the warm-up too, divided by the measured requests: both roles alike)
-    total = r.requests * (wargs.duration + wargs.warmup) / wargs.duration
     return {"rps": round(r.rps, 1), "p50_ms": round(r.p50_ms, 2), "cpu_ms_per_req": r.cpu_ms_per_req,
-            "pg_cpu_ms_per_req": round(pg * 1000 / total, 3) if total else None}
+            "pg_cpu_ms_per_req": r.pg_cpu_ms_per_req}
 
 
 def _ratio(a: float, b: float) -> float:

@@ -33,8 +33,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from bench.env import Database
-from bench.rls import postgres_cpu
+from bench.env import Database, postgres_cpu
 from service.audit.service import _INSERT as AUDIT_INSERT
 from service.collections.records import FEED_CTE, HISTORY_CTE
 from service.domain import measurement_batch

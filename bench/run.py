@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import httpx
 import psutil
 
 from bench import capture, chart, limit, loadgen, profile, raw, rls
-from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, token
+from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, postgres_cpu, token
 from bench.seed import Seed, ensure_seed
 from bench.workloads import WORKLOADS, Context, Variant, Workload
 from service.settings import PROJECT_ROOT
@@ -110,16 +111,21 @@ async def pg_version(dsn: str) -> str:
 
 def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args: argparse.Namespace,
                  work_dir: Path, pid: int | None = None, *, sequential: bool = False,
-                 warmup_requests: list[loadgen.Request] | None = None) -> loadgen.Result:
-    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it.
-    Writes (``sequential``) warm up on their own requests, so the measured run sends no body twice."""
+                 warmup_requests: list[loadgen.Request] | None = None,
+                 pg_cpu: raw.PgCpu | None = None) -> loadgen.Result:
+    """A warm-up run, then the measured run; with ``pid``, also the CPU seconds that process used in it, and with
+    ``pg_cpu`` PostgreSQL's. Writes (``sequential``) warm up on their own requests, so the measured run sends no
+    body twice."""
     kw: dict[str, Any] = {"concurrency": args.concurrency, "work_dir": work_dir, "threads": args.threads,
                           "sequential": sequential}
     if args.warmup > 0:
         loadgen.run_load(tool, base_url, warmup_requests or requests,
                          duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup, **kw)
     cpu0 = process_tree_cpu(pid) if pid else 0.0
+    pg0 = pg_cpu() if pg_cpu else 0.0
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
+    if pg_cpu:
+        result.pg_cpu_s = pg_cpu() - pg0
     if pid:
         result.cpu_s = process_tree_cpu(pid) - cpu0
     if sequential:
@@ -268,6 +274,7 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
     HTTP load and right after it the raw twin."""
     args, db = setup.args, setup.db
     out = Measurements({w.name: [] for w in setup.workloads}, [], [])
+    pg_cpu = functools.partial(postgres_cpu, setup.data_dir)
     with Service(setup.data_dir, workers=args.workers, server=args.server) as svc:
         for rep in range(args.repeats):
             ctx = setup.context(svc)
@@ -292,24 +299,28 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                     warm, raw_subst = None, [v.subst for v in variants]
                 plans = captured[w.name].plans(db.app_dsn, db.settings, raw_subst)
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
-                                    svc.pid, sequential=w.writes, warmup_requests=warm)
+                                    svc.pid, sequential=w.writes, warmup_requests=warm, pg_cpu=pg_cpu)
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
-                                             warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name))
+                                             warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),
+                                             pg_cpu=pg_cpu)
                 ratio = http.rps / twin.rps if twin.rps else 0.0
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
-                             "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None},
-                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req},
+                             "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None,
+                             "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req},
+                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
+                            "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req},
                     "ratio": round(ratio, 3),
                 })
                 log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s, c{args.concurrency}) "
                     f"{http.rps:.0f} rps "
                     f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
-                    f"service CPU {http.cpu_ms_per_req} ms/request), "
-                    f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request), ratio {ratio:.2f}")
+                    f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}), "
+                    f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL "
+                    f"{twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
                 if w.name in limit.LIMITS:
-                    measure_limit(setup, ctx, w, variants, args, http, out.runs[w.name][-1], rep)
+                    measure_limit(setup, ctx, w, variants, args, out.runs[w.name][-1], rep, pg_cpu)
                 if args.ladder and not w.writes:
                     sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
                                             concurrency=args.concurrency, duration=args.duration,
@@ -332,19 +343,20 @@ LIMIT_WRITE_PLANS = 8000  # W3's limit twin: distinct plans per run (it is faste
 
 
 def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Variant], args: argparse.Namespace,
-                  http: loadgen.Result, run: dict[str, Any], rep: int) -> None:
+                  run: dict[str, Any], rep: int, pg_cpu: raw.PgCpu) -> None:
     """The limit twin (bench/limit.py) right after the replay twin, at the same concurrency for as long."""
     plans = limit.plans(w.name, ctx, variants, LIMIT_WRITE_PLANS if w.writes else None)
     finish = limit.signer(ctx, asyncio.run(limit.signing_jwk(setup.db.owner_dsn, setup.db.settings))) \
         if limit.LIMITS[w.name].signs else None
     twin = raw.run_raw_processes(setup.db.owner_dsn, setup.db.settings, plans, processes=args.workers,
                                  concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-                                 sequential=w.writes, finish=finish)
-    ratio = http.rps / twin.rps if twin.rps else 0.0
-    run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req}
+                                 sequential=w.writes, finish=finish, pg_cpu=pg_cpu)
+    ratio = run["http"]["rps"] / twin.rps if twin.rps else 0.0
+    run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
+                    "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req}
     run["limit_ratio"] = round(ratio, 3)
     log(f"repeat {rep + 1}/{args.repeats}: {w.name} limit twin {twin.rps:.0f} rps ({twin.errors} errors, client "
-        f"CPU {twin.cpu_ms_per_req} ms/request), ratio to the limit {ratio:.2f}")
+        f"CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL {twin.pg_cpu_ms_per_req}), ratio to the limit {ratio:.2f}")
 
 
 def profile_http(setup: Setup, pid: int, ctx: Context, w: Workload) -> dict[str, Any]:
@@ -410,6 +422,8 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
             "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
             "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
+            "service_pg_cpu_ms_per_req": median_opt([r["http"].get("pg_cpu_ms_per_req") for r in reps]),
+            "raw_pg_cpu_ms_per_req": median_opt([r["raw"].get("pg_cpu_ms_per_req") for r in reps]),
             "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
                            for s in captured[w.name].statements],
             "runs": reps,
@@ -427,7 +441,9 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
                 limit_p50_ms=round(median([r["limit"]["p50_ms"] for r in limited]), 2),
                 limit_errors=int(median([r["limit"]["errors"] for r in limited])),
                 limit_ratio=round(median([r["limit_ratio"] for r in limited]), 3),
-                limit_client_cpu_ms_per_req=median_opt([r["limit"]["client_cpu_ms_per_req"] for r in limited]))
+                limit_client_cpu_ms_per_req=median_opt([r["limit"]["client_cpu_ms_per_req"] for r in limited]),
+                limit_pg_cpu_ms_per_req=median_opt([r["limit"].get("pg_cpu_ms_per_req") for r in limited]))
+        result["workloads"][w.name].update(cpu_budget(result["workloads"][w.name]))
         if any("sqlalchemy" in r for r in reps):
             result["workloads"][w.name]["sqlalchemy_rps"] = round(
                 median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
@@ -455,6 +471,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(statements and profiles: {args.out_dir / 'raw' / 'latest.full.json'})")
     sys.stdout.write(markdown(result) + "\n")
     return result
+
+
+def cpu_budget(w: dict[str, Any]) -> dict[str, Any]:
+    """The CPU a request costs each side, its client and PostgreSQL together (the load generator's aside), and the
+    ratios those totals give: ``cpu_ratio`` (raw over service) and ``limit_cpu_ratio`` (limit over service) are
+    what ``ratio`` and ``limit_ratio`` would be if the machine's cores were all either side had to share (both sides
+    run on the same cores as PostgreSQL). A measured ratio near its CPU ratio says the cores are the limit; one
+    below it, something else (one worker's single core, waits)."""
+    def total(client: str, pg: str) -> float | None:
+        a, b = w.get(client), w.get(pg)
+        return None if a is None or b is None else round(a + b, 3)
+
+    out: dict[str, Any] = {}
+    service = total("service_cpu_ms_per_req", "service_pg_cpu_ms_per_req")
+    for side, key in (("raw", "cpu_ratio"), ("limit", "limit_cpu_ratio")):
+        twin = total(f"{side}_client_cpu_ms_per_req", f"{side}_pg_cpu_ms_per_req")
+        if service and twin:
+            out[key] = round(twin / service, 3)
+    return out
+
+
+def cpu_table(workloads: dict[str, Any]) -> list[str]:
+    """Where each side's CPU goes per request (``cpu_budget``), as a table for latest.md."""
+    if not any("service_pg_cpu_ms_per_req" in w and w["service_pg_cpu_ms_per_req"] is not None
+               for w in workloads.values()):
+        return []
+
+    def ms(w: dict[str, Any], key: str) -> str:
+        return "-" if w.get(key) is None else f"{w[key]:.3f}"
+
+    def ratio(w: dict[str, Any], key: str) -> str:
+        return "-" if w.get(key) is None else f"{w[key]:.2f}"
+
+    lines = ["", "CPU per request, in ms, each side's own process and PostgreSQL's (every backend and background "
+             "process over the measured window; the load generator's aside). CPU ratio: the twin's total over the "
+             "service's, what the measured ratio would be if the machine's cores were all that limited both.", "",
+             "| workload | service | its PostgreSQL | replay client | its PostgreSQL | limit client | its PostgreSQL "
+             "| CPU ratio (measured) to the replay | CPU ratio (measured) to the limit |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, w in workloads.items():
+        lines.append(
+            f"| {name} | {ms(w, 'service_cpu_ms_per_req')} | {ms(w, 'service_pg_cpu_ms_per_req')} | "
+            f"{ms(w, 'raw_client_cpu_ms_per_req')} | {ms(w, 'raw_pg_cpu_ms_per_req')} | "
+            f"{ms(w, 'limit_client_cpu_ms_per_req')} | {ms(w, 'limit_pg_cpu_ms_per_req')} | "
+            f"{ratio(w, 'cpu_ratio')} ({ratio(w, 'ratio')}) | "
+            f"{ratio(w, 'limit_cpu_ratio')} ({ratio(w, 'limit_ratio')}) |")
+    return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -494,6 +557,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{w['errors']} | {w['raw_rps']:.0f} | {w['raw_p50_ms']:.2f} | **{w['ratio']:.2f}** | "
                      f"{'-' if target is None else f'≥ {target}{met}'} | {limit_rps} | {limit_ratio} | "
                      f"{'-' if cpu is None else f'{cpu:.2f}'} | {'-' if rcpu is None else f'{rcpu:.2f}'} |")
+    lines += cpu_table(result["workloads"])
     for name, w in result["workloads"].items():
         if w.get("items_per_request"):
             item = next(k[:-len("_per_s")] for k in w if k.endswith("_per_s") and not k.startswith("raw_"))
