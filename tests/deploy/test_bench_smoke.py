@@ -108,6 +108,13 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
         assert limit["limit_rps"] > 0, name
         assert limit["limit_errors"] == 0, name
         assert limit["limit_ratio"] > 0, name
+        # Each side's CPU per request, PostgreSQL's included, and the ratios those totals give.
+        for key in ("service_cpu_ms_per_req", "service_pg_cpu_ms_per_req", "raw_pg_cpu_ms_per_req",
+                    "limit_client_cpu_ms_per_req", "limit_pg_cpu_ms_per_req"):
+            assert limit[key] > 0, (name, key)
+        assert limit["limit_cpu_ratio"] == pytest.approx(
+            (limit["limit_client_cpu_ms_per_req"] + limit["limit_pg_cpu_ms_per_req"])
+            / (limit["service_cpu_ms_per_req"] + limit["service_pg_cpu_ms_per_req"]), abs=0.002), name
     # The captured statements stay on the machine (raw/, git-ignored); the committed figures leave them out.
     assert "statements" not in w1
     full = json.loads((tmp_path / "raw" / "latest.full.json").read_text())
@@ -121,6 +128,7 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     assert any("INSERT INTO audit_events" in s for s in sqls)
     assert result["generator"]["ceiling_rps"] > 0
     assert "| W1 " in (tmp_path / "latest.md").read_text()
+    assert "| CPU ratio (measured) to the limit |" in (tmp_path / "latest.md").read_text()
     print(f"bench smoke: {elapsed:.1f} s")
 
 
