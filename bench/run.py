@@ -443,7 +443,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
                 limit_ratio=round(median([r["limit_ratio"] for r in limited]), 3),
                 limit_client_cpu_ms_per_req=median_opt([r["limit"]["client_cpu_ms_per_req"] for r in limited]),
                 limit_pg_cpu_ms_per_req=median_opt([r["limit"].get("pg_cpu_ms_per_req") for r in limited]))
-        result["workloads"][w.name].update(cpu_budget(result["workloads"][w.name]))
+        result["workloads"][w.name].update(cpu_budget(result["workloads"][w.name], args.workers))
         if any("sqlalchemy" in r for r in reps):
             result["workloads"][w.name]["sqlalchemy_rps"] = round(
                 median([r["sqlalchemy"]["rps"] for r in reps if "sqlalchemy" in r]), 1)
@@ -473,12 +473,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def cpu_budget(w: dict[str, Any]) -> dict[str, Any]:
+def cpu_budget(w: dict[str, Any], workers: int) -> dict[str, Any]:
     """The CPU a request costs each side, its client and PostgreSQL together (the load generator's aside), and the
     ratios those totals give: ``cpu_ratio`` (raw over service) and ``limit_cpu_ratio`` (limit over service) are
     what ``ratio`` and ``limit_ratio`` would be if the machine's cores were all either side had to share (both sides
     run on the same cores as PostgreSQL). A measured ratio near its CPU ratio says the cores are the limit; one
-    below it, something else (one worker's single core, waits)."""
+    below it, something else (one worker's single core, waits). ``limit_core_ratio``: the ratio to the limit the
+    service's workers would reach if each kept one core busy and nothing else held them (an event loop runs on one
+    core): the most the service's own CPU per request allows."""
     def total(client: str, pg: str) -> float | None:
         a, b = w.get(client), w.get(pg)
         return None if a is None or b is None else round(a + b, 3)
@@ -489,6 +491,9 @@ def cpu_budget(w: dict[str, Any]) -> dict[str, Any]:
         twin = total(f"{side}_client_cpu_ms_per_req", f"{side}_pg_cpu_ms_per_req")
         if service and twin:
             out[key] = round(twin / service, 3)
+    own = w.get("service_cpu_ms_per_req")
+    if own and w.get("limit_rps"):
+        out["limit_core_ratio"] = round(workers * 1000 / own / w["limit_rps"], 3)
     return out
 
 
@@ -506,17 +511,20 @@ def cpu_table(workloads: dict[str, Any]) -> list[str]:
 
     lines = ["", "CPU per request, in ms, each side's own process and PostgreSQL's (every backend and background "
              "process over the measured window; the load generator's aside). CPU ratio: the twin's total over the "
-             "service's, what the measured ratio would be if the machine's cores were all that limited both.", "",
+             "service's, what the measured ratio would be if the machine's cores were all that limited both. One core "
+             "per worker: the ratio to the limit if each service worker (one event loop) kept one core busy and "
+             "nothing else held it back, the most its own CPU per request allows.", "",
              "| workload | service | its PostgreSQL | replay client | its PostgreSQL | limit client | its PostgreSQL "
-             "| CPU ratio (measured) to the replay | CPU ratio (measured) to the limit |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| CPU ratio (measured) to the replay | CPU ratio (measured) to the limit "
+             "| one core per worker, to the limit |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, w in workloads.items():
         lines.append(
             f"| {name} | {ms(w, 'service_cpu_ms_per_req')} | {ms(w, 'service_pg_cpu_ms_per_req')} | "
             f"{ms(w, 'raw_client_cpu_ms_per_req')} | {ms(w, 'raw_pg_cpu_ms_per_req')} | "
             f"{ms(w, 'limit_client_cpu_ms_per_req')} | {ms(w, 'limit_pg_cpu_ms_per_req')} | "
             f"{ratio(w, 'cpu_ratio')} ({ratio(w, 'ratio')}) | "
-            f"{ratio(w, 'limit_cpu_ratio')} ({ratio(w, 'limit_ratio')}) |")
+            f"{ratio(w, 'limit_cpu_ratio')} ({ratio(w, 'limit_ratio')}) | {ratio(w, 'limit_core_ratio')} |")
     return lines
 
 

@@ -115,6 +115,8 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
         assert limit["limit_cpu_ratio"] == pytest.approx(
             (limit["limit_client_cpu_ms_per_req"] + limit["limit_pg_cpu_ms_per_req"])
             / (limit["service_cpu_ms_per_req"] + limit["service_pg_cpu_ms_per_req"]), abs=0.002), name
+        assert limit["limit_core_ratio"] == pytest.approx(
+            1000 / limit["service_cpu_ms_per_req"] / limit["limit_rps"], rel=0.01), name
     # The captured statements stay on the machine (raw/, git-ignored); the committed figures leave them out.
     assert "statements" not in w1
     full = json.loads((tmp_path / "raw" / "latest.full.json").read_text())
