@@ -224,7 +224,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
                warmup: float, sequential: bool = False, finish: Finish | None = None,
-               tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
+               tenant: UUID | None = None, pg_cpu: PgCpu | None = None,
+               session: dict[str, str] | None = None) -> Result:
     async def pinned(conn: asyncpg.Connection) -> None:
         """The session's tenant, as the service's pinned connections hold it (``service.db.PinnedTenants``): a read
         it sends outside a transaction finds it there (set before the capture, so not among the statements)."""
@@ -232,7 +233,8 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
 
     pool = await asyncpg.create_pool(
         dsn, min_size=min(settings.db_pool_size, concurrency),
-        max_size=settings.db_pool_size + settings.db_max_overflow, server_settings=server_settings(settings),
+        max_size=settings.db_pool_size + settings.db_max_overflow,
+        server_settings={**server_settings(settings), **(session or {})},
         reset=_no_reset, init=pinned if tenant is not None else None,
     )
     assert pool is not None
@@ -299,7 +301,7 @@ def refuse_repeats(sent: int, distinct: int, what: str) -> None:
 
 def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int, duration: float,
             warmup: float, sequential: bool = False, finish: Finish | None = None,
-            tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
+            tenant: UUID | None = None, pg_cpu: PgCpu | None = None, session: dict[str, str] | None = None) -> Result:
     try:
         import uvloop
 
@@ -307,33 +309,35 @@ def run_raw(dsn: str, settings: Settings, plans: list[Plan], *, concurrency: int
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     return runner(_run(dsn, settings, plans, concurrency, duration, warmup, sequential,  # type: ignore[no-any-return]
-                       finish, tenant, pg_cpu))
+                       finish, tenant, pg_cpu, session))
 
 
 def _raw_process(job: tuple[str, Settings, list[Plan], int, float, float, bool, Finish | None, UUID | None,
-                            PgCpu | None]) -> Result:
-    dsn, settings, plans, concurrency, duration, warmup, sequential, finish, tenant, pg_cpu = job
+                            PgCpu | None, dict[str, str] | None]) -> Result:
+    dsn, settings, plans, concurrency, duration, warmup, sequential, finish, tenant, pg_cpu, session = job
     return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                   sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu)
+                   sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu, session=session)
 
 
 def run_raw_processes(dsn: str, settings: Settings, plans: list[Plan], *, processes: int, concurrency: int,
                       duration: float, warmup: float, sequential: bool = False,
-                      finish: Finish | None = None, tenant: UUID | None = None, pg_cpu: PgCpu | None = None) -> Result:
+                      finish: Finish | None = None, tenant: UUID | None = None, pg_cpu: PgCpu | None = None,
+                      session: dict[str, str] | None = None) -> Result:
     """The twin in ``processes`` processes (to set beside as many service workers), the concurrency split
     between them, each with its own pool of the service's (per-worker) size. rps and CPU add up; p50 is the
     median of the processes' p50s and p99 the worst of their p99s. ``tenant``: the organization each connection's
     session holds, as the service's pinned connections do (the replay twin). ``pg_cpu``: PostgreSQL's CPU over the
-    measured window too (read by the first process: the windows coincide)."""
+    measured window too (read by the first process: the windows coincide). ``session``: more settings for the
+    connections' sessions (a pinned read's, ``service.db.PINNED_SESSION_SETTINGS``)."""
     if processes <= 1:
         return run_raw(dsn, settings, plans, concurrency=concurrency, duration=duration, warmup=warmup,
-                       sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu)
+                       sequential=sequential, finish=finish, tenant=tenant, pg_cpu=pg_cpu, session=session)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     jobs = [(dsn, settings, plans[i::processes] if sequential else plans, share, duration, warmup, sequential, finish,
-             tenant, pg_cpu if i == 0 else None) for i, share in enumerate(shares) if share]
+             tenant, pg_cpu if i == 0 else None, session) for i, share in enumerate(shares) if share]
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("fork")) as pool:
         parts = list(pool.map(_raw_process, jobs))
     p50s = sorted(r.p50_ms for r in parts)

@@ -85,7 +85,7 @@ def measure(setup: Any, captured: dict[str, raw.Capture], measure_http: Any, log
                                           "concurrency": min(args.concurrency, w.concurrency or args.concurrency)})
             row: dict[str, Any] = {"first": order[0]}
             for role in order:
-                row[f"raw_{role}"] = _raw(dsn[role], db, plans[w.name], wargs)
+                row[f"raw_{role}"] = _raw(dsn[role], db, plans[w.name], wargs, offline.org(w.name), w.session)
             for role in order:
                 with Service(setup.data_dir, workers=args.workers, server=args.server, env=env[role]) as svc:
                     row[f"http_{role}"] = _http(setup, svc, w, wargs, measure_http)
@@ -115,9 +115,12 @@ def _http(setup: Any, svc: Service, w: Any, wargs: argparse.Namespace, measure_h
             "pg_cpu_ms_per_req": r.pg_cpu_ms_per_req}
 
 
-def _raw(dsn: str, db: Any, plans: list[raw.Plan], wargs: argparse.Namespace) -> dict[str, Any]:
+def _raw(dsn: str, db: Any, plans: list[raw.Plan], wargs: argparse.Namespace, tenant: Any,
+         session: dict[str, str] | None) -> dict[str, Any]:
+    """The replay as the measured run makes it: each connection's session holds the workload's tenant (a read the
+    service sends in one statement checks it there) and the settings of the service's connection."""
     r = raw.run_raw_processes(dsn, db.settings, plans, processes=wargs.workers, concurrency=wargs.concurrency,
-                              duration=wargs.duration, warmup=wargs.warmup,
+                              duration=wargs.duration, warmup=wargs.warmup, tenant=tenant, session=session,
                               pg_cpu=functools.partial(postgres_cpu, db.data_dir))
     if r.errors:
         raise RuntimeError(f"rls-cost: {r.errors} raw errors as {dsn}: {r.error_detail}")

@@ -303,7 +303,7 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
                                              warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),
-                                             pg_cpu=pg_cpu)
+                                             pg_cpu=pg_cpu, session=w.session)
                 ratio = http.rps / twin.rps if twin.rps else 0.0
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
@@ -350,7 +350,7 @@ def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Varian
         if limit.LIMITS[w.name].signs else None
     twin = raw.run_raw_processes(setup.db.owner_dsn, setup.db.settings, plans, processes=args.workers,
                                  concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-                                 sequential=w.writes, finish=finish, pg_cpu=pg_cpu)
+                                 sequential=w.writes, finish=finish, pg_cpu=pg_cpu, session=w.session)
     ratio = run["http"]["rps"] / twin.rps if twin.rps else 0.0
     run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
                     "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req}

@@ -28,6 +28,7 @@ import httpx
 import orjson
 
 from bench.loadgen import Request
+from service.db import PINNED_SESSION_SETTINGS
 from service.settings import PROJECT_ROOT
 
 # W2's document, read by path by the bench and by the GraphQL tests (the bench measures what they check)
@@ -94,6 +95,13 @@ class Workload:
     own_org: bool = False  # writes into an organization of its own (made per run): the seeded one does not grow
     caseload: bool = False  # writes into a seeded caseload of its own (the seed's size, kept between runs): the
     # caseload the reads (W5's summary above all) see does not grow with every run
+    pinned: bool = False  # the service answers it on a pinned connection (one statement): both twins' connections
+    # get that connection's session settings (``service.db.PINNED_SESSION_SETTINGS``)
+
+    @property
+    def session(self) -> dict[str, str] | None:
+        """The session settings of the connection the service answers this workload on, beyond the common ones."""
+        return PINNED_SESSION_SETTINGS if self.pinned else None
 
 
 def _w1(ctx: Context) -> list[Variant]:
@@ -210,7 +218,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             name="W1", title="read one client with its strengths",
             description="GET /v1/clients/{id}?include=strengths, a random client of the seeded organization",
-            scopes="system/Client.r system/Strength.s", variants=_w1, target=0.3,
+            scopes="system/Client.r system/Strength.s", variants=_w1, target=0.3, pinned=True,
         ),
         Workload(
             name="W2", title="GraphQL dashboard",
@@ -218,7 +226,7 @@ WORKLOADS: dict[str, Workload] = {
                         "outcome markers with the latest measurement",
             scopes="system/Client.rs system/Strength.rs system/Goal.rs system/Milestone.rs "
                    "system/OutcomeMarker.rs system/Measurement.rs",
-            variants=_w2, target=0.2, duration_factor=2, concurrency=4,
+            variants=_w2, target=0.2, duration_factor=2, concurrency=4, pinned=True,
         ),
         Workload(
             name="W3", title="batch ingest of 100 measurements",

@@ -35,11 +35,18 @@ TENANT_SQL_DRIVER = (
 )
 # A pinned connection's tenant, for the whole session (``PinnedTenants``).
 SESSION_TENANT_SQL = "SELECT set_config('app.org_id', $1, false), set_config('app.patient_id', $2, false)"
+# A pinned connection's other session settings. Its statements are reads in one statement, sent again and again in
+# the same few shapes (a record by id with its lists; a GraphQL query of one root field); with PostgreSQL's default
+# plan cache mode it plans a compiled dashboard query afresh on every execution (about 1 ms: a custom plan keeps
+# looking cheaper than the generic one), which was a fifth of its CPU per dashboard (bench/README.md). The generic
+# plan is built once per connection and statement.
+PINNED_SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 
 def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True,
-                pool_size: int | None = None, max_overflow: int | None = None) -> AsyncEngine:
-    """An engine whose connections act as the service role.
+                pool_size: int | None = None, max_overflow: int | None = None,
+                session: dict[str, str] | None = None) -> AsyncEngine:
+    """An engine whose connections act as the service role; ``session``: more settings for their sessions.
 
     With a single owner URL, each new connection switches to the service role with SET ROLE, so the
     service never acts as the owner of the tables (and row-level security applies).
@@ -53,6 +60,7 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
                 "statement_timeout": str(settings.statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
                 "timezone": "UTC",
+                **(session or {}),
             },
         },
     }
@@ -311,7 +319,8 @@ class PinnedTenants:
         # No overflow: a connection opened for a burst and closed after it would take the tenant, and prepare its
         # statements, for one read; a read waits for one of the kept connections instead (one round trip each).
         return cls(make_engine(settings.database_url, settings, set_role=set_role,
-                               pool_size=settings.db_pinned_pool_size, max_overflow=0))
+                               pool_size=settings.db_pinned_pool_size, max_overflow=0,
+                               session=PINNED_SESSION_SETTINGS))
 
     @asynccontextmanager
     async def connect(self, org_id: UUID | None, patient_id: UUID | None) -> AsyncIterator[PinnedConnection]:

@@ -188,6 +188,34 @@ async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the
         assert [(r["resource_type"], r["org_id"]) for r in rows] == [("Client", a.id), ("Strength", a.id)]
 
 
+async def test_a_pinned_connection_plans_a_statement_once(db):
+    """A pinned connection keeps one generic plan per statement (``PINNED_SESSION_SETTINGS``): a compiled GraphQL
+    query sent again and again is not planned again each time, as PostgreSQL's default plan cache mode did for the
+    dashboard (a custom plan per execution). The other connections keep the default."""
+    async with Api.start(db, db_pinned_pool_size=1) as api:
+        org = await api.org("A")
+        clients = [(await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",)))[0]
+                   for _ in range(3)]
+        reader = api.client(await api.token(org, "system/Client.rs system/Strength.rs"))
+        query = "query($id: UUID!) { client(id: $id) { displayName strengths { edges { node { id } } } } }"
+        for _ in range(3):
+            for client in clients:
+                resp = await reader.post("/graphql", json={"query": query, "variables": {"id": client["id"]}})
+                assert resp.json()["data"]["client"]["displayName"] == client["display_name"]
+        ctx = api.app.state.ctx
+        async with ctx.pinned.engine.connect() as conn:  # the pool's one connection: the one that answered
+            raw = await driver(conn)
+            assert await raw.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            plans = await raw.fetch("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                                    "WHERE statement LIKE '%app_org()%' AND statement LIKE '%FROM strengths%' "
+                                    "AND statement NOT LIKE '%pg_prepared_statements%'")
+        assert len(plans) == 1, plans
+        assert plans[0]["custom_plans"] == 0
+        assert plans[0]["generic_plans"] >= 8  # (the token's first read may go by a transaction)
+        async with ctx.engine.connect() as conn:
+            assert await (await driver(conn)).fetchval("SHOW plan_cache_mode") == "auto"
+
+
 async def test_behind_pgbouncer_reads_open_a_transaction(db):
     """With DB_STATEMENT_CACHE_SIZE set (PgBouncer in transaction mode) no connection keeps a tenant."""
     async with Api.start(db, db_statement_cache_size=0) as api:

@@ -17,6 +17,8 @@ import pytest
 from bench import raw
 from bench.capture import Statement, parse_log
 from bench.loadgen import Request, wrk_script
+from bench.workloads import WORKLOADS
+from service.db import PINNED_SESSION_SETTINGS
 from service.settings import PROJECT_ROOT, Settings
 
 LOG = """\
@@ -84,6 +86,19 @@ async def test_a_write_twin_refuses_to_send_a_plan_twice(db) -> None:
     with pytest.raises(raw.RepeatedWrites, match="1 distinct plans"):
         await raw._run(db.dsn(), db.settings(), [[("SELECT 1", None)]], 2, 0.3, 0.0, True, None, None)
     await raw._run(db.dsn(), db.settings(), [[("SELECT 1", None)]], 2, 0.3, 0.0, False, None, None)  # reads repeat
+
+
+async def test_the_twins_of_a_pinned_read_have_its_connections_session(db) -> None:
+    """W1 and W2, which the service answers on pinned connections, are replayed (and their limits run) on
+    connections with those connections' session settings; the other workloads on the common ones."""
+    assert WORKLOADS["W1"].session == WORKLOADS["W2"].session == PINNED_SESSION_SETTINGS
+    assert all(WORKLOADS[name].session is None for name in ("W3", "W4", "W5", "W6", "W7"))
+    for session, mode in ((PINNED_SESSION_SETTINGS, "force_generic_plan"), (None, "auto")):
+        seen: list[str] = []
+        await raw._run(db.dsn(), db.settings(), [[("SELECT current_setting('plan_cache_mode')", ())]], 1, 0.2, 0.0,
+                       finish=lambda rows, seen=seen: seen.append(rows[0][0]), session=session)
+        assert seen
+        assert set(seen) == {mode}
 
 
 def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
