@@ -39,7 +39,8 @@ FEED_PAGE = 500  # W4: changes per page (the feed's default limit)
 WRITE_VARIANTS = 2500  # W3: distinct bodies per generator run (sent in order, so none is sent twice: a run that
 # would send more fails, raw.RepeatedWrites; 600 until 2026-12-06, and runs past 120 batches/s sent half twice)
 BULK_CLIENTS = 125  # W7: clients per import request, 4 lines each (client, strength, goal, marker): 500 lines,
-BULK_VARIANTS = 150  # one chunk of the importer (service.sync.bulk.CHUNK_LINES); distinct bodies per run
+BULK_VARIANTS = 250  # one chunk of the importer (service.sync.bulk.CHUNK_LINES); distinct bodies per run (150
+# until 2026-12-06: enough below 25 imports/s)
 
 
 @dataclass
@@ -256,7 +257,7 @@ WORKLOADS: dict[str, Workload] = {
             description=f"POST /v1/bulk/import, {BULK_CLIENTS} new clients with a strength, a goal and a marker "
                         f"each ({4 * BULK_CLIENTS} lines, references by external id to earlier lines)",
             scopes="system/Client.cu system/Strength.cu system/Goal.cu system/OutcomeMarker.cu", variants=_w7,
-            writes=True, items_per_request=4 * BULK_CLIENTS, item_name="lines", concurrency=2, write_plans=300,
+            writes=True, items_per_request=4 * BULK_CLIENTS, item_name="lines", concurrency=2, write_plans=1000,
             own_org=True,
         ),
     ]
