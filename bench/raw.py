@@ -28,6 +28,7 @@ import asyncpg
 from bench.capture import Statement
 from bench.loadgen import Result, percentile
 from service.db import SESSION_TENANT_SQL
+from service.db import server_settings as db_server_settings
 from service.settings import Settings
 
 Plan = list[tuple[str, tuple[Any, ...] | None]]  # (sql, args or None for a simple query)
@@ -77,10 +78,10 @@ def convert(value: str | None, type_name: str) -> Any:
     return _CONVERT.get(type_name, str)(value)
 
 
-def server_settings(settings: Settings) -> dict[str, str]:
-    """The service's connection settings (service/db.py make_engine)."""
-    return {"application_name": "strengths-bench-raw", "statement_timeout": str(settings.statement_timeout_ms),
-            "idle_in_transaction_session_timeout": "60000", "timezone": "UTC"}
+def server_settings(settings: Settings, session: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's connection settings (``service.db.server_settings``), and ``session``'s, under the twin's
+    own application name."""
+    return db_server_settings(settings, session, application_name="strengths-bench-raw")
 
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -234,7 +235,7 @@ async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int
     pool = await asyncpg.create_pool(
         dsn, min_size=min(settings.db_pool_size, concurrency),
         max_size=settings.db_pool_size + settings.db_max_overflow,
-        server_settings={**server_settings(settings), **(session or {})},
+        server_settings=server_settings(settings, session),
         reset=_no_reset, init=pinned if tenant is not None else None,
     )
     assert pool is not None

@@ -43,6 +43,19 @@ SESSION_TENANT_SQL = "SELECT set_config('app.org_id', $1, false), set_config('ap
 PINNED_SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 
+def server_settings(settings: Settings, session: dict[str, str] | None = None, *,
+                    application_name: str = "strengths-api") -> dict[str, str]:
+    """The session settings every connection of the service starts with (``make_engine``; the bench's raw asyncpg
+    twins connect with them too), and ``session``'s beside them."""
+    return {
+        "application_name": application_name,
+        "statement_timeout": str(settings.statement_timeout_ms),
+        "idle_in_transaction_session_timeout": "60000",
+        "timezone": "UTC",
+        **(session or {}),
+    }
+
+
 def make_engine(url: str, settings: Settings, *, set_role: str | None = None, pool: bool = True,
                 pool_size: int | None = None, max_overflow: int | None = None,
                 session: dict[str, str] | None = None) -> AsyncEngine:
@@ -54,15 +67,7 @@ def make_engine(url: str, settings: Settings, *, set_role: str | None = None, po
     kwargs: dict[str, Any] = {
         "json_serializer": lambda obj: dumps(obj).decode(),
         "json_deserializer": orjson.loads,
-        "connect_args": {
-            "server_settings": {
-                "application_name": "strengths-api",
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "idle_in_transaction_session_timeout": "60000",
-                "timezone": "UTC",
-                **(session or {}),
-            },
-        },
+        "connect_args": {"server_settings": server_settings(settings, session)},
     }
     if settings.db_statement_cache_size is not None:
         # PgBouncer in transaction mode: no cached prepared statements, and names that never collide on a
