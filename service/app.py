@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api import problems
 from service.api.http import JSONOut
-from service.api.methods import MethodNotAllowedMiddleware
+from service.api.methods import MethodNotAllowedMiddleware, MethodTable
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from service.api.openapi import custom_openapi
 from service.api.ratelimit import FailedAttempts, TokenBucketLimiter, make_limiter
@@ -32,7 +32,7 @@ from service.auth.revocations import Revocations
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
 from service.collections.fastread import ReadFastPath
 from service.collections.registry import Collection
-from service.collections.rest import batch_router, collection_router, history_router
+from service.collections.rest import batch_routers, collection_router, history_router
 from service.db import PinnedTenants, make_engine
 from service.domain import measurement_batch
 from service.domain.registry import COLLECTIONS
@@ -171,28 +171,23 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
     graphql = graphql_router()
     app.include_router(graphql, include_in_schema=False)  # its POST: GraphQLFastPath, below
-    # Next, the batch ingest (POST /v1/measurements/batch: no other route matches it), for the same reason.
-    app.include_router(batch_router([measurement_batch.BATCH]))
-    app.include_router(discovery_rest.router)
-    app.include_router(oauth_rest.router)
-    app.include_router(authorize_rest.router)
-    app.include_router(changes_rest.router)
-    app.include_router(bulk_rest.router)
     collection_routers = [collection_router(coll) for coll in collections]
-    for router, _ in collection_routers:
+    documented = [
+        # Next, the batch ingest (POST /v1/measurements/batch: no other route matches it), for the same reason.
+        *batch_routers([measurement_batch.BATCH]),
+        discovery_rest.router, oauth_rest.router, authorize_rest.router, changes_rest.router, bulk_rest.router,
+        *(router for router, _ in collection_routers),
+        history_router(list(collections)), webhooks_rest.router, fhir_router(), progress_router,
+        app_links_rest.router, audit_rest.router,
+    ]
+    for router in documented:
         app.include_router(router)
-    app.include_router(history_router(list(collections)))
-    app.include_router(webhooks_rest.router)
-    app.include_router(fhir_router())
-    app.include_router(progress_router)
-    app.include_router(app_links_rest.router)
-    app.include_router(audit_rest.router)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
     # just above the router, the direct paths of the hottest read (GET /v1/<collection>/<id>) and of POST /graphql.
     app.add_middleware(ReadFastPath, reads=[read for _, read in collection_routers])
     app.add_middleware(GraphQLFastPath, router=graphql)
-    app.add_middleware(MethodNotAllowedMiddleware)
+    app.add_middleware(MethodNotAllowedMiddleware, table=MethodTable.of_routers(documented))
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,
     })

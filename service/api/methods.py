@@ -7,12 +7,20 @@ So the document, the one description of what each path supports, decides: the mo
 that matches the path (literal segments beat parameters: ``/v1/measurements/batch`` over
 ``/v1/measurements/{measurement_id}``) gives the methods; any other method, ``OPTIONS`` included, is a
 405 problem (an OperationOutcome under ``/fhir/``) before authentication or any other work.
+
+The table is read off the documented routes when the app is made (``MethodTable.of_routers``), not off the
+document itself: building the document takes about a second of CPU per app, and every new process's first
+request waited for it. tests/contract/test_method_table.py holds the two tables equal.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from service.api.http import dumps
 from service.errors import PROBLEM_BASE
@@ -41,6 +49,20 @@ class MethodTable:
         for _literal, depth, pattern, verbs in templates:
             self.by_depth.setdefault(depth, []).append((pattern, verbs))
 
+    @classmethod
+    def of_routers(cls, routers: Iterable[APIRouter]) -> MethodTable:
+        """The table of the paths the OpenAPI document gives these routers' routes (those in the schema), without
+        building the document. A router holding another router is refused: its routes would be missed here."""
+        paths: dict[str, dict[str, Any]] = {}
+        for router in routers:
+            for route in router.routes:
+                if not isinstance(route, APIRoute):
+                    raise TypeError(f"{route!r} in a documented router: include its routes' router in create_app")
+                if route.include_in_schema:
+                    item = paths.setdefault(route.path_format, {})
+                    item.update(dict.fromkeys(m.lower() for m in route.methods or ()))
+        return cls(paths)
+
     def allowed(self, path: str) -> frozenset[str] | None:
         """The methods of the most specific documented template matching ``path``; None if undocumented."""
         found = self.exact.get(path)
@@ -58,16 +80,14 @@ def allow_header(methods: frozenset[str]) -> str:
 
 
 class MethodNotAllowedMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, table: MethodTable) -> None:
         self.app = app
-        self.table: MethodTable | None = None
+        self.table = table
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.table is None:
-            self.table = MethodTable(scope["app"].openapi().get("paths", {}))
         path = scope.get("path", "")
         methods = self.table.allowed(path)
         if methods is None or scope["method"] in methods:

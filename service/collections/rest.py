@@ -158,16 +158,16 @@ def batch_route(router: APIRouter, coll: Collection, batch: Any) -> None:
                          responses=problems(400, 401, 403, 409, 413, 415, 422))
 
 
-def batch_router(batches: list[Any]) -> APIRouter:
-    """The batch use cases' routes (``POST /v1/<collection>/batch``), in a router of their own: the application
-    routes it before the collections' routers, so a batch does not walk past every REST route to be matched."""
-    router = APIRouter(route_class=StrictRoute)
+def batch_routers(batches: list[Any]) -> list[APIRouter]:
+    """The batch use cases' routes (``POST /v1/<collection>/batch``), in routers of their own: the application
+    routes them before the collections' routers, so a batch does not walk past every REST route to be matched."""
+    routers = []
     for batch in batches:
         coll = batch.collection
-        collection = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
-        batch_route(collection, coll, batch)
-        router.include_router(collection)
-    return router
+        router = APIRouter(prefix=f"/v1/{coll.name}", tags=[coll.title], route_class=StrictRoute)
+        batch_route(router, coll, batch)
+        routers.append(router)
+    return routers
 
 
 def collection_router(coll: Collection) -> tuple[APIRouter, FastRead]:
