@@ -5,7 +5,9 @@ fast unit checks of the log parser and the wrk script."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from bench.loadgen import Request, wrk_script
 from bench.workloads import WORKLOADS
 from service.db import PINNED_SESSION_SETTINGS
 from service.settings import PROJECT_ROOT, Settings
+from service.telemetry.logs import configure_logging
 
 LOG = """\
 2026-01-01 00:00:00.001 UTC [42] LOG:  statement: BEGIN;
@@ -168,3 +171,20 @@ def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
     assert cost["raw_ratio"] > 0
     assert cost["http_ratio"] > 0
     assert "Row-level security cost" in (tmp_path / "latest.md").read_text()
+
+
+def test_layers_prices_each_of_our_layers() -> None:
+    """``bench.layers``: the whole stack answers W1's request through every layer of ours, and leaving them all out
+    costs less than keeping them."""
+    from bench import layers
+
+    handler = configure_logging("INFO", io.StringIO())  # as the bench runs it: the access log on
+    try:
+        medians = asyncio.run(layers.measure(requests=200, repeats=1))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        configure_logging()
+    assert set(medians) == {"all", "none", *(f"without {name}" for name in layers.OURS)}
+    assert 0 < medians["none"] < medians["all"]
+    table = layers.report(medians)
+    assert all(f"without {name}" in table for name in layers.OURS)
