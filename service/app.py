@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -275,6 +275,15 @@ def _docs(app: FastAPI) -> None:
 # hold thousands of containers, which every young collection walked again; at 700 the collector took ~0.35 ms of
 # the batch ingest's CPU per request (13% of its samples), at 10,000 about a third of that (bench.run, W3).
 GC_THRESHOLD = 10_000
+
+
+def build_routes(app: FastAPI) -> None:
+    """Build every included router's route contexts now. FastAPI builds them (each route's dependencies and
+    parameter models) at the first request that walks past the router: about 0.3 s in all, which a new worker's
+    first requests would wait for. The served app (``service.asgi``) builds them before it takes a connection;
+    test apps leave them lazy, as each uses a few routers."""
+    for _ in routing.iter_route_contexts(app.routes):
+        pass
 
 
 def freeze_startup_objects() -> None:

@@ -4,6 +4,7 @@ first request of every new process waited for it (on a busy two-core machine, lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from service.api.methods import MethodNotAllowedMiddleware, MethodTable
@@ -40,3 +41,48 @@ async def test_no_request_builds_the_openapi_document(api):
     assert (await api.http.delete("/fhir/R4/metadata")).status_code == 405
     assert (await api.http.get("/.well-known/oauth-authorization-server")).status_code == 200
     assert api.app.openapi_schema is None
+
+
+def _contexts_built_by_the_first_request(app: Any, monkeypatch: Any) -> int:
+    """How many route contexts FastAPI builds while the app serves its first request, to a late route."""
+    import asyncio
+
+    from fastapi import routing
+
+    built = []
+    build = routing._EffectiveRouteContext.from_api_route.__func__  # FastAPI's lazy step (0.162 and later)
+
+    def counted(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(routing._EffectiveRouteContext, "from_api_route", classmethod(counted))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = "/fhir/R4/Patient/0190f1f0-0000-7000-8000-000000000000"
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [], "client": ("127.0.0.1", 1), "server": ("testserver", 80), "scheme": "http",
+             "http_version": "1.1", "root_path": ""}
+    asyncio.run(app(scope, receive, send))  # no lifespan: answered 401 (no token) once routed
+    assert sent[0]["status"] == 401
+    monkeypatch.undo()
+    return len(built)
+
+
+def test_a_served_app_has_built_its_routes_before_its_first_request(monkeypatch):
+    """FastAPI builds an included router's route contexts at the first request that walks past it (about 0.3 s for
+    all of them); the served app (service/asgi.py) builds them before it takes a connection."""
+    from service.app import build_routes
+
+    lazy = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
+    assert _contexts_built_by_the_first_request(lazy, monkeypatch) > 100
+    served = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
+    build_routes(served)
+    assert _contexts_built_by_the_first_request(served, monkeypatch) == 0
+    assert "build_routes(app)" in (Path(__file__).parents[2] / "service" / "asgi.py").read_text()
