@@ -10,7 +10,7 @@ that matches the path (literal segments beat parameters: ``/v1/measurements/batc
 
 The table is read off the documented routes when the app is made (``MethodTable.of_routers``), not off the
 document itself: building the document takes about a second of CPU per app, and every new process's first
-request waited for it. tests/contract/test_method_table.py holds the two tables equal.
+request waited for it. tests/contract/test_first_request.py holds the two tables equal.
 """
 
 from __future__ import annotations

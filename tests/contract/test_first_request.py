@@ -1,14 +1,20 @@
-"""The 405 answers' method table (service/api/methods.py) is the OpenAPI document's, read off the documented routes
-when the app is made: no request builds the document. Building it takes about a second of CPU per app, and the
-first request of every new process waited for it (on a busy two-core machine, longer than a client's 5 s timeout)."""
+"""What a new process's first request waits for: nothing the app could have built before.
+
+The 405 answers' method table (service/api/methods.py) is the OpenAPI document's, read off the documented routes when
+the app is made: no request builds the document (about a second of CPU per app; on a busy two-core machine the first
+request waited longer than a client's 5 s timeout). The served app builds FastAPI's route contexts before it takes a
+connection (``service.app.build_routes``)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from fastapi import routing
+
 from service.api.methods import MethodNotAllowedMiddleware, MethodTable
-from service.app import create_app
+from service.app import build_routes, create_app
 from service.settings import Settings
 
 
@@ -45,10 +51,6 @@ async def test_no_request_builds_the_openapi_document(api):
 
 def _contexts_built_by_the_first_request(app: Any, monkeypatch: Any) -> int:
     """How many route contexts FastAPI builds while the app serves its first request, to a late route."""
-    import asyncio
-
-    from fastapi import routing
-
     built = []
     build = routing._EffectiveRouteContext.from_api_route.__func__  # FastAPI's lazy step (0.162 and later)
 
@@ -78,8 +80,6 @@ def _contexts_built_by_the_first_request(app: Any, monkeypatch: Any) -> int:
 def test_a_served_app_has_built_its_routes_before_its_first_request(monkeypatch):
     """FastAPI builds an included router's route contexts at the first request that walks past it (about 0.3 s for
     all of them); the served app (service/asgi.py) builds them before it takes a connection."""
-    from service.app import build_routes
-
     lazy = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
     assert _contexts_built_by_the_first_request(lazy, monkeypatch) > 100
     served = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
