@@ -39,7 +39,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_client_ids", "client_ids", postgresql_using="gin"),
     )
 
-    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, server_default=func.gen_random_uuid())
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, server_default=func.uuid_time_ordered())
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))  # insertion order, for paging
     org_id: Mapped[UUID | None] = mapped_column(Uuid)  # null: refused before it was known (audit_anonymous)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())

@@ -39,7 +39,7 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_outbox"
 
     org_id: Mapped[UUID] = mapped_column(primary_key=True)
-    id: Mapped[UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[UUID] = mapped_column(primary_key=True, server_default=text("uuid_time_ordered()"))
     event: Mapped[str] = mapped_column(Text)
     record_id: Mapped[UUID]
     action: Mapped[str] = mapped_column(Text)
@@ -61,7 +61,7 @@ class WebhookDelivery(Base):
     )
 
     org_id: Mapped[UUID] = mapped_column(primary_key=True)
-    id: Mapped[UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[UUID] = mapped_column(primary_key=True, server_default=text("uuid_time_ordered()"))
     subscription_id: Mapped[UUID]
     event_id: Mapped[UUID]
     event: Mapped[str] = mapped_column(Text)
