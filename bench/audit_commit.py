@@ -36,13 +36,14 @@ from service.db import begin_script, literal, make_engine
 from service.settings import Settings
 
 
-def _row(org: Any, client: Any) -> str:
+def audit_rows(org: Any, clients: list[Any]) -> str:
+    """The parameter of the service's audit INSERT (``_INSERT``): a read's row for each client (also bench.idorder)."""
     return orjson.dumps([{
         "org_id": str(org), "app_id": "bench", "subject": "bench", "action": "read", "resource_type": "Client",
         "resource_ids": [str(client)], "client_ids": [str(client)], "outcome": "success", "status_code": None,
         "request_id": "bench-audit-commit", "remote_addr": "127.0.0.1", "method": "GET",
         "path": f"/v1/clients/{client}",
-    }]).decode()
+    } for client in clients]).decode()
 
 
 async def _run(pool: asyncpg.Pool, body: Callable[[asyncpg.Connection | None], Awaitable[None]],
@@ -97,14 +98,14 @@ async def main(argv: list[str] | None = None) -> None:
     async def in_transaction(conn: asyncpg.Connection | None) -> None:
         assert conn is not None
         client = await read(conn)
-        await conn.execute(_INSERT.replace("$1", literal(_row(org, client))) + ";\nCOMMIT;")
+        await conn.execute(_INSERT.replace("$1", literal(audit_rows(org, [client]))) + ";\nCOMMIT;")
 
     def grouped(group: GroupCommit) -> Callable[[asyncpg.Connection | None], Awaitable[None]]:
         async def body(_: asyncpg.Connection | None) -> None:
             async with pool.acquire() as conn:
                 client = await read(conn)
                 await conn.execute("COMMIT;")
-            await group.write(org, _row(org, client))
+            await group.write(org, audit_rows(org, [client]))
         return body
 
     async def not_durable(conn: asyncpg.Connection | None) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 import uuid
@@ -22,22 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
+from bench.audit_commit import audit_rows
 from bench.env import Database, postgres_cpu
 from service.audit.service import _INSERT
 
 DATA_DIR = Path(".data/bench")
 TABLES = {"random (gen_random_uuid)": ("bench_ids_random", "gen_random_uuid()"),
           "time-ordered (uuid_time_ordered)": ("bench_ids_ordered", "uuid_time_ordered()")}
-
-
-def _rows(org: uuid.UUID, batch: int) -> str:
-    return orjson.dumps([{
-        "org_id": str(org), "app_id": "app_bench", "subject": "bench", "action": "read", "resource_type": "Client",
-        "resource_ids": [str(uuid.uuid4())], "client_ids": [str(uuid.uuid4())], "outcome": "success",
-        "status_code": 200, "request_id": os.urandom(16).hex(), "remote_addr": "127.0.0.1", "method": "GET",
-        "path": "/v1/clients/x"} for _ in range(batch)]).decode()
 
 
 async def _prepare(su: asyncpg.Connection, org: uuid.UUID, rows: int) -> None:
@@ -62,7 +53,7 @@ async def _run(su: asyncpg.Connection, conns: list[asyncpg.Connection], table: s
     async def one(conn: asyncpg.Connection) -> None:
         for _ in range(transactions):
             async with conn.transaction():
-                await conn.execute(sql, _rows(org, batch))
+                await conn.execute(sql, audit_rows(org, [uuid.uuid4() for _ in range(batch)]))
 
     await su.execute("CHECKPOINT")
     lsn = await su.fetchval("SELECT pg_current_wal_lsn()")
