@@ -7,7 +7,8 @@ each leaf writes the whole 8 kB page to the WAL, so nearly every row does. ``uui
 version 7 UUID (48 bits of Unix milliseconds, then random bits), so new rows land on the index's right edge, as the
 records' own ids (``service.collections.types.uuid7``) already do. ``bench/idorder.py`` measures the difference.
 
-The function is SQL, so it runs on every PostgreSQL the service supports (``uuidv7()`` is built in from 18 only).
+The function is SQL, so it runs on every PostgreSQL the service supports (``uuidv7()`` is built in from 18 only);
+it names only built-in functions, found in ``pg_catalog`` whatever the caller's search path.
 
 Revision ID: 0015
 Revises: 0014
@@ -29,7 +30,8 @@ def upgrade() -> None:
     # A version 4 UUID (the variant bits already right), its first 48 bits replaced by the milliseconds since the
     # epoch and its version nibble turned from 4 (0100) to 7 (0111): bits 52 and 53 of the 128, set_bit's numbering.
     op.execute("""
-CREATE FUNCTION uuid_time_ordered() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+CREATE FUNCTION uuid_time_ordered() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
   SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
            PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
            FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
