@@ -8,7 +8,9 @@ version 7 UUID (48 bits of Unix milliseconds, then random bits), so new rows lan
 records' own ids (``service.collections.types.uuid7``) already do. ``bench/idorder.py`` measures the difference.
 
 The function is SQL, so it runs on every PostgreSQL the service supports (``uuidv7()`` is built in from 18 only);
-it names only built-in functions, found in ``pg_catalog`` whatever the caller's search path.
+it names its built-in functions and operator with their schema, so no search path can change them, and it has no
+``SET search_path`` clause, which would stop PostgreSQL from inlining it (measured: 50.0 µs a row with one, 43-46
+without).
 
 Revision ID: 0015
 Revises: 0014
@@ -30,11 +32,13 @@ def upgrade() -> None:
     # A version 4 UUID (the variant bits already right), its first 48 bits replaced by the milliseconds since the
     # epoch and its version nibble turned from 4 (0100) to 7 (0111): bits 52 and 53 of the 128, set_bit's numbering.
     op.execute("""
-CREATE FUNCTION uuid_time_ordered() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $$
-  SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
-           PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-           FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+CREATE FUNCTION uuid_time_ordered() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+  SELECT pg_catalog.encode(pg_catalog.set_bit(pg_catalog.set_bit(pg_catalog.overlay(
+           pg_catalog.uuid_send(pg_catalog.gen_random_uuid()),
+           pg_catalog.substring(pg_catalog.int8send(pg_catalog.floor(
+             pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000
+           )::pg_catalog.int8), 3),
+           1, 6), 52, 1), 53, 1), 'hex')::pg_catalog.uuid
 $$
 """)
     for table in TABLES:
