@@ -332,6 +332,11 @@ async def test_row_level_security_hides_other_organizations_webhook_rows(db):
         await conn.close()
 
 
+# No second attempt while a test looks at the first: FAST's 0.3 s cap on the retry delay would otherwise win over
+# any base (full jitter: a retry within 0-0.3 s, before a busy machine's test has read its first attempt).
+NO_RETRY_YET = {"webhooks_retry_base_seconds": 60, "webhooks_retry_max_delay_seconds": 60}
+
+
 async def last_delivery(c, sub_id: str, attempts: int = 1) -> dict:
     for _ in range(200):
         rows = (await c.get(f"/v1/webhook-subscriptions/{sub_id}/deliveries")).json()["data"]
@@ -343,7 +348,7 @@ async def last_delivery(c, sub_id: str, attempts: int = 1) -> dict:
 
 async def test_redirects_are_failures_and_not_followed(db, receiver):
     receiver.status = 307  # with no Location: a redirect is never followed, whatever it says
-    async with Api.start(db, **{**FAST, "webhooks_retry_base_seconds": 5}) as api:
+    async with Api.start(db, **{**FAST, **NO_RETRY_YET}) as api:
         org = await api.org()
         c = api.client(await api.token(org, ALL))
         sub = await subscribe(c, receiver.url, ["strength.created"])
@@ -356,7 +361,7 @@ async def test_redirects_are_failures_and_not_followed(db, receiver):
 
 async def test_a_slow_receiver_times_out_and_is_retried(db, receiver):
     receiver.delay = 1.5
-    async with Api.start(db, **{**FAST, "webhooks_timeout_seconds": 0.3, "webhooks_retry_base_seconds": 5}) as api:
+    async with Api.start(db, **{**FAST, "webhooks_timeout_seconds": 0.3, **NO_RETRY_YET}) as api:
         org = await api.org()
         c = api.client(await api.token(org, ALL))
         sub = await subscribe(c, receiver.url, ["strength.created"])
