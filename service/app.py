@@ -277,11 +277,21 @@ def _docs(app: FastAPI) -> None:
 GC_THRESHOLD = 10_000
 
 
+def served_app(settings: Settings) -> FastAPI:
+    """The app a server process serves (``serve``'s one uvicorn worker, and ``service.asgi`` for uvicorn's and
+    granian's worker processes): ``create_app``, its routes built (``build_routes``), then the startup objects
+    frozen (``freeze_startup_objects``)."""
+    app = create_app(settings)
+    build_routes(app)
+    freeze_startup_objects()
+    return app
+
+
 def build_routes(app: FastAPI) -> None:
     """Build every included router's route contexts now. FastAPI builds them (each route's dependencies and
     parameter models) at the first request that walks past the router: about 0.3 s in all, which a new worker's
-    first requests would wait for. The served app (``service.asgi``) builds them before it takes a connection;
-    test apps leave them lazy, as each uses a few routers."""
+    first requests would wait for. A served app (``served_app``) builds them before it takes a connection; test
+    apps leave them lazy, as each uses a few routers."""
     for _ in routing.iter_route_contexts(app.routes):
         pass
 

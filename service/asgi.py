@@ -1,8 +1,7 @@
-"""ASGI entry point for multi-worker serving: settings come from the environment `serve` prepared."""
+"""ASGI entry point for worker processes (uvicorn with several workers, granian): settings come from the
+environment `serve` prepared."""
 
-from service.app import build_routes, create_app, freeze_startup_objects
+from service.app import served_app
 from service.settings import Settings
 
-app = create_app(Settings())
-build_routes(app)
-freeze_startup_objects()
+app = served_app(Settings())

@@ -77,11 +77,9 @@ def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> No
     if workers > 1:
         uvicorn.run("service.asgi:app", workers=workers, **options)
         return
-    from service.app import create_app, freeze_startup_objects
+    from service.app import served_app
 
-    app = create_app(prepared)
-    freeze_startup_objects()
-    uvicorn.run(app, **options)
+    uvicorn.run(served_app(prepared), **options)
 
 
 def _serve_granian(host: str, port: int, workers: int) -> None:

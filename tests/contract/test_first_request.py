@@ -3,18 +3,22 @@
 The 405 answers' method table (service/api/methods.py) is the OpenAPI document's, read off the documented routes when
 the app is made: no request builds the document (about a second of CPU per app; on a busy two-core machine the first
 request waited longer than a client's 5 s timeout). The served app builds FastAPI's route contexts before it takes a
-connection (``service.app.build_routes``)."""
+connection (``service.app.served_app``)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import importlib
+import sys
 from typing import Any
 
+import uvicorn
 from fastapi import routing
 
 from service.api.methods import MethodNotAllowedMiddleware, MethodTable
-from service.app import build_routes, create_app
+from service import app as app_module
+from service import cli
+from service.app import create_app
 from service.settings import Settings
 
 
@@ -58,7 +62,13 @@ def _contexts_built_by_the_first_request(app: Any, monkeypatch: Any) -> int:
         built.append(1)
         return build(cls, *args, **kwargs)
 
-    monkeypatch.setattr(routing._EffectiveRouteContext, "from_api_route", classmethod(counted))
+    with monkeypatch.context() as patched:
+        patched.setattr(routing._EffectiveRouteContext, "from_api_route", classmethod(counted))
+        _first_request(app)
+    return len(built)
+
+
+def _first_request(app: Any) -> None:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -73,16 +83,23 @@ def _contexts_built_by_the_first_request(app: Any, monkeypatch: Any) -> int:
              "http_version": "1.1", "root_path": ""}
     asyncio.run(app(scope, receive, send))  # no lifespan: answered 401 (no token) once routed
     assert sent[0]["status"] == 401
-    monkeypatch.undo()
-    return len(built)
+
+
+UNUSED = "postgresql+asyncpg://unused@localhost/unused"  # no request here reaches a database
 
 
 def test_a_served_app_has_built_its_routes_before_its_first_request(monkeypatch):
     """FastAPI builds an included router's route contexts at the first request that walks past it (about 0.3 s for
-    all of them); the served app (service/asgi.py) builds them before it takes a connection."""
-    lazy = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
-    assert _contexts_built_by_the_first_request(lazy, monkeypatch) > 100
-    served = create_app(Settings(database_url="postgresql+asyncpg://unused@localhost/unused"))
-    build_routes(served)
-    assert _contexts_built_by_the_first_request(served, monkeypatch) == 0
-    assert "build_routes(app)" in (Path(__file__).parents[2] / "service" / "asgi.py").read_text()
+    all of them); every app a server serves has built them before it takes a connection: `serve`'s one uvicorn
+    worker (the default) and the worker processes' entry point (``service.asgi``: uvicorn's workers, granian)."""
+    monkeypatch.setattr(app_module, "freeze_startup_objects", lambda: None)  # not this test process's objects
+    assert _contexts_built_by_the_first_request(create_app(Settings(database_url=UNUSED)), monkeypatch) > 100
+
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    cli._serve_uvicorn(Settings(database_url=UNUSED), "127.0.0.1", 8000, 1)
+    monkeypatch.setenv("DATABASE_URL", UNUSED)
+    monkeypatch.delitem(sys.modules, "service.asgi", raising=False)
+    served.append(importlib.import_module("service.asgi").app)
+    for app in served:
+        assert _contexts_built_by_the_first_request(app, monkeypatch) == 0
