@@ -13,6 +13,19 @@ seconds each, one after the other in this order:
 - ``in the transaction, synchronous_commit off``: for reference only, not durable, not used.
 
 Prints requests per second and the share of ``no audit`` of each, and the group commit's rows per commit.
+
+Then W1 as the service sends it now, with no HTTP and no Python of the service's but what it takes to send the
+statements, beside the limit twin in the same run (``--bound``; bench.run's W1, its ratio to the limit):
+
+- ``limit twin``: ``bench.limit.W1`` as the owner, no tenant, transaction or audit (bench.run's limit twin);
+- ``pinned read``: the service's own statement (``RecordRead`` for ``?include=strengths``, compiled as the service
+  compiles it) on connections whose session holds the tenant, with the pinned connections' settings;
+- ``pinned read, group commit``: the same, then the request's audit rows (one for the client, one for its
+  strengths, as ``AuditTrail`` writes them) through the service's ``GroupCommit``, awaited before the next read as
+  the service awaits it before answering.
+
+The last figure's share of the limit twin's is the most W1's ratio to the limit could be with every layer of the
+service's Python taking no time at all: the ceiling of what any work on that Python can reach.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,12 +41,17 @@ from typing import Any
 
 import asyncpg
 import orjson
+import uvloop
 
+import service.domain.registry  # noqa: F401 - fills the collections registry
 from bench.env import Database
 from bench.limit import W1
+from bench.raw import _no_reset
 from service.audit.commits import GroupCommit
-from service.audit.service import _INSERT
-from service.db import begin_script, literal, make_engine
+from service.audit.service import _INSERT, AuditTrail
+from service.auth.principal import Principal
+from service.collections.service import _record_read
+from service.db import PINNED_SESSION_SETTINGS, SESSION_TENANT_SQL, begin_script, literal, make_engine, server_settings
 from service.settings import Settings
 
 
@@ -71,6 +90,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--data-dir", default=".data/bench")
+    parser.add_argument("--bound", action="store_true", help="only W1's statements against the limit twin (above)")
+    parser.add_argument("--repeats", type=int, default=3, help="--bound: the runs in turn, this many times")
     args = parser.parse_args(argv)
     db = Database.start(Path(args.data_dir))
     owner = await asyncpg.connect(db.owner_dsn)
@@ -79,8 +100,12 @@ async def main(argv: list[str] | None = None) -> None:
     await owner.close()
     if org is None:
         raise SystemExit("no bench organization: run `python -m bench.run` once to seed it")
-    pool = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency)
     engine = make_engine(db.app_dsn.replace("postgresql://", "postgresql+asyncpg://", 1), Settings())
+    if args.bound:
+        await bound(db, engine, org, clients, args)
+        await engine.dispose()
+        return
+    pool = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency)
     groups = {n: GroupCommit(engine, _INSERT, in_flight=n) for n in (1, 2, 4)}
     begin = begin_script(org, None)
 
@@ -134,5 +159,70 @@ async def main(argv: list[str] | None = None) -> None:
     await engine.dispose()
 
 
+async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
+    """W1's statements as the service sends them, against the limit twin, in one run (see the module's doc)."""
+    settings = db.settings
+    who = Principal(org_id=org, app_id="bench", subject="bench")
+    plan = _record_read("clients", ("strengths",))
+    sql, names, defaults = plan.statement._compile(engine.dialect, False)
+    group = GroupCommit(engine, _INSERT)
+    tenant = (str(org), "")
+
+    async def pinned_init(conn: asyncpg.Connection) -> None:
+        await conn.fetchrow(SESSION_TENANT_SQL, *tenant)
+
+    limit_pool = await asyncpg.create_pool(db.owner_dsn, min_size=args.concurrency, max_size=args.concurrency,
+                                           server_settings=server_settings(settings, PINNED_SESSION_SETTINGS))
+    pinned = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency,
+                                       server_settings=server_settings(settings, PINNED_SESSION_SETTINGS),
+                                       init=pinned_init, reset=_no_reset)
+
+    async def limit_twin(conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        await conn.fetchval(W1, org, random.choice(clients))
+
+    async def read(conn: asyncpg.Connection) -> AuditTrail:
+        client = random.choice(clients)
+        values = {**defaults, "org_id": org, "patient_id": None, "record_id": client}
+        head = (await conn.fetch(sql, *[values[name] for name in names]))[0]
+        if not head["ok"] or head["id"] != client:
+            raise RuntimeError(f"the pinned read did not find client {client}")
+        trail = AuditTrail(request_id="bench-bound", method="GET", path=f"/v1/clients/{client}?include=strengths",
+                           remote="127.0.0.1")
+        trail.seen("Client", client, client)
+        trail.seen_many("Strength", (row["id"] for row in head["c0"] or ()), [client])
+        return trail
+
+    async def pinned_read(conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        await read(conn)
+
+    async def pinned_grouped(_: asyncpg.Connection | None) -> None:
+        async with pinned.acquire() as conn:
+            trail = await read(conn)
+        rows = trail.grouped_rows(who)
+        assert rows is not None
+        await group.write(org, rows)
+
+    runs: list[tuple[str, asyncpg.Pool, Callable[[asyncpg.Connection | None], Awaitable[None]], bool]] = [
+        ("limit twin", limit_pool, limit_twin, True), ("pinned read", pinned, pinned_read, True),
+        ("pinned read, group commit", pinned, pinned_grouped, False)]
+    shares: dict[str, list[float]] = {name: [] for name, *_ in runs}
+    for repeat in range(args.repeats):  # the three in turn, each repeat's shares of its own limit twin's rate
+        rates: dict[str, float] = {}
+        for name, pool, body, hold in runs:
+            before = group.commits
+            rates[name] = await _run(pool, body, args.concurrency, args.duration, hold=hold)
+            shares[name].append(rates[name] / rates["limit twin"])
+            extra = f"  ({rates[name] * args.duration / max(group.commits - before, 1):.1f} reads per commit)" \
+                if not hold else ""
+            print(f"{repeat + 1}: {name:42s} {rates[name]:8.0f} req/s  {shares[name][-1]:.2f} of the limit twin{extra}",
+                  flush=True)
+    for name, values in shares.items():
+        print(f"median: {name:37s} {statistics.median(values):.2f} of the limit twin", flush=True)
+    await limit_pool.close()
+    await pinned.close()
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # as bench.raw's twins run
