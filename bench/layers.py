@@ -9,20 +9,37 @@ service's default level) and written to a discarded stream.
 
 What it leaves out is the rest of a request: uvicorn's parsing and writing, the token, the statement and the response
 (W1's service CPU per read in ``bench.run`` is the sum). Prints microseconds per request per variant.
+
+``--read [--clients 2000] [--reads 20000] [--concurrency 16] [--data-dir .data/bench]`` prices the whole read
+instead: the app a server serves (``served_app``, every layer, the real ``ReadFastPath``) on the bench's database
+(seeded as ``bench.run`` seeds it), with a token from its own ``POST /oauth/token``, sends W1's request for a random
+client from ``concurrency`` tasks on one event loop, as uvicorn would hand them over, with no socket and no load
+generator on the machine. Prints the process's CPU per read (medians of ``repeats``): what ``bench.run``'s W1 costs
+the service less uvicorn's share, steadier than a run under wrk on a shared machine, so a change on the read's path
+can be priced by running it before and after. ``py-spy record -- python -m bench.layers --read`` shows where.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import json
+import os
+import random
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvloop
 from starlette.middleware import Middleware
 
-from service.app import create_app
+from bench.env import Database, cli
+from bench.seed import ensure_seed
+from bench.workloads import WORKLOADS
+from service.app import create_app, served_app
 from service.collections.fastread import ReadFastPath
 from service.settings import Settings
 from service.telemetry.logs import configure_logging
@@ -109,11 +126,70 @@ def report(medians: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[tuple[float, float]]:
+    """``--read``: per repeat, the process's CPU milliseconds per read and the reads per second; the access lines
+    written to ``access_lines``."""
+    db = Database.start(Path(args.data_dir))
+    seed = await ensure_seed(db.owner_dsn, args.clients)
+    creds = json.loads(cli(db.data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench-layers",
+                           "--scopes", WORKLOADS["W1"].scopes))
+    # The quotas stay on but far above what a run sends, as bench.run serves the service (bench.env.service_env).
+    app = served_app(db.settings.model_copy(update={"rate_limit_requests": 10**9,
+                                                    "token_rate_limit_requests": 10**9}))
+    configure_logging("info", stream=access_lines)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8000") as http:
+            answer = await http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                     auth=(creds["client_id"], creds["client_secret"]))
+            answer.raise_for_status()
+        authorization = f"Bearer {answer.json()['access_token']}".encode()
+
+        async def read(client: Any) -> None:
+            path = f"/v1/clients/{client}"
+            status: list[int] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+
+            await app({**scope(), "path": path, "raw_path": path.encode(), "query_string": b"include=strengths",
+                       "headers": [(b"host", b"127.0.0.1:8000"), (b"authorization", authorization),
+                                   (b"user-agent", b"wrk")]}, _receive, send)
+            if status != [200]:
+                raise RuntimeError(f"GET {path}?include=strengths answered {status}")
+
+        async def reads(count: int) -> None:
+            for _ in range(count):
+                await read(random.choice(seed.client_ids))
+
+        async def run(count: int) -> tuple[float, float]:
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(reads(count // args.concurrency) for _ in range(args.concurrency)))
+            done = count // args.concurrency * args.concurrency
+            return (time.process_time() - cpu) / done * 1e3, done / (time.perf_counter() - wall)
+
+        await run(max(args.reads // 10, args.concurrency))  # warm-up: connections, prepared statements, caches
+        return [await run(args.reads) for _ in range(args.repeats)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--read", action="store_true", help="the whole read on the bench's database (above)")
+    parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat")
+    parser.add_argument("--clients", type=int, default=2000, help="--read: the seeded caseload's size")
+    parser.add_argument("--concurrency", type=int, default=16, help="--read: reads in flight")
+    parser.add_argument("--data-dir", default=".data/bench", help="--read: the bench's embedded PostgreSQL")
     args = parser.parse_args(argv)
+    if args.read:
+        with open(os.devnull, "w") as discarded:
+            runs = uvloop.run(whole_read(args, discarded))
+        for cpu_ms, rate in runs:
+            print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s")
+        print(f"median: {statistics.median(cpu for cpu, _ in runs):.3f} ms of CPU per read "
+              f"({len(runs)} repeats of {args.reads} reads, concurrency {args.concurrency})")
+        return
     configure_logging("info", stream=io.StringIO())
     print(report(uvloop.run(measure(args.requests, args.repeats))))
 
