@@ -184,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.read:
         with open(os.devnull, "w") as discarded:
-            runs = uvloop.run(whole_read(args, discarded))
+            try:
+                runs = uvloop.run(whole_read(args, discarded))
+            finally:
+                configure_logging("info")  # back to stderr before the stream closes (the embedded server logs at exit)
         for cpu_ms, rate in runs:
             print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s")
         print(f"median: {statistics.median(cpu for cpu, _ in runs):.3f} ms of CPU per read "
