@@ -172,7 +172,8 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
         await conn.fetchrow(SESSION_TENANT_SQL, *tenant)
 
     limit_pool = await asyncpg.create_pool(db.owner_dsn, min_size=args.concurrency, max_size=args.concurrency,
-                                           server_settings=server_settings(settings, PINNED_SESSION_SETTINGS))
+                                           server_settings=server_settings(settings, PINNED_SESSION_SETTINGS),
+                                           reset=_no_reset)
     pinned = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency,
                                        server_settings=server_settings(settings, PINNED_SESSION_SETTINGS),
                                        init=pinned_init, reset=_no_reset)
