@@ -15,9 +15,9 @@ from typing import Any
 import uvicorn
 from fastapi import routing
 
-from service.api.methods import MethodNotAllowedMiddleware, MethodTable
 from service import app as app_module
 from service import cli
+from service.api.methods import MethodNotAllowedMiddleware, MethodTable
 from service.app import create_app
 from service.settings import Settings
 
