@@ -14,9 +14,10 @@ What it leaves out is the rest of a request: uvicorn's parsing and writing, the 
 instead: the app a server serves (``served_app``, every layer, the real ``ReadFastPath``) on the bench's database
 (seeded as ``bench.run`` seeds it), with a token from its own ``POST /oauth/token``, sends W1's request for a random
 client from ``concurrency`` tasks on one event loop, as uvicorn would hand them over, with no socket and no load
-generator on the machine. Prints the process's CPU per read (medians of ``repeats``): what ``bench.run``'s W1 costs
-the service less uvicorn's share, steadier than a run under wrk on a shared machine, so a change on the read's path
-can be priced by running it before and after. ``py-spy record -- python -m bench.layers --read`` shows where.
+generator on the machine, then ``GET /healthz`` as often (no token, no database). Prints the process's CPU per request
+of each (medians of ``repeats``): what ``bench.run``'s W1 and its ``GET /healthz`` cost the service less uvicorn's
+share, steadier than a run under wrk on a shared machine, so a change on the read's path can be priced by running it
+before and after. ``py-spy record -- python -m bench.layers --read`` shows where.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def report(medians: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[tuple[float, float]]:
-    """``--read``: per repeat, the process's CPU milliseconds per read and the reads per second; the access lines
-    written to ``access_lines``."""
+async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[dict[str, tuple[float, float]]]:
+    """``--read``: per repeat, for W1's read and for ``GET /healthz`` (no token, no database: what the app costs any
+    request), the process's CPU milliseconds per request and the requests per second; the access lines written to
+    ``access_lines``."""
     db = Database.start(Path(args.data_dir))
     seed = await ensure_seed(db.owner_dsn, args.clients)
     creds = json.loads(cli(db.data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench-layers",
@@ -144,32 +146,39 @@ async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[tuple[
             answer.raise_for_status()
         authorization = f"Bearer {answer.json()['access_token']}".encode()
 
-        async def read(client: Any) -> None:
-            path = f"/v1/clients/{client}"
+        async def get(path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
             status: list[int] = []
 
             async def send(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     status.append(message["status"])
 
-            await app({**scope(), "path": path, "raw_path": path.encode(), "query_string": b"include=strengths",
-                       "headers": [(b"host", b"127.0.0.1:8000"), (b"authorization", authorization),
-                                   (b"user-agent", b"wrk")]}, _receive, send)
+            await app({**scope(), "path": path, "raw_path": path.encode(), "query_string": query,
+                       "headers": [(b"host", b"127.0.0.1:8000"), *headers, (b"user-agent", b"wrk")]}, _receive, send)
             if status != [200]:
-                raise RuntimeError(f"GET {path}?include=strengths answered {status}")
+                raise RuntimeError(f"GET {path}?{query.decode()} answered {status}")
 
-        async def reads(count: int) -> None:
-            for _ in range(count):
-                await read(random.choice(seed.client_ids))
+        async def w1() -> None:
+            await get(f"/v1/clients/{random.choice(seed.client_ids)}", b"include=strengths",
+                      [(b"authorization", authorization)])
 
-        async def run(count: int) -> tuple[float, float]:
+        async def healthz() -> None:
+            await get("/healthz", b"", [])
+
+        async def run(request: Any, count: int) -> tuple[float, float]:
+            async def loop() -> None:
+                for _ in range(count // args.concurrency):
+                    await request()
+
             cpu, wall = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(reads(count // args.concurrency) for _ in range(args.concurrency)))
+            await asyncio.gather(*(loop() for _ in range(args.concurrency)))
             done = count // args.concurrency * args.concurrency
             return (time.process_time() - cpu) / done * 1e3, done / (time.perf_counter() - wall)
 
-        await run(max(args.reads // 10, args.concurrency))  # warm-up: connections, prepared statements, caches
-        return [await run(args.reads) for _ in range(args.repeats)]
+        for request in (w1, healthz):  # warm-up: connections, prepared statements, caches
+            await run(request, max(args.reads // 10, args.concurrency))
+        return [{"read": await run(w1, args.reads), "healthz": await run(healthz, args.reads)}
+                for _ in range(args.repeats)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,10 +197,13 @@ def main(argv: list[str] | None = None) -> None:
                 runs = uvloop.run(whole_read(args, discarded))
             finally:
                 configure_logging("info")  # back to stderr before the stream closes (the embedded server logs at exit)
-        for cpu_ms, rate in runs:
-            print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s")
-        print(f"median: {statistics.median(cpu for cpu, _ in runs):.3f} ms of CPU per read "
-              f"({len(runs)} repeats of {args.reads} reads, concurrency {args.concurrency})")
+        for run in runs:
+            (cpu_ms, rate), (healthz_ms, healthz_rate) = run["read"], run["healthz"]
+            print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s; "
+                  f"GET /healthz {healthz_ms:.3f} ms, {healthz_rate:.0f}/s")
+        print(f"median: {statistics.median(run['read'][0] for run in runs):.3f} ms of CPU per read, GET /healthz "
+              f"{statistics.median(run['healthz'][0] for run in runs):.3f} ({len(runs)} repeats of {args.reads} "
+              f"requests each, concurrency {args.concurrency})")
         return
     configure_logging("info", stream=io.StringIO())
     print(report(uvloop.run(measure(args.requests, args.repeats))))

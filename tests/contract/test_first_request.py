@@ -88,18 +88,33 @@ def _first_request(app: Any) -> None:
 UNUSED = "postgresql+asyncpg://unused@localhost/unused"  # no request here reaches a database
 
 
-def test_a_served_app_has_built_its_routes_before_its_first_request(monkeypatch):
-    """FastAPI builds an included router's route contexts at the first request that walks past it (about 0.3 s for
-    all of them); every app a server serves has built them before it takes a connection: `serve`'s one uvicorn
-    worker (the default) and the worker processes' entry point (``service.asgi``: uvicorn's workers, granian)."""
+def served_apps(monkeypatch: Any) -> list[Any]:
+    """The apps the servers serve, made as they make them: `serve`'s one uvicorn worker (the default; uvicorn's
+    ``run`` replaced) and the worker processes' entry point (``service.asgi``: uvicorn's workers, granian)."""
     monkeypatch.setattr(app_module, "freeze_startup_objects", lambda: None)  # not this test process's objects
-    assert _contexts_built_by_the_first_request(create_app(Settings(database_url=UNUSED)), monkeypatch) > 100
-
     served: list[Any] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
     cli._serve_uvicorn(Settings(database_url=UNUSED), "127.0.0.1", 8000, 1)
     monkeypatch.setenv("DATABASE_URL", UNUSED)
     monkeypatch.delitem(sys.modules, "service.asgi", raising=False)
     served.append(importlib.import_module("service.asgi").app)
-    for app in served:
+    return served
+
+
+def test_a_served_app_has_built_its_routes_before_its_first_request(monkeypatch):
+    """FastAPI builds an included router's route contexts at the first request that walks past it (about 0.3 s for
+    all of them); every app a server serves has built them before it takes a connection."""
+    assert _contexts_built_by_the_first_request(create_app(Settings(database_url=UNUSED)), monkeypatch) > 100
+    for app in served_apps(monkeypatch):
         assert _contexts_built_by_the_first_request(app, monkeypatch) == 0
+
+
+def test_a_served_app_has_written_its_openapi_document_before_its_first_request(monkeypatch):
+    """FastAPI writes the OpenAPI document at the first ``GET /openapi.json`` (about 0.7 s, in which the worker's
+    event loop serves nothing else); every app a server serves has written it before it takes a connection, the
+    same document."""
+    lazy = create_app(Settings(database_url=UNUSED))
+    assert lazy.openapi_schema is None
+    for app in served_apps(monkeypatch):
+        assert app.openapi_schema is not None
+        assert app.openapi_schema == lazy.openapi()

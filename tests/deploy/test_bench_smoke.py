@@ -193,15 +193,16 @@ def test_layers_prices_each_of_our_layers() -> None:
 
 
 def test_layers_prices_the_whole_read_on_a_database() -> None:
-    """``bench.layers --read``: the served app answers W1's request for seeded clients, on a database of its own (the
-    tiny size), and reports the CPU a read cost."""
+    """``bench.layers --read``: the served app answers W1's request for seeded clients, and ``GET /healthz``, on a
+    database of its own (the tiny size), and reports the CPU each cost."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.layers", "--read", "--clients", "3", "--reads", "64", "--repeats", "2",
          "--concurrency", "4", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-read")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    runs = re.findall(r"whole read in process: ([0-9.]+) ms of CPU per read, ([0-9]+) reads/s", out.stdout)
+    runs = re.findall(r"whole read in process: ([0-9.]+) ms of CPU per read, ([0-9]+) reads/s; "
+                      r"GET /healthz ([0-9.]+) ms", out.stdout)
     assert len(runs) == 2, out.stdout
-    assert all(float(cpu) > 0 and int(rate) > 0 for cpu, rate in runs)
+    assert all(float(cpu) > 0 and int(rate) > 0 and float(healthz) > 0 for cpu, rate, healthz in runs)
     assert "median:" in out.stdout
