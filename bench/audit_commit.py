@@ -1,9 +1,9 @@
 """What a read's audit row and its durable commit cost, and what the group commit saves (issue 25).
 
 `.venv/bin/python -m bench.audit_commit [--concurrency 16] [--duration 5]`, on the bench database (`.data/bench`,
-seeded by `python -m bench.run` first). Raw asyncpg, as the service role, W1's shape (a client with its strengths,
-read by the limit twin's statement under the tenant's row-level security), ``concurrency`` tasks for ``duration``
-seconds each, one after the other in this order:
+seeded as `python -m bench.run` seeds it, first if need be). Raw asyncpg, as the service role, W1's shape (a client
+with its strengths, read by the limit twin's statement under the tenant's row-level security), ``concurrency`` tasks
+for ``duration`` seconds each, one after the other in this order:
 
 - ``no audit``: ``BEGIN`` + tenant, the read, ``COMMIT`` (what a read costs with nothing written);
 - ``in the transaction``: the same with the audit row sent with ``COMMIT`` (the service before the group commit);
@@ -24,8 +24,9 @@ statements, beside the limit twin in the same run (``--bound``; bench.run's W1, 
   strengths, as ``AuditTrail`` writes them) through the service's ``GroupCommit``, awaited before the next read as
   the service awaits it before answering.
 
-The last figure's share of the limit twin's is the most W1's ratio to the limit could be with every layer of the
-service's Python taking no time at all: the ceiling of what any work on that Python can reach.
+The last figure's share of the limit twin's is the most W1's ratio to the limit could be if HTTP and every layer of
+the service's Python but the audit's bookkeeping took no time at all: the ceiling of what work on that Python can
+reach.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import service.domain.registry  # noqa: F401 - fills the collections registry
 from bench.env import Database
 from bench.limit import W1
 from bench.raw import _no_reset
+from bench.seed import ensure_seed
 from service.audit.commits import GroupCommit
 from service.audit.service import _INSERT, AuditTrail
 from service.auth.principal import Principal
@@ -92,14 +94,11 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--bound", action="store_true", help="only W1's statements against the limit twin (above)")
     parser.add_argument("--repeats", type=int, default=3, help="--bound: the runs in turn, this many times")
+    parser.add_argument("--clients", type=int, default=2000, help="the seeded caseload's size (seeded if missing)")
     args = parser.parse_args(argv)
     db = Database.start(Path(args.data_dir))
-    owner = await asyncpg.connect(db.owner_dsn)
-    org = await owner.fetchval("SELECT id FROM organizations WHERE name LIKE 'bench:%' ORDER BY name LIMIT 1")
-    clients = [r[0] for r in await owner.fetch("SELECT id FROM clients WHERE org_id = $1 LIMIT 500", org)]
-    await owner.close()
-    if org is None:
-        raise SystemExit("no bench organization: run `python -m bench.run` once to seed it")
+    seed = await ensure_seed(db.owner_dsn, args.clients)  # bench.run's caseload, as it seeds it
+    org, clients = seed.org_id, seed.client_ids[:500]
     engine = make_engine(db.app_dsn.replace("postgresql://", "postgresql+asyncpg://", 1), Settings())
     if args.bound:
         await bound(db, engine, org, clients, args)

@@ -2,8 +2,8 @@
 
 The 405 answers' method table (service/api/methods.py) is the OpenAPI document's, read off the documented routes when
 the app is made: no request builds the document (about a second of CPU per app; on a busy two-core machine the first
-request waited longer than a client's 5 s timeout). The served app builds FastAPI's route contexts before it takes a
-connection (``service.app.served_app``)."""
+request waited longer than a client's 5 s timeout). A served app builds FastAPI's route contexts and writes its OpenAPI
+document before it takes a connection (``service.app.served_app``)."""
 
 from __future__ import annotations
 

@@ -206,3 +206,19 @@ def test_layers_prices_the_whole_read_on_a_database() -> None:
     assert len(runs) == 2, out.stdout
     assert all(float(cpu) > 0 and int(rate) > 0 and float(healthz) > 0 for cpu, rate, healthz in runs)
     assert "median:" in out.stdout
+
+
+def test_audit_commit_bounds_w1_by_its_own_statements() -> None:
+    """``bench.audit_commit --bound``: the service's W1 statement and its group-committed audit rows, and the limit
+    twin, each run on a database of its own (the tiny size), and each one's share of the limit twin's rate."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.audit_commit", "--bound", "--clients", "3", "--duration", "0.3", "--repeats", "1",
+         "--concurrency", "2", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-bound")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    shares = dict(re.findall(r"median: (.+?)\s+([0-9.]+) of the limit twin", out.stdout))
+    assert set(shares) == {"limit twin", "pinned read", "pinned read, group commit"}, out.stdout
+    assert float(shares["limit twin"]) == 1.0
+    assert float(shares["pinned read, group commit"]) > 0
+    assert "reads per commit" in out.stdout
