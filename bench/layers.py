@@ -29,6 +29,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 runs = uvloop.run(whole_read(args, discarded))
             finally:
-                configure_logging("info")  # back to stderr before the stream closes (the embedded server logs at exit)
+                configure_logging("info", stream=sys.stderr)  # before it closes: the embedded server logs at exit
         for run in runs:
             (cpu_ms, rate), (healthz_ms, healthz_rate) = run["read"], run["healthz"]
             print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s; "
