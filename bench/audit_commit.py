@@ -47,13 +47,13 @@ import uvloop
 import service.domain.registry  # noqa: F401 - fills the collections registry
 from bench.env import Database
 from bench.limit import W1
-from bench.raw import _no_reset
+from bench.raw import twin_pool
 from bench.seed import ensure_seed
 from service.audit.commits import GroupCommit
 from service.audit.service import _INSERT, AuditTrail
 from service.auth.principal import Principal
 from service.collections.service import _record_read
-from service.db import PINNED_SESSION_SETTINGS, SESSION_TENANT_SQL, begin_script, literal, make_engine, server_settings
+from service.db import PINNED_SESSION_SETTINGS, begin_script, literal, make_engine
 from service.settings import Settings
 
 
@@ -165,17 +165,9 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
     plan = _record_read("clients", ("strengths",))
     sql, names, defaults = plan.statement._compile(engine.dialect, False)
     group = GroupCommit(engine, _INSERT)
-    tenant = (str(org), "")
-
-    async def pinned_init(conn: asyncpg.Connection) -> None:
-        await conn.fetchrow(SESSION_TENANT_SQL, *tenant)
-
-    limit_pool = await asyncpg.create_pool(db.owner_dsn, min_size=args.concurrency, max_size=args.concurrency,
-                                           server_settings=server_settings(settings, PINNED_SESSION_SETTINGS),
-                                           reset=_no_reset)
-    pinned = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency,
-                                       server_settings=server_settings(settings, PINNED_SESSION_SETTINGS),
-                                       init=pinned_init, reset=_no_reset)
+    size = {"min_size": args.concurrency, "max_size": args.concurrency}
+    limit_pool = await twin_pool(db.owner_dsn, settings, **size, session=PINNED_SESSION_SETTINGS)
+    pinned = await twin_pool(db.app_dsn, settings, **size, tenant=org, session=PINNED_SESSION_SETTINGS)
 
     async def limit_twin(conn: asyncpg.Connection | None) -> None:
         assert conn is not None

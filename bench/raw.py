@@ -223,22 +223,28 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     default would add a round trip, RESET ALL and friends, to every request of the twin)."""
 
 
+async def twin_pool(dsn: str, settings: Settings, *, min_size: int, max_size: int, tenant: UUID | None = None,
+                    session: dict[str, str] | None = None) -> asyncpg.Pool:
+    """A twin's asyncpg pool: the service's connection settings and ``session``'s (``server_settings``), no reset
+    query on release (``_no_reset``), and with ``tenant`` each connection's session holding that organization as the
+    service's pinned connections hold theirs (``service.db.PinnedTenants``): a read sent outside a transaction finds
+    it there (for a captured read, set before the capture, so not among its statements)."""
+    async def pinned(conn: asyncpg.Connection) -> None:
+        await conn.fetchrow(SESSION_TENANT_SQL, str(tenant), "")
+
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     server_settings=server_settings(settings, session),
+                                     reset=_no_reset, init=pinned if tenant is not None else None)
+    assert pool is not None
+    return pool
+
+
 async def _run(dsn: str, settings: Settings, plans: list[Plan], concurrency: int, duration: float,
                warmup: float, sequential: bool = False, finish: Finish | None = None,
                tenant: UUID | None = None, pg_cpu: PgCpu | None = None,
                session: dict[str, str] | None = None) -> Result:
-    async def pinned(conn: asyncpg.Connection) -> None:
-        """The session's tenant, as the service's pinned connections hold it (``service.db.PinnedTenants``): a read
-        it sends outside a transaction finds it there (set before the capture, so not among the statements)."""
-        await conn.fetchrow(SESSION_TENANT_SQL, str(tenant), "")
-
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min(settings.db_pool_size, concurrency),
-        max_size=settings.db_pool_size + settings.db_max_overflow,
-        server_settings=server_settings(settings, session),
-        reset=_no_reset, init=pinned if tenant is not None else None,
-    )
-    assert pool is not None
+    pool = await twin_pool(dsn, settings, min_size=min(settings.db_pool_size, concurrency),
+                           max_size=settings.db_pool_size + settings.db_max_overflow, tenant=tenant, session=session)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     count = 0
