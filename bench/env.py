@@ -76,11 +76,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The quotas stay on (their check is part of every request) but far above what a run sends: the settings the bench
+# serves the service with (``service_env``; ``bench.layers --read`` in process).
+QUOTAS = {"rate_limit_requests": 1_000_000_000, "token_rate_limit_requests": 1_000_000_000}
+
+
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "LOG_SQL")}
-    # The quotas stay on (their check is part of every request) but far above what a run sends.
-    env.update(DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", RATE_LIMIT_REQUESTS="1000000000",
-               TOKEN_RATE_LIMIT_REQUESTS="1000000000", **extra)
+    env.update(DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **{k.upper(): str(v) for k, v in QUOTAS.items()}, **extra)
     return env
 
 

@@ -38,7 +38,7 @@ import httpx
 import uvloop
 from starlette.middleware import Middleware
 
-from bench.env import Database, cli
+from bench.env import QUOTAS, Database, cli
 from bench.seed import ensure_seed
 from bench.workloads import WORKLOADS
 from service.app import create_app, served_app
@@ -136,9 +136,7 @@ async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[dict[s
     seed = await ensure_seed(db.owner_dsn, args.clients)
     creds = json.loads(cli(db.data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench-layers",
                            "--scopes", WORKLOADS["W1"].scopes))
-    # The quotas stay on but far above what a run sends, as bench.run serves the service (bench.env.service_env).
-    app = served_app(db.settings.model_copy(update={"rate_limit_requests": 10**9,
-                                                    "token_rate_limit_requests": 10**9}))
+    app = served_app(db.settings.model_copy(update=QUOTAS))  # as bench.run serves the service
     configure_logging("info", stream=access_lines)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8000") as http:
