@@ -105,14 +105,20 @@ async def test_the_twins_of_a_pinned_read_have_its_connections_session(db) -> No
         assert set(seen) == {mode}
 
 
+TINY_RUN = ("--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2", "--concurrency", "2",
+            "--generator", "python")  # bench.run at the tiny size
+
+
+def bench(module: str, *args: str, data_dir: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` on an embedded PostgreSQL of its own (``.data/<data_dir>``: xdist may run these
+    tests side by side)."""
+    return subprocess.run([sys.executable, "-m", module, *args, "--data-dir", str(PROJECT_ROOT / ".data" / data_dir)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     t0 = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2",
-         "--concurrency", "2", "--generator", "python", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke"),
-         "--out-dir", str(tmp_path)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )
+    out = bench("bench.run", *TINY_RUN, "--out-dir", str(tmp_path), data_dir="bench-smoke")
     elapsed = time.monotonic() - t0
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
@@ -156,12 +162,8 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
 def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
     """`--rls-cost` (both roles, raw and through the service) and `--server granian`, at the tiny size (its own
     data dir: xdist may run it beside the test above)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2",
-         "--concurrency", "2", "--generator", "python", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-rls"),
-         "--workloads", "W1", "--server", "granian", "--rls-cost", "--out-dir", str(tmp_path)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, check=False,
-    )
+    out = bench("bench.run", *TINY_RUN, "--workloads", "W1", "--server", "granian", "--rls-cost",
+                "--out-dir", str(tmp_path), data_dir="bench-smoke-rls", timeout=240)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
     assert result["config"]["server"] == "granian"
@@ -195,11 +197,8 @@ def test_layers_prices_each_of_our_layers() -> None:
 def test_layers_prices_the_whole_read_on_a_database() -> None:
     """``bench.layers --read``: the served app answers W1's request for seeded clients, and ``GET /healthz``, on a
     database of its own (the tiny size), and reports the CPU each cost."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.layers", "--read", "--clients", "3", "--reads", "64", "--repeats", "2",
-         "--concurrency", "4", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-read")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )
+    out = bench("bench.layers", "--read", "--clients", "3", "--reads", "64", "--repeats", "2", "--concurrency", "4",
+                data_dir="bench-smoke-read")
     assert out.returncode == 0, out.stderr[-4000:]
     runs = re.findall(r"whole read in process: ([0-9.]+) ms of CPU per read, ([0-9]+) reads/s; "
                       r"GET /healthz ([0-9.]+) ms", out.stdout)
@@ -211,11 +210,8 @@ def test_layers_prices_the_whole_read_on_a_database() -> None:
 def test_audit_commit_bounds_w1_by_its_own_statements() -> None:
     """``bench.audit_commit --bound``: the service's W1 statement and its group-committed audit rows, and the limit
     twin, each run on a database of its own (the tiny size), and each one's share of the limit twin's rate."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.audit_commit", "--bound", "--clients", "3", "--duration", "0.3", "--repeats", "1",
-         "--concurrency", "2", "--data-dir", str(PROJECT_ROOT / ".data" / "bench-smoke-bound")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )
+    out = bench("bench.audit_commit", "--bound", "--clients", "3", "--duration", "0.3", "--repeats", "1",
+                "--concurrency", "2", data_dir="bench-smoke-bound")
     assert out.returncode == 0, out.stderr[-4000:]
     shares = dict(re.findall(r"median: (.+?)\s+([0-9.]+) of the limit twin", out.stdout))
     assert set(shares) == {"limit twin", "pinned read", "pinned read, group commit"}, out.stdout
