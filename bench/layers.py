@@ -18,6 +18,11 @@ generator on the machine, then ``GET /healthz`` as often (no token, no database)
 of each (medians of ``repeats``): what ``bench.run``'s W1 and its ``GET /healthz`` cost the service less uvicorn's
 share, steadier than a run under wrk on a shared machine, so a change on the read's path can be priced by running it
 before and after. ``py-spy record -- python -m bench.layers --read`` shows where.
+
+``--write [--batches 1000]`` does the same for W3: ``POST /v1/measurements/batch`` of 100 new measurements (the
+batches ``bench.run`` sends, fresh external ids each) into W3's own seeded caseload, from ``concurrency`` tasks; the
+first batch's results must all be ``created`` (a batch whose items failed would cost less). Its CPU per batch is what
+``bench.run``'s W3 costs the service less uvicorn's share.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ import uvloop
 from starlette.middleware import Middleware
 
 from bench.env import QUOTAS, Database, cli
+from bench.run import frequency_markers
 from bench.seed import ensure_seed
-from bench.workloads import WORKLOADS
+from bench.workloads import WORKLOADS, Context
 from service.app import create_app, served_app
 from service.collections.fastread import ReadFastPath
 from service.settings import Settings
@@ -128,14 +134,15 @@ def report(medians: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[dict[str, tuple[float, float]]]:
-    """``--read``: per repeat, for W1's read and for ``GET /healthz`` (no token, no database: what the app costs any
-    request), the process's CPU milliseconds per request and the requests per second; the access lines written to
-    ``access_lines``."""
+async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[str, tuple[float, float]]]:
+    """``--read`` and ``--write``: per repeat, for the workload's request and for ``GET /healthz`` (no token, no
+    database: what the app costs any request), the process's CPU milliseconds per request and the requests per
+    second; the access lines written to ``access_lines``."""
     db = Database.start(Path(args.data_dir))
-    seed = await ensure_seed(db.owner_dsn, args.clients)
+    workload = WORKLOADS["W3" if args.write else "W1"]
+    seed = await ensure_seed(db.owner_dsn, args.clients, purpose="W3" if args.write else "")
     creds = json.loads(cli(db.data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench-layers",
-                           "--scopes", WORKLOADS["W1"].scopes))
+                           "--scopes", workload.scopes))
     app = served_app(db.settings.model_copy(update=QUOTAS))  # as bench.run serves the service
     configure_logging("info", stream=access_lines)
     async with app.router.lifespan_context(app):
@@ -145,24 +152,48 @@ async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[dict[s
             answer.raise_for_status()
         authorization = f"Bearer {answer.json()['access_token']}".encode()
 
-        async def get(path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        async def call(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]],
+                       body: bytes = b"", answer: list[bytes] | None = None) -> None:
             status: list[int] = []
 
             async def send(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     status.append(message["status"])
+                elif answer is not None:
+                    answer.append(message.get("body", b""))
 
-            await app({**scope(), "path": path, "raw_path": path.encode(), "query_string": query,
-                       "headers": [(b"host", b"127.0.0.1:8000"), *headers, (b"user-agent", b"wrk")]}, _receive, send)
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await app({**scope(), "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
+                       "headers": [(b"host", b"127.0.0.1:8000"), *headers, (b"user-agent", b"wrk")]}, receive, send)
             if status != [200]:
-                raise RuntimeError(f"GET {path}?{query.decode()} answered {status}")
+                raise RuntimeError(f"{method} {path}?{query.decode()} answered {status}")
 
         async def w1() -> None:
-            await get(f"/v1/clients/{random.choice(seed.client_ids)}", b"include=strengths",
-                      [(b"authorization", authorization)])
+            await call("GET", f"/v1/clients/{random.choice(seed.client_ids)}", b"include=strengths",
+                       [(b"authorization", authorization)])
+
+        # W3's batches as bench.run sends them (each with fresh external ids), made as they are used
+        ctx = Context(base_url="", token="", org_id=seed.org_id, client_ids=seed.client_ids,
+                      markers=await frequency_markers(db.owner_dsn, seed.org_id))
+        batches: list[bytes] = []
+
+        async def w3(answer: list[bytes] | None = None) -> None:
+            if not batches:
+                batches.extend(v.request.body or b"" for v in reversed(workload.variants(ctx)))
+            await call("POST", "/v1/measurements/batch", b"", [
+                (b"authorization", authorization), (b"content-type", b"application/json")], batches.pop(), answer)
+
+        if args.write:  # a batch whose items failed would cost less: every item of one must be created
+            answer: list[bytes] = []
+            await w3(answer)
+            results = json.loads(b"".join(answer))["results"]
+            if [r["status"] for r in results] != ["created"] * len(results):
+                raise RuntimeError(f"W3's batch was not created whole: {results[:3]}")
 
         async def healthz() -> None:
-            await get("/healthz", b"", [])
+            await call("GET", "/healthz", b"", [])
 
         async def run(request: Any, count: int) -> tuple[float, float]:
             async def loop() -> None:
@@ -174,9 +205,10 @@ async def whole_read(args: argparse.Namespace, access_lines: Any) -> list[dict[s
             done = count // args.concurrency * args.concurrency
             return (time.process_time() - cpu) / done * 1e3, done / (time.perf_counter() - wall)
 
-        for request in (w1, healthz):  # warm-up: connections, prepared statements, caches
-            await run(request, max(args.reads // 10, args.concurrency))
-        return [{"read": await run(w1, args.reads), "healthz": await run(healthz, args.reads)}
+        measured, count = (w3, args.batches) if args.write else (w1, args.reads)
+        for request in (measured, healthz):  # warm-up: connections, prepared statements, caches
+            await run(request, max(count // 10, args.concurrency))
+        return [{"request": await run(measured, count), "healthz": await run(healthz, args.reads)}
                 for _ in range(args.repeats)]
 
 
@@ -185,24 +217,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--read", action="store_true", help="the whole read on the bench's database (above)")
+    parser.add_argument("--write", action="store_true", help="W3's whole batch on the bench's database (above)")
     parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat")
+    parser.add_argument("--batches", type=int, default=1000, help="--write: batches per repeat")
     parser.add_argument("--clients", type=int, default=2000, help="--read: the seeded caseload's size")
     parser.add_argument("--concurrency", type=int, default=16, help="--read: reads in flight")
     parser.add_argument("--data-dir", default=".data/bench", help="--read: the bench's embedded PostgreSQL")
     args = parser.parse_args(argv)
-    if args.read:
+    if args.read or args.write:
         with open(os.devnull, "w") as discarded:
             try:
-                runs = uvloop.run(whole_read(args, discarded))
+                runs = uvloop.run(in_process(args, discarded))
             finally:
                 configure_logging("info", stream=sys.stderr)  # before it closes: the embedded server logs at exit
+        what, whats, count = ("batch", "batches", args.batches) if args.write else ("read", "reads", args.reads)
         for run in runs:
-            (cpu_ms, rate), (healthz_ms, healthz_rate) = run["read"], run["healthz"]
-            print(f"whole read in process: {cpu_ms:.3f} ms of CPU per read, {rate:.0f} reads/s; "
+            (cpu_ms, rate), (healthz_ms, healthz_rate) = run["request"], run["healthz"]
+            print(f"whole {what} in process: {cpu_ms:.3f} ms of CPU per {what}, {rate:.0f} {whats}/s; "
                   f"GET /healthz {healthz_ms:.3f} ms, {healthz_rate:.0f}/s")
-        print(f"median: {statistics.median(run['read'][0] for run in runs):.3f} ms of CPU per read, GET /healthz "
-              f"{statistics.median(run['healthz'][0] for run in runs):.3f} ({len(runs)} repeats of {args.reads} "
-              f"requests each, concurrency {args.concurrency})")
+        print(f"median: {statistics.median(run['request'][0] for run in runs):.3f} ms of CPU per {what}, GET /healthz "
+              f"{statistics.median(run['healthz'][0] for run in runs):.3f} ({len(runs)} repeats of {count} "
+              f"{whats} and {args.reads} GET /healthz each, concurrency {args.concurrency})")
         return
     configure_logging("info", stream=io.StringIO())
     print(report(uvloop.run(measure(args.requests, args.repeats))))

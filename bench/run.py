@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also replay the captured statements through the service's SQLAlchemy engine (no HTTP)")
     p.add_argument("--profile", action="store_true",
                    help="after measuring, py-spy the service during one more HTTP run of each workload")
+    p.add_argument("--write-plans", type=int, default=None,
+                   help="distinct raw plans per write run (default: each workload's own, sized for the default "
+                        "duration; a short run needs fewer, and building them is most of a tiny run's time)")
     p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / ".data" / "bench")
     p.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "results")
     return p.parse_args(argv)
@@ -292,7 +295,7 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 variants = w.variants(ctx)
                 if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
                     warm = [v.request for v in w.variants(ctx)]
-                    n_plans = w.write_plans or RAW_WRITE_PLANS
+                    n_plans = setup.args.write_plans or w.write_plans or RAW_WRITE_PLANS
                     raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
                                  for v in w.variants(ctx)][:n_plans]
                 else:
