@@ -107,6 +107,19 @@ def pinned_for(pinned: PinnedTenants | None, who: Principal, revocations: Revoca
     return pinned if pinned is not None and revocations.known_good(who.revocation) else None
 
 
+async def read_in_one(engine: AsyncEngine, pinned: PinnedTenants | None, who: Principal, revocations: Revocations,
+                      body: Callable[[AsyncConnection | PinnedConnection], Awaitable[T]]) -> T:
+    """A read whose every statement gates itself on the tenant (``repository.tenant_guard``), in as few round trips
+    as its guarantees allow: on a pinned connection when ``pinned_for`` allows it (``pinned_read``: one round trip),
+    else in ``driver_unit_of_work`` (BEGIN with the tenant and the revocation check, the read, COMMIT). Either way
+    its audit rows are committed before the caller answers. ``pinned``: None to always open a transaction."""
+    chosen = pinned_for(pinned, who, revocations)
+    if chosen is not None:
+        return await pinned_read(engine, chosen, who, body)
+    async with driver_unit_of_work(engine, who, revocations) as conn:
+        return await body(conn)
+
+
 async def pinned_read(engine: AsyncEngine, pinned: PinnedTenants, who: Principal,
                       body: Callable[[PinnedConnection], Awaitable[T]]) -> T:
     """A read in one round trip, on a connection whose session holds the principal's tenant (``db.PinnedTenants``):

@@ -11,7 +11,7 @@ same order with the same functions:
 
 1. the bearer token and the principal (``authenticate``: verification cache, rate limit), else 401;
 2. the route's declared scope (``authorize``), else 403;
-3. the unit of work: for a token the revocation listener knows is good, a pinned connection
+3. the unit of work (``uow.read_in_one``): for a token the revocation listener knows is good, a pinned connection
    (``uow.pinned_read``: no transaction, the statement checks the session's tenant); otherwise
    ``driver_unit_of_work`` (``BEGIN;``, the tenant ``set_config`` with the revocation check, ``COMMIT;``); either
    way the request's audit row by the group commit, before the response is sent;
@@ -38,7 +38,7 @@ from fastapi.security import SecurityScopes
 
 from service.api.dependencies import authenticate, authorize, bearer, bearer_token
 from service.api.problems import domain_problem
-from service.api.uow import driver_unit_of_work, pinned_for, pinned_read
+from service.api.uow import read_in_one
 from service.auth.principal import Principal
 from service.collections.registry import Collection
 from service.errors import DomainError
@@ -125,14 +125,12 @@ async def _serve(read: FastRead, record_id: UUID, include: str | None, request: 
     who: Principal = await authenticate(request, bearer_token(request.headers.get("authorization")))
     await authorize(read.scopes, who)
     ctx = request.app.state.ctx
-    pinned = pinned_for(ctx.pinned, who, ctx.tokens.revocations)
-    if pinned is not None:
-        names = await read.include(include)
-        return await pinned_read(ctx.engine, pinned, who,
-                                 lambda db: read.endpoint(record_id=record_id, who=who, db=db, include=names))
-    async with driver_unit_of_work(ctx.engine, who, ctx.tokens.revocations) as db:
+
+    async def body(db: Any) -> Response:
         names = await read.include(include)
         return await read.endpoint(record_id=record_id, who=who, db=db, include=names)
+
+    return await read_in_one(ctx.engine, ctx.pinned, who, ctx.tokens.revocations, body)
 
 
 _OTHER = object()

@@ -33,7 +33,7 @@ from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from service.api.uow import driver_unit_of_work, pinned_for, pinned_read
+from service.api.uow import read_in_one
 from service.audit import service as audit
 from service.collections.registry import REGISTRY, Collection
 from service.errors import DomainError
@@ -121,12 +121,8 @@ async def _answer(ctx: GraphQLContext, planned: list[tuple[str, Plan | str]]) ->
         return data
 
     # One statement writing its own rows needs no transaction: on a pinned connection, one round trip in all.
-    pinned = pinned_for(ctx.pinned, ctx.who, ctx.revocations) if own_rows else None
     try:
-        if pinned is not None:
-            return await pinned_read(ctx.engine, pinned, ctx.who, read)
-        async with driver_unit_of_work(ctx.engine, ctx.who, ctx.revocations) as conn:
-            return await read(conn)
+        return await read_in_one(ctx.engine, ctx.pinned if own_rows else None, ctx.who, ctx.revocations, read)
     except Exception:  # noqa: BLE001 - the stock executor runs the same statements and reports what fails
         log.info("whole_response_declined", exc_info=True)
         return None
