@@ -241,6 +241,7 @@ WORKLOADS: dict[str, Workload] = {
             description=f"GET /v1/changes?limit={FEED_PAGE}&since=<cursor>, cursors spread over the first 40,000 "
                         "changes of the seeded feed",
             scopes="system/*.s", variants=_w4, target=0.5, items_per_request=FEED_PAGE, item_name="changes",
+            pinned=True,
         ),
         Workload(
             name="W5", title="caseload progress summary",

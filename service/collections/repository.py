@@ -33,9 +33,15 @@ def tenant_guard(who: Principal) -> ColumnElement[bool]:
     """True when the session's tenant, what row-level security keys on (``app_org()``, ``app_patient()``), is the
     principal's: always inside a unit of work's transaction; on a pinned connection (``db.PinnedTenants``), only when
     the session holds this principal's tenant. A statement run on one gates everything it reads and writes on it."""
-    patient = func.app_patient(type_=Uuid)
-    return and_(func.app_org(type_=Uuid).is_not_distinct_from(who.org_id),
-                patient.is_(None) if who.patient_id is None else patient.is_not_distinct_from(who.patient_id))
+    return session_tenant_is(who.org_id, who.patient_id)
+
+
+def session_tenant_is(org: Any, patient: Any) -> ColumnElement[bool]:
+    """``tenant_guard`` of an organization and a patient (None: an organization-wide principal), each a value or an
+    SQL expression (a statement written as text gates itself on its own parameters: ``sync.changes``)."""
+    session_patient = func.app_patient(type_=Uuid)
+    return and_(func.app_org(type_=Uuid).is_not_distinct_from(org),
+                session_patient.is_(None) if patient is None else session_patient.is_not_distinct_from(patient))
 
 
 def readable_record(coll: Collection, who: Principal) -> Select[Any]:

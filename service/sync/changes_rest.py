@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
 from service.api import cursors
-from service.api.dependencies import Db, needs, problems
+from service.api.dependencies import needs, problems
 from service.api.http import NO_STORE, QueryParams, StrictRoute, dumps
+from service.api.uow import read_in_one
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY
 from service.collections.types import Out
@@ -52,8 +53,11 @@ class ChangesQuery(QueryParams):
 @router.get("/changes", response_model=ChangePage, operation_id="list_changes",
             summary="Every committed change since a cursor, exactly once",
             responses=problems(400, 401, 403, 422))
-async def list_changes(who: Reader, db: Db, query: Annotated[ChangesQuery, Query()]) -> Response:
+async def list_changes(who: Reader, request: Request, query: Annotated[ChangesQuery, Query()]) -> Response:
     chosen = changes.readable_types(who, query.types)
-    data, cursor, more = await changes.page(db, who, chosen, query.since, query.limit)
+    ctx = request.app.state.ctx
+    data, cursor, more = await read_in_one(  # one statement: alone on a pinned connection when it may be
+        ctx.engine, ctx.pinned, who, ctx.tokens.revocations,
+        lambda db: changes.page(db, who, chosen, query.since, query.limit))
     body = b'{"data":%s,"next_cursor":%s,"has_more":%s}' % (data.encode(), dumps(cursor), b"true" if more else b"false")
     return Response(body, media_type="application/json", headers=NO_STORE)
