@@ -176,7 +176,7 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
 
         # W3's batches as bench.run sends them (each with fresh external ids), made as they are used
         ctx = Context(base_url="", token="", org_id=seed.org_id, client_ids=seed.client_ids,
-                      markers=await frequency_markers(db.owner_dsn, seed.org_id))
+                      markers=await frequency_markers(db.owner_dsn, seed.org_id) if args.write else {})
         batches: list[bytes] = []
 
         async def w3(answer: list[bytes] | None = None) -> None:
@@ -186,9 +186,9 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
                 (b"authorization", authorization), (b"content-type", b"application/json")], batches.pop(), answer)
 
         if args.write:  # a batch whose items failed would cost less: every item of one must be created
-            answer: list[bytes] = []
-            await w3(answer)
-            results = json.loads(b"".join(answer))["results"]
+            first: list[bytes] = []
+            await w3(first)
+            results = json.loads(b"".join(first))["results"]
             if [r["status"] for r in results] != ["created"] * len(results):
                 raise RuntimeError(f"W3's batch was not created whole: {results[:3]}")
 
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--read", action="store_true", help="the whole read on the bench's database (above)")
     parser.add_argument("--write", action="store_true", help="W3's whole batch on the bench's database (above)")
-    parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat")
+    parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat (and GET /healthz)")
     parser.add_argument("--batches", type=int, default=1000, help="--write: batches per repeat")
-    parser.add_argument("--clients", type=int, default=2000, help="--read: the seeded caseload's size")
-    parser.add_argument("--concurrency", type=int, default=16, help="--read: reads in flight")
-    parser.add_argument("--data-dir", default=".data/bench", help="--read: the bench's embedded PostgreSQL")
+    parser.add_argument("--clients", type=int, default=2000, help="--read, --write: the seeded caseload's size")
+    parser.add_argument("--concurrency", type=int, default=16, help="--read, --write: requests in flight")
+    parser.add_argument("--data-dir", default=".data/bench", help="--read, --write: the bench's embedded PostgreSQL")
     args = parser.parse_args(argv)
     if args.read or args.write:
         with open(os.devnull, "w") as discarded:
