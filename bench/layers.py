@@ -44,8 +44,7 @@ import uvloop
 from starlette.middleware import Middleware
 
 from bench.env import QUOTAS, Database, cli
-from bench.run import frequency_markers
-from bench.seed import ensure_seed
+from bench.seed import ensure_seed, frequency_markers
 from bench.workloads import WORKLOADS, Context
 from service.app import create_app, served_app
 from service.collections.fastread import ReadFastPath

@@ -31,7 +31,7 @@ import psutil
 
 from bench import capture, chart, limit, loadgen, profile, raw, rls
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, postgres_cpu, token
-from bench.seed import Seed, ensure_seed
+from bench.seed import Seed, ensure_seed, frequency_markers
 from bench.workloads import WORKLOADS, Context, Variant, Workload
 from service.settings import PROJECT_ROOT
 
@@ -194,17 +194,6 @@ class Setup:
                        orgs={name: UUID(c["org_id"]) for name, c in self.own_creds.items()},
                        caseloads=self.caseloads,
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
-
-
-async def frequency_markers(dsn: str, org_id: Any) -> dict[Any, Any]:
-    """Each seeded client's frequency marker (W3 writes measurements of it: 0..14 per week, no risk items)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT client_id, id FROM outcome_markers WHERE org_id = $1 AND kind = 'frequency' "
-                                "AND deleted_at IS NULL", org_id)
-        return {r["client_id"]: r["id"] for r in rows}
-    finally:
-        await conn.close()
 
 
 def prepare(args: argparse.Namespace) -> Setup:

@@ -66,6 +66,17 @@ async def ensure_seed(owner_dsn: str, clients: int, purpose: str = "") -> Seed:
     return Seed(org_id=org_id, client_ids=ids, created=created, seconds=time.perf_counter() - t0)
 
 
+async def frequency_markers(dsn: str, org_id: Any) -> dict[Any, Any]:
+    """Each seeded client's frequency marker (W3 writes measurements of it: 0..14 per week, no risk items)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT client_id, id FROM outcome_markers WHERE org_id = $1 AND kind = 'frequency' "
+                                "AND deleted_at IS NULL", org_id)
+        return {r["client_id"]: r["id"] for r in rows}
+    finally:
+        await conn.close()
+
+
 def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 

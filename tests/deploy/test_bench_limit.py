@@ -14,8 +14,7 @@ import orjson
 
 from bench import limit
 from bench.loadgen import Request
-from bench.run import frequency_markers
-from bench.seed import ensure_seed
+from bench.seed import ensure_seed, frequency_markers
 from bench.workloads import WORKLOADS, Context, Variant
 from service.auth.assertions import unverified_parts
 from tests.support.harness import Org
