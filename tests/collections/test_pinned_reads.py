@@ -14,7 +14,7 @@ from service.collections.registry import REGISTRY
 from service.db import driver
 from tests.support.audit import events
 from tests.support.factories import create
-from tests.support.gqlkit import ALL, one_of_each, statements_on_the_wire
+from tests.support.gqlkit import ALL, one_of_each, pinned_session_holds, statements_on_the_wire
 from tests.support.harness import Api
 
 READER = "system/Client.r system/Strength.s system/Goal.s"
@@ -129,10 +129,7 @@ async def test_one_connection_serves_each_tenant_its_own(db):
                     assert [r["resource_type"] for r in rows] == ["Client", "Strength"]
                     assert {r["org_id"] for r in rows} == {a.id if who != "B" else b.id}
 
-        # Behind the service's back: the connection's session now holds organization B.
-        async with api.app.state.ctx.pinned.engine.connect() as conn:
-            raw = await driver(conn)
-            await raw.execute(f"SELECT set_config('app.org_id', '{b.id}', false)")
+        await pinned_session_holds(api, b.id)  # behind the service's back: the connection's session holds B
         rid = uuid.uuid4().hex
         with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
             resp = await readers["A"].get(f"/v1/clients/{ca['id']}?include=strengths", headers={"X-Request-Id": rid})
@@ -175,8 +172,7 @@ async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the
         for _ in range(2):  # the token's first use (a transaction), then the pinned connection takes the tenant
             assert (await reader.post("/graphql", json=query)).json()["data"]["client"]["displayName"]
         ctx = api.app.state.ctx
-        async with ctx.pinned.engine.connect() as conn:  # behind the service's back: organization B
-            await (await driver(conn)).execute(f"SELECT set_config('app.org_id', '{b.id}', false)")
+        await pinned_session_holds(api, b.id)  # behind the service's back: organization B
         rid = uuid.uuid4().hex
         with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
             resp = await reader.post("/graphql", json=query, headers={"X-Request-Id": rid})

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from service.db import driver
 from service.settings import PROJECT_ROOT
 from tests.support.harness import (
     ALL,  # noqa: F401 - re-exported
@@ -74,6 +75,13 @@ def statements_on_the_wire(*watched: Any) -> Iterator[list[str]]:
             event.remove(engine.sync_engine, "before_cursor_execute", before)
         for raw in logged.values():
             raw.remove_query_logger(log)
+
+
+async def pinned_session_holds(api: Api, org_id: Any) -> None:
+    """Behind the service's back, the pinned connection's session (a pool of one) made to hold ``org_id``'s tenant,
+    while the pool still believes it holds the last reader's: the next read must find out and not answer from it."""
+    async with api.app.state.ctx.pinned.engine.connect() as conn:
+        await (await driver(conn)).execute(f"SELECT set_config('app.org_id', '{org_id}', false)")
 
 
 async def gql(client: AuthedClient, query: str, variables: dict[str, Any] | None = None, *,

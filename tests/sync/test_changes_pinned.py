@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from service.db import driver
 from tests.support.audit import events
 from tests.support.changes import drain
 from tests.support.factories import create
-from tests.support.gqlkit import statements_on_the_wire
+from tests.support.gqlkit import pinned_session_holds, statements_on_the_wire
 from tests.support.harness import Api
 from tests.support.oauth import register, secret_token
 
@@ -123,8 +122,7 @@ async def test_one_connection_serves_each_tenant_its_own_feed(db):
         # A's page last, so the pool knows the session to hold A's tenant; then, behind the service's back, the
         # connection's session is made to hold organization B.
         assert (await readers["A"].get("/v1/changes")).status_code == 200
-        async with api.app.state.ctx.pinned.engine.connect() as conn:
-            await (await driver(conn)).execute(f"SELECT set_config('app.org_id', '{b.id}', false)")
+        await pinned_session_holds(api, b.id)
         rid = uuid.uuid4().hex
         with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
             resp = await readers["A"].get("/v1/changes", headers={"X-Request-Id": rid})
