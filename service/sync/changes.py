@@ -63,7 +63,7 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT txid, seq FROM page ORDER BY txid 
 def _feed(patient: bool) -> str:
     """The feed's statement for an organization-wide principal or a patient's."""
     guard = session_tenant_is(literal_column("$1::uuid"), literal_column("$2::uuid") if patient else None)
-    return _FEED.format(guard=guard.compile(dialect=PGDialect()))
+    return _FEED.replace("{guard}", str(guard.compile(dialect=PGDialect())))  # not format(): SQL may hold braces
 
 
 _FEEDS = {patient: _feed(patient) for patient in (False, True)}

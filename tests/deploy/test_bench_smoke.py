@@ -105,9 +105,10 @@ async def test_the_twins_of_a_pinned_read_have_its_connections_session(db) -> No
         assert set(seen) == {mode}
 
 
+# bench.run at the tiny size; 500 write plans are plenty for one second (a run that sent more writes than it has
+# plans would fail: raw.RepeatedWrites)
 TINY_RUN = ("--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2", "--concurrency", "2",
-            "--generator", "python", "--write-plans", "500")  # bench.run at the tiny size (a run that sent more
-# writes than it has plans fails: raw.RepeatedWrites)
+            "--generator", "python", "--write-plans", "500")
 
 
 def bench(module: str, *args: str, data_dir: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
