@@ -18,7 +18,7 @@ Then W1 as the service sends it now, with no HTTP and no Python of the service's
 statements, beside the limit twin in the same run (``--bound``; bench.run's W1, its ratio to the limit):
 
 - ``limit twin``: ``bench.limit.W1`` as the owner, no tenant, transaction or audit (bench.run's limit twin);
-- ``pinned read``: the service's own statement (``RecordRead`` for ``?include=strengths``, compiled as the service
+- ``pinned read``: the service's own statement (``jsonread``'s for ``?include=strengths``, compiled as the service
   compiles it) on connections whose session holds the tenant, with the pinned connections' settings;
 - ``pinned read, group commit``: the same, then the request's audit rows (one for the client, one for its
   strengths, as ``AuditTrail`` writes them) through the service's ``GroupCommit``, awaited before the next read as
@@ -49,11 +49,13 @@ from bench.env import Database
 from bench.limit import W1
 from bench.raw import twin_pool
 from bench.seed import ensure_seed
+from service.audit import service as audit
 from service.audit.commits import GroupCommit
 from service.audit.service import _INSERT, AuditTrail
 from service.auth.principal import Principal
-from service.collections.service import _record_read
+from service.collections.jsonread import _json_read
 from service.db import PINNED_SESSION_SETTINGS, begin_script, literal, make_engine
+from service.graphql.reads import note
 from service.settings import Settings
 
 
@@ -162,7 +164,7 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
     """W1's statements as the service sends them, against the limit twin, in one run (see the module's doc)."""
     settings = db.settings
     who = Principal(org_id=org, app_id="bench", subject="bench")
-    plan = _record_read("clients", ("strengths",))
+    plan = _json_read("clients", ("strengths",))
     sql, names, defaults = plan.statement._compile(engine.dialect, False)
     group = GroupCommit(engine, _INSERT)
     size = {"min_size": args.concurrency, "max_size": args.concurrency}
@@ -175,14 +177,17 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
 
     async def read(conn: asyncpg.Connection) -> AuditTrail:
         client = random.choice(clients)
-        values = {**defaults, "org_id": org, "patient_id": None, "record_id": client}
-        head = (await conn.fetch(sql, *[values[name] for name in names]))[0]
-        if not head["ok"] or head["id"] != client:
+        values = {**defaults, "org_id": org, "patient_id": None, "id": client}
+        row = (await conn.fetch(sql, *[values[name] for name in names]))[0]
+        if not row["ok"] or row["version"] is None:
             raise RuntimeError(f"the pinned read did not find client {client}")
         trail = AuditTrail(request_id="bench-bound", method="GET", path=f"/v1/clients/{client}?include=strengths",
                            remote="127.0.0.1")
-        trail.seen("Client", client, client)
-        trail.seen_many("Strength", (row["id"] for row in head["c0"] or ()), [client])
+        token = audit.begin(trail)  # what the read notes, as jsonread.read notes it
+        try:
+            note(plan.types, row)
+        finally:
+            audit.end(token)
         return trail
 
     async def pinned_read(conn: asyncpg.Connection | None) -> None:

@@ -17,7 +17,7 @@ from service.api.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.api.idempotency import idempotent
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
-from service.collections import service
+from service.collections import jsonread, service
 from service.collections.fastread import FastRead
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import identifier_field, parse_identifier
@@ -224,7 +224,8 @@ def collection_router(coll: Collection) -> tuple[APIRouter, FastRead]:
         return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)
 
     async def read_record(record_id: RecordId, who: Reader, db: Db, include: Include) -> Response:
-        return record_response(await service.read(db, who, coll, record_id, include))
+        version, body = await jsonread.read(db, who, coll.name, record_id, include)
+        return Response(body, media_type="application/json", headers={"ETag": etag(version), **NO_STORE})
 
     router.add_api_route(
         f"/{{{path_id}}}", read_record, methods=["GET"], response_model=_with_included(coll),

@@ -18,21 +18,17 @@ from sqlalchemy import (
     Uuid,
     any_,
     bindparam,
-    exists,
     func,
     insert,
-    literal_column,
     select,
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.audit import service as audit
 from service.auth.principal import Principal
-from service.auth.scopes import require
 from service.collections import identifiers
 from service.collections.declared import check_immutable, returning, snapshot
 from service.collections.records import record_change
@@ -98,21 +94,13 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
 
 
 class RecordRead:
-    """``GET /v1/<collection>/<id>?include=...`` in one statement: the record and each included child list (live
-    children, in list order, at most ``MAX_INCLUDE``, only when the record is live).
+    """A record by id in one statement, gated on ``tenant_guard``: on a pinned connection whose session holds another
+    tenant, it reads nothing and ``read`` raises ``TenantMismatch``. One row: ``ok`` (the guard), then the record's
+    columns (all NULL when there is none)."""
 
-    Everything is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant, it reads
-    nothing and ``read`` raises ``TenantMismatch``. One row: ``ok`` (the guard), the record's columns (all NULL when
-    there is none), then per child list ``c<i>``, an array of the child table's own row type (the driver decodes
-    each into a named, typed record), and ``c<i>_<name>`` per computed column, its values in the same order as a
-    JSON array (a computed value may itself be an array: the ids in a measurement's ``safety_alert_ids`` arrive as
-    their text, which the response writes alike)."""
-
-    def __init__(self, coll: Collection, children: tuple[Collection, ...]) -> None:
-        self.coll, self.children = coll, children
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
         self.columns = tuple(readable_record(coll, _TEMPLATE).selected_columns.keys())
-        # each child's columns in the order every other read gives them (the table's row type has its own order)
-        self.child_columns = tuple(tuple(readable_record(c, _TEMPLATE).selected_columns.keys()) for c in children)
         self.statement = CompiledRead(self._build)
 
     def _build(self, who: Principal) -> Select[Any]:
@@ -120,21 +108,7 @@ class RecordRead:
         guard = select(tenant_guard(who).label("ok")).cte("tenant_ok")
         rec = (readable_record(coll, who)
                .where(table.c.id == param("record_id"), select(guard.c.ok).scalar_subquery()).cte("rec"))
-        live = exists(select(literal_column("1")).select_from(rec).where(rec.c.deleted_at.is_(None)))
-        lists: list[Any] = []
-        for i, child in enumerate(self.children):
-            ct, keys = child.table, child.list_keys()
-            source = (readable(ct, who)
-                      .with_only_columns(literal_column(ct.name).label("row"), *child.computed_columns(),
-                                         func.row_number().over(order_by=keys).label("pos"))
-                      .where(ct.c[coll.children[child.name]] == param("record_id"), ct.c.deleted_at.is_(None), live)
-                      .order_by(*keys).limit(literal_column(str(MAX_INCLUDE))).cte(f"c{i}"))
-            lists.append(select(func.array_agg(aggregate_order_by(source.c.row, source.c.pos)))
-                         .select_from(source).scalar_subquery().label(f"c{i}"))
-            for name in child.computed:  # JSON: a computed value may be an array, which arrays cannot nest
-                lists.append(select(func.jsonb_agg(aggregate_order_by(source.c[name], source.c.pos)))
-                             .select_from(source).scalar_subquery().label(f"c{i}_{name}"))
-        return (select(guard.c.ok, *(rec.c[name] for name in self.columns), *lists)
+        return (select(guard.c.ok, *(rec.c[name] for name in self.columns))
                 .select_from(guard.outerjoin(rec, true())))
 
 
@@ -142,21 +116,17 @@ _TEMPLATE = Principal(org_id=param("org_id"), app_id="", subject="")
 
 
 @cache
-def _record_read(coll_name: str, children: tuple[str, ...]) -> RecordRead:
-    return RecordRead(REGISTRY[coll_name], tuple(REGISTRY[c] for c in children))
+def _record_read(coll_name: str) -> RecordRead:
+    return RecordRead(REGISTRY[coll_name])
 
 
-async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: Collection, record_id: UUID,
-               names: Sequence[str]) -> dict[str, Any]:
-    """The serialized live record with its included child lists (``?include=`` names), or NotFound / Gone, read by
-    one statement (``RecordRead``) on the caller's connection: a unit of work's transaction, or a pinned connection
-    (``TenantMismatch`` when its session holds another tenant); what it read is noted in the audit trail, whose rows
-    the caller's unit of work commits. Embedding a child list is a search of it: the child's search scope is
-    required before anything is read."""
-    kids = tuple(REGISTRY[name.replace("_", "-")] for name in names)
-    for child in kids:
-        require(who, child.resource, "s")
-    plan = _record_read(coll.name, tuple(c.name for c in kids))
+async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: Collection,
+               record_id: UUID) -> dict[str, Any]:
+    """The serialized live record, or NotFound / Gone, read by one statement (``RecordRead``) on the caller's
+    connection: a unit of work's transaction, or a pinned connection (``TenantMismatch`` when its session holds
+    another tenant); what it read is noted in the audit trail, whose rows the caller's unit of work commits. (REST's
+    read by id, with its ``?include=`` lists, has PostgreSQL write its JSON: ``service.collections.jsonread``.)"""
+    plan = _record_read(coll.name)
     head = (await plan.statement.fetch(conn, who, record_id=record_id))[0]
     if not head["ok"]:
         raise TenantMismatch
@@ -165,12 +135,7 @@ async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: C
         raise NotFound(f"No {noun} with id {record_id}")
     if head["deleted_at"] is not None:
         raise Gone(f"The {noun} {record_id} was deleted")
-    out = serialize(coll, {name: head[name] for name in plan.columns})
-    for i, (child, columns) in enumerate(zip(kids, plan.child_columns, strict=True)):
-        computed = {name: head[f"c{i}_{name}"] for name in child.computed}
-        out[child.key] = [serialize(child, {n: computed[n][k] if n in computed else row[n] for n in columns})
-                          for k, row in enumerate(head[f"c{i}"] or ())]
-    return out
+    return serialize(coll, {name: head[name] for name in plan.columns})
 
 
 def list_statement(

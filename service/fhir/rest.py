@@ -127,7 +127,7 @@ async def one_resource(db: Any, who: Principal, fhir_type: str, collection: str,
 
 async def read(fhir_type: str, resource_id: str, who: Principal, db: Any) -> Response:
     collection, rid = locate(fhir_type, resource_id, who, "r")
-    record = await service.read(db, who, REGISTRY[collection], rid, ())
+    record = await service.read(db, who, REGISTRY[collection], rid)
     return resource_response(await one_resource(db, who, fhir_type, collection, record, resource_id))
 
 

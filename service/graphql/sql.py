@@ -52,7 +52,7 @@ from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY, Collection
 from service.collections.repository import CompiledRead, after_row, readable, tenant_guard
-from service.collections.service import list_statement
+from service.collections.service import MAX_INCLUDE, list_statement
 from service.collections.sqljson import float_json, iso_datetime, record_cursor
 from service.graphql.shapes import ConnShape, ConnSub, Const, Mode, NestedShape, Part, RecordShape, Rel, Value
 from service.graphql.specs import Spec, type_name
@@ -211,6 +211,25 @@ class Builder:
         union = selects[0].union_all(*selects[1:]).subquery(self.name("u"))
         return select(*union.c).limit(1)
 
+    def by_id(self, shape: RecordShape) -> Select[Any]:
+        """One record by id (parameter ``id``), live or deleted, behind ``tenant_guard`` (REST's read: 404, 410 and
+        the ETag are told apart from the row). One row, always: ``(j, i<k>, c<k> ..., ok, version, deleted_at)``:
+        ``ok`` false when the session holds another tenant (nothing read), ``version`` null when there is no such
+        record, relations read only for a live one."""
+        coll = REGISTRY[shape.coll]
+        table = coll.table
+        guard = select(tenant_guard(self.who).label("ok")).cte("tenant_ok")
+        base = self._readable(coll, [shape]).add_columns(
+            table.c.version.label("_version"), table.c.deleted_at.label("_deleted_at")).where(
+            table.c.id == bindparam("id", None, type_=Uuid), select(guard.c.ok).scalar_subquery())
+        rows = base.subquery(self.name("t"))
+        frm, j, audit = self.record(shape, rows, gate=rows.c._deleted_at.is_(None))
+        rec = select(_utf8(j).label("j"), *self._audit_values(audit), rows.c._version,
+                     rows.c._deleted_at).select_from(frm).subquery(self.name("rec"))
+        audit_cols = [rec.c[f"{x}{k}"] for k in range(len(self.types)) for x in ("i", "c")]
+        return select(rec.c.j, *audit_cols, guard.c.ok, rec.c._version.label("version"),
+                      rec.c._deleted_at.label("deleted_at")).select_from(guard.outerjoin(rec, true()))
+
     # ------------------------------------------------------------ the audit side channel
 
     def _audit_values(self, audit: Audit) -> list[ColumnElement[Any]]:
@@ -315,6 +334,8 @@ class Builder:
         relation, target = rel.relation, rel.relation.target
         table = target.table
         open_ = table.c.deleted_at.is_(None) if gate is None else and_(table.c.deleted_at.is_(None), gate)
+        if relation.kind == "children" and isinstance(rel.shape, RecordShape):
+            return self._list(rel.shape, target, parent, relation.attr, open_)
         if relation.kind == "children":
             assert isinstance(rel.shape, ConnShape)
             assert rel.first is not None
@@ -350,6 +371,21 @@ class Builder:
         inner = select(j.label("j"), *self._labelled(audit), rows.c._o).select_from(frm).lateral(self.name("x"))
         outer = select(jagg(inner.c.j, [inner.c._o]).label("j"),
                        *self._labelled(self._aggregated(inner, audit)))
+        return outer.lateral(self.name("r")), list(audit)
+
+    def _list(self, shape: RecordShape, target: Collection, parent: FromClause, attr: str,
+              open_: ColumnElement[Any]) -> tuple[FromClause, list[int]]:
+        """Every child of the parent as a plain list, in the child's list order, at most ``MAX_INCLUDE`` (REST's
+        ``?include=``; GraphQL reads children as pages)."""
+        table = target.table
+        keys = target.list_keys()
+        rows = (self._readable(target, [shape]).where(table.c[attr] == parent.c.id, open_)
+                .add_columns(func.row_number().over(order_by=keys).label("_o"))
+                .order_by(*keys).limit(literal_column(str(MAX_INCLUDE), Integer))
+                .correlate(parent).lateral(self.name("t")))
+        frm, j, audit = self.record(shape, rows)
+        inner = select(j.label("j"), *self._labelled(audit), rows.c._o).select_from(frm).lateral(self.name("x"))
+        outer = select(jagg(inner.c.j, [inner.c._o]).label("j"), *self._labelled(self._aggregated(inner, audit)))
         return outer.lateral(self.name("r")), list(audit)
 
     # ------------------------------------------------------------ pages

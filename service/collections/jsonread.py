@@ -1,0 +1,104 @@
+"""``GET /v1/<collection>/<id>[?include=...]``: the record and its included child lists as JSON that PostgreSQL
+writes, in one statement, by the compiler GraphQL's reads use (``service.graphql.sql.Builder``), from a shape keyed
+by REST's own field names.
+
+REST's shape differs from GraphQL's in three ways: its keys are the output model's field names in the order
+``serialize`` writes them (the table's columns, the computed fields, the identifiers last); enum values are written as
+stored and JSON documents as stored; and an included child list is a plain list (live children, in the child's list
+order, at most ``MAX_INCLUDE``), not a page. ``serialize`` writes the same records in Python for lists, writes and
+FHIR; tests hold the two to each other key for key and byte for byte
+(``tests/collections/test_pinned_reads.py``).
+
+The statement is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant it reads
+nothing and ``read`` raises ``TenantMismatch``. What it read (the record, each child) is noted in the audit trail from
+its side channel (``reads.note``), whose rows the caller's unit of work (or the group commit) writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from service.auth.principal import Principal
+from service.auth.scopes import require
+from service.collections.registry import REGISTRY
+from service.collections.repository import CompiledRead, readable_record
+from service.collections.service import _TEMPLATE, INTERNAL
+from service.db import TenantMismatch
+from service.errors import Gone, NotFound
+from service.graphql.reads import note
+from service.graphql.relations import relations_of
+from service.graphql.shapes import RecordShape, Rel, Value
+from service.graphql.specs import Spec, record_specs
+from service.graphql.sql import Builder, RootShape, audit_types
+
+
+@dataclass(frozen=True)
+class JsonRead:
+    """A read's statement (``Builder.by_id``) and the resource types its audit columns name, in order."""
+
+    statement: CompiledRead
+    types: tuple[str, ...]
+
+
+def _rest_spec(spec: Spec) -> Spec:
+    """REST writes an enum's stored value, where GraphQL writes its renamed member."""
+    return dataclasses.replace(spec, base=str) if spec.renamed_enum() else spec
+
+
+@cache
+def record_shape(coll_name: str) -> RecordShape:
+    """Every field REST writes for a record, in ``serialize``'s order: the readable columns (computed fields
+    included) but the internal ones, then the identifiers."""
+    coll = REGISTRY[coll_name]
+    specs = {s.name: s for s in record_specs(coll_name).values()}
+    dropped = {*INTERNAL, "compartment", "external_ids"}
+    columns = readable_record(coll, _TEMPLATE).selected_columns.keys()
+    keys = [c for c in columns if c not in dropped and c in specs]
+    if coll.ext_field in specs and coll.ext_field not in keys:
+        keys.append(coll.ext_field)
+    expected = {name for name, s in specs.items() if s.source != "none"}
+    if set(keys) != expected:  # a field REST would write that SQL does not, or the reverse: stop at startup
+        raise AssertionError(f"REST's read of {coll_name} would write {sorted(keys)}, its model {sorted(expected)}")
+    return RecordShape(coll_name, tuple(Value(k, _rest_spec(specs[k])) for k in keys))
+
+
+@cache
+def _json_read(coll_name: str, children: tuple[str, ...]) -> JsonRead:
+    relations = relations_of(coll_name)
+    rels = tuple(Rel(REGISTRY[c].key, False, relations[REGISTRY[c].key], record_shape(c)) for c in children)
+    shape = RecordShape(coll_name, record_shape(coll_name).entries + rels)
+    types = audit_types(RootShape("one", "response", (shape,)))
+
+    def build(who: Principal) -> Any:
+        builder = Builder(who)
+        builder.types = types
+        return builder.by_id(shape)
+
+    return JsonRead(CompiledRead(build), types)
+
+
+async def read(conn: Any, who: Principal, coll_name: str, record_id: UUID,
+               names: Sequence[str]) -> tuple[int, bytes]:
+    """(version, the record's JSON with its included lists), or NotFound / Gone. Embedding a child list is a search
+    of it: the child's search scope is required before anything is read."""
+    kids = tuple(REGISTRY[name.replace("_", "-")] for name in names)
+    for child in kids:
+        require(who, child.resource, "s")
+    plan = _json_read(coll_name, tuple(c.name for c in kids))
+    row = (await plan.statement.fetch(conn, who, id=record_id))[0]
+    ok, version, deleted_at = row["ok"], row["version"], row["deleted_at"]
+    if not ok:
+        raise TenantMismatch
+    noun = REGISTRY[coll_name].type_name.replace("_", " ")
+    if version is None:
+        raise NotFound(f"No {noun} with id {record_id}")
+    if deleted_at is not None:
+        raise Gone(f"The {noun} {record_id} was deleted")
+    note(plan.types, row)
+    body: bytes = row["j"]
+    return version, body
