@@ -1,17 +1,17 @@
-"""``GET /v1/<collection>/<id>[?include=...]``: the record and its included child lists as JSON that PostgreSQL
-writes, in one statement, by the compiler GraphQL's reads use (``service.graphql.sql.Builder``), from a shape keyed
-by REST's own field names.
+"""REST's reads, ``GET /v1/<collection>/<id>[?include=...]`` and ``GET /v1/<collection>`` (a list page), as JSON
+that PostgreSQL writes in one statement, by the compiler GraphQL's reads use (``service.graphql.sql.Builder``), from a
+shape keyed by REST's own field names.
 
 REST's shape differs from GraphQL's in three ways: its keys are the output model's field names in the order
 ``serialize`` writes them (the table's columns, the computed fields, the identifiers last); enum values are written as
 stored and JSON documents as stored; and an included child list is a plain list (live children, in the child's list
-order, at most ``MAX_INCLUDE``), not a page. ``serialize`` writes the same records in Python for lists, writes and
-FHIR; tests hold the two to each other key for key and byte for byte
+order, at most ``MAX_INCLUDE``), not a page. ``serialize`` writes the same records in Python for the answers of
+writes and for FHIR; a test per collection holds the two to each other key for key and byte for byte
 (``tests/collections/test_pinned_reads.py``).
 
-The statement is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant it reads
-nothing and ``read`` raises ``TenantMismatch``. What it read (the record, each child) is noted in the audit trail from
-its side channel (``reads.note``), whose rows the caller's unit of work (or the group commit) writes.
+Each statement is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant it reads
+nothing and the read raises ``TenantMismatch``. What it read is noted in the audit trail from its side channel
+(``reads.note``), whose rows the caller's unit of work (or the group commit) writes.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from uuid import UUID
+
+from sqlalchemy import Uuid, bindparam
 
 from service.auth.principal import Principal
 from service.auth.scopes import require
 from service.collections.registry import REGISTRY
-from service.collections.repository import CompiledRead, readable_record
-from service.collections.service import _TEMPLATE, INTERNAL
+from service.collections.repository import CompiledRead, after_row, decode_cursor, readable_record
+from service.collections.service import _TEMPLATE, INTERNAL, list_statement
 from service.db import TenantMismatch
 from service.errors import Gone, NotFound
 from service.graphql.reads import note
@@ -80,6 +82,49 @@ def _json_read(coll_name: str, children: tuple[str, ...]) -> JsonRead:
         return builder.by_id(shape)
 
     return JsonRead(CompiledRead(build), types)
+
+
+@lru_cache(maxsize=512)
+def _json_page(coll_name: str, filters: tuple[str, ...], after: bool, bucket: int) -> JsonRead:
+    coll = REGISTRY[coll_name]
+    shape = record_shape(coll_name)
+
+    def build(who: Principal) -> Any:
+        params: dict[str, Any] = {name: bindparam(f"f_{name}", None) for name in filters}
+        if "external_id" in params:
+            params["external_id"] = (bindparam("f_system", None), bindparam("f_value", None))
+        base = list_statement(who, coll, filters=params, cursor=None)
+        if after:
+            base = base.where(after_row(coll, who, bindparam("after", None, type_=Uuid)))
+        builder = Builder(who)
+        builder.types = (coll.resource,)
+        return builder.rest_page(shape, base, bucket)
+
+    return JsonRead(CompiledRead(build), (coll.resource,))
+
+
+def _bucket(limit: int) -> int:
+    """How many rows a page of ``limit`` reads at most, written in its SQL: ``limit + 1`` rounded up to a multiple
+    of 10, so that a few statements serve every page size (each planned once per connection)."""
+    return -(-(limit + 1) // 10) * 10
+
+
+async def page(conn: Any, who: Principal, coll_name: str, filters: dict[str, Any], limit: int,
+               cursor: str | None) -> tuple[bytes, str | None]:
+    """A list page's JSON (``{"data": [...], "next_cursor": ...}``) and its next cursor (None: the last page):
+    ``filters`` as ``service.list_statement`` takes them."""
+    after = decode_cursor(cursor) if cursor else None
+    given = {name: value for name, value in filters.items() if value is not None}
+    values: dict[str, Any] = {f"f_{name}": value for name, value in given.items() if name != "external_id"}
+    if "external_id" in given:
+        values["f_system"], values["f_value"] = given["external_id"]
+    plan = _json_page(coll_name, tuple(sorted(given)), after is not None, _bucket(limit))
+    row = (await plan.statement.fetch(conn, who, **values, after=after, limit=limit))[0]
+    if not row["ok"]:
+        raise TenantMismatch
+    note(plan.types, row)
+    body: bytes = row["j"]
+    return body, row["next_cursor"]
 
 
 async def read(conn: Any, who: Principal, coll_name: str, record_id: UUID,

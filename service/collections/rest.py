@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 from service.api.dependencies import Db, IdempotencyKeyHeader, WriteDb, etag, needs, problems, unit_of_work
 from service.api.http import NO_STORE, JSONOut, Paged, QueryParams, StrictRoute
 from service.api.idempotency import idempotent
+from service.api.uow import read_in_one
 from service.auth.principal import Principal
 from service.auth.scopes import required_scope
 from service.collections import jsonread, service
@@ -212,16 +213,19 @@ def collection_router(coll: Collection) -> tuple[APIRouter, FastRead]:
         "", response_model=page_model(coll), operation_id=f"list_{key}", summary=f"List {coll.title.lower()}",
         responses=problems(400, 401, 403, 422),
     )
-    async def list_records(who: Searcher, db: Db, request: Request,
+    async def list_records(who: Searcher, request: Request,
                            query: Annotated[Filters, Query()]) -> Response:  # type: ignore[valid-type]
         page: Paged = query
-        data, next_cursor = await service.list_page(db, who, coll, filters=list_filters(coll, page),
-                                                    limit=page.limit, cursor=page.cursor)
+        filters = list_filters(coll, page)
+        ctx = request.app.state.ctx
+        body, next_cursor = await read_in_one(  # one statement: alone on a pinned connection when it may be
+            ctx.engine, ctx.pinned, who, ctx.tokens.revocations,
+            lambda db: jsonread.page(db, who, coll.name, filters, page.limit, page.cursor))
         headers = dict(NO_STORE)
         if next_cursor:
             url = request.url.include_query_params(cursor=next_cursor)
             headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
-        return JSONOut({"data": data, "next_cursor": next_cursor}, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     async def read_record(record_id: RecordId, who: Reader, db: Db, include: Include) -> Response:
         version, body = await jsonread.read(db, who, coll.name, record_id, include)

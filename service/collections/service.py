@@ -37,8 +37,6 @@ from service.collections.repository import (
     CompiledRead,
     after_row,
     decode_cursor,
-    encode_cursor,
-    fetch_page,
     param,
     parse_identifier,
     readable,
@@ -170,15 +168,6 @@ def list_statement(
     if cursor:
         stmt = stmt.where(after_row(coll, who, decode_cursor(cursor)))
     return stmt.order_by(*coll.list_keys())
-
-
-async def list_page(
-    conn: AsyncConnection, who: Principal, coll: Collection, *, filters: dict[str, Any], limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    stmt = list_statement(who, coll, filters=filters, cursor=cursor)
-    rows, next_cursor = await fetch_page(conn, stmt, limit, lambda r: encode_cursor(r.id))
-    return [serialize(coll, r) for r in rows], next_cursor
 
 
 async def history(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> list[dict[str, Any]]:

@@ -230,6 +230,29 @@ class Builder:
         return select(rec.c.j, *audit_cols, guard.c.ok, rec.c._version.label("version"),
                       rec.c._deleted_at.label("deleted_at")).select_from(guard.outerjoin(rec, true()))
 
+    def rest_page(self, shape: RecordShape, base: Select[Any], bucket: int) -> Select[Any]:
+        """REST's list page over ``base`` (the list's readable, filtered rows): ``{"data": [...], "next_cursor": ...}``
+        of the first ``limit`` rows (parameter) in the list order, reading at most ``bucket`` (written in the SQL,
+        for the plan cache; at least ``limit + 1``, to tell whether more follow). Gated on ``tenant_guard``. One row:
+        ``(j, i0, c0, ok, next_cursor)``: the cursor of the last row shown when more follow, else null."""
+        coll = REGISTRY[shape.coll]
+        guard = select(tenant_guard(self.who).label("ok")).cte("tenant_ok")
+        ok = select(guard.c.ok).scalar_subquery()
+        keys = coll.list_keys()
+        limit = bindparam("limit", None, type_=Integer)
+        rows = (_narrow(base.where(ok), coll, [shape])
+                .add_columns(func.row_number().over(order_by=keys).label("_n"))
+                .order_by(None).order_by(*keys).limit(literal_column(str(int(bucket)), Integer))
+                .subquery(self.name("t")))
+        frm, j, audit = self.record(shape, rows)
+        x = select(rows.c.id, rows.c._n, j.label("j"), *self._labelled(audit)).select_from(frm).subquery(self.name("x"))
+        shown = x.c._n <= limit
+        ids = func.array_agg(aggregate_order_by(x.c.id, x.c._n)).filter(shown)
+        next_cursor = case((func.count() > limit, record_cursor(ids[limit])), else_=null())
+        page = jobj([(_key("data"), jagg(x.c.j, [x.c._n], shown)), (_key("next_cursor"), next_cursor)])
+        return select(_utf8(page).label("j"), *self._audit_values(self._aggregated(x, audit, shown)),
+                      ok.label("ok"), next_cursor.label("next_cursor")).select_from(x)
+
     # ------------------------------------------------------------ the audit side channel
 
     def _audit_values(self, audit: Audit) -> list[ColumnElement[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -96,41 +97,46 @@ def error_codes(body: dict[str, Any]) -> list[tuple[str | None, str | None]]:
             for e in body.get("errors") or []]
 
 
-async def post(client: AuthedClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+async def post(client: AuthedClient, path: str, body: dict[str, Any],
+               answers: dict[str, bytes] | None = None) -> dict[str, Any]:
     resp = await client.post(f"/v1/{path}", json=body)
     assert resp.status_code == 201, resp.text
+    if answers is not None:
+        answers[path] = resp.content
     return resp.json()  # type: ignore[no-any-return]
 
 
-async def one_of_each(api: Api, org: Org) -> dict[str, str]:
-    """One live record of every collection in ``org``: collection name -> id."""
+async def one_of_each(api: Api, org: Org, answers: dict[str, bytes] | None = None) -> dict[str, str]:
+    """One live record of every collection in ``org``: collection name -> id (``answers``: each create's response
+    body, by collection, as the write's Python serializer wrote it)."""
     c = api.client(await api.token(org, ALL))
+    made = functools.partial(post, answers=answers)
     now = datetime.now(UTC)
-    client = await post(c, "clients", {"display_name": "Ana"})
+    client = await made(c, "clients", {"display_name": "Ana"})
     cid = client["id"]
-    strength = await post(c, "strengths", {"client_id": cid, "domain": "relational", "kind": "skill",
+    strength = await made(c, "strengths", {"client_id": cid, "domain": "relational", "kind": "skill",
                                            "label": "asks for help"})
-    goal = await post(c, "goals", {"client_id": cid, "description": "Walk twice a week",
+    goal = await made(c, "goals", {"client_id": cid, "description": "Walk twice a week",
                                    "strength_ids": [strength["id"]]})
-    marker = await post(c, "outcome-markers", {"client_id": cid, "kind": "frequency", "name": "walks",
+    marker = await made(c, "outcome-markers", {"client_id": cid, "kind": "frequency", "name": "walks",
                                                "unit": "/wk", "goal_id": goal["id"]})
-    measurement = await post(c, "measurements", {"client_id": cid, "marker_id": marker["id"], "value": 2,
+    measurement = await made(c, "measurements", {"client_id": cid, "marker_id": marker["id"], "value": 2,
                                                  "observed_at": now.isoformat()})
     ids = {
         "clients": cid, "strengths": strength["id"], "goals": goal["id"], "outcome-markers": marker["id"],
         "measurements": measurement["id"],
-        "protective-factors": (await post(c, "protective-factors", {"client_id": cid, "category": "routine",
+        "protective-factors": (await made(c, "protective-factors", {"client_id": cid, "category": "routine",
                                                                    "description": "morning walk"}))["id"],
-        "exceptions": (await post(c, "exceptions", {"client_id": cid, "problem": "worry",
+        "exceptions": (await made(c, "exceptions", {"client_id": cid, "problem": "worry",
                                                     "description": "smaller at work"}))["id"],
-        "milestones": (await post(c, "milestones", {"client_id": cid, "goal_id": goal["id"], "title": "first walk",
+        "milestones": (await made(c, "milestones", {"client_id": cid, "goal_id": goal["id"], "title": "first walk",
                                                     "completion_criteria": "walked once"}))["id"],
-        "strength-uses": (await post(c, "strength-uses", {"client_id": cid, "strength_id": strength["id"],
+        "strength-uses": (await made(c, "strength-uses", {"client_id": cid, "strength_id": strength["id"],
                                                           "situation": "hard day",
                                                           "occurred_at": (now - timedelta(days=1)).isoformat()}))["id"],
-        "experiments": (await post(c, "experiments", {"client_id": cid, "strength_id": strength["id"],
+        "experiments": (await made(c, "experiments", {"client_id": cid, "strength_id": strength["id"],
                                                       "plan": "ask a friend on Monday"}))["id"],
-        "safety-alerts": (await post(c, "safety-alerts", {"client_id": cid, "reason": "clinician concern"}))["id"],
+        "safety-alerts": (await made(c, "safety-alerts", {"client_id": cid, "reason": "clinician concern"}))["id"],
     }
     return ids
 
