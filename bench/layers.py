@@ -19,6 +19,9 @@ of each (medians of ``repeats``): what ``bench.run``'s W1 and its ``GET /healthz
 share, steadier than a run under wrk on a shared machine, so a change on the read's path can be priced by running it
 before and after. ``py-spy record -- python -m bench.layers --read`` shows where.
 
+``--list`` does the same for a list page, ``GET /v1/clients?limit=50&cursor=...`` (the page after a random client: what
+an EHR's sync reads), with its own token (``system/Client.s``); no workload of ``bench.run`` sends it.
+
 ``--write [--batches 1000]`` does the same for W3: ``POST /v1/measurements/batch`` of 100 new measurements (the
 batches ``bench.run`` sends, fresh external ids each) into W3's own seeded caseload, from ``concurrency`` tasks; the
 first batch's results must all be ``created`` (a batch whose items failed would cost less). Its CPU per batch is what
@@ -48,6 +51,7 @@ from bench.seed import ensure_seed, frequency_markers
 from bench.workloads import WORKLOADS, Context
 from service.app import create_app, served_app
 from service.collections.fastread import ReadFastPath
+from service.collections.repository import encode_cursor
 from service.settings import Settings
 from service.telemetry.logs import configure_logging
 
@@ -140,8 +144,9 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
     db = Database.start(Path(args.data_dir))
     workload = WORKLOADS["W3" if args.write else "W1"]
     seed = await ensure_seed(db.owner_dsn, args.clients, purpose="W3" if args.write else "")
+    scopes = "system/Client.s" if args.list else workload.scopes
     creds = json.loads(cli(db.data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench-layers",
-                           "--scopes", workload.scopes))
+                           "--scopes", scopes))
     app = served_app(db.settings.model_copy(update=QUOTAS))  # as bench.run serves the service
     configure_logging("info", stream=access_lines)
     async with app.router.lifespan_context(app):
@@ -172,6 +177,10 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
         async def w1() -> None:
             await call("GET", f"/v1/clients/{random.choice(seed.client_ids)}", b"include=strengths",
                        [(b"authorization", authorization)])
+
+        async def page() -> None:
+            cursor = encode_cursor(random.choice(seed.client_ids))
+            await call("GET", "/v1/clients", f"limit=50&cursor={cursor}".encode(), [(b"authorization", authorization)])
 
         # W3's batches as bench.run sends them (each with fresh external ids), made as they are used
         ctx = Context(base_url="", token="", org_id=seed.org_id, client_ids=seed.client_ids,
@@ -204,7 +213,7 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
             done = count // args.concurrency * args.concurrency
             return (time.process_time() - cpu) / done * 1e3, done / (time.perf_counter() - wall)
 
-        measured, count = (w3, args.batches) if args.write else (w1, args.reads)
+        measured, count = (w3, args.batches) if args.write else (page if args.list else w1, args.reads)
         for request in (measured, healthz):  # warm-up: connections, prepared statements, caches
             await run(request, max(count // 10, args.concurrency))
         return [{"request": await run(measured, count), "healthz": await run(healthz, args.reads)}
@@ -217,19 +226,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--read", action="store_true", help="the whole read on the bench's database (above)")
     parser.add_argument("--write", action="store_true", help="W3's whole batch on the bench's database (above)")
+    parser.add_argument("--list", action="store_true", help="a list page of 50 clients on the bench's database")
     parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat (and GET /healthz)")
     parser.add_argument("--batches", type=int, default=1000, help="--write: batches per repeat")
     parser.add_argument("--clients", type=int, default=2000, help="--read, --write: the seeded caseload's size")
     parser.add_argument("--concurrency", type=int, default=16, help="--read, --write: requests in flight")
     parser.add_argument("--data-dir", default=".data/bench", help="--read, --write: the bench's embedded PostgreSQL")
     args = parser.parse_args(argv)
-    if args.read or args.write:
+    if args.read or args.write or args.list:
         with open(os.devnull, "w") as discarded:
             try:
                 runs = uvloop.run(in_process(args, discarded))
             finally:
                 configure_logging("info", stream=sys.stderr)  # before it closes: the embedded server logs at exit
-        what, whats, count = ("batch", "batches", args.batches) if args.write else ("read", "reads", args.reads)
+        what, whats, count = ("batch", "batches", args.batches) if args.write else \
+            ("page", "pages", args.reads) if args.list else ("read", "reads", args.reads)
         for run in runs:
             (cpu_ms, rate), (healthz_ms, healthz_rate) = run["request"], run["healthz"]
             print(f"whole {what} in process: {cpu_ms:.3f} ms of CPU per {what}, {rate:.0f} {whats}/s; "
