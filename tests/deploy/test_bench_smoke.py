@@ -200,7 +200,8 @@ def test_layers_prices_the_whole_read_and_batch_on_a_database() -> None:
     """``bench.layers --read``, ``--list`` and ``--write``: the served app answers W1's request for seeded clients, a
     list page of clients, W3's batch of 100 new measurements, and ``GET /healthz``, on a database of its own (the tiny
     size), and reports the CPU each cost."""
-    for mode, what, whats in (("--read", "read", "reads"), ("--list", "page", "pages"), ("--write", "batch", "batches")):
+    modes = (("--read", "read", "reads"), ("--list", "page", "pages"), ("--write", "batch", "batches"))
+    for mode, what, whats in modes:
         out = bench("bench.layers", mode, "--clients", "3", "--reads", "64", "--batches", "16", "--repeats", "2",
                     "--concurrency", "4", data_dir="bench-smoke-layers")
         assert out.returncode == 0, out.stderr[-4000:]
