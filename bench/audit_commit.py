@@ -27,6 +27,12 @@ statements, beside the limit twin in the same run (``--bound``; bench.run's W1, 
 The last figure's share of the limit twin's is the most W1's ratio to the limit could be if HTTP and every layer of
 the service's Python but the audit's bookkeeping took no time at all: the ceiling of what work on that Python can
 reach.
+
+``--cost [--statements 3000]`` prices the same statements in PostgreSQL's CPU (every backend and background process,
+``bench.env.postgres_cpu``), one at a time on one connection, so that nothing else runs beside them: the limit twin's
+statement and the service's read, each ``statements`` times, then the group commit's transaction (the one
+``GroupCommit`` sends: ``BEGIN``, the tenant, the INSERT of the rows, ``COMMIT``) holding the audit rows of 1, 8 and
+16 reads. What a read's PostgreSQL side costs at the least: its statement and its share of a commit.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import orjson
 import uvloop
 
 import service.domain.registry  # noqa: F401 - fills the collections registry
-from bench.env import Database
+from bench.env import Database, postgres_cpu
 from bench.limit import W1
 from bench.raw import twin_pool
 from bench.seed import ensure_seed
@@ -95,15 +101,17 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--bound", action="store_true", help="only W1's statements against the limit twin (above)")
-    parser.add_argument("--repeats", type=int, default=3, help="--bound: the runs in turn, this many times")
+    parser.add_argument("--cost", action="store_true", help="W1's statements in PostgreSQL's CPU, one at a time")
+    parser.add_argument("--statements", type=int, default=3000, help="--cost: statements per run")
+    parser.add_argument("--repeats", type=int, default=3, help="--bound, --cost: the runs in turn, this many times")
     parser.add_argument("--clients", type=int, default=2000, help="the seeded caseload's size (seeded if missing)")
     args = parser.parse_args(argv)
     db = Database.start(Path(args.data_dir))
     seed = await ensure_seed(db.owner_dsn, args.clients)  # bench.run's caseload, as it seeds it
     org, clients = seed.org_id, seed.client_ids[:500]
     engine = make_engine(db.app_dsn.replace("postgresql://", "postgresql+asyncpg://", 1), Settings())
-    if args.bound:
-        await bound(db, engine, org, clients, args)
+    if args.bound or args.cost:
+        await (bound if args.bound else cost)(db, engine, org, clients, args)
         await engine.dispose()
         return
     pool = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency)
@@ -217,6 +225,60 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
                   flush=True)
     for name, values in shares.items():
         print(f"median: {name:37s} {statistics.median(values):.2f} of the limit twin", flush=True)
+    await limit_pool.close()
+    await pinned.close()
+
+
+async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
+    """W1's statements and the group commit's transaction in PostgreSQL's CPU, one at a time (``--cost``)."""
+    who = Principal(org_id=org, app_id="bench", subject="bench")
+    plan = _json_read("clients", ("strengths",))
+    sql, names, defaults = plan.statement._compile(engine.dialect, False)
+    one = {"min_size": 1, "max_size": 1, "session": PINNED_SESSION_SETTINGS}
+    limit_pool = await twin_pool(db.owner_dsn, db.settings, **one)
+    pinned = await twin_pool(db.app_dsn, db.settings, **one, tenant=org)
+
+    async def limit_twin(conn: asyncpg.Connection, client: Any) -> None:
+        await conn.fetchval(W1, org, client)
+
+    async def service_read(conn: asyncpg.Connection, client: Any) -> None:
+        values = {**defaults, "org_id": org, "patient_id": None, "id": client}
+        await conn.fetch(sql, *[values[name] for name in names])
+
+    def rows_of(client: Any) -> str:  # a read's audit rows, as the service's trail writes them
+        trail = AuditTrail(request_id="bench-cost", method="GET", path=f"/v1/clients/{client}?include=strengths",
+                           remote="127.0.0.1")
+        trail.seen("Client", client, client)
+        trail.seen_many("Strength", [client], [client])
+        rows = trail.grouped_rows(who)
+        assert rows is not None
+        return rows
+
+    group = GroupCommit(engine, _INSERT)
+    loop = asyncio.get_running_loop()
+    n = args.statements
+    for repeat in range(args.repeats):
+        for name, pool, body in (("limit twin", limit_pool, limit_twin), ("service's read", pinned, service_read)):
+            async with pool.acquire() as conn:
+                for client in clients[:20]:  # warm: plans, caches
+                    await body(conn, client)
+                pg, wall = postgres_cpu(db.data_dir), time.perf_counter()
+                for _ in range(n):
+                    await body(conn, random.choice(clients))
+                pg, wall = postgres_cpu(db.data_dir) - pg, time.perf_counter() - wall
+            print(f"{repeat + 1}: {name:40s} PostgreSQL {pg / n * 1e3:.3f} ms of CPU per statement, "
+                  f"{wall / n * 1e3:.3f} ms each", flush=True)
+        for reads in (1, 8, 16):
+            commits = max(n // 5 // reads * 2, 20)
+            batches = [[(org, rows_of(random.choice(clients)), loop.create_future()) for _ in range(reads)]
+                       for _ in range(commits)]
+            pg = postgres_cpu(db.data_dir)
+            for batch in batches:
+                await group._commit(batch)
+            pg = postgres_cpu(db.data_dir) - pg
+            what = f"group commit of {reads} reads' rows"
+            print(f"{repeat + 1}: {what:40s} PostgreSQL {pg / commits * 1e3:.3f} ms of CPU per commit, "
+                  f"{pg / commits / reads * 1e3:.3f} per read", flush=True)
     await limit_pool.close()
     await pinned.close()
 

@@ -16,7 +16,8 @@ same order with the same functions:
    ``driver_unit_of_work`` (``BEGIN;``, the tenant ``set_config`` with the revocation check, ``COMMIT;``); either
    way the request's audit row by the group commit, before the response is sent;
 4. the route's own ``?include=`` dependency (422 for unknown names) and the route's own endpoint function
-   (``service.read``: child scope checks, then the record and its child lists in one statement; ETag).
+   (``jsonread.read``: child scope checks, then the record and its child lists as JSON PostgreSQL writes, in one
+   statement; ETag).
 
 Domain errors are answered by the app's own renderer (``problems.domain_problem``); anything else propagates
 as it would from the route. Every other request (another method, an id that is not a canonical UUID, any query

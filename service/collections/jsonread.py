@@ -23,20 +23,17 @@ from functools import cache, lru_cache
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Uuid, bindparam
-
 from service.auth.principal import Principal
 from service.auth.scopes import require
 from service.collections.registry import REGISTRY
-from service.collections.repository import CompiledRead, after_row, decode_cursor, readable_record
-from service.collections.service import _TEMPLATE, INTERNAL, list_statement
+from service.collections.repository import CompiledRead, decode_cursor, readable_record
+from service.collections.service import _TEMPLATE, INTERNAL, must_be_live
 from service.db import TenantMismatch
-from service.errors import Gone, NotFound
 from service.graphql.reads import note
 from service.graphql.relations import relations_of
 from service.graphql.shapes import RecordShape, Rel, Value
 from service.graphql.specs import Spec, record_specs
-from service.graphql.sql import Builder, RootShape, audit_types
+from service.graphql.sql import Builder, RootShape, audit_types, page_params
 
 
 @dataclass(frozen=True)
@@ -90,15 +87,9 @@ def _json_page(coll_name: str, filters: tuple[str, ...], after: bool, bucket: in
     shape = record_shape(coll_name)
 
     def build(who: Principal) -> Any:
-        params: dict[str, Any] = {name: bindparam(f"f_{name}", None) for name in filters}
-        if "external_id" in params:
-            params["external_id"] = (bindparam("f_system", None), bindparam("f_value", None))
-        base = list_statement(who, coll, filters=params, cursor=None)
-        if after:
-            base = base.where(after_row(coll, who, bindparam("after", None, type_=Uuid)))
         builder = Builder(who)
         builder.types = (coll.resource,)
-        return builder.rest_page(shape, base, bucket)
+        return builder.rest_page(shape, builder.list_base(coll, filters, after), bucket)
 
     return JsonRead(CompiledRead(build), (coll.resource,))
 
@@ -115,11 +106,8 @@ async def page(conn: Any, who: Principal, coll_name: str, filters: dict[str, Any
     ``filters`` as ``service.list_statement`` takes them."""
     after = decode_cursor(cursor) if cursor else None
     given = {name: value for name, value in filters.items() if value is not None}
-    values: dict[str, Any] = {f"f_{name}": value for name, value in given.items() if name != "external_id"}
-    if "external_id" in given:
-        values["f_system"], values["f_value"] = given["external_id"]
     plan = _json_page(coll_name, tuple(sorted(given)), after is not None, _bucket(limit))
-    row = (await plan.statement.fetch(conn, who, **values, after=after, limit=limit))[0]
+    row = (await plan.statement.fetch(conn, who, **page_params(given, after), limit=limit))[0]
     if not row["ok"]:
         raise TenantMismatch
     note(plan.types, row)
@@ -136,14 +124,10 @@ async def read(conn: Any, who: Principal, coll_name: str, record_id: UUID,
         require(who, child.resource, "s")
     plan = _json_read(coll_name, tuple(c.name for c in kids))
     row = (await plan.statement.fetch(conn, who, id=record_id))[0]
-    ok, version, deleted_at = row["ok"], row["version"], row["deleted_at"]
-    if not ok:
+    if not row["ok"]:
         raise TenantMismatch
-    noun = REGISTRY[coll_name].type_name.replace("_", " ")
-    if version is None:
-        raise NotFound(f"No {noun} with id {record_id}")
-    if deleted_at is not None:
-        raise Gone(f"The {noun} {record_id} was deleted")
+    version = row["version"]
+    must_be_live(REGISTRY[coll_name].type_name.replace("_", " "), record_id, version is not None, row["deleted_at"])
     note(plan.types, row)
     body: bytes = row["j"]
     return version, body

@@ -84,11 +84,16 @@ async def fetch_live(conn: AsyncConnection, stmt: Select[Any], noun: str, record
     if for_update:
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
-    if row is None:
-        raise NotFound(f"No {noun} with id {record_id}")
-    if row.deleted_at is not None:
-        raise Gone(f"The {noun} {record_id} was deleted")
+    must_be_live(noun, record_id, row is not None, row.deleted_at if row is not None else None)
     return row
+
+
+def must_be_live(noun: str, record_id: Any, found: bool, deleted_at: Any) -> None:
+    """NotFound when the read found no record (another organization's included), Gone when it is soft-deleted."""
+    if not found:
+        raise NotFound(f"No {noun} with id {record_id}")
+    if deleted_at is not None:
+        raise Gone(f"The {noun} {record_id} was deleted")
 
 
 class RecordRead:
@@ -128,11 +133,7 @@ async def read(conn: AsyncConnection | PinnedConnection, who: Principal, coll: C
     head = (await plan.statement.fetch(conn, who, record_id=record_id))[0]
     if not head["ok"]:
         raise TenantMismatch
-    noun = coll.type_name.replace("_", " ")
-    if head["id"] is None:
-        raise NotFound(f"No {noun} with id {record_id}")
-    if head["deleted_at"] is not None:
-        raise Gone(f"The {noun} {record_id} was deleted")
+    must_be_live(coll.type_name.replace("_", " "), record_id, head["id"] is not None, head["deleted_at"])
     return serialize(coll, {name: head[name] for name in plan.columns})
 
 

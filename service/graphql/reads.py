@@ -25,7 +25,7 @@ from service.errors import ValidationFailed
 from service.graphql.limits import check_page
 from service.graphql.selection import Doc
 from service.graphql.shapes import Mode, Planner
-from service.graphql.sql import RootShape, audit_types, compiled
+from service.graphql.sql import RootShape, audit_types, compiled, page_params
 
 
 @dataclass
@@ -72,14 +72,7 @@ def plan_page(doc: Doc, nodes: list[FieldNode], coll: Collection, first: int, af
               filters: dict[str, Any], allows: Callable[[str, str], bool], mode: Mode) -> Plan:
     check_page(first)
     filters = page_filters(coll, filters)
-    params: dict[str, Any] = {}
-    if after:
-        params["after"] = decode_cursor(after)
-    for name, value in filters.items():
-        if name == "external_id":
-            params["f_system"], params["f_value"] = value
-        else:
-            params[f"f_{name}"] = value
+    params = page_params(filters, decode_cursor(after) if after else None)
     planner = Planner(doc, allows, mode)
     shape = planner.connection(coll, nodes)
     root = RootShape("page", mode, (shape,), tuple(filters), bool(after), first)

@@ -182,12 +182,7 @@ class Builder:
             shape = root.shapes[0]
             assert isinstance(shape, ConnShape)
             coll = REGISTRY[shape.coll]
-            filters: dict[str, Any] = {name: bindparam(f"f_{name}", None) for name in root.filters}
-            if "external_id" in filters:
-                filters["external_id"] = (bindparam("f_system", None), bindparam("f_value", None))
-            base = list_statement(self.who, coll, filters=filters, cursor=None)
-            if root.after:
-                base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
+            base = self.list_base(coll, root.filters, root.after)
             # The root page's size is written in the SQL, not bound: PostgreSQL then plans the statement once per
             # connection (a generic plan). With ``LIMIT $1`` it cannot tell the page from a tenth of the table, so
             # every execution would be planned anew (custom plans), about a third of the statement's time.
@@ -210,6 +205,17 @@ class Builder:
             return selects[0]
         union = selects[0].union_all(*selects[1:]).subquery(self.name("u"))
         return select(*union.c).limit(1)
+
+    def list_base(self, coll: Collection, filters: tuple[str, ...], after: bool) -> Select[Any]:
+        """The list's readable rows (``service.list_statement``) with the filters named, their values the parameters
+        ``page_params`` gives, after the row a cursor names (parameter ``after``) when ``after``."""
+        given: dict[str, Any] = {name: bindparam(f"f_{name}", None) for name in filters}
+        if "external_id" in given:
+            given["external_id"] = (bindparam("f_system", None), bindparam("f_value", None))
+        base = list_statement(self.who, coll, filters=given, cursor=None)
+        if after:
+            base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
+        return base
 
     def by_id(self, shape: RecordShape) -> Select[Any]:
         """One record by id (parameter ``id``), live or deleted, behind ``tenant_guard`` (REST's read: 404, 410 and
@@ -495,6 +501,18 @@ class Builder:
                 value = _key("PageInfo")
             pairs.append((_key(p.key), value))
         return jobj(pairs)
+
+
+def page_params(filters: dict[str, Any], after: Any) -> dict[str, Any]:
+    """The parameters of ``Builder.list_base``'s statement: each filter's value (an external id split in two), and the
+    cursor's record id."""
+    params: dict[str, Any] = {"after": after} if after is not None else {}
+    for name, value in filters.items():
+        if name == "external_id":
+            params["f_system"], params["f_value"] = value
+        else:
+            params[f"f_{name}"] = value
+    return params
 
 
 def _joined(texts: list[ColumnElement[Any]]) -> ColumnElement[Any]:

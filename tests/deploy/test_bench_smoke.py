@@ -223,3 +223,15 @@ def test_audit_commit_bounds_w1_by_its_own_statements() -> None:
     assert float(shares["limit twin"]) == 1.0
     assert float(shares["pinned read, group commit"]) > 0
     assert "reads per commit" in out.stdout
+
+
+def test_audit_commit_prices_w1s_statements_in_postgres_cpu() -> None:
+    """``bench.audit_commit --cost``: the limit twin's statement, the service's read and the group commit's
+    transaction of 1, 8 and 16 reads' rows, one at a time, each priced in PostgreSQL's CPU."""
+    out = bench("bench.audit_commit", "--cost", "--clients", "3", "--statements", "30", "--repeats", "1",
+                data_dir="bench-smoke-bound")
+    assert out.returncode == 0, out.stderr[-4000:]
+    priced = dict(re.findall(r"1: (.+?)\s+PostgreSQL ([0-9.]+) ms of CPU per", out.stdout))
+    assert set(priced) == {"limit twin", "service's read", *(f"group commit of {n} reads' rows" for n in (1, 8, 16))}
+    assert all(float(ms) >= 0 for ms in priced.values()), out.stdout  # CPU counted in ticks: a tiny run may see 0
+    assert [float(ms) > 0 for ms in re.findall(r"per statement, ([0-9.]+) ms each", out.stdout)] == [True, True]
