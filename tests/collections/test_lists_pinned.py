@@ -12,9 +12,15 @@ import pytest
 
 from tests.support.audit import events
 from tests.support.factories import create
-from tests.support.gqlkit import pinned_session_holds, statements_on_the_wire
+from tests.support.gqlkit import (
+    audited,
+    each_reader_its_own,
+    pinned_and_plain_alike,
+    read_on_the_wire,
+    revoked_after_pinned_reads,
+    statements_on_the_wire,
+)
 from tests.support.harness import Api
-from tests.support.oauth import register, secret_token
 
 ALL = "system/*.cruds"
 READER = "system/Client.s system/Strength.s"
@@ -53,16 +59,8 @@ async def test_a_page_is_one_statement_and_its_audit_row_commits_before_the_resp
     org = await api.org("A")
     [(client, strengths)] = await _strengths(api, org, 3)
     reader = api.client(await api.token(org, READER))
-    path = f"/v1/strengths?client_id={client['id']}"
-    first = await reader.get(path)  # the token's first use asks the database whether it is revoked
-    assert first.status_code == 200, first.text
-    await reader.get(path)  # the pinned connection takes the tenant
-    ctx = api.app.state.ctx
-    rid = uuid.uuid4().hex
-    with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
-        resp = await reader.get(path, headers={"X-Request-Id": rid})
-        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
-    assert resp.status_code == 200, resp.text
+    read = await read_on_the_wire(api, reader, f"/v1/strengths?client_id={client['id']}")
+    resp, first, pinned, primary, rid = read.resp, read.first, read.pinned, read.primary, read.request_id
     assert resp.json() == first.json()
     assert [s["id"] for s in resp.json()["data"]] == sorted(s["id"] for s in strengths)
     assert resp.json()["next_cursor"] is None
@@ -108,24 +106,18 @@ async def test_pinned_and_transaction_lists_answer_and_audit_alike(api, db):
                ("/v1/strengths", {"client_id": made[1][0]["id"], "status": made[1][1][0]["status"]}),
                ("/v1/clients", {"identifier": f"{system}|7"}), ("/v1/clients", {"identifier": f"{system}|8"}),
                ("/v1/strengths", {"updated_since": "2000-01-01T00:00:00Z", "limit": 4})]
-    answers: dict[tuple[str, str], list] = {}
-    async with Api.start(db, db_pinned_pool_size=0) as plain:
-        assert plain.app.state.ctx.pinned is None
-        for name, app in (("pinned", api), ("plain", plain)):
-            readers = {"org": app.client(await app.token(org, READER)),
-                       "patient": app.client(await app.token(org, "patient/Client.s patient/Strength.s",
-                                                             patient=patient))}
-            for who, reader in readers.items():
-                await reader.get("/v1/strengths")  # known not revoked from here on: the pinned app reads pinned
-                for path, params in queries:
-                    rids: list[str] = []
-                    pages = await _pages(reader, path, params, rids)
-                    audited = [sorted((r["resource_type"], r["resource_ids"], r["client_ids"], r["action"])
-                                      for r in await events(api, request_id=rid)) for rid in rids]
-                    answers[name, f"{who} {path} {params}"] = list(zip(pages, audited, strict=True))
-    for key in {k for _, k in answers}:
-        assert answers["pinned", key] == answers["plain", key], key
-    listed = {k: [r["id"] for page, _ in v for r in page["data"]] for (n, k), v in answers.items() if n == "pinned"}
+
+    async def read(app, reader):
+        answers = {}
+        for path, params in queries:
+            rids: list[str] = []
+            pages = await _pages(reader, path, params, rids)
+            answers[f"{path} {params}"] = list(zip(pages, [audited(await events(api, request_id=rid)) for rid in rids],
+                                                   strict=True))
+        return answers
+
+    answers = await pinned_and_plain_alike(api, db, org, patient, READER, "/v1/strengths", read)
+    listed = {k: [r["id"] for page, _ in v for r in page["data"]] for k, v in answers.items()}
     assert len(listed["org /v1/strengths {}"]) == 6
     status = made[1][1][0]["status"]
     assert listed[f"org /v1/strengths {{'client_id': '{made[1][0]['id']}', 'status': '{status}'}}"] == sorted(
@@ -149,24 +141,8 @@ async def test_one_connection_serves_each_tenant_its_own_list(db):
                                                          patient=uuid.UUID(patient)))}
         expected = {"A": own["A"], "B": own["B"], "patient": {s["id"] for s in made["A"][0][1]}}
         orgs = {"A": a.id, "B": b.id, "patient": a.id}
-        for _ in range(2):  # the second round: every token known not revoked, every page on the pinned connection
-            for who, reader in readers.items():
-                rid = uuid.uuid4().hex
-                resp = await reader.get("/v1/strengths", headers={"X-Request-Id": rid})
-                assert resp.status_code == 200, resp.text
-                assert {s["id"] for s in resp.json()["data"]} == expected[who], who
-                assert {r["org_id"] for r in await events(api, request_id=rid)} == {orgs[who]}
-
-        assert (await readers["A"].get("/v1/strengths")).status_code == 200
-        await pinned_session_holds(api, b.id)  # behind the service's back: the connection's session holds B
-        with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
-            resp = await readers["A"].get("/v1/strengths")
-            await asyncio.sleep(0)
-        assert resp.status_code == 200
-        assert {s["id"] for s in resp.json()["data"]} == own["A"]
-        # the page found B's tenant and read nothing; the tenant set; the page again
-        assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [False, True, False]
-        assert sent[0] == sent[2]
+        sent, _ = await each_reader_its_own(api, readers, "/v1/strengths", expected, orgs, b.id)
+        assert "FROM strengths" in sent[0]
 
 
 async def test_a_token_without_the_search_scope_or_from_another_organization_sees_nothing_of_it(api):
@@ -205,17 +181,5 @@ async def test_a_bad_cursor_or_filter_is_refused_and_reads_nothing(api):
 async def test_a_revoked_token_is_refused_at_once_after_pinned_lists(api):
     org = await api.org("A")
     await _strengths(api, org, 1)
-    creds = await register(api, org, READER)
-    token = await secret_token(api, creds)
-    reader = api.client(token)
-    for _ in range(2):
-        assert (await reader.get("/v1/strengths")).status_code == 200
-    revoked = await api.http.post("/oauth/revoke", data={"token": token},
-                                  auth=(creds["client_id"], creds["client_secret"]))
-    assert revoked.status_code == 200
-    with statements_on_the_wire(api.app.state.ctx.pinned.engine) as pinned:
-        refused = await reader.get("/v1/strengths")
-        await asyncio.sleep(0)
-    assert refused.status_code == 401
-    assert "revoked" in refused.json()["detail"]
+    pinned = await revoked_after_pinned_reads(api, org, READER, "/v1/strengths")
     assert not any("strengths" in q for q in pinned)

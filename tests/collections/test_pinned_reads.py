@@ -16,7 +16,7 @@ from service.collections.registry import REGISTRY
 from service.db import driver
 from tests.support.audit import events
 from tests.support.factories import create
-from tests.support.gqlkit import ALL, one_of_each, pinned_session_holds, statements_on_the_wire
+from tests.support.gqlkit import ALL, one_of_each, pinned_session_holds, read_on_the_wire, statements_on_the_wire
 from tests.support.harness import Api
 
 READER = "system/Client.r system/Strength.s system/Goal.s"
@@ -44,15 +44,8 @@ async def test_a_read_is_one_statement_and_its_audit_rows_commit_before_the_resp
     client, children = await _client_with(writer)
     reader = api.client(await api.token(org, READER))
     url = f"/v1/clients/{client['id']}?include=strengths,goals"
-    first = await reader.get(url)  # the token's first use asks the database whether it is revoked (a transaction)
-    assert first.status_code == 200, first.text
-    await reader.get(url)  # the pinned connection takes the tenant
-    ctx = api.app.state.ctx
-    rid = uuid.uuid4().hex
-    with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
-        resp = await reader.get(url, headers={"X-Request-Id": rid})
-        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
-    assert resp.status_code == 200, resp.text
+    read = await read_on_the_wire(api, reader, url)
+    resp, first, pinned, primary, rid = read.resp, read.first, read.pinned, read.primary, read.request_id
     assert resp.json() == first.json()
     assert resp.json()["strengths"] == sorted(resp.json()["strengths"], key=lambda s: s["id"])
     assert {s["id"] for s in children["strengths"]} <= {s["id"] for s in resp.json()["strengths"]}  # and the goal's

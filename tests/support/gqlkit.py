@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,12 +15,14 @@ from sqlalchemy import event
 
 from service.db import driver
 from service.settings import PROJECT_ROOT
+from tests.support.audit import events
 from tests.support.harness import (
     ALL,  # noqa: F401 - re-exported
     Api,
     AuthedClient,
     Org,
 )
+from tests.support.oauth import register, secret_token
 
 
 @contextmanager
@@ -83,6 +88,108 @@ async def pinned_session_holds(api: Api, org_id: Any) -> None:
     while the pool still believes it holds the last reader's: the next read must find out and not answer from it."""
     async with api.app.state.ctx.pinned.engine.connect() as conn:
         await (await driver(conn)).execute(f"SELECT set_config('app.org_id', '{org_id}', false)")
+
+
+@dataclass
+class PinnedRead:
+    """``read_on_the_wire``'s answer: the first answer, the one read on the pinned connection, its request id, and the
+    statements sent on the pinned connection and on the primary while it was read."""
+
+    first: Any
+    resp: Any
+    request_id: str
+    pinned: list[str]
+    primary: list[str]
+
+
+async def read_on_the_wire(api: Api, reader: AuthedClient, url: str) -> PinnedRead:
+    """``url`` read three times: the token's first use (it asks the database whether it is revoked: a transaction),
+    then one that gives the pinned connection the tenant, then one whose statements are caught on the wire."""
+    first = await reader.get(url)
+    assert first.status_code == 200, first.text
+    await reader.get(url)
+    ctx = api.app.state.ctx
+    rid = uuid.uuid4().hex
+    with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
+        resp = await reader.get(url, headers={"X-Request-Id": rid})
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
+    assert resp.status_code == 200, resp.text
+    return PinnedRead(first, resp, rid, pinned, primary)
+
+
+def audited(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a request's audit rows say it did, in a comparable order."""
+    return sorted((r["resource_type"], r["resource_ids"], r["client_ids"], r["action"]) for r in rows)
+
+
+async def pinned_and_plain_alike(api: Api, db: Any, org: Org, patient: Any, scopes: str, warm_url: str,
+                                 read: Callable[[Api, AuthedClient], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """The same reads through ``api`` (pinned reads) and an app without pinned connections (``DB_PINNED_POOL_SIZE=0``),
+    by a token of ``org`` (``scopes``, ``system/...``) and a patient's app (the same, ``patient/...``): ``read(app,
+    reader)`` answers by key, and the two apps' answers must be equal. The pinned app's, keyed ``<who> <key>``."""
+    answers: dict[tuple[str, str], Any] = {}
+    async with Api.start(db, db_pinned_pool_size=0) as plain:
+        assert plain.app.state.ctx.pinned is None
+        for name, app in (("pinned", api), ("plain", plain)):
+            readers = {"org": app.client(await app.token(org, scopes)),
+                       "patient": app.client(await app.token(org, scopes.replace("system/", "patient/"),
+                                                             patient=patient))}
+            for who, reader in readers.items():
+                assert (await reader.get(warm_url)).status_code == 200  # known not revoked: the pinned app reads pinned
+                for key, answer in (await read(app, reader)).items():
+                    answers[name, f"{who} {key}"] = answer
+    for key in {k for _, k in answers}:
+        assert answers["pinned", key] == answers["plain", key], key
+    return {key: answer for (name, key), answer in answers.items() if name == "pinned"}
+
+
+async def each_reader_its_own(api: Api, readers: dict[str, AuthedClient], url: str, expected: dict[str, set[str]],
+                              orgs: dict[str, Any], other_org: Any) -> tuple[list[str], str]:
+    """On an app with one pinned connection: ``url`` read by each reader in turn, twice (the second round all on the
+    pinned connection): each lists exactly its ``expected`` ids under ``data`` and its audit rows are in its
+    organization (``orgs``). Then reader ``A`` reads again after the connection's session was made to hold
+    ``other_org``'s tenant behind the service's back, and still gets exactly its own: the statements that read sent
+    on the pinned connection (the read, which found the other tenant; the tenant set; the read again), and its
+    request id."""
+    for _ in range(2):
+        for who, reader in readers.items():
+            rid = uuid.uuid4().hex
+            resp = await reader.get(url, headers={"X-Request-Id": rid})
+            assert resp.status_code == 200, resp.text
+            assert {r["id"] for r in resp.json()["data"]} == expected[who], who
+            assert {r["org_id"] for r in await events(api, request_id=rid)} == {orgs[who]}
+    # A's read last, so the pool knows the session to hold A's tenant; then the session is made to hold another's
+    assert (await readers["A"].get(url)).status_code == 200
+    await pinned_session_holds(api, other_org)
+    rid = uuid.uuid4().hex
+    with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
+        resp = await readers["A"].get(url, headers={"X-Request-Id": rid})
+        await asyncio.sleep(0)
+    assert resp.status_code == 200
+    assert {r["id"] for r in resp.json()["data"]} == expected["A"]
+    assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [False, True, False]
+    assert sent[0] == sent[2]
+    assert {r["org_id"] for r in await events(api, request_id=rid)} == {orgs["A"]}
+    return sent, rid
+
+
+async def revoked_after_pinned_reads(api: Api, org: Org, scopes: str, url: str) -> list[str]:
+    """A token read twice (from then on on a pinned connection, known not revoked), then revoked: its next read of
+    ``url`` must be a 401 naming the revocation. The statements the pinned connection was sent meanwhile."""
+    creds = await register(api, org, scopes)
+    token = await secret_token(api, creds)
+    reader = api.client(token)
+    for _ in range(2):
+        assert (await reader.get(url)).status_code == 200
+    revoked = await api.http.post("/oauth/revoke", data={"token": token},
+                                  auth=(creds["client_id"], creds["client_secret"]))
+    assert revoked.status_code == 200
+    with statements_on_the_wire(api.app.state.ctx.pinned.engine) as pinned:
+        refused = await reader.get(url)
+        await asyncio.sleep(0)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    return pinned
 
 
 async def gql(client: AuthedClient, query: str, variables: dict[str, Any] | None = None, *,

@@ -5,15 +5,19 @@ HTTP, against PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from tests.support.audit import events
 from tests.support.changes import drain
 from tests.support.factories import create
-from tests.support.gqlkit import pinned_session_holds, statements_on_the_wire
+from tests.support.gqlkit import (
+    audited,
+    each_reader_its_own,
+    pinned_and_plain_alike,
+    read_on_the_wire,
+    revoked_after_pinned_reads,
+)
 from tests.support.harness import Api
-from tests.support.oauth import register, secret_token
 
 ALL = "system/*.cruds"
 READER = "system/Client.s system/Strength.s"
@@ -35,15 +39,8 @@ async def test_a_page_is_one_statement_and_its_audit_rows_commit_before_the_resp
     org = await api.org("A")
     (client, strength), _ = await _caseload(api, org)
     reader = api.client(await api.token(org, READER))
-    first = await reader.get("/v1/changes")  # the token's first use asks the database whether it is revoked
-    assert first.status_code == 200, first.text
-    await reader.get("/v1/changes")  # the pinned connection takes the tenant
-    ctx = api.app.state.ctx
-    rid = uuid.uuid4().hex
-    with statements_on_the_wire(ctx.pinned.engine) as pinned, statements_on_the_wire(ctx.engine) as primary:
-        resp = await reader.get("/v1/changes", headers={"X-Request-Id": rid})
-        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
-    assert resp.status_code == 200, resp.text
+    read = await read_on_the_wire(api, reader, "/v1/changes")
+    resp, first, pinned, primary, rid = read.resp, read.first, read.pinned, read.primary, read.request_id
     assert resp.json() == first.json()
     assert len(pinned) == 1, pinned
     assert "FROM changes" in pinned[0]
@@ -65,35 +62,27 @@ async def test_pinned_and_transaction_pages_answer_and_audit_alike(api, db):
     org = await api.org("A")
     made = await _caseload(api, org, clients=3)
     patient = uuid.UUID(made[0][0]["id"])
-    answers: dict[tuple[str, str], list] = {}
-    async with Api.start(db, db_pinned_pool_size=0) as plain:
-        assert plain.app.state.ctx.pinned is None
-        for name, app in (("pinned", api), ("plain", plain)):
-            readers = {"org": app.client(await app.token(org, READER)),
-                       "patient": app.client(await app.token(org, "patient/Client.s patient/Strength.s",
-                                                             patient=patient))}
-            for who, reader in readers.items():
-                await reader.get("/v1/changes")  # known not revoked from here on: the pinned app reads pinned
-                for params in ({}, {"types": "strength"}, {"limit": 2}):
-                    cursor, pages = None, []
-                    while True:
-                        rid = uuid.uuid4().hex
-                        resp = await reader.get("/v1/changes", params={**params, **({"since": cursor} if cursor
-                                                                                    else {})},
-                                                headers={"X-Request-Id": rid})
-                        assert resp.status_code == 200, resp.text
-                        audited = sorted((r["resource_type"], r["resource_ids"], r["client_ids"], r["action"])
-                                         for r in await events(api, request_id=rid))
-                        pages.append((resp.json(), audited))
-                        cursor = resp.json()["next_cursor"]
-                        if not resp.json()["has_more"]:
-                            break
-                    answers[name, f"{who} {params}"] = pages
-    for key in {k for _, k in answers}:
-        assert answers["pinned", key] == answers["plain", key], key
-    whole = [e for page, _ in answers["pinned", "org {}"] for e in page["data"]]
+
+    async def read(app, reader):
+        answers = {}
+        for params in ({}, {"types": "strength"}, {"limit": 2}):
+            cursor, pages = None, []
+            while True:
+                rid = uuid.uuid4().hex
+                resp = await reader.get("/v1/changes", params={**params, **({"since": cursor} if cursor else {})},
+                                        headers={"X-Request-Id": rid})
+                assert resp.status_code == 200, resp.text
+                pages.append((resp.json(), audited(await events(api, request_id=rid))))
+                cursor = resp.json()["next_cursor"]
+                if not resp.json()["has_more"]:
+                    break
+            answers[str(params)] = pages
+        return answers
+
+    answers = await pinned_and_plain_alike(api, db, org, patient, READER, "/v1/changes", read)
+    whole = [e for page, _ in answers["org {}"] for e in page["data"]]
     assert len(whole) == 6
-    mine = [e for page, _ in answers["pinned", "patient {}"] for e in page["data"]]
+    mine = [e for page, _ in answers["patient {}"] for e in page["data"]]
     assert {e["id"] for e in mine} == {made[0][0]["id"], made[0][1]["id"]}
 
 
@@ -111,29 +100,8 @@ async def test_one_connection_serves_each_tenant_its_own_feed(db):
                                                          patient=uuid.UUID(patient)))}
         expected = {"A": own["A"], "B": own["B"], "patient": {patient, made["A"][0][1]["id"]}}
         orgs = {"A": a.id, "B": b.id, "patient": a.id}
-        for _ in range(2):  # the second round: every token known not revoked, every page on the pinned connection
-            for who, reader in readers.items():
-                rid = uuid.uuid4().hex
-                resp = await reader.get("/v1/changes", headers={"X-Request-Id": rid})
-                assert resp.status_code == 200, resp.text
-                assert {e["id"] for e in resp.json()["data"]} == expected[who], who
-                assert {r["org_id"] for r in await events(api, request_id=rid)} == {orgs[who]}
-
-        # A's page last, so the pool knows the session to hold A's tenant; then, behind the service's back, the
-        # connection's session is made to hold organization B.
-        assert (await readers["A"].get("/v1/changes")).status_code == 200
-        await pinned_session_holds(api, b.id)
-        rid = uuid.uuid4().hex
-        with statements_on_the_wire(api.app.state.ctx.pinned.engine) as sent:
-            resp = await readers["A"].get("/v1/changes", headers={"X-Request-Id": rid})
-            await asyncio.sleep(0)
-        assert resp.status_code == 200
-        assert {e["id"] for e in resp.json()["data"]} == own["A"]
-        # the page found B's tenant and read nothing; the tenant set; the page again
-        assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [False, True, False]
+        sent, _ = await each_reader_its_own(api, readers, "/v1/changes", expected, orgs, b.id)
         assert "FROM changes" in sent[0]
-        assert sent[0] == sent[2]
-        assert {r["org_id"] for r in await events(api, request_id=rid)} == {a.id}
 
 
 async def test_a_token_without_a_search_scope_or_from_another_organization_sees_nothing_of_it(api):
@@ -158,17 +126,5 @@ async def test_a_revoked_token_is_refused_at_once_after_pinned_pages(api):
     read nowhere."""
     org = await api.org("A")
     await _caseload(api, org, clients=1)
-    creds = await register(api, org, READER)
-    token = await secret_token(api, creds)
-    reader = api.client(token)
-    for _ in range(2):
-        assert (await reader.get("/v1/changes")).status_code == 200
-    revoked = await api.http.post("/oauth/revoke", data={"token": token},
-                                  auth=(creds["client_id"], creds["client_secret"]))
-    assert revoked.status_code == 200
-    with statements_on_the_wire(api.app.state.ctx.pinned.engine) as pinned:
-        refused = await reader.get("/v1/changes")
-        await asyncio.sleep(0)
-    assert refused.status_code == 401
-    assert "revoked" in refused.json()["detail"]
+    pinned = await revoked_after_pinned_reads(api, org, READER, "/v1/changes")
     assert not any("FROM changes" in q for q in pinned)
