@@ -216,13 +216,14 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
     for repeat in range(args.repeats):  # the three in turn, each repeat's shares of its own limit twin's rate
         rates: dict[str, float] = {}
         for name, pool, body, hold in runs:
-            before = group.commits
+            before, pg = group.commits, postgres_cpu(db.data_dir)
             rates[name] = await _run(pool, body, args.concurrency, args.duration, hold=hold)
+            pg = (postgres_cpu(db.data_dir) - pg) / (rates[name] * args.duration) * 1e3  # ms per read
             shares[name].append(rates[name] / rates["limit twin"])
             extra = f"  ({rates[name] * args.duration / max(group.commits - before, 1):.1f} reads per commit)" \
                 if not hold else ""
-            print(f"{repeat + 1}: {name:42s} {rates[name]:8.0f} req/s  {shares[name][-1]:.2f} of the limit twin{extra}",
-                  flush=True)
+            print(f"{repeat + 1}: {name:42s} {rates[name]:8.0f} req/s  {shares[name][-1]:.2f} of the limit twin, "
+                  f"PostgreSQL {pg:.3f} ms of CPU per read{extra}", flush=True)
     for name, values in shares.items():
         print(f"median: {name:37s} {statistics.median(values):.2f} of the limit twin", flush=True)
     await limit_pool.close()
