@@ -24,7 +24,8 @@ statements, beside the limit twin in the same run (``--bound``; bench.run's W1, 
   strengths, as ``AuditTrail`` writes them) through the service's ``GroupCommit``, awaited before the next read as
   the service awaits it before answering.
 
-The last figure's share of the limit twin's is the most W1's ratio to the limit could be if HTTP and every layer of
+Each is also priced in PostgreSQL's CPU per read (every backend and background process over the run). The last
+figure's share of the limit twin's is the most W1's ratio to the limit could be if HTTP and every layer of
 the service's Python but the audit's bookkeeping took no time at all: the ceiling of what work on that Python can
 reach.
 
