@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import Field
-from sqlalchemy import ColumnElement, Select, Table, Uuid, and_, bindparam, func, select, tuple_
+from sqlalchemy import CTE, ColumnElement, Select, Table, Uuid, and_, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import cursors
@@ -34,6 +34,12 @@ def tenant_guard(who: Principal) -> ColumnElement[bool]:
     principal's: always inside a unit of work's transaction; on a pinned connection (``db.PinnedTenants``), only when
     the session holds this principal's tenant. A statement run on one gates everything it reads and writes on it."""
     return session_tenant_is(who.org_id, who.patient_id)
+
+
+def tenant_ok(who: Principal) -> CTE:
+    """``tenant_guard`` as the one-row CTE ``tenant_ok (ok)`` a statement joins or filters on: everything it reads is
+    gated on ``select(tenant_ok.c.ok).scalar_subquery()``, and it returns ``ok``."""
+    return select(tenant_guard(who).label("ok")).cte("tenant_ok")
 
 
 def session_tenant_is(org: Any, patient: Any) -> ColumnElement[bool]:

@@ -41,7 +41,7 @@ from service.collections.repository import (
     parse_identifier,
     readable,
     readable_record,
-    tenant_guard,
+    tenant_ok,
 )
 from service.collections.types import uuid7
 from service.db import PinnedConnection, TenantMismatch
@@ -108,7 +108,7 @@ class RecordRead:
 
     def _build(self, who: Principal) -> Select[Any]:
         coll, table = self.coll, self.coll.table
-        guard = select(tenant_guard(who).label("ok")).cte("tenant_ok")
+        guard = tenant_ok(who)
         rec = (readable_record(coll, who)
                .where(table.c.id == param("record_id"), select(guard.c.ok).scalar_subquery()).cte("rec"))
         return (select(guard.c.ok, *(rec.c[name] for name in self.columns))

@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON, aggregate_order_by
 from service.audit import service as audit
 from service.auth.principal import Principal
 from service.collections.registry import REGISTRY, Collection
-from service.collections.repository import CompiledRead, after_row, readable, tenant_guard
+from service.collections.repository import CompiledRead, after_row, readable, tenant_ok
 from service.collections.service import MAX_INCLUDE, list_statement
 from service.collections.sqljson import float_json, iso_datetime, record_cursor
 from service.graphql.shapes import ConnShape, ConnSub, Const, Mode, NestedShape, Part, RecordShape, Rel, Value
@@ -93,7 +93,7 @@ def audited(root: Select[Any], types: tuple[str, ...], who: Principal) -> Select
     statement's): they commit with it or not at all. One row, always: ``ok`` (``tenant_guard``: the session holds the
     principal's tenant; nothing is written otherwise), ``j`` (null when the record is absent) and ``audited``, the
     number of rows written (none when nothing was read)."""
-    guard = select(tenant_guard(who).label("ok")).cte("tenant_ok")
+    guard = tenant_ok(who)
     ok = select(guard.c.ok).scalar_subquery()
     r = root.cte("r").prefix_with("MATERIALIZED")
     per_type = union_all(*(
@@ -224,7 +224,7 @@ class Builder:
         record, relations read only for a live one."""
         coll = REGISTRY[shape.coll]
         table = coll.table
-        guard = select(tenant_guard(self.who).label("ok")).cte("tenant_ok")
+        guard = tenant_ok(self.who)
         base = self._readable(coll, [shape]).add_columns(
             table.c.version.label("_version"), table.c.deleted_at.label("_deleted_at")).where(
             table.c.id == bindparam("id", None, type_=Uuid), select(guard.c.ok).scalar_subquery())
@@ -242,7 +242,7 @@ class Builder:
         for the plan cache; at least ``limit + 1``, to tell whether more follow). Gated on ``tenant_guard``. One row:
         ``(j, i0, c0, ok, next_cursor)``: the cursor of the last row shown when more follow, else null."""
         coll = REGISTRY[shape.coll]
-        guard = select(tenant_guard(self.who).label("ok")).cte("tenant_ok")
+        guard = tenant_ok(self.who)
         ok = select(guard.c.ok).scalar_subquery()
         keys = coll.list_keys()
         limit = bindparam("limit", None, type_=Integer)
@@ -396,11 +396,7 @@ class Builder:
         table = target.table
         rows = self._readable(target, [shape]).where(open_, table.c.id == listed.c.id).add_columns(
             listed.c.o.label("_o")).correlate(parent).lateral(self.name("t"))
-        frm, j, audit = self.record(shape, rows)
-        inner = select(j.label("j"), *self._labelled(audit), rows.c._o).select_from(frm).lateral(self.name("x"))
-        outer = select(jagg(inner.c.j, [inner.c._o]).label("j"),
-                       *self._labelled(self._aggregated(inner, audit)))
-        return outer.lateral(self.name("r")), list(audit)
+        return self._in_order(shape, rows)
 
     def _list(self, shape: RecordShape, target: Collection, parent: FromClause, attr: str,
               open_: ColumnElement[Any]) -> tuple[FromClause, list[int]]:
@@ -412,6 +408,10 @@ class Builder:
                 .add_columns(func.row_number().over(order_by=keys).label("_o"))
                 .order_by(*keys).limit(literal_column(str(MAX_INCLUDE), Integer))
                 .correlate(parent).lateral(self.name("t")))
+        return self._in_order(shape, rows)
+
+    def _in_order(self, shape: RecordShape, rows: FromClause) -> tuple[FromClause, list[int]]:
+        """A JSON list of the records ``rows`` holds, in the order of their ``_o``, and the types whose ids it reads."""
         frm, j, audit = self.record(shape, rows)
         inner = select(j.label("j"), *self._labelled(audit), rows.c._o).select_from(frm).lateral(self.name("x"))
         outer = select(jagg(inner.c.j, [inner.c._o]).label("j"), *self._labelled(self._aggregated(inner, audit)))
