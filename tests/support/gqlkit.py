@@ -173,6 +173,28 @@ async def each_reader_its_own(api: Api, readers: dict[str, AuthedClient], url: s
     return sent, rid
 
 
+async def refused_or_unseen(api: Api, org: Org, other: Org, scopes: str, urls: list[str], hidden: str) -> list[Any]:
+    """A token of ``org`` without the search scopes (``scopes`` with ``.s`` read as ``.r``) and one of ``other``
+    (``scopes``), each used twice (its first use in a transaction, then pinned): the first gets a 403 problem on
+    ``urls[0]`` that names nothing of the record ``hidden``; the second reads each of ``urls``, and no audit row of
+    ``other`` names ``hidden``. The second's answers (200), for the caller to find empty."""
+    no_search = api.client(await api.token(org, scopes.replace(".s", ".r")))
+    foreign = api.client(await api.token(other, scopes))
+    bodies = []
+    for _ in range(2):
+        resp = await no_search.get(urls[0])
+        assert resp.status_code == 403
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert hidden not in resp.text
+        for url in urls:
+            resp = await foreign.get(url)
+            assert resp.status_code == 200, resp.text
+            bodies.append(resp.json())
+    for row in await events(api, org_id=other.id):
+        assert uuid.UUID(hidden) not in (row["resource_ids"] or []), row
+    return bodies
+
+
 async def revoked_after_pinned_reads(api: Api, org: Org, scopes: str, url: str) -> list[str]:
     """A token read twice (from then on on a pinned connection, known not revoked), then revoked: its next read of
     ``url`` must be a 401 naming the revocation. The statements the pinned connection was sent meanwhile."""
