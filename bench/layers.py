@@ -227,11 +227,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--read", action="store_true", help="the whole read on the bench's database (above)")
     parser.add_argument("--write", action="store_true", help="W3's whole batch on the bench's database (above)")
     parser.add_argument("--list", action="store_true", help="a list page of 50 clients on the bench's database")
-    parser.add_argument("--reads", type=int, default=20000, help="--read: reads per repeat (and GET /healthz)")
+    parser.add_argument("--reads", type=int, default=20000, help="--read, --list: requests per repeat")
     parser.add_argument("--batches", type=int, default=1000, help="--write: batches per repeat")
-    parser.add_argument("--clients", type=int, default=2000, help="--read, --write: the seeded caseload's size")
-    parser.add_argument("--concurrency", type=int, default=16, help="--read, --write: requests in flight")
-    parser.add_argument("--data-dir", default=".data/bench", help="--read, --write: the bench's embedded PostgreSQL")
+    parser.add_argument("--clients", type=int, default=2000, help="--read, --list, --write: the seeded caseload's size")
+    parser.add_argument("--concurrency", type=int, default=16, help="--read, --list, --write: requests in flight")
+    parser.add_argument("--data-dir", default=".data/bench", help="--read, --list, --write: the bench database")
     args = parser.parse_args(argv)
     if args.read or args.write or args.list:
         with open(os.devnull, "w") as discarded:
