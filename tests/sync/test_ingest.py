@@ -244,3 +244,34 @@ async def test_batch_records_match_what_is_read_back(setup):
         assert read["safety_alert_ids"] == ([result["safety_alert"]["id"]] if result.get("safety_alert") else [])
     assert results[2]["safety_alert"]["measurement_id"] == results[2]["id"]
     assert (await c.get(f"/v1/measurements/{results[2]['id']}")).json()["value"] == 20
+
+
+async def test_item_responses_are_whole_numbers_in_range_each_refused_with_its_own_error(setup):
+    """A PHQ-9's item responses: a whole float is the integer, anything else that is not an integer (a string, a
+    boolean, a fraction, NaN's stand-in null) is ``int_type``, and a response beyond a small integer names the bound
+    it broke. Pinned because these checks are pydantic's own int validator with ``_integral`` before it
+    (``collections.types.SmallInt``): the order of those in the type decides how many Python calls an item costs,
+    and a reordering must not change what a client is told."""
+    api, c, _ = setup
+    phq9 = await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9")
+    nine = [1, 2, 1, 0, 1, 2, 1, 0, 0]
+
+    def with_first(value):
+        return item(phq9, len(str(value)) + hash(str(value)) % 10_000, items=[value, *nine[1:]], value=None)
+
+    cases = [2.0, "1", True, 2.5, None, 40000, -40000, 2**60]
+    r = await c.post("/v1/measurements/batch", json={"measurements": [with_first(v) for v in cases]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["status"] == "created", results[0]
+    stored = await api.db.fetchval("SELECT items FROM measurements WHERE id = $1", uuid.UUID(results[0]["id"]))
+    assert stored == [2, *nine[1:]]
+    told = [(x["status"], [(e["field"], e["code"], e["message"]) for e in x["problem"]["errors"]])
+            for x in results[1:]]
+    not_int = ("error", [("items.0", "int_type", "Input should be a valid integer")])
+    assert told == [
+        not_int, not_int, not_int, not_int,
+        ("error", [("items.0", "less_than_equal", "Input should be less than or equal to 32767")]),
+        ("error", [("items.0", "greater_than_equal", "Input should be greater than or equal to -32768")]),
+        ("error", [("items.0", "less_than_equal", "Input should be less than or equal to 32767")]),
+    ]
