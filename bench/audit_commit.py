@@ -58,16 +58,17 @@ from bench.raw import twin_pool
 from bench.seed import ensure_seed
 from service.audit import service as audit
 from service.audit.commits import GroupCommit
-from service.audit.service import _INSERT, AuditTrail
+from service.audit.service import AuditTrail
 from service.auth.principal import Principal
 from service.collections.jsonread import _json_read
-from service.db import PINNED_SESSION_SETTINGS, begin_script, literal, make_engine
+from service.db import PINNED_SESSION_SETTINGS, begin_script, literal, make_engine, tenant_literal
 from service.graphql.reads import note
 from service.settings import Settings
 
 
 def audit_rows(org: Any, clients: list[Any]) -> str:
-    """The parameter of the service's audit INSERT (``_INSERT``): a read's row for each client (also bench.idorder)."""
+    """The rows ``audit_append`` takes (migration 0016), as the service's trail writes them: a read's row for each
+    client (also bench.idorder)."""
     return orjson.dumps([{
         "org_id": str(org), "app_id": "bench", "subject": "bench", "action": "read", "resource_type": "Client",
         "resource_ids": [str(client)], "client_ids": [str(client)], "outcome": "success", "status_code": None,
@@ -116,7 +117,7 @@ async def main(argv: list[str] | None = None) -> None:
         await engine.dispose()
         return
     pool = await asyncpg.create_pool(db.app_dsn, min_size=args.concurrency, max_size=args.concurrency)
-    groups = {n: GroupCommit(engine, _INSERT, in_flight=n) for n in (1, 2, 4)}
+    groups = {n: GroupCommit(engine, in_flight=n) for n in (1, 2, 4)}
     begin = begin_script(org, None)
 
     async def read(conn: asyncpg.Connection) -> Any:
@@ -133,7 +134,8 @@ async def main(argv: list[str] | None = None) -> None:
     async def in_transaction(conn: asyncpg.Connection | None) -> None:
         assert conn is not None
         client = await read(conn)
-        await conn.execute(_INSERT.replace("$1", literal(audit_rows(org, [client]))) + ";\nCOMMIT;")
+        rows = literal(audit_rows(org, [client]))  # as a write sends its rows with its COMMIT (AuditTrail.closing)
+        await conn.execute(f"SELECT audit_append({tenant_literal(org)}, {rows});\nCOMMIT;")
 
     def grouped(group: GroupCommit) -> Callable[[asyncpg.Connection | None], Awaitable[None]]:
         async def body(_: asyncpg.Connection | None) -> None:
@@ -175,7 +177,7 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
     who = Principal(org_id=org, app_id="bench", subject="bench")
     plan = _json_read("clients", ("strengths",))
     sql, names, defaults = plan.statement._compile(engine.dialect, False)
-    group = GroupCommit(engine, _INSERT)
+    group = GroupCommit(engine)
     size = {"min_size": args.concurrency, "max_size": args.concurrency}
     limit_pool = await twin_pool(db.owner_dsn, settings, **size, session=PINNED_SESSION_SETTINGS)
     pinned = await twin_pool(db.app_dsn, settings, **size, tenant=org, session=PINNED_SESSION_SETTINGS)
@@ -256,7 +258,7 @@ async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: ar
         assert rows is not None
         return rows
 
-    group = GroupCommit(engine, _INSERT)
+    group = GroupCommit(engine)
     loop = asyncio.get_running_loop()
     n = args.statements
     for repeat in range(args.repeats):

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 from bench.env import Database, postgres_cpu
-from service.audit.service import _INSERT as AUDIT_INSERT
+from service.audit.service import _APPEND as AUDIT_APPEND
 from service.collections.records import FEED_CTE, HISTORY_CTE
 from service.domain import measurement_batch
 from service.domain.measurement_batch import ROWS_CTES, SNAPSHOT_CTE
@@ -86,7 +86,7 @@ async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]],
         async with conn.transaction():
             await conn.fetch(sql, *[params[name] for name in names])
             if variant == "+ audit row":
-                await conn.execute(AUDIT_INSERT, orjson.dumps([{
+                await conn.execute(AUDIT_APPEND, org, orjson.dumps([{
                     "org_id": str(org), "app_id": "rowcost", "subject": "rowcost", "action": "create",
                     "resource_type": "Measurement", "resource_ids": [r["id"] for r in batch],
                     "client_ids": [r["client_id"] for r in batch], "outcome": "success", "status_code": 200,

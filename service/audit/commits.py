@@ -4,11 +4,11 @@ A read changes nothing, so its audit row need not share its transaction; what mu
 leaves before the row naming what it discloses is durably committed. ``GroupCommit.write`` gives exactly that: it
 returns once the row is committed (``synchronous_commit`` as configured, ``on`` by default), and raises when it
 could not be, so the caller answers with an error instead of the data. What it saves is the per-request write
-transaction: rows that arrive while a commit is in flight wait for the next one and share it, one INSERT per
-organization (each under its own tenant setting, so row-level security checks every row as it checks the
-request's own), one WAL flush for all. Nothing waits on a timer: a row that finds fewer than ``in_flight`` commits
-under way starts one at once (PostgreSQL's own group commit then shares their WAL flushes); otherwise it goes with
-the next commit a finishing one starts.
+transaction: rows that arrive while a commit is in flight wait for the next one and share it, one statement for
+all (``GROUPED``: ``audit_append`` per organization, each setting its own tenant, so row-level security checks every
+row as it checks the request's own), one WAL flush for all. Nothing waits on a timer: a row that finds fewer than
+``in_flight`` commits under way starts one at once (PostgreSQL's own group commit then shares their WAL flushes);
+otherwise it goes with the next commit a finishing one starts.
 
 Writes (POST, PATCH, PUT, DELETE, GraphQL mutations, imports) keep their audit row in their own transaction
 (``AuditTrail.flush``): there the row must commit together with what it describes.
@@ -23,20 +23,23 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db import driver, end_failed, literal, tenant_literal
+from service.db import driver, end_failed
 
 log = structlog.get_logger("service.audit")
 
 IN_FLIGHT = 1  # commits under way at once, per engine (each on a pool connection of its own): bench/audit_commit.py
+# The rows of several organizations in one statement, its own transaction (autocommit): ``audit_append`` (migration
+# 0016) for each organization, with its rows as one JSON array; prepared once per connection. The arrays are sent as
+# text (a jsonb[] parameter would have asyncpg introspect its type on every new connection).
+GROUPED = "SELECT audit_append(o, CAST(r AS jsonb)) FROM unnest(CAST($1 AS uuid[]), CAST($2 AS text[])) AS x(o, r)"
 
 
 class GroupCommit:
     """One per engine (``for_engine``): the rows waiting, and the commit in flight."""
 
-    def __init__(self, engine: AsyncEngine, insert: str, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, engine: AsyncEngine, in_flight: int = IN_FLIGHT) -> None:
         self.engine = engine
         self.in_flight = in_flight
-        self.insert = insert  # the INSERT of a JSON array of rows, its one parameter written ``$1``
         self.pending: list[tuple[UUID, str, asyncio.Future[None]]] = []
         self.drains: set[asyncio.Task[None]] = set()
         self.commits = 0  # how many transactions wrote rows (tests and the bench read it)
@@ -72,15 +75,11 @@ class GroupCommit:
         by_org: dict[UUID, list[str]] = {}
         for org_id, rows, _ in batch:
             by_org.setdefault(org_id, []).append(rows[1:-1])  # the array's elements, without its brackets
-        parts = ["BEGIN;"]
-        for org_id, elements in by_org.items():
-            parts.append(f"SELECT set_config('app.org_id', {tenant_literal(org_id)}, true);")
-            parts.append(self.insert.replace("$1", literal("[" + ",".join(elements) + "]")) + ";")
-        parts.append("COMMIT;")
+        arrays = ["[" + ",".join(elements) + "]" for elements in by_org.values()]
         async with self.engine.connect() as conn:
             raw = await driver(conn)
             try:
-                await raw.execute("\n".join(parts))
+                await raw.execute(GROUPED, list(by_org), arrays)
             except BaseException:
                 await end_failed(conn, raw)
                 raise
@@ -90,8 +89,8 @@ class GroupCommit:
 _BY_ENGINE: weakref.WeakKeyDictionary[AsyncEngine, GroupCommit] = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine: AsyncEngine, insert: str) -> GroupCommit:
+def for_engine(engine: AsyncEngine) -> GroupCommit:
     found = _BY_ENGINE.get(engine)
     if found is None:
-        found = _BY_ENGINE[engine] = GroupCommit(engine, insert)
+        found = _BY_ENGINE[engine] = GroupCommit(engine)
     return found

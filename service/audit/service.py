@@ -56,7 +56,7 @@ from service.api.http import dumps
 from service.audit.commits import for_engine
 from service.auth.principal import Principal
 from service.collections.repository import fetch_page
-from service.db import driver, literal
+from service.db import driver, literal, tenant_literal
 from service.models.audit import AuditEvent
 
 log = structlog.get_logger("service.audit")
@@ -69,16 +69,12 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F
 TENANT_PREFIXES = ("/v1/", "/fhir/R4/", "/graphql")
 NOT_AUDITED = ("/v1/audit-events",)
 
-# Sent on the transaction's own asyncpg connection (service.db.driver; every caller has set the tenant
-# first, so the transaction has begun): one statement per request, without SQLAlchemy's execution layer.
-_INSERT = (
-    "INSERT INTO audit_events (org_id, app_id, subject, action, resource_type, resource_ids, client_ids, "
-    "outcome, status_code, request_id, remote_addr, method, path) "
-    "SELECT org_id, app_id, subject, action, resource_type, resource_ids, client_ids, outcome, status_code, "
-    "request_id, remote_addr, method, path FROM jsonb_to_recordset(CAST($1 AS jsonb)) AS t(org_id uuid, "
-    "app_id text, subject text, action text, resource_type text, resource_ids uuid[], client_ids uuid[], "
-    "outcome text, status_code int, request_id text, remote_addr text, method text, path text)"
-)
+# A request's rows (a JSON array) for its organization, written by ``audit_append`` (migration 0016: the INSERT, its
+# plan kept for the session, after the tenant is set for the transaction). Sent on the transaction's own asyncpg
+# connection (service.db.driver), without SQLAlchemy's execution layer; as simple-query text with a write's COMMIT
+# (``closing``); or, by the group commit, for several organizations at once as a transaction of its own
+# (``commits.GROUPED``).
+_APPEND = "SELECT audit_append($1, CAST($2 AS jsonb))"
 
 
 _ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
@@ -198,12 +194,9 @@ class AuditTrail:
             for rtype, entry in items
         ]
 
-    def _statement(self, status: int | None) -> tuple[str, str]:
+    def _rows_json(self, status: int | None) -> str:
         rows = self.rows(status)
-        # A request refused before its organization was known (no valid token) leaves an anonymous row, through
-        # the one function that may write a row without an organization (migration 0010).
-        sql = _INSERT if self.principal is not None else _ANONYMOUS
-        return sql, dumps([
+        return dumps([
             {"org_id": r["org"], "app_id": r["app"], "subject": r["subject"], "action": r["action"],
              "resource_type": r["type"], "resource_ids": r["ids"], "client_ids": r["clients"],
              "outcome": r["outcome"], "status_code": r["status"], "request_id": r["request_id"],
@@ -212,8 +205,12 @@ class AuditTrail:
         ]).decode()
 
     async def insert(self, conn: AsyncConnection, status: int | None) -> None:
-        sql, rows = self._statement(status)
-        await (await driver(conn)).execute(sql, rows)
+        rows = self._rows_json(status)
+        raw = await driver(conn)
+        if self.principal is not None:
+            await raw.execute(_APPEND, self.principal.org_id, rows)
+        else:  # refused before its organization was known (no valid token): an anonymous row, through the one
+            await raw.execute(_ANONYMOUS, rows)  # function that may write a row without an organization (0010)
         self.touched = {}
 
     async def flush(self, conn: AsyncConnection, who: Any) -> None:
@@ -238,8 +235,7 @@ class AuditTrail:
         self.principal = who
         if not self.touched:
             return None
-        sql, rows = self._statement(None)
-        return sql.replace("$1", literal(rows))
+        return f"SELECT audit_append({tenant_literal(who.org_id)}, {literal(self._rows_json(None))})"
 
     def grouped_rows(self, who: Any) -> str | None:
         """``flush``'s rows (a JSON array), for the group commit of a read (``commit_grouped``); None if nothing
@@ -247,7 +243,7 @@ class AuditTrail:
         self.principal = who
         if not self.touched:
             return None
-        return self._statement(None)[1]
+        return self._rows_json(None)
 
     def read_values(self, who: Any) -> dict[str, Any]:
         """A read's audit row but its type, ids and clients, as ``a_<column>``: the values a statement that writes
@@ -431,5 +427,5 @@ async def commit_grouped(engine: AsyncEngine, trail: AuditTrail, who: Principal)
     (``service.audit.commits``); returns once they are (and the rows written in that transaction are, with it)."""
     rows = trail.grouped_rows(who)
     if rows is not None:
-        await for_engine(engine, _INSERT).write(who.org_id, rows)
+        await for_engine(engine).write(who.org_id, rows)
     trail.committed()

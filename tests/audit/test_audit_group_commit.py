@@ -11,7 +11,6 @@ import uuid
 import asyncpg
 
 from service.audit.commits import for_engine
-from service.audit.service import _INSERT
 from tests.support.audit import events
 from tests.support.factories import create
 from tests.support.harness import OWNER_ROLE
@@ -28,7 +27,7 @@ async def test_each_reads_row_is_committed_before_its_response_and_reads_share_c
     a, b = await api.org("A"), await api.org("B")
     reader_a, clients_a = await _reader(api, a, 12)
     reader_b, clients_b = await _reader(api, b, 12)
-    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    group = for_engine(api.app.state.ctx.engine)
     before = group.commits
     # Read by another connection (the test's own, as the owner) the moment each response arrives: the row is
     # already committed, with what that response disclosed.
@@ -76,7 +75,7 @@ async def test_a_read_whose_row_cannot_be_committed_is_not_answered_with_data(ap
 async def test_a_write_keeps_its_row_in_its_own_transaction(api):
     org = await api.org("A")
     writer = api.client(await api.token(org, "system/*.cruds"))
-    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    group = for_engine(api.app.state.ctx.engine)
     before = group.commits
     client = await create(writer, "clients")
     assert group.commits == before
@@ -89,7 +88,7 @@ async def test_a_graphql_read_of_one_root_field_writes_its_rows_in_its_own_state
     once, in the order read; two root fields: the rows by the group commit, one per type for the request."""
     org = await api.org("A")
     reader, clients = await _reader(api, org, 2)
-    group = for_engine(api.app.state.ctx.engine, _INSERT)
+    group = for_engine(api.app.state.ctx.engine)
     before = group.commits
     query = "{ clients(first: 5) { edges { node { id strengths { edges { node { id } } } } } } }"
     resp = await reader.post("/graphql", json={"query": query})

@@ -68,7 +68,7 @@ async def test_a_page_is_one_statement_and_its_audit_row_commits_before_the_resp
     assert len(pinned) == 1, pinned
     assert "app_org()" in pinned[0]
     assert len(primary) == 1, primary  # the group commit of the audit row
-    assert "INSERT INTO audit_events" in primary[0]
+    assert "audit_append(" in primary[0]
     [row] = await events(api, request_id=rid)  # committed before the response
     assert (row["resource_type"], row["action"], row["org_id"]) == ("Strength", "search", org.id)
     assert sorted(map(str, row["resource_ids"])) == sorted(s["id"] for s in strengths)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import orjson
 import pytest
 
 from service.auth.scopes import grant, parse_scopes, scope_allows
@@ -96,3 +97,31 @@ async def test_the_service_role_cannot_insert_an_audit_row_without_an_organizati
     rows = await api.db.fetch("SELECT * FROM audit_events WHERE org_id IS NULL")
     assert [(r["action"], r["status_code"], r["app_id"], r["path"]) for r in rows] == [
         ("denied", 401, None, "/v1/clients")]
+
+
+async def test_audit_append_writes_only_rows_of_the_organization_it_sets_and_only_for_the_service_role(api):
+    """``audit_append`` (migration 0016; the group commit's and every write's INSERT) runs as its caller: row-level
+    security refuses a row of an organization other than the one it sets, and with it every row of the call; a role
+    not granted it cannot call it at all."""
+    a, b = await api.org("A"), await api.org("B")
+
+    def row(org):
+        return {"org_id": str(org.id), "action": "read", "outcome": "success", "resource_type": "Client",
+                "resource_ids": [str(uuid.uuid4())], "client_ids": [], "request_id": "append-test"}
+
+    conn = await api.db.connect(APP_ROLE)
+    try:
+        assert await conn.fetchval("SELECT audit_append($1, $2::jsonb)", a.id, orjson.dumps([row(a)]).decode()) == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT audit_append($1, $2::jsonb)", a.id, orjson.dumps([row(a), row(b)]).decode())
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):  # the organization set is the call's, not the rows'
+            await conn.fetchval("SELECT audit_append($1, $2::jsonb)", b.id, orjson.dumps([row(a)]).decode())
+        assert await conn.fetchval("SELECT current_setting('app.org_id', true)") in (None, "")  # set for its call only
+    finally:
+        await conn.close()
+    rows = await api.db.fetch("SELECT org_id FROM audit_events WHERE request_id = 'append-test'")
+    assert [r["org_id"] for r in rows] == [a.id]
+    grantees = await api.db.fetch(
+        "SELECT coalesce(r.rolname, 'PUBLIC') AS who, a.privilege_type FROM pg_proc p, aclexplode(p.proacl) a "
+        "LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE p.proname = 'audit_append' AND p.proowner <> a.grantee")
+    assert [(g["who"], g["privilege_type"]) for g in grantees] == [(APP_ROLE, "EXECUTE")]  # not PUBLIC's

@@ -47,7 +47,7 @@ async def test_a_page_is_one_statement_and_its_audit_rows_commit_before_the_resp
     assert "FROM changes" in pinned[0]
     assert "app_org()" in pinned[0]
     assert len(primary) == 1, primary  # the group commit of the audit rows
-    assert "INSERT INTO audit_events" in primary[0]
+    assert "audit_append(" in primary[0]
     listed = {(e["type"], e["id"]) for e in resp.json()["data"]}
     assert {("client", client["id"]), ("strength", strength["id"])} <= listed
     rows = {r["resource_type"]: r for r in await events(api, request_id=rid)}  # committed before the response
