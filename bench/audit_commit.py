@@ -31,9 +31,9 @@ reach.
 
 ``--cost [--statements 3000]`` prices the same statements in PostgreSQL's CPU (every backend and background process,
 ``bench.env.postgres_cpu``), one at a time on one connection, so that nothing else runs beside them: the limit twin's
-statement and the service's read, each ``statements`` times, then the group commit's transaction (the one
-``GroupCommit`` sends: ``BEGIN``, the tenant, the INSERT of the rows, ``COMMIT``) holding the audit rows of 1, 8 and
-16 reads. What a read's PostgreSQL side costs at the least: its statement and its share of a commit.
+statement and the service's read, each ``statements`` times, then the group commit's transaction (the one statement
+``GroupCommit`` sends, ``commits.GROUPED``: ``audit_append`` with the rows, its own transaction) holding the audit
+rows of 1, 8 and 16 reads. What a read's PostgreSQL side costs at the least: its statement and its share of a commit.
 """
 
 from __future__ import annotations
