@@ -58,10 +58,10 @@ from bench.raw import twin_pool
 from bench.seed import ensure_seed
 from service.audit import service as audit
 from service.audit.commits import GroupCommit
-from service.audit.service import AuditTrail
+from service.audit.service import AuditTrail, append_text
 from service.auth.principal import Principal
 from service.collections.jsonread import _json_read
-from service.db import PINNED_SESSION_SETTINGS, begin_script, literal, make_engine, tenant_literal
+from service.db import PINNED_SESSION_SETTINGS, begin_script, make_engine
 from service.graphql.reads import note
 from service.settings import Settings
 
@@ -134,8 +134,8 @@ async def main(argv: list[str] | None = None) -> None:
     async def in_transaction(conn: asyncpg.Connection | None) -> None:
         assert conn is not None
         client = await read(conn)
-        rows = literal(audit_rows(org, [client]))  # as a write sends its rows with its COMMIT (AuditTrail.closing)
-        await conn.execute(f"SELECT audit_append({tenant_literal(org)}, {rows});\nCOMMIT;")
+        # as a write sends its rows with its COMMIT (AuditTrail.closing)
+        await conn.execute(f"{append_text(org, audit_rows(org, [client]))};\nCOMMIT;")
 
     def grouped(group: GroupCommit) -> Callable[[asyncpg.Connection | None], Awaitable[None]]:
         async def body(_: asyncpg.Connection | None) -> None:

@@ -77,6 +77,12 @@ NOT_AUDITED = ("/v1/audit-events",)
 _APPEND = "SELECT audit_append($1, CAST($2 AS jsonb))"
 
 
+def append_text(org_id: Any, rows: str) -> str:
+    """``_APPEND`` as simple-query text, the organization and the rows (a JSON array) as literals: for a unit of work
+    that sends it with its COMMIT in one round trip (``AuditTrail.closing``)."""
+    return f"SELECT audit_append({tenant_literal(org_id)}, {literal(rows)})"
+
+
 _ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
 
 
@@ -235,7 +241,7 @@ class AuditTrail:
         self.principal = who
         if not self.touched:
             return None
-        return f"SELECT audit_append({tenant_literal(who.org_id)}, {literal(self._rows_json(None))})"
+        return append_text(who.org_id, self._rows_json(None))
 
     def grouped_rows(self, who: Any) -> str | None:
         """``flush``'s rows (a JSON array), for the group commit of a read (``commit_grouped``); None if nothing
