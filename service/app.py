@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI, routing
+from fastapi import APIRouter, FastAPI, routing
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -30,7 +30,7 @@ from service.auth import app_links_rest, authorize_rest, discovery_rest, oauth_r
 from service.auth.keycrypt import AtRest
 from service.auth.revocations import Revocations
 from service.auth.tokens import KeyStore, TokenService, ensure_signing_key
-from service.collections.fastread import ReadFastPath
+from service.collections.fastread import FastRead, ReadFastPath
 from service.collections.registry import Collection
 from service.collections.rest import batch_routers, collection_router, history_router
 from service.db import PinnedTenants, make_engine
@@ -171,15 +171,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
     graphql = graphql_router()
     app.include_router(graphql, include_in_schema=False)  # its POST: GraphQLFastPath, below
-    collection_routers = [collection_router(coll) for coll in collections]
-    documented = [
-        # Next, the batch ingest (POST /v1/measurements/batch: no other route matches it), for the same reason.
-        *batch_routers([measurement_batch.BATCH]),
-        discovery_rest.router, oauth_rest.router, authorize_rest.router, changes_rest.router, bulk_rest.router,
-        *(router for router, _ in collection_routers),
-        history_router(list(collections)), webhooks_rest.router, fhir_router(), progress_router,
-        app_links_rest.router, audit_rest.router,
-    ]
+    collection_routers, documented = _api_routers(collections)
     for router in documented:
         app.include_router(router)
     _docs(app)
@@ -206,6 +198,33 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     tracing = _tracing(app, settings, span_exporter)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented override
     return app
+
+
+# The API's routers by the collections they serve (the ids of the collections, held with them). A router holds
+# no setting and no state of an app: each app that includes one builds its own route contexts from it (FastAPI
+# keeps the router, not a copy), as the module-level routers (OAuth, the change feed...) are shared already. Built
+# once per process: the collections' and FHIR's routes took about 0.2 s of CPU to declare (each route's signature
+# and parameter models), paid again by every app a test builds.
+_ROUTERS: dict[tuple[int, ...], tuple[tuple[Collection, ...], list[tuple[APIRouter, FastRead]], list[APIRouter]]] = {}
+
+
+def _api_routers(collections: Sequence[Collection]) -> tuple[list[tuple[APIRouter, FastRead]], list[APIRouter]]:
+    """Each collection's router with its read's fast path, and every documented router in the order the app
+    routes them."""
+    key = tuple(map(id, collections))
+    if key not in _ROUTERS:
+        collection_routers = [collection_router(coll) for coll in collections]
+        documented = [
+            # First the batch ingest (POST /v1/measurements/batch: no other route matches it), which the app routes
+            # right after /graphql so that a batch does not walk past every REST route either.
+            *batch_routers([measurement_batch.BATCH]),
+            discovery_rest.router, oauth_rest.router, authorize_rest.router, changes_rest.router, bulk_rest.router,
+            *(router for router, _ in collection_routers),
+            history_router(list(collections)), webhooks_rest.router, fhir_router(), progress_router,
+            app_links_rest.router, audit_rest.router,
+        ]
+        _ROUTERS[key] = (tuple(collections), collection_routers, documented)
+    return _ROUTERS[key][1], _ROUTERS[key][2]
 
 
 def _tracing(app: FastAPI, settings: Settings, exporter: Any) -> Any:

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import sys
 from typing import Any
+from uuid import uuid4
 
 import uvicorn
 from fastapi import routing
@@ -19,7 +20,10 @@ from service import app as app_module
 from service import cli
 from service.api.methods import MethodNotAllowedMiddleware, MethodTable
 from service.app import create_app
+from service.domain.registry import COLLECTIONS
 from service.settings import Settings
+from tests.conftest import WORKER
+from tests.support.harness import ALL, Api
 
 
 def table_of(app: Any) -> MethodTable:
@@ -118,3 +122,28 @@ def test_a_served_app_has_written_its_openapi_document_before_its_first_request(
     for app in served_apps(monkeypatch):
         assert app.openapi_schema is not None
         assert app.openapi_schema == lazy.openapi()
+
+
+async def test_apps_of_one_process_share_its_routers_and_nothing_else(server, db):
+    """An app's routers are built once per process (``service.app._api_routers``): they hold no setting and no state
+    of an app. Two apps alive at once, on two databases and with two body limits, each answer from their own
+    database and with their own settings, through the same routers."""
+    name = f"t_shared_{uuid4().hex[:12]}"
+    other_db = await server.clone(f"tmpl_{WORKER}", name)
+    try:
+        async with Api.start(db) as one, Api.start(other_db, max_body_bytes=200) as other:
+            routers = [{id(r.original_router) for r in api.app.router.routes if hasattr(r, "original_router")}
+                       for api in (one, other)]
+            assert {id(r) for r in app_module._api_routers(COLLECTIONS)[1]} <= routers[0] & routers[1]
+            mine = one.client(await one.token(await one.org("A"), ALL))
+            theirs = other.client(await other.token(await other.org("B"), ALL))
+            created = await mine.post("/v1/clients", json={"display_name": "Ada", "preferred_future": "x" * 300})
+            assert created.status_code == 201, created.text
+            record = created.json()["id"]
+            assert (await mine.get(f"/v1/clients/{record}")).status_code == 200
+            assert (await theirs.get(f"/v1/clients/{record}")).status_code == 404  # not in its database
+            refused = await theirs.post("/v1/clients", json={"display_name": "Ada", "preferred_future": "x" * 300})
+            assert refused.status_code == 413  # its own body limit; the first app's stays the default
+            assert (await theirs.post("/v1/clients", json={"display_name": "Bo"})).status_code == 201
+    finally:
+        await server.drop(name)
