@@ -171,15 +171,15 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     # Next, /graphql (one path, no other route under it): a dashboard query should not walk past every REST route.
     graphql = graphql_router()
     app.include_router(graphql, include_in_schema=False)  # its POST: GraphQLFastPath, below
-    collection_routers, documented = _api_routers(collections)
-    for router in documented:
+    routers = _api_routers(collections)
+    for router in routers.documented:
         app.include_router(router)
     _docs(app)
     # Outermost last: request id and audit around everything, then headers, CORS and the body limit; innermost,
     # just above the router, the direct paths of the hottest read (GET /v1/<collection>/<id>) and of POST /graphql.
-    app.add_middleware(ReadFastPath, reads=[read for _, read in collection_routers])
+    app.add_middleware(ReadFastPath, reads=[read for _, read in routers.collection_routers])
     app.add_middleware(GraphQLFastPath, router=graphql)
-    app.add_middleware(MethodNotAllowedMiddleware, table=MethodTable.of_routers(documented))
+    app.add_middleware(MethodNotAllowedMiddleware, table=MethodTable.of_routers(routers.documented))
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes, limits={
         "/v1/measurements/batch": settings.max_batch_body_bytes, "/v1/bulk/import": settings.max_bulk_body_bytes,
     })
@@ -200,21 +200,28 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
     return app
 
 
-# The API's routers by the collections they serve (the ids of the collections, held with them). A router holds
-# no setting and no state of an app: each app that includes one builds its own route contexts from it (FastAPI
-# keeps the router, not a copy), as the module-level routers (OAuth, the change feed...) are shared already. Built
-# once per process: the collections' and FHIR's routes took about 0.2 s of CPU to declare (each route's signature
-# and parameter models), paid again by every app a test builds.
-_ROUTERS: dict[tuple[int, ...], tuple[tuple[Collection, ...], list[tuple[APIRouter, FastRead]], list[APIRouter]]] = {}
+@dataclass(frozen=True)
+class ApiRouters:
+    """The API's routers for one set of collections: each collection's router with its read's fast path, and every
+    documented router in the order the app includes them."""
+
+    collections: tuple[Collection, ...]  # held, so that the ids keying ``_ROUTERS`` stay theirs
+    collection_routers: list[tuple[APIRouter, FastRead]]
+    documented: list[APIRouter]
 
 
-def _api_routers(collections: Sequence[Collection]) -> tuple[list[tuple[APIRouter, FastRead]], list[APIRouter]]:
-    """Each collection's router with its read's fast path, and every documented router in the order the app
-    routes them."""
+# By the ids of the collections served. A router holds no setting and no state of an app: each app that includes
+# one builds its own route contexts from it (FastAPI keeps the router, not a copy), as the module-level routers
+# (OAuth, the change feed...) are shared already. Built once per process: the collections' and FHIR's routes took
+# about 0.2 s of CPU to declare (each route's signature and parameter models), paid again by every app a test builds.
+_ROUTERS: dict[tuple[int, ...], ApiRouters] = {}
+
+
+def _api_routers(collections: Sequence[Collection]) -> ApiRouters:
     key = tuple(map(id, collections))
     if key not in _ROUTERS:
         collection_routers = [collection_router(coll) for coll in collections]
-        documented = [
+        _ROUTERS[key] = ApiRouters(tuple(collections), collection_routers, [
             # First the batch ingest (POST /v1/measurements/batch: no other route matches it), which the app routes
             # right after /graphql so that a batch does not walk past every REST route either.
             *batch_routers([measurement_batch.BATCH]),
@@ -222,9 +229,8 @@ def _api_routers(collections: Sequence[Collection]) -> tuple[list[tuple[APIRoute
             *(router for router, _ in collection_routers),
             history_router(list(collections)), webhooks_rest.router, fhir_router(), progress_router,
             app_links_rest.router, audit_rest.router,
-        ]
-        _ROUTERS[key] = (tuple(collections), collection_routers, documented)
-    return _ROUTERS[key][1], _ROUTERS[key][2]
+        ])
+    return _ROUTERS[key]
 
 
 def _tracing(app: FastAPI, settings: Settings, exporter: Any) -> Any:

@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import sys
 from typing import Any
-from uuid import uuid4
 
 import uvicorn
 from fastapi import routing
@@ -128,13 +127,12 @@ async def test_apps_of_one_process_share_its_routers_and_nothing_else(server, db
     """An app's routers are built once per process (``service.app._api_routers``): they hold no setting and no state
     of an app. Two apps alive at once, on two databases and with two body limits, each answer from their own
     database and with their own settings, through the same routers."""
-    name = f"t_shared_{uuid4().hex[:12]}"
-    other_db = await server.clone(f"tmpl_{WORKER}", name)
+    other_db = await server.clone(f"tmpl_{WORKER}", f"{db.name}_other")
     try:
         async with Api.start(db) as one, Api.start(other_db, max_body_bytes=200) as other:
             routers = [{id(r.original_router) for r in api.app.router.routes if hasattr(r, "original_router")}
                        for api in (one, other)]
-            assert {id(r) for r in app_module._api_routers(COLLECTIONS)[1]} <= routers[0] & routers[1]
+            assert {id(r) for r in app_module._api_routers(COLLECTIONS).documented} <= routers[0] & routers[1]
             mine = one.client(await one.token(await one.org("A"), ALL))
             theirs = other.client(await other.token(await other.org("B"), ALL))
             created = await mine.post("/v1/clients", json={"display_name": "Ada", "preferred_future": "x" * 300})
@@ -146,4 +144,4 @@ async def test_apps_of_one_process_share_its_routers_and_nothing_else(server, db
             assert refused.status_code == 413  # its own body limit; the first app's stays the default
             assert (await theirs.post("/v1/clients", json={"display_name": "Bo"})).status_code == 201
     finally:
-        await server.drop(name)
+        await server.drop(other_db.name)
