@@ -99,23 +99,35 @@ def only_backend(statements: list[Statement]) -> list[Statement]:
 
     A REST request runs on one connection. A GraphQL request may run its DataLoader batches on several
     connections at once, each batch its own transaction: their log lines interleave, so they are regrouped
-    by backend (first seen first), which keeps every transaction whole for a sequential replay.
+    by backend (the backend whose first statement of the request came first, first), which keeps every transaction
+    whole for a sequential replay. What the service's timers sent (``is_background``) is left out.
     """
-    order: dict[int, list[Statement]] = {}
+    by_backend: dict[int, list[Statement]] = {}
     for st in statements:
-        if is_driver_introspection(st):
-            continue
-        order.setdefault(st.backend_pid, []).append(st)
-    return [st for group in order.values() for tx in transactions(group) if not is_background(tx) for st in tx]
+        if not is_driver_introspection(st):
+            by_backend.setdefault(st.backend_pid, []).append(st)
+    kept = [[st for tx in transactions(group) if not is_background(tx) for st in tx] for group in by_backend.values()]
+    position = {id(st): i for i, st in enumerate(statements)}
+    return [st for group in sorted(filter(None, kept), key=lambda g: position[id(g[0])]) for st in group]
+
+
+_ENDS = re.compile(r"\b(?:COMMIT|ROLLBACK)\s*;?\s*$", re.I)  # a simple query whose last statement ends the transaction
 
 
 def transactions(group: list[Statement]) -> list[list[Statement]]:
-    """One backend's statements cut at each BEGIN (a statement outside any transaction stands alone)."""
+    """One backend's statements cut into transactions: each from its BEGIN to the statement that ends it (``COMMIT;``,
+    or a write's audit row sent with its ``COMMIT;``), and each statement outside a transaction alone (a pinned read,
+    the group commit's ``audit_append``), so that a request's autocommit statement on a connection whose previous
+    transaction was a background one (the webhook dispatcher's claim) is not taken for part of it."""
     out: list[list[Statement]] = []
+    open_ = False
     for st in group:
-        if not out or st.sql.strip().upper().startswith("BEGIN"):
+        sql = st.sql.strip()
+        begins = sql.upper().startswith("BEGIN")
+        if begins or not open_:
             out.append([])
         out[-1].append(st)
+        open_ = (open_ or begins) and not _ENDS.search(sql)
     return out
 
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bench import raw
-from bench.capture import Statement, parse_log
+from bench.capture import Statement, only_backend, parse_log
 from bench.loadgen import Request, wrk_script
 from bench.workloads import WORKLOADS
 from service.db import PINNED_SESSION_SETTINGS
@@ -40,6 +40,39 @@ def test_parse_log_keeps_text_and_parameters() -> None:
         "BEGIN;", "SELECT a\nFROM t WHERE x = $1::UUID AND y = $2 LIMIT $3::INTEGER", "COMMIT;"]
     assert statements[0].params is None
     assert statements[1].params == ("a-b", "it's, $2 = x", None)
+
+
+# A capture's window as CI met it: the read on a pinned connection (backend 7), and on backend 8, whose previous
+# transaction was the webhook dispatcher's claim, asyncpg's type introspection and the group commit's autocommit
+# audit_append; then on backend 9 a write, closed by its audit row sent with COMMIT, and a background claim after it.
+CAPTURED = """\
+2026-01-01 00:00:00.001 UTC [8] LOG:  statement: BEGIN;
+2026-01-01 00:00:00.002 UTC [8] LOG:  execute __asyncpg_stmt_1__: SELECT * FROM webhook_claim($1, $2)
+2026-01-01 00:00:00.002 UTC [8] DETAIL:  Parameters: $1 = '20', $2 = '60'
+2026-01-01 00:00:00.003 UTC [8] LOG:  statement: COMMIT;
+2026-01-01 00:00:00.004 UTC [7] LOG:  execute __asyncpg_stmt_2__: WITH tenant_ok AS (SELECT 1) SELECT 2
+2026-01-01 00:00:00.005 UTC [8] LOG:  execute __asyncpg_stmt_3__: SELECT current_setting('jit') AS cur
+2026-01-01 00:00:00.006 UTC [8] LOG:  execute __asyncpg_stmt_4__: SELECT audit_append(o, CAST(r AS jsonb)) FROM x
+2026-01-01 00:00:00.006 UTC [8] DETAIL:  Parameters: $1 = '{a}', $2 = '{b}'
+2026-01-01 00:00:00.007 UTC [9] LOG:  statement: BEGIN; SELECT set_config('app.org_id', 'a', true);
+2026-01-01 00:00:00.008 UTC [9] LOG:  statement: SELECT audit_append('a', '[]');
+	COMMIT;
+2026-01-01 00:00:00.009 UTC [9] LOG:  statement: BEGIN;
+2026-01-01 00:00:00.010 UTC [9] LOG:  execute __asyncpg_stmt_5__: SELECT * FROM bulk_export_claim($1)
+2026-01-01 00:00:00.010 UTC [9] DETAIL:  Parameters: $1 = '60'
+2026-01-01 00:00:00.011 UTC [9] LOG:  statement: ROLLBACK;
+"""
+
+
+def test_a_capture_keeps_the_requests_statements_after_a_background_transaction_on_the_same_connection() -> None:
+    """A transaction ends at its COMMIT or ROLLBACK: the group commit's autocommit statement, sent on a connection
+    whose last transaction was a background claim, is the request's (CI once lost it with the claim)."""
+    assert [s.sql for s in only_backend(parse_log(CAPTURED))] == [
+        "WITH tenant_ok AS (SELECT 1) SELECT 2",
+        "SELECT audit_append(o, CAST(r AS jsonb)) FROM x",
+        "BEGIN; SELECT set_config('app.org_id', 'a', true);",
+        "SELECT audit_append('a', '[]');\nCOMMIT;",
+    ]
 
 
 def test_wrk_script_holds_a_large_body_as_it_is() -> None:
