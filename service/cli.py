@@ -72,8 +72,11 @@ def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> No
 
     # One set of options whatever the worker count (uvicorn's defaults otherwise: X-Forwarded-For is trusted
     # from FORWARDED_ALLOW_IPS, 127.0.0.1 unless set, so the audit's remote address means the same thing).
+    from service.api.joined_writes import JoinedWritesProtocol
+
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
-                               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS}
+                               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+                               "http": JoinedWritesProtocol}
     if workers > 1:
         uvicorn.run("service.asgi:app", workers=workers, **options)
         return
