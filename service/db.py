@@ -13,8 +13,9 @@ import asyncpg
 import orjson
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from service.api.http import dumps
 from service.errors import WriteRefused
@@ -315,6 +316,18 @@ class PinnedTenants:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._tenant: weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]] = weakref.WeakKeyDictionary()
+        # Connections the pool invalidated and has not opened again yet (its events): while there is one, an idle
+        # connection may need opening, which ``_idle`` leaves to ``raw_connection``.
+        self._to_reopen = 0
+        event.listen(engine.sync_engine, "invalidate", self._invalidated)
+        event.listen(engine.sync_engine, "soft_invalidate", self._invalidated)
+        event.listen(engine.sync_engine, "connect", self._opened)
+
+    def _invalidated(self, *_: Any) -> None:
+        self._to_reopen += 1
+
+    def _opened(self, *_: Any) -> None:
+        self._to_reopen = max(0, self._to_reopen - 1)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, set_role: str | None) -> PinnedTenants | None:
@@ -327,15 +340,35 @@ class PinnedTenants:
                                pool_size=settings.db_pinned_pool_size, max_overflow=0,
                                session=PINNED_SESSION_SETTINGS))
 
+    def _idle(self) -> PoolProxiedConnection | None:
+        """An idle connection of the pool taken without a greenlet, or None (take one with ``raw_connection``).
+
+        ``AsyncEngine.raw_connection`` runs the pool's checkout in a new greenlet (``greenlet_spawn``), in case it has
+        to connect or wait: on a read's call stack that cost more than the checkout itself (bench/README.md,
+        thirteenth round). Taking a connection the pool holds valid and idle is no I/O, so the synchronous checkout
+        does it, with the same events. While an invalidated connection waits to be opened again (``_to_reopen``),
+        the caller takes one the usual way, which opens it. Should an idle one need opening all the same (a pool
+        invalidated as a whole, by the time of a disconnect SQLAlchemy saw; this engine runs no statement of its
+        own), SQLAlchemy refuses the I/O outside a greenlet (``MissingGreenlet``) and returns it to the pool, and
+        the caller again takes one the usual way."""
+        sync_engine = self.engine.sync_engine
+        if self._to_reopen or not sync_engine.pool.checkedin():  # type: ignore[attr-defined]  # QueuePool's count
+            return None
+        try:
+            return sync_engine.raw_connection()
+        except MissingGreenlet:
+            return None
+
     @asynccontextmanager
     async def connect(self, org_id: UUID | None, patient_id: UUID | None) -> AsyncIterator[PinnedConnection]:
         """A connection whose session holds this tenant (as far as this process knows); ``TenantMismatch`` from the
         body makes it forget what it knew of the connection, and passes on. The pool's own DBAPI connection
-        (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements needed); one left closed
-        or broken by the body is invalidated, so the pool discards it."""
+        (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements needed; an idle one
+        without a greenlet, ``_idle``); one left closed or broken by the body is invalidated, so the pool discards
+        it."""
         params = _tenant_params(org_id, patient_id, None)
         tenant = (params["org"], params["patient"])
-        pooled = await self.engine.raw_connection()
+        pooled = self._idle() or await self.engine.raw_connection()
         try:
             raw = pooled.driver_connection
             assert isinstance(raw, asyncpg.Connection), "an open connection of the asyncpg dialect"

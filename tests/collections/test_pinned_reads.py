@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import text
 
 from service.collections.registry import REGISTRY
 from service.db import driver
@@ -304,3 +306,36 @@ async def test_every_record_reads_and_lists_as_its_write_answered_it(api, coll_n
             for child_name, attr in coll.children.items():
                 got = body[REGISTRY[child_name].key]
                 assert same(got, await listed(child_name, f"{attr}={record['id']}")), child_name
+
+
+async def test_a_pinned_connection_the_pool_invalidated_is_opened_again_by_the_next_read(db):
+    """The pinned checkout takes an idle connection without a greenlet (``PinnedTenants._idle``); one the pool
+    invalidated (as it does a broken one) must be opened again, which is I/O, so the next read takes it the usual
+    way: it still answers, on a new session that takes the tenant before it reads, and its audit rows are written."""
+    async with Api.start(db, db_pinned_pool_size=1, db_max_overflow=0) as api:
+        org = await api.org("A")
+        client, _ = await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
+        reader = api.client(await api.token(org, READER))
+        url = f"/v1/clients/{client['id']}?include=strengths"
+        for _ in range(2):  # the token's first use (a transaction), then the pinned connection
+            assert (await reader.get(url)).status_code == 200
+        engine = api.app.state.ctx.pinned.engine
+        async with engine.connect() as conn:  # the pool's one connection
+            before = await conn.scalar(text("SELECT pg_backend_pid()"))
+            await conn.invalidate()
+        rid = uuid.uuid4().hex
+        with statements_on_the_wire(engine) as sent, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resp = await reader.get(url, headers={"X-Request-Id": rid})
+            await asyncio.sleep(0)
+        assert resp.status_code == 200, resp.text
+        # taken the usual way, not refused by SQLAlchemy first (which leaves its connect coroutine unawaited)
+        assert not [w for w in caught if "never awaited" in str(w.message)]
+        assert resp.json()["id"] == client["id"]
+        assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [True, False]  # a new session
+        assert "app_org()" in sent[1]
+        assert [r["resource_type"] for r in await _audit_rows(api, rid)] == ["Client", "Strength"]
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != before
+        for _ in range(3):  # and the connection it opened is taken without a greenlet again
+            assert (await reader.get(url)).status_code == 200
