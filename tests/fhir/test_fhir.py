@@ -3,6 +3,8 @@ history, searches with paging, CodeSystems and the CapabilityStatement."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tests.support.fhir import FHIR, FHIR_JSON, all_pages, demo_org, validate
 
 
@@ -116,10 +118,15 @@ async def test_date_prefixes_and_last_updated(api):
     assert len(ge) + len(lt) == len(everything)
     assert all(validate(o).effectiveDateTime >= middle for o in ge)
     assert all(validate(o).effectiveDateTime < middle for o in lt)
-    month, day_of = middle.strftime("%Y-%m"), middle.strftime("%Y-%m-%d")  # the demo is dated from today
+    # A date alone is its day (or month) in UTC: so are the observations' times compared with it, whatever their own
+    # offset (the demo is dated from today: 2026-10-31T20:00-05:00 is in November).
+    def utc(when: datetime) -> datetime:
+        return when.astimezone(UTC)
+
+    month, day_of = utc(middle).strftime("%Y-%m"), utc(middle).strftime("%Y-%m-%d")
     day = await all_pages(c, f"{FHIR}/Observation?date={month}&date=le{day_of}&_count=500")
-    assert all(validate(o).effectiveDateTime.strftime("%Y-%m") == month for o in day)
-    assert all(validate(o).effectiveDateTime.strftime("%Y-%m-%d") <= day_of for o in day)
+    assert all(utc(validate(o).effectiveDateTime).strftime("%Y-%m") == month for o in day)
+    assert all(utc(validate(o).effectiveDateTime).strftime("%Y-%m-%d") <= day_of for o in day)
     assert day
     assert await all_pages(c, f"{FHIR}/Patient?_lastUpdated=lt2000-01-01") == []
     assert len(await all_pages(c, f"{FHIR}/Patient?_lastUpdated=ge2000-01-01")) == 3
