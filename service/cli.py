@@ -70,10 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _serve_uvicorn(prepared: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    # One set of options whatever the worker count (uvicorn's defaults otherwise: X-Forwarded-For is trusted
-    # from FORWARDED_ALLOW_IPS, 127.0.0.1 unless set, so the audit's remote address means the same thing).
     from service.api.joined_writes import JoinedWritesProtocol
 
+    # One set of options whatever the worker count (uvicorn's defaults otherwise: X-Forwarded-For is trusted
+    # from FORWARDED_ALLOW_IPS, 127.0.0.1 unless set, so the audit's remote address means the same thing).
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
                                "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
                                "http": JoinedWritesProtocol}

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from typing import Any
 
 import h11
-import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service import cli
 from service.api.joined_writes import JoinedWritesProtocol
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve_app
 
 BODY = b'{"id":"0190f1f0-0000-7000-8000-000000000000","strengths":[]}'
 CHUNKS = [b"first,", b"second,", b"third"]
@@ -152,33 +150,17 @@ def _responses(data: bytes, methods: list[str]) -> list[tuple[h11.Response, byte
     return out
 
 
-@pytest.fixture
-def server_port():
-    """uvicorn with the service's protocol on a loopback port, in a thread with its own event loop."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                                           http=JoinedWritesProtocol))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    assert server.started, "uvicorn did not start"
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def test_on_a_real_socket_http_1_1_holds(server_port):
+def test_on_a_real_socket_http_1_1_holds():
     """Pipelined keep-alive requests (a whole body, HEAD, a stream, 204), the last asking to close: every response
     complete and in order, then the server closes the connection."""
     requests = [("GET", "/whole", []), ("HEAD", "/whole", []), ("GET", "/stream", []), ("GET", "/empty", []),
                 ("GET", "/whole", [("Connection", "close")])]
-    wire = b"".join(f"{m} {p} HTTP/1.1\r\nHost: test\r\n{''.join(f'{k}: {v}' + chr(13) + chr(10) for k, v in h)}\r\n"
-                    .encode() for m, p, h in requests)
+    wire = b"".join((f"{m} {p} HTTP/1.1\r\nHost: test\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h) + "\r\n").encode()
+                    for m, p, h in requests)
     received = b""
-    with socket.create_connection(("127.0.0.1", server_port), timeout=10) as sock:
+    port = free_port()
+    with serve_app(app, port, http=JoinedWritesProtocol, lifespan="off"), \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(wire)
         while chunk := sock.recv(65536):  # until the server closes
             received += chunk

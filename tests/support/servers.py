@@ -34,9 +34,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(app: Any, port: int) -> Iterator[str]:
-    """uvicorn on a free loopback port, in a thread with its own event loop."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+def serve_app(app: Any, port: int, **options: Any) -> Iterator[str]:
+    """uvicorn on a free loopback port, in a thread with its own event loop; ``options``: more of uvicorn's
+    ``Config`` (``http=`` a protocol class, ``lifespan="off"``)."""
+    server = uvicorn.Server(uvicorn.Config(app, **{"host": "127.0.0.1", "port": port, "log_level": "warning",
+                                                   "lifespan": "on", **options}))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
