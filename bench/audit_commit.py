@@ -188,7 +188,7 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
 
     async def read(conn: asyncpg.Connection) -> AuditTrail:
         client = random.choice(clients)
-        values = {**defaults, "org_id": org, "patient_id": None, "id": client}
+        values = {**defaults, "org_id": org, "patient_id": None, "ids": [client]}
         row = (await conn.fetch(sql, *[values[name] for name in names]))[0]
         if not row["ok"] or row["version"] is None:
             raise RuntimeError(f"the pinned read did not find client {client}")
@@ -246,7 +246,7 @@ async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: ar
         await conn.fetchval(W1, org, client)
 
     async def service_read(conn: asyncpg.Connection, client: Any) -> None:
-        values = {**defaults, "org_id": org, "patient_id": None, "id": client}
+        values = {**defaults, "org_id": org, "patient_id": None, "ids": [client]}
         await conn.fetch(sql, *[values[name] for name in names])
 
     def rows_of(client: Any) -> str:  # a read's audit rows, as the service's trail writes them

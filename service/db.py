@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -20,6 +22,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from service.api.http import dumps
 from service.errors import WriteRefused
 from service.settings import Settings
+from service.telemetry import metrics
 
 log = structlog.get_logger("service.db")
 INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of a row-level security violation (and of a missing privilege)
@@ -186,15 +189,24 @@ async def tenant_transaction(
             yield conn
 
 
-async def driver(conn: AsyncConnection | PinnedConnection) -> asyncpg.Connection:
-    """The asyncpg connection under ``conn``, inside the same transaction (already begun: the tenant is set).
+@overload
+async def driver(conn: AsyncConnection) -> asyncpg.Connection: ...
+@overload
+async def driver(conn: PinnedConnection) -> PinnedConnection: ...
+@overload
+async def driver(conn: AsyncConnection | PinnedConnection) -> asyncpg.Connection | PinnedConnection: ...
+
+
+async def driver(conn: AsyncConnection | PinnedConnection) -> asyncpg.Connection | PinnedConnection:
+    """The asyncpg connection under ``conn``, inside the same transaction (already begun: the tenant is set); a
+    pinned connection as it is (its ``fetch`` and ``fetchrow`` are asyncpg's, on a connection holding its tenant).
 
     For a hot read whose rows go straight to JSON: asyncpg's records without SQLAlchemy's result layer.
     The statement runs on the same connection, in the same transaction, as the same role with the same
     tenant settings, so row-level security applies to it exactly as to every other statement.
     """
     if isinstance(conn, PinnedConnection):
-        return conn.raw
+        return conn
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
         live = sync.connection.driver_connection  # a live connection: plain attributes, no I/O
@@ -299,21 +311,25 @@ class PinnedTenants:
     a transaction has none and row-level security shows it nothing. These connections are the exception, and only
     this class uses them (their own engine, ``make_engine`` with the same settings, role and pool kind):
 
-    - ``connect`` lends one with the request's organization and patient set for the session
+    - ``taken`` lends one for a statement, with the request's organization and patient set for the session
       (``SESSION_TENANT_SQL``) when it does not already hold them, as far as this process knows (``_tenant``,
-      forgotten with the connection);
+      forgotten with the connection); a read's statements go through ``lane`` (``PinnedConnection``);
     - what this process knows is not trusted: every statement sent on one compares the session's tenant with its
       principal's (``tenant_guard``) and reads and writes nothing otherwise, and its caller raises
-      ``TenantMismatch``, which makes ``connect``'s caller set the tenant and ask again;
+      ``TenantMismatch``, which makes the read have the connection's tenant forgotten (``forget``), and ask again;
     - each statement runs and commits on its own (autocommit): one whose audit rows are written by the statement
-      itself (a data-modifying CTE) reads and records in one transaction, durable as any other commit.
+      itself (a data-modifying CTE) reads and records in one transaction, durable as any other commit;
+    - reads by ids of the same statement, arguments and tenant that wait together share one statement
+      (``coalesced``): at most ``in_flight`` (``DB_COALESCED_IN_FLIGHT``) such statements are under way at once,
+      so that under load the reads that arrive meanwhile go together in the next one; each read picks its own
+      record's row out of the statement's.
 
     Off (None from ``from_settings``) with ``DB_PINNED_POOL_SIZE=0``, or behind PgBouncer in transaction mode
     (``DB_STATEMENT_CACHE_SIZE`` set), where a session's settings would stay on a server connection that other
     clients are then given.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, in_flight: int) -> None:
         self.engine = engine
         self._tenant: weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]] = weakref.WeakKeyDictionary()
         # Connections the pool invalidated and has not opened again yet (its events): while there is one, an idle
@@ -322,6 +338,13 @@ class PinnedTenants:
         event.listen(engine.sync_engine, "invalidate", self._invalidated)
         event.listen(engine.sync_engine, "soft_invalidate", self._invalidated)
         event.listen(engine.sync_engine, "connect", self._opened)
+        # Reads by ids waiting to share a statement (``coalesced``), by statement, arguments and tenant, in order.
+        self.in_flight = in_flight
+        self._waiting: dict[tuple[str, tuple[str, str], tuple[Any, ...], int],
+                            list[tuple[Any, asyncio.Future[Any], contextvars.Context]]] = {}
+        self._scheduled = False
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _invalidated(self, *_: Any) -> None:
         self._to_reopen += 1
@@ -338,7 +361,7 @@ class PinnedTenants:
         # statements, for one read; a read waits for one of the kept connections instead (one round trip each).
         return cls(make_engine(settings.database_url, settings, set_role=set_role,
                                pool_size=settings.db_pinned_pool_size, max_overflow=0,
-                               session=PINNED_SESSION_SETTINGS))
+                               session=PINNED_SESSION_SETTINGS), settings.db_coalesced_in_flight)
 
     def _idle(self) -> PoolProxiedConnection | None:
         """An idle connection of the pool taken without a greenlet, or None (take one with ``raw_connection``).
@@ -359,15 +382,17 @@ class PinnedTenants:
         except MissingGreenlet:
             return None
 
-    @asynccontextmanager
-    async def connect(self, org_id: UUID | None, patient_id: UUID | None) -> AsyncIterator[PinnedConnection]:
-        """A connection whose session holds this tenant (as far as this process knows); ``TenantMismatch`` from the
-        body makes it forget what it knew of the connection, and passes on. The pool's own DBAPI connection
-        (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements needed; an idle one
-        without a greenlet, ``_idle``); one left closed or broken by the body is invalidated, so the pool discards
-        it."""
+    def lane(self, org_id: UUID | None, patient_id: UUID | None) -> PinnedConnection:
+        """What a read's statements run on (``PinnedConnection``), for this tenant."""
         params = _tenant_params(org_id, patient_id, None)
-        tenant = (params["org"], params["patient"])
+        return PinnedConnection(self.engine.dialect, self, (params["org"], params["patient"]))
+
+    @asynccontextmanager
+    async def taken(self, tenant: tuple[str, str]) -> AsyncIterator[asyncpg.Connection]:
+        """A connection whose session holds this tenant (as far as this process knows), for one statement. The pool's
+        own DBAPI connection (``raw_connection``: no SQLAlchemy ``Connection`` around it, none of its statements
+        needed; an idle one without a greenlet, ``_idle``); one left closed or broken by the statement is
+        invalidated, so the pool discards it."""
         pooled = self._idle() or await self.engine.raw_connection()
         try:
             raw = pooled.driver_connection
@@ -377,10 +402,7 @@ class PinnedTenants:
                 await raw.fetchrow(SESSION_TENANT_SQL, *tenant)
                 self._tenant[raw] = tenant
             try:
-                yield PinnedConnection(self.engine.dialect, raw)
-            except TenantMismatch:
-                self._tenant.pop(raw, None)
-                raise
+                yield raw
             except BaseException:
                 if raw.is_closed():
                     pooled.invalidate()
@@ -388,14 +410,108 @@ class PinnedTenants:
         finally:
             pooled.close()  # back to the pool: no transaction was begun, so nothing to roll back
 
+    def forget(self, raw: asyncpg.Connection | None) -> None:
+        """A statement found the session's tenant other than this process thought (``TenantMismatch``): the next
+        statement on that connection sets it first."""
+        if raw is not None:
+            self._tenant.pop(raw, None)
 
-@dataclass(frozen=True, slots=True)
+    async def coalesced(self, tenant: tuple[str, str], sql: str, args: tuple[Any, ...], at: int,
+                        item: Any) -> tuple[list[asyncpg.Record], asyncpg.Connection]:
+        """The rows of ``sql`` (its arguments ``args``, the one at ``at`` an array of items: records' ids), run for
+        ``item`` and for every other read of the same statement, arguments and tenant waiting with it: those
+        asked for in the same turn of the event loop, and those asked for while ``in_flight`` such statements are
+        already under way, up to ``MAX_COALESCED`` items a statement. Each read gets the whole statement's rows
+        (its own are those of its item) and the connection it ran on. A read that is cancelled while it waits
+        leaves the others' statement alone; one whose statement fails gets its error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[list[asyncpg.Record], asyncpg.Connection]] = loop.create_future()
+        key = (sql, tenant, args, at)
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = waiting = []
+        waiting.append((item, future, contextvars.copy_context()))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start)
+        return await future
+
+    def _start(self) -> None:
+        """Start a statement for the reads waiting longest, while fewer than ``in_flight`` are under way."""
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        while self._waiting and self._running < self.in_flight:
+            key = next(iter(self._waiting))
+            waiting = self._waiting.pop(key)
+            if len(waiting) > MAX_COALESCED:
+                self._waiting[key] = waiting[MAX_COALESCED:]  # after the other statements' reads
+                waiting = waiting[:MAX_COALESCED]
+            batch = [(item, future) for item, future, _ in waiting if not future.done()]  # done: cancelled
+            if not batch:
+                continue
+            self._running += 1
+            # in the context of the first read waiting (its trace, its request id in a log line), a copy of it
+            first = next(context for _, future, context in waiting if not future.done())
+            task = loop.create_task(self._run(key, batch), context=first)
+            self._tasks.add(task)  # held until done (the loop keeps only weak references to tasks)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: tuple[str, tuple[str, str], tuple[Any, ...], int],
+                   batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        sql, tenant, args, at = key
+        try:
+            async with self.taken(tenant) as raw:
+                rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _ in batch)),
+                                       *args[at + 1:])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - each read answers its statement's error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            metrics.COALESCED_READS.observe(len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result((rows, raw))
+        finally:
+            self._running -= 1
+            if self._waiting and not self._scheduled:
+                self._start()
+
+
+# How many reads one statement carries at most (``PinnedTenants.coalesced``).
+MAX_COALESCED = 50
+
+
+@dataclass(slots=True)
 class PinnedConnection:
-    """A pinned connection as compiled reads take one (``CompiledRead.fetch``): the dialect to compile for, and
-    the driver's connection (``driver``)."""
+    """What a read runs its statements on when it may use the pinned connections (``uow.pinned_read``), as compiled
+    reads take a connection (``CompiledRead.fetch``, ``driver``): each statement is sent on a pinned connection whose
+    session holds the read's tenant (``PinnedTenants.taken``), taken for that statement alone, and a read by ids may
+    share its statement with other reads (``coalesced``). ``used``: the connection of its last statement (on
+    ``TenantMismatch`` the caller has its tenant forgotten)."""
 
     dialect: Any
-    raw: asyncpg.Connection
+    pinned: PinnedTenants
+    tenant: tuple[str, str]
+    used: asyncpg.Connection | None = None
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.pinned.taken(self.tenant) as raw:
+            self.used = raw
+            return await raw.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self.pinned.taken(self.tenant) as raw:
+            self.used = raw
+            return await raw.fetchrow(sql, *args)
+
+    async def coalesced(self, sql: str, args: tuple[Any, ...], at: int, item: Any) -> list[asyncpg.Record]:
+        rows, self.used = await self.pinned.coalesced(self.tenant, sql, args, at, item)
+        return rows
 
 
 async def end_failed(conn: AsyncConnection, raw: Any) -> None:

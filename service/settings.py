@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         "?include=, a GraphQL query of one root field): their session keeps the tenant of the last read. 0: off "
         "(such reads open a transaction); "
         "off behind PgBouncer in transaction mode (DB_STATEMENT_CACHE_SIZE set)")
+    db_coalesced_in_flight: int = Field(
+        default=2, ge=1, description="Statements of reads by id (GET /v1/<collection>/<id>) under way at once per "
+        "worker on the pinned connections; the reads of one tenant and shape asked for meanwhile wait and go in one "
+        "statement (up to 50). About the database server's cores")
     statement_timeout_ms: int = 15000
     database_read_url: str | None = Field(
         default=None,

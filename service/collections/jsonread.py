@@ -76,7 +76,7 @@ def _json_read(coll_name: str, children: tuple[str, ...]) -> JsonRead:
     def build(who: Principal) -> Any:
         builder = Builder(who)
         builder.types = types
-        return builder.by_id(shape)
+        return builder.by_ids(shape)
 
     return JsonRead(CompiledRead(build), types)
 
@@ -123,11 +123,14 @@ async def read(conn: Any, who: Principal, coll_name: str, record_id: UUID,
     for child in kids:
         require(who, child.resource, "s")
     plan = _json_read(coll_name, tuple(c.name for c in kids))
-    row = (await plan.statement.fetch(conn, who, id=record_id))[0]
-    if not row["ok"]:
+    rows = await plan.statement.fetch_one_of(conn, who, "ids", record_id)
+    if not rows[0]["ok"]:
         raise TenantMismatch
+    row = next((r for r in rows if r["id"] == record_id), None)
+    must_be_live(REGISTRY[coll_name].type_name.replace("_", " "), record_id, row is not None,
+                 None if row is None else row["deleted_at"])
+    assert row is not None
     version = row["version"]
-    must_be_live(REGISTRY[coll_name].type_name.replace("_", " "), record_id, version is not None, row["deleted_at"])
     note(plan.types, row)
     body: bytes = row["j"]
     return version, body

@@ -92,14 +92,31 @@ class CompiledRead:
         compiled = self.build(template).compile(dialect=dialect)
         return compiled.string, tuple(compiled.positiontup or ()), compiled.construct_params()
 
-    async def fetch(self, conn: AsyncConnection | PinnedConnection, who: Principal, **params: Any) -> list[Any]:
+    def _statement(self, conn: AsyncConnection | PinnedConnection, who: Principal,
+                   params: dict[str, Any]) -> tuple[str, tuple[str, ...], list[Any]]:
         key = (id(conn.dialect), who.patient_id is not None)
         entry = self._compiled.get(key)
         if entry is None:
             entry = self._compiled[key] = self._compile(conn.dialect, key[1])
         sql, names, defaults = entry
         values = {**defaults, **params, "org_id": who.org_id, "patient_id": who.patient_id}
-        return await (await driver(conn)).fetch(sql, *[values[name] for name in names])
+        return sql, names, [values[name] for name in names]
+
+    async def fetch(self, conn: AsyncConnection | PinnedConnection, who: Principal, **params: Any) -> list[Any]:
+        sql, _, args = self._statement(conn, who, params)
+        return await (await driver(conn)).fetch(sql, *args)
+
+    async def fetch_one_of(self, conn: AsyncConnection | PinnedConnection, who: Principal, name: str, item: Any,
+                           **params: Any) -> list[Any]:
+        """The rows of a statement over an array parameter ``name`` (records' ids) for one of its items: in a
+        transaction the array of that item; on a pinned connection it may carry other reads' items too
+        (``db.PinnedTenants.coalesced``), whose rows the caller leaves aside."""
+        sql, names, args = self._statement(conn, who, {**params, name: None})
+        at = names.index(name)
+        if isinstance(conn, PinnedConnection):
+            return await conn.coalesced(sql, tuple(args), at, item)
+        args[at] = [item]
+        return await (await driver(conn)).fetch(sql, *args)
 
 
 def encode_cursor(last_id: UUID) -> str:

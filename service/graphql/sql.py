@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -217,24 +218,26 @@ class Builder:
             base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
         return base
 
-    def by_id(self, shape: RecordShape) -> Select[Any]:
-        """One record by id (parameter ``id``), live or deleted, behind ``tenant_guard`` (REST's read: 404, 410 and
-        the ETag are told apart from the row). One row, always: ``(j, i<k>, c<k> ..., ok, version, deleted_at)``:
-        ``ok`` false when the session holds another tenant (nothing read), ``version`` null when there is no such
-        record, relations read only for a live one."""
+    def by_ids(self, shape: RecordShape) -> Select[Any]:
+        """Records by id (parameter ``ids``, an array), live or deleted, behind ``tenant_guard`` (REST's read: 404, 410
+        and the ETag are told apart from the row; several reads of one tenant answered by one statement,
+        ``db.PinnedTenants.coalesced``). A row per record found, at least one: ``(j, i<k>, c<k> ..., ok, version,
+        deleted_at, id)``: ``ok`` false when the session holds another tenant (nothing read), an id not found has no
+        row (the one row when none is found has ``id`` null), relations read only for a live record."""
         coll = REGISTRY[shape.coll]
         table = coll.table
         guard = tenant_ok(self.who)
         base = self._readable(coll, [shape]).add_columns(
             table.c.version.label("_version"), table.c.deleted_at.label("_deleted_at")).where(
-            table.c.id == bindparam("id", None, type_=Uuid), select(guard.c.ok).scalar_subquery())
+            table.c.id == any_(bindparam("ids", None, type_=ARRAY(Uuid))), select(guard.c.ok).scalar_subquery())
         rows = base.subquery(self.name("t"))
         frm, j, audit = self.record(shape, rows, gate=rows.c._deleted_at.is_(None))
-        rec = select(_utf8(j).label("j"), *self._audit_values(audit), rows.c._version,
-                     rows.c._deleted_at).select_from(frm).subquery(self.name("rec"))
+        rec = select(_utf8(j).label("j"), *self._audit_values(audit), rows.c._version, rows.c._deleted_at,
+                     rows.c.id.label("_id")).select_from(frm).subquery(self.name("rec"))
         audit_cols = [rec.c[f"{x}{k}"] for k in range(len(self.types)) for x in ("i", "c")]
         return select(rec.c.j, *audit_cols, guard.c.ok, rec.c._version.label("version"),
-                      rec.c._deleted_at.label("deleted_at")).select_from(guard.outerjoin(rec, true()))
+                      rec.c._deleted_at.label("deleted_at"), rec.c._id.label("id")) \
+            .select_from(guard.outerjoin(rec, true()))
 
     def rest_page(self, shape: RecordShape, base: Select[Any], bucket: int) -> Select[Any]:
         """REST's list page over ``base`` (the list's readable, filtered rows): ``{"data": [...], "next_cursor": ...}``

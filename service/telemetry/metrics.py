@@ -43,6 +43,11 @@ for _status in ("created", "duplicate", "error"):
     INGEST_MEASUREMENTS.labels(_status)
 SAFETY_ALERTS_OPENED = Counter("safety_alerts_opened", "Safety alerts opened by risk measurements")
 
+COALESCED_READS = Histogram(
+    "db_coalesced_reads_per_statement", "Reads by id answered by one statement on the pinned connections",
+    buckets=(1, 2, 4, 8, 16, 32, 50),
+)
+
 # Failed deliveries are counted by the webhook dispatcher; the backlog is read at scrape time (_BacklogCollector).
 WEBHOOK_DELIVERY_FAILURES = Counter("webhook_delivery_failures", "Webhook delivery attempts that failed")
 

@@ -332,8 +332,9 @@ async def test_a_pinned_connection_the_pool_invalidated_is_opened_again_by_the_n
         # taken the usual way, not refused by SQLAlchemy first (which leaves its connect coroutine unawaited)
         assert not [w for w in caught if "never awaited" in str(w.message)]
         assert resp.json()["id"] == client["id"]
-        assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [True, False]  # a new session
-        assert "app_org()" in sent[1]
+        # a new session: the tenant first, the read last (asyncpg asks for the types of the read's id array between)
+        assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [True] + [False] * (len(sent) - 1)
+        assert "app_org()" in sent[-1]
         assert [r["resource_type"] for r in await _audit_rows(api, rid)] == ["Client", "Strength"]
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT pg_backend_pid()")) != before
