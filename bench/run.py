@@ -28,6 +28,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import capture, chart, limit, loadgen, profile, raw, rls
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, postgres_cpu, token
@@ -134,6 +135,23 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
     if sequential:
         raw.refuse_repeats(result.requests, len(requests), "bodies")
     return result
+
+
+def coalesced(base_url: str) -> tuple[float, float]:
+    """The service's ``db_coalesced_reads_per_statement`` so far, from its ``/metrics``: (reads, statements)."""
+    resp = httpx.get(f"{base_url}/metrics", timeout=10)
+    if resp.status_code != 200:  # metrics off, or on a port of their own (METRICS_PORT)
+        return 0.0, 0.0
+    samples = {s.name: s.value for f in text_string_to_metric_families(resp.text) for s in f.samples
+               if s.name.startswith("db_coalesced_reads_per_statement_")}
+    return samples.get("db_coalesced_reads_per_statement_sum", 0.0), \
+        samples.get("db_coalesced_reads_per_statement_count", 0.0)
+
+
+def reads_per_statement(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Reads by id per statement that answered them between two ``coalesced`` (None: no such read)."""
+    statements = after[1] - before[1]
+    return round((after[0] - before[0]) / statements, 2) if statements else None
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -290,8 +308,10 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 else:
                     warm, raw_subst = None, [v.subst for v in variants]
                 plans = captured[w.name].plans(db.app_dsn, db.settings, raw_subst)
+                shared = coalesced(svc.base_url)
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid, sequential=w.writes, warmup_requests=warm, pg_cpu=pg_cpu)
+                shared = reads_per_statement(shared, coalesced(svc.base_url))
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
                                              warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),
@@ -300,7 +320,7 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 out.runs[w.name].append({
                     "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
                              "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None,
-                             "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req},
+                             "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req, "reads_per_coalesced_statement": shared},
                     "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
                             "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req},
                     "ratio": round(ratio, 3),
@@ -308,7 +328,8 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s, c{args.concurrency}) "
                     f"{http.rps:.0f} rps "
                     f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
-                    f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}), "
+                    f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}"
+                    f"{'' if shared is None else f', {shared} reads per coalesced statement'}), "
                     f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL "
                     f"{twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
                 if w.name in limit.LIMITS:
@@ -416,6 +437,8 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
             "service_pg_cpu_ms_per_req": median_opt([r["http"].get("pg_cpu_ms_per_req") for r in reps]),
             "raw_pg_cpu_ms_per_req": median_opt([r["raw"].get("pg_cpu_ms_per_req") for r in reps]),
+            "reads_per_coalesced_statement": median_opt([r["http"].get("reads_per_coalesced_statement")
+                                                         for r in reps]),
             "statements": [s.sql if s.params is None else {"sql": s.sql, "params": list(s.params)}
                            for s in captured[w.name].statements],
             "runs": reps,
