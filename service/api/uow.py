@@ -124,13 +124,12 @@ async def pinned_read(engine: AsyncEngine, pinned: PinnedTenants, who: Principal
                       body: Callable[[PinnedConnection], Awaitable[T]]) -> T:
     """A read in one round trip, on a connection whose session holds the principal's tenant (``db.PinnedTenants``):
     no transaction of its own, so only for a token known not to be revoked (the caller asks ``pinned_for``; there is
-    no statement here to check it in) and for a ``body`` whose statements gate
-    themselves on the tenant (``repository.tenant_guard``; ``TenantMismatch`` when the session held another: the
-    connection's tenant is forgotten, so set again, and the body asked again). Each statement (``PinnedTenants.lane``:
-    a connection taken for the statement alone, or a statement shared with other reads by id) commits on its own: the
-    audit rows a statement wrote
-    committed with its read; any the trail still holds are committed by the group commit before the caller answers,
-    as ``driver_unit_of_work`` does."""
+    no statement here to check it in) and for a ``body`` whose statements gate themselves on the tenant
+    (``repository.tenant_guard``; ``TenantMismatch`` when the session held another: the connection's tenant is
+    forgotten, so set again, and the body asked again). Each statement (``PinnedTenants.lane``: a connection taken for
+    that statement alone, or a statement shared with other reads by id) commits on its own: the audit rows a statement
+    wrote committed with its read; any the trail still holds are committed by the group commit before the caller
+    answers, as ``driver_unit_of_work`` does."""
     for _ in range(2):
         conn = pinned.lane(who.org_id, who.patient_id)
         try:

@@ -12,7 +12,8 @@ same order with the same functions:
 1. the bearer token and the principal (``authenticate``: verification cache, rate limit), else 401;
 2. the route's declared scope (``authorize``), else 403;
 3. the unit of work (``uow.read_in_one``): for a token the revocation listener knows is good, a pinned connection
-   (``uow.pinned_read``: no transaction, the statement checks the session's tenant); otherwise
+   (``uow.pinned_read``: no transaction, the statement checks the session's tenant, and under load carries the other
+   reads of the same tenant and shape that wait with it, ``db.PinnedTenants.coalesced``); otherwise
    ``driver_unit_of_work`` (``BEGIN;``, the tenant ``set_config`` with the revocation check, ``COMMIT;``); either
    way the request's audit row by the group commit, before the response is sent;
 4. the route's own ``?include=`` dependency (422 for unknown names) and the route's own endpoint function
