@@ -463,14 +463,14 @@ class PinnedTenants:
             async with self.taken(tenant) as raw:
                 rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _ in batch)),
                                        *args[at + 1:])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
-        except BaseException as exc:  # noqa: BLE001 - each read answers its statement's error
+        except Exception as exc:  # noqa: BLE001 - each read answers its statement's error
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+        except BaseException:  # cancelled, or the process is exiting (SystemExit): so are the reads
+            for _, future in batch:
+                future.cancel()
+            raise
         else:
             metrics.COALESCED_READS.observe(len(batch))
             for _, future in batch:

@@ -140,3 +140,20 @@ async def test_every_read_of_a_failed_statement_gets_its_error_and_the_next_stat
         assert all(isinstance(r, asyncpg.DivisionByZeroError) for r in results), results
         rows = await lane.coalesced(failing, (None,), 0, 3)
         assert [r["y"] for r in rows] == [1]
+
+
+async def test_the_reads_of_a_statement_cancelled_under_way_are_cancelled_and_the_next_statement_runs(db):
+    """A shared statement cancelled while it runs (its task, as at shutdown) cancels its reads instead of leaving
+    them waiting; its connection goes back to the pool and serves the next statement."""
+    async with Api.start(db, db_pinned_pool_size=1, db_coalesced_in_flight=1) as api:
+        pinned = api.app.state.ctx.pinned
+        lane = pinned.lane(uuid.uuid4(), None)
+        reads = [asyncio.create_task(lane.coalesced(SLOW, (1.0, None), 1, i)) for i in (1, 2)]
+        await asyncio.sleep(0.2)
+        (statement,) = pinned._tasks
+        statement.cancel()
+        for read in reads:
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(read, 5)
+        rows = await asyncio.wait_for(lane.coalesced(SLOW, (0, None), 1, 3), 5)
+        assert [r["x"] for r in rows] == [3]
