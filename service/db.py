@@ -423,7 +423,8 @@ class PinnedTenants:
         asked for in the same turn of the event loop, and those asked for while ``in_flight`` such statements are
         already under way, up to ``MAX_COALESCED`` items a statement. Each read gets the whole statement's rows
         (its own are those of its item) and the connection it ran on. A read that is cancelled while it waits
-        leaves the others' statement alone; one whose statement fails gets its error."""
+        leaves the others' statement alone; one whose statement fails gets its error, and one whose statement is
+        cancelled (the process exiting) is cancelled too."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[list[asyncpg.Record], asyncpg.Connection]] = loop.create_future()
         key = (sql, tenant, args, at)
