@@ -308,10 +308,10 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 else:
                     warm, raw_subst = None, [v.subst for v in variants]
                 plans = captured[w.name].plans(db.app_dsn, db.settings, raw_subst)
-                shared = coalesced(svc.base_url)
+                before = coalesced(svc.base_url)
                 http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
                                     svc.pid, sequential=w.writes, warmup_requests=warm, pg_cpu=pg_cpu)
-                shared = reads_per_statement(shared, coalesced(svc.base_url))
+                shared = reads_per_statement(before, coalesced(svc.base_url))
                 twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
                                              concurrency=args.concurrency, duration=args.duration,
                                              warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),

@@ -447,34 +447,33 @@ class PinnedTenants:
             if len(waiting) > MAX_COALESCED:
                 self._waiting[key] = waiting[MAX_COALESCED:]  # after the other statements' reads
                 waiting = waiting[:MAX_COALESCED]
-            batch = [(item, future) for item, future, _ in waiting if not future.done()]  # done: cancelled
+            batch = [read for read in waiting if not read[1].done()]  # done: cancelled
             if not batch:
                 continue
             self._running += 1
             # in the context of the first read waiting (its trace, its request id in a log line), a copy of it
-            first = next(context for _, future, context in waiting if not future.done())
-            task = loop.create_task(self._run(key, batch), context=first)
+            task = loop.create_task(self._run(key, batch), context=batch[0][2])
             self._tasks.add(task)  # held until done (the loop keeps only weak references to tasks)
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, key: tuple[str, tuple[str, str], tuple[Any, ...], int],
-                   batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+                   batch: list[tuple[Any, asyncio.Future[Any], contextvars.Context]]) -> None:
         sql, tenant, args, at = key
         try:
             async with self.taken(tenant) as raw:
-                rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _ in batch)),
+                rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _, _ in batch)),
                                        *args[at + 1:])
         except Exception as exc:  # noqa: BLE001 - each read answers its statement's error
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         except BaseException:  # cancelled, or the process is exiting (SystemExit): so are the reads
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.cancel()
             raise
         else:
             metrics.COALESCED_READS.observe(len(batch))
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_result((rows, raw))
         finally:

@@ -13,11 +13,12 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.collections.test_pinned_reads import READER, _audit_rows, _client_with
-from tests.deploy.test_deploy_metrics import families, value
-from tests.support.audit import events
+from tests.support.audit import audit_rows, events
+from tests.support.factories import client_with
+from tests.support.fastread import READER
 from tests.support.gqlkit import statements_on_the_wire
 from tests.support.harness import Api
+from tests.support.metrics import families, value
 
 COALESCED = "db_coalesced_reads_per_statement"
 
@@ -30,8 +31,8 @@ async def test_reads_that_arrive_together_share_a_statement_each_answered_and_au
     async with Api.start(db, db_pinned_pool_size=2, db_coalesced_in_flight=1) as api:
         org = await api.org("A")
         writer = api.client(await api.token(org, "system/*.cruds"))
-        made = [await _client_with(writer, ("strengths",)) for _ in range(6)]
-        gone, _ = await _client_with(writer, ())
+        made = [await client_with(writer, ("strengths",)) for _ in range(6)]
+        gone, _ = await client_with(writer, ())
         assert (await writer.delete(f"/v1/clients/{gone['id']}")).status_code == 204
         reader = api.client(await api.token(org, READER))
         assert (await reader.get(f"/v1/clients/{made[0][0]['id']}")).status_code == 200  # the token's first use
@@ -51,7 +52,7 @@ async def test_reads_that_arrive_together_share_a_statement_each_answered_and_au
         by_id = {c["id"]: (c, kids) for c, kids in made}
         for (cid, status), rid, resp in zip(asks, rids, answers, strict=True):
             assert resp.status_code == status, (cid, resp.text)
-            rows = await _audit_rows(api, rid)
+            rows = await audit_rows(api, rid)
             if status != 200:
                 assert resp.headers["content-type"].startswith("application/problem+json")
                 assert cid in resp.json()["detail"]
@@ -74,9 +75,9 @@ async def test_reads_of_other_organizations_and_patients_never_share_a_statement
     be (another organization's record, or another patient's, is a 404), each audited in its own organization."""
     async with Api.start(db, db_pinned_pool_size=2, db_coalesced_in_flight=1) as api:
         a, b = await api.org("A"), await api.org("B")
-        (ca, _), (ca2, _) = [await _client_with(api.client(await api.token(a, "system/*.cruds")), ("strengths",))
+        (ca, _), (ca2, _) = [await client_with(api.client(await api.token(a, "system/*.cruds")), ("strengths",))
                              for _ in range(2)]
-        (cb, _), = [await _client_with(api.client(await api.token(b, "system/*.cruds")), ("strengths",))]
+        (cb, _), = [await client_with(api.client(await api.token(b, "system/*.cruds")), ("strengths",))]
         readers = {"A": api.client(await api.token(a, READER)), "B": api.client(await api.token(b, READER)),
                    "patient": api.client(await api.token(a, "patient/Client.r patient/Strength.s",
                                                          patient=uuid.UUID(ca["id"])))}
@@ -95,7 +96,7 @@ async def test_reads_of_other_organizations_and_patients_never_share_a_statement
                     assert client["display_name"] not in resp.text
                     continue
                 assert resp.json()["display_name"] == client["display_name"]
-                rows = await _audit_rows(api, rid)
+                rows = await audit_rows(api, rid)
                 assert {r["org_id"] for r in rows} == {b.id if who == "B" else a.id}
                 assert {tuple(r["client_ids"]) for r in rows} == {(uuid.UUID(client["id"]),)}
         assert [e for e in await events(api, outcome="success", action="read", org_id=b.id)

@@ -16,34 +16,17 @@ from sqlalchemy import text
 
 from service.collections.registry import REGISTRY
 from service.db import driver
-from tests.support.audit import events
-from tests.support.factories import create
+from tests.support.audit import audit_rows, events
+from tests.support.factories import client_with, create
+from tests.support.fastread import READER
 from tests.support.gqlkit import ALL, one_of_each, pinned_session_holds, read_on_the_wire, statements_on_the_wire
 from tests.support.harness import Api
-
-READER = "system/Client.r system/Strength.s system/Goal.s"
-
-
-async def _client_with(writer, kinds=("strengths", "strengths", "goals")):
-    client = await create(writer, "clients")
-    children = {k: [] for k in kinds}
-    for kind in kinds:
-        children[kind].append(await create(writer, kind, client_id=client["id"]))
-    return client, children
-
-
-AUDIT_COLUMNS = ("org_id", "app_id", "action", "outcome", "resource_type", "resource_ids", "client_ids", "method",
-                 "path", "status_code")
-
-
-async def _audit_rows(api, request_id):
-    return [{k: r[k] for k in AUDIT_COLUMNS} for r in await events(api, request_id=request_id)]
 
 
 async def test_a_read_is_one_statement_and_its_audit_rows_commit_before_the_response(api):
     org = await api.org("A")
     writer = api.client(await api.token(org, "system/*.cruds"))
-    client, children = await _client_with(writer)
+    client, children = await client_with(writer)
     reader = api.client(await api.token(org, READER))
     url = f"/v1/clients/{client['id']}?include=strengths,goals"
     read = await read_on_the_wire(api, reader, url)
@@ -58,7 +41,7 @@ async def test_a_read_is_one_statement_and_its_audit_rows_commit_before_the_resp
     assert "audit_append(" in primary[0]
     # committed before the response arrived, one row per type, ids in the order read
     cid = uuid.UUID(client["id"])
-    rows = await _audit_rows(api, rid)
+    rows = await audit_rows(api, rid)
     assert [(r["resource_type"], r["resource_ids"], r["client_ids"], r["action"], r["outcome"]) for r in rows] == [
         ("Client", [cid], [cid], "read", "success"),
         ("Strength", [uuid.UUID(s["id"]) for s in resp.json()["strengths"]], [cid], "read", "success"),
@@ -73,7 +56,7 @@ async def test_pinned_and_transaction_reads_answer_and_audit_alike(api, db):
     body and audit rows, for a live record with and without children, none, a deleted one, another organization's."""
     org, other = await api.org("A"), await api.org("B")
     writer = api.client(await api.token(org, "system/*.cruds"))
-    client, _ = await _client_with(writer)
+    client, _ = await client_with(writer)
     bare = await create(writer, "clients")
     gone = await create(writer, "clients")
     assert (await writer.delete(f"/v1/clients/{gone['id']}")).status_code == 204
@@ -90,7 +73,7 @@ async def test_pinned_and_transaction_reads_answer_and_audit_alike(api, db):
             for path in paths:
                 rid = uuid.uuid4().hex
                 resp = await reader.get(path, headers={"X-Request-Id": rid})
-                rows = [{k: v for k, v in r.items() if k != "app_id"} for r in await _audit_rows(api, rid)]
+                rows = [{k: v for k, v in r.items() if k != "app_id"} for r in await audit_rows(api, rid)]
                 answers[name, path] = (resp.status_code, resp.json(), resp.headers.get("etag"), rows)
     for path in paths:
         assert answers["pinned", path] == answers["plain", path], path
@@ -106,7 +89,7 @@ async def test_one_connection_serves_each_tenant_its_own(db):
         made = {}
         for org in (a, b):
             writer = api.client(await api.token(org, "system/*.cruds"))
-            made[org.name] = [await _client_with(writer, ("strengths",)) for _ in range(2)]
+            made[org.name] = [await client_with(writer, ("strengths",)) for _ in range(2)]
         (ca, _), (ca2, _) = made["A"]
         (cb, _), _ = made["B"]
         readers = {"A": api.client(await api.token(a, READER)), "B": api.client(await api.token(b, READER)),
@@ -122,7 +105,7 @@ async def test_one_connection_serves_each_tenant_its_own(db):
                 assert resp.status_code == status, (who, client["id"], resp.text)
                 if status == 200:
                     assert resp.json()["display_name"] == client["display_name"]
-                    rows = await _audit_rows(api, rid)
+                    rows = await audit_rows(api, rid)
                     assert [r["resource_type"] for r in rows] == ["Client", "Strength"]
                     assert {r["org_id"] for r in rows} == {a.id if who != "B" else b.id}
 
@@ -137,14 +120,14 @@ async def test_one_connection_serves_each_tenant_its_own(db):
         assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [False, True, False]
         assert "app_org()" in sent[0]
         assert sent[0] == sent[2]
-        rows = await _audit_rows(api, rid)
+        rows = await audit_rows(api, rid)
         assert [(r["resource_type"], r["org_id"]) for r in rows] == [("Client", a.id), ("Strength", a.id)]
 
 
 async def test_a_token_without_the_child_scope_or_from_another_organization_is_refused(api):
     org, other = await api.org("A"), await api.org("B")
     writer = api.client(await api.token(org, "system/*.cruds"))
-    client, _ = await _client_with(writer, ("strengths",))
+    client, _ = await client_with(writer, ("strengths",))
     url = f"/v1/clients/{client['id']}?include=strengths"
     no_child = api.client(await api.token(org, "system/Client.r"))
     foreign = api.client(await api.token(other, READER))
@@ -162,7 +145,7 @@ async def test_a_token_without_the_child_scope_or_from_another_organization_is_r
 async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the_tenant_too(db):
     async with Api.start(db, db_pinned_pool_size=1) as api:
         a, b = await api.org("A"), await api.org("B")
-        client, _ = await _client_with(api.client(await api.token(a, "system/*.cruds")), ("strengths",))
+        client, _ = await client_with(api.client(await api.token(a, "system/*.cruds")), ("strengths",))
         reader = api.client(await api.token(a, "system/Client.rs system/Strength.rs"))
         query = {"query": "query($id: UUID!) { client(id: $id) { displayName strengths { edges { node { id } } } } }",
                  "variables": {"id": client["id"]}}
@@ -177,7 +160,7 @@ async def test_a_graphql_query_of_one_root_field_is_one_statement_and_checks_the
         assert resp.json()["data"]["client"]["displayName"] == client["display_name"]
         assert primary == []
         assert ["INSERT INTO audit_events" in q for q in pinned] == [True, False, True]  # B's: nothing; set; again
-        rows = await _audit_rows(api, rid)
+        rows = await audit_rows(api, rid)
         assert [(r["resource_type"], r["org_id"]) for r in rows] == [("Client", a.id), ("Strength", a.id)]
 
 
@@ -187,7 +170,7 @@ async def test_a_pinned_connection_plans_a_statement_once(db):
     dashboard (a custom plan per execution). The other connections keep the default."""
     async with Api.start(db, db_pinned_pool_size=1) as api:
         org = await api.org("A")
-        clients = [(await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",)))[0]
+        clients = [(await client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",)))[0]
                    for _ in range(3)]
         reader = api.client(await api.token(org, "system/Client.rs system/Strength.rs"))
         query = "query($id: UUID!) { client(id: $id) { displayName strengths { edges { node { id } } } } }"
@@ -214,7 +197,7 @@ async def test_behind_pgbouncer_reads_open_a_transaction(db):
     async with Api.start(db, db_statement_cache_size=0) as api:
         assert api.app.state.ctx.pinned is None
         org = await api.org("A")
-        client, _ = await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
+        client, _ = await client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
         reader = api.client(await api.token(org, READER))
         for _ in range(2):
             resp = await reader.get(f"/v1/clients/{client['id']}?include=strengths")
@@ -314,7 +297,7 @@ async def test_a_pinned_connection_the_pool_invalidated_is_opened_again_by_the_n
     way: it still answers, on a new session that takes the tenant before it reads, and its audit rows are written."""
     async with Api.start(db, db_pinned_pool_size=1, db_max_overflow=0) as api:
         org = await api.org("A")
-        client, _ = await _client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
+        client, _ = await client_with(api.client(await api.token(org, "system/*.cruds")), ("strengths",))
         reader = api.client(await api.token(org, READER))
         url = f"/v1/clients/{client['id']}?include=strengths"
         for _ in range(2):  # the token's first use (a transaction), then the pinned connection
@@ -335,7 +318,7 @@ async def test_a_pinned_connection_the_pool_invalidated_is_opened_again_by_the_n
         # a new session: the tenant first, the read last (asyncpg asks for the types of the read's id array between)
         assert ["set_config('app.org_id', $1, false)" in q for q in sent] == [True] + [False] * (len(sent) - 1)
         assert "app_org()" in sent[-1]
-        assert [r["resource_type"] for r in await _audit_rows(api, rid)] == ["Client", "Strength"]
+        assert [r["resource_type"] for r in await audit_rows(api, rid)] == ["Client", "Strength"]
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT pg_backend_pid()")) != before
         for _ in range(3):  # and the connection it opened is taken without a greenlet again

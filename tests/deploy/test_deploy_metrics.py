@@ -9,16 +9,9 @@ from service.settings import Settings
 from service.telemetry import metrics
 from tests.support.factories import create
 from tests.support.harness import Api
+from tests.support.metrics import families, value
 
 AT = "2026-11-20T08:00:00+09:00"
-
-
-def families(text: str) -> dict[str, list]:
-    return {f.name: f.samples for f in text_string_to_metric_families(text)}
-
-
-def value(samples: list, name: str, **labels: str) -> float:
-    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 async def test_metrics_families_after_a_few_requests(api):

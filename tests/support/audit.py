@@ -10,3 +10,12 @@ async def events(api, org_id=None, **where):
     if org_id is not None:
         out = [r for r in out if r["org_id"] == org_id]
     return [r for r in out if all(r[k] == v for k, v in where.items())]
+
+
+AUDIT_COLUMNS = ("org_id", "app_id", "action", "outcome", "resource_type", "resource_ids", "client_ids", "method",
+                 "path", "status_code")
+
+
+async def audit_rows(api, request_id):
+    """A request's audit rows (oldest first), the columns a test compares."""
+    return [{k: r[k] for k in AUDIT_COLUMNS} for r in await events(api, request_id=request_id)]

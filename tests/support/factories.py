@@ -11,6 +11,16 @@ _n = itertools.count(1)
 NOW = "2026-11-20T09:30:00+01:00"
 
 
+async def client_with(writer: AuthedClient, kinds: tuple[str, ...] = ("strengths", "strengths", "goals")) -> tuple[
+        dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A new client and one child record of each kind in ``kinds`` (a kind twice: two), by kind."""
+    client = await create(writer, "clients")
+    children: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for kind in kinds:
+        children[kind].append(await create(writer, kind, client_id=client["id"]))
+    return client, children
+
+
 async def create(c: AuthedClient, collection: str, **overrides: Any) -> dict[str, Any]:
     body = await body_for(c, collection, **overrides)
     r = await c.post(f"/v1/{collection}", json=body)

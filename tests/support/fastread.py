@@ -7,6 +7,8 @@ import pytest
 
 from service.collections import fastread
 
+# A token reading clients with their strengths and goals (``?include=strengths,goals``).
+READER = "system/Client.r system/Strength.s system/Goal.s"
 VOLATILE = {"x-request-id", "ratelimit"}  # a new id per request; the bucket has one token fewer
 
 
