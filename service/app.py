@@ -126,6 +126,8 @@ def create_app(settings: Settings | None = None, *, span_exporter: Any = None,
             metrics.track_engine("read", read_engine)
         if pinned is not None:
             metrics.track_engine("pinned", pinned.engine)
+            if tracing is not None:
+                pinned.trace_shared = tracing.shared_statements()
         metrics_server = _metrics_server(settings)
         dispatcher = Dispatcher(engine, settings) if settings.webhooks_dispatcher else None
         app.state.webhook_dispatcher = dispatcher

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, overload
 from uuid import UUID, uuid4
@@ -322,7 +322,8 @@ class PinnedTenants:
     - reads by ids of the same statement, arguments and tenant that wait together share one statement
       (``coalesced``): at most ``in_flight`` (``DB_COALESCED_IN_FLIGHT``) such statements are under way at once,
       so that under load the reads that arrive meanwhile go together in the next one; each read picks its own
-      record's row out of the statement's.
+      record's row out of the statement's. The statement runs in the first read's trace; with tracing on, each
+      other read's trace gets a span of the statement too, linked to the first (``trace_shared``).
 
     Off (None from ``from_settings``) with ``DB_PINNED_POOL_SIZE=0``, or behind PgBouncer in transaction mode
     (``DB_STATEMENT_CACHE_SIZE`` set), where a session's settings would stay on a server connection that other
@@ -345,6 +346,9 @@ class PinnedTenants:
         self._scheduled = False
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set when tracing is on (``telemetry.tracing.Tracing.shared_statements``): around a statement shared by
+        # several reads, given it and the contexts of the reads other than the first, in whose trace it runs.
+        self.trace_shared: Callable[[str, list[contextvars.Context]], AbstractContextManager[None]] | None = None
 
     def _invalidated(self, *_: Any) -> None:
         self._to_reopen += 1
@@ -459,10 +463,13 @@ class PinnedTenants:
     async def _run(self, key: tuple[str, tuple[str, str], tuple[Any, ...], int],
                    batch: list[tuple[Any, asyncio.Future[Any], contextvars.Context]]) -> None:
         sql, tenant, args, at = key
+        traced = self.trace_shared(sql, [context for _, _, context in batch[1:]]) \
+            if self.trace_shared is not None and len(batch) > 1 else nullcontext()
         try:
-            async with self.taken(tenant) as raw:
-                rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _, _ in batch)),
-                                       *args[at + 1:])
+            with traced:
+                async with self.taken(tenant) as raw:
+                    rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _, _ in batch)),
+                                           *args[at + 1:])
         except Exception as exc:  # noqa: BLE001 - each read answers its statement's error
             for _, future, _ in batch:
                 if not future.done():

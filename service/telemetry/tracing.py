@@ -11,8 +11,11 @@ hold the statement text as sent with its `$n` placeholders and never the bound p
 
 from __future__ import annotations
 
+import contextvars
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,7 @@ from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Status
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.http import sanitize_method
 
 from service.settings import Settings
@@ -87,6 +90,43 @@ _EVENT_KEYS_KEPT = {"exception.type", "exception.escaped"}
 @dataclass
 class Tracing:
     provider: TracerProvider
+
+    def shared_statements(self) -> Callable[[str, list[contextvars.Context]], AbstractContextManager[None]]:
+        """For ``db.PinnedTenants.trace_shared``: around a statement that reads of several requests share, which
+        runs (and is traced by the asyncpg instrumentation) in the first read's context, a span in each other
+        traced read's own trace over the same time, as its own statement would have had: a client span named and
+        described as the instrumentation's (the statement's text with its ``$n`` placeholders, never the
+        parameters), with the number of reads that shared it (``db.coalesced_reads``) and a link to the first
+        read's span."""
+        tracer = self.provider.get_tracer(__name__)
+
+        @contextmanager
+        def spans(statement: str, others: list[contextvars.Context]) -> Iterator[None]:
+            parents = [span for context in others if (span := context.run(trace.get_current_span)).is_recording()]
+            if not parents:
+                yield
+                return
+            first = trace.get_current_span().get_span_context()
+            attributes: dict[str, str | int] = {"db.system": "postgresql", "db.statement": statement,
+                          "db.coalesced_reads": len(others) + 1}
+            started = time.time_ns()
+            failed = False
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                ended = time.time_ns()
+                for parent in parents:
+                    span = tracer.start_span(statement.split(maxsplit=1)[0], trace.set_span_in_context(parent),
+                                             SpanKind.CLIENT, attributes, [Link(first)] if first.is_valid else (),
+                                             start_time=started)
+                    if failed:
+                        span.set_status(Status(StatusCode.ERROR))
+                    span.end(ended)
+
+        return spans
 
     def shutdown(self) -> None:
         """Stop tracing asyncpg, flush the spans still queued and stop the exporter (graceful shutdown)."""

@@ -5,19 +5,24 @@ OTLP exporter would otherwise go."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 
+import asyncpg
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from service.app import create_app
 from service.settings import PROJECT_ROOT
-from tests.support.factories import create
+from tests.support.factories import client_with, create
+from tests.support.fastread import READER
 from tests.support.harness import Api
+from tests.support.metrics import families, value
 
 NAME = "Zephyrine Quillfeather"
 FUTURE = "Walking the Ridgeway with my granddaughter by spring"
@@ -71,6 +76,79 @@ async def test_a_request_is_a_server_span_with_database_children_and_no_client_d
         leaked = [s for s in secrets if s in text]
         assert not leaked, (span.name, leaked, text[:2000])
         assert "db.statement.parameters" not in (span.attributes or {})
+
+
+async def test_each_read_that_shared_a_statement_has_it_in_its_own_trace(db):
+    """Reads by id that waited together share one statement (``db.PinnedTenants.coalesced``): it runs in the first
+    read's trace, and every other read's trace gets a client span of it too, under its own server span, linked to the
+    first read's, with the statement's text and no parameter."""
+    exporter = InMemorySpanExporter()
+    app = create_app(db.settings(db_pinned_pool_size=2, db_coalesced_in_flight=1), span_exporter=exporter)
+    async with Api.start(db, app=app) as api:
+        org = await api.org()
+        writer = api.client(await api.token(org, "system/*.cruds"))
+        made = [(await client_with(writer, ("strengths",)))[0] for _ in range(8)]
+        reader = api.client(await api.token(org, READER))
+        assert (await reader.get(f"/v1/clients/{made[0]['id']}")).status_code == 200  # the token's first use
+        answers = await asyncio.gather(*(reader.get(f"/v1/clients/{c['id']}?include=strengths") for c in made))
+        assert [r.status_code for r in answers] == [200] * len(made)
+        assert value(families((await api.http.get("/metrics")).text)["db_coalesced_reads_per_statement"],
+                     "db_coalesced_reads_per_statement_count") < len(made) + 1  # some reads did share
+    spans = exporter.get_finished_spans()
+
+    route = "/v1/clients/{client_id}"
+    servers = [s for s in spans if s.kind is SpanKind.SERVER and s.attributes.get("http.route") == route]
+    assert len(servers) == len(made) + 1
+    shared = []
+    for server in servers:
+        reads = [s for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id
+                 and s.kind is SpanKind.CLIENT and "FROM clients" in str(s.attributes.get("db.statement", ""))]
+        assert len(reads) == 1, (server.name, [(s.name, dict(s.attributes)) for s in reads])
+        (read,) = reads
+        assert read.context.trace_id == server.context.trace_id
+        assert read.start_time <= read.end_time
+        if "db.coalesced_reads" in read.attributes:
+            shared.append(read)
+            assert read.attributes["db.coalesced_reads"] > 1
+            assert read.attributes["db.system"] == "postgresql"
+            assert "db.statement.parameters" not in read.attributes
+            (link,) = read.links
+            first = [s for s in spans if s.context.span_id == link.context.span_id]
+            assert len(first) == 1
+            assert first[0].context.trace_id != server.context.trace_id
+    assert shared, "no read's trace shows a shared statement"
+    for span in spans:
+        leaked = [c["id"] for c in made if c["id"] in everything_in(span)] + \
+                 [c["display_name"] for c in made if c["display_name"] in everything_in(span)]
+        assert not leaked, (span.name, leaked)
+
+
+async def test_a_shared_statement_that_fails_is_an_error_in_every_read_s_trace(db):
+    """Three reads, each in a trace of its own (the tests' own provider, as a caller's server span would be), share
+    a statement that fails: each trace's span of it is an error."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    exporter, callers = InMemorySpanExporter(), InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(callers))
+    tracer = provider.get_tracer("test")
+    app = create_app(db.settings(db_pinned_pool_size=1, db_coalesced_in_flight=1), span_exporter=exporter)
+    failing = "SELECT 1 / (x - 2) AS y FROM unnest($1::int[]) AS x"
+    async with Api.start(db, app=app):
+        lane = app.state.ctx.pinned.lane(uuid.uuid4(), None)
+
+        async def read(i: int) -> None:
+            with tracer.start_as_current_span(f"request {i}"), pytest.raises(asyncpg.DivisionByZeroError):
+                await lane.coalesced(failing, (None,), 0, i)
+
+        await asyncio.gather(*(read(i) for i in (1, 2, 3)))
+    requests = {s.context.span_id: s.name for s in callers.get_finished_spans()}
+    assert len(requests) == 3
+    statements = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT
+                  and s.attributes.get("db.statement") == failing]
+    assert sorted(requests[s.parent.span_id] for s in statements) == ["request 1", "request 2", "request 3"]
+    assert all(s.status.status_code.name == "ERROR" for s in statements), [(s.name, s.status) for s in statements]
 
 
 def test_exception_events_lose_their_message(tmp_path):
