@@ -103,7 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from service.ops.lifecycle import exit_cleanly_on_sigterm, prepare_database
     from service.worker import run_worker
 
-    exit_cleanly_on_sigterm()  # SIGTERM cancels the loops (a running export keeps its cursor) and disposes cleanly
+    exit_cleanly_on_sigterm()  # while it starts; once running, SIGTERM stops the loops cleanly (``run_worker``)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(prepare_database(Settings())))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -84,11 +85,27 @@ def health_server(heartbeat: Heartbeat, host: str, port: int, stuck_after: float
 
 
 async def run_worker(settings: Settings) -> None:
-    """The dispatcher and the export runner, as the service role, until cancelled."""
+    """The dispatcher and the export runner, as the service role, until SIGTERM (or cancelled), then a clean stop.
+
+    SIGTERM reaches the loops as a cancellation at their next ``await`` (a running export keeps its cursor), not as
+    an exception raised wherever the main thread happens to be (inside a lock, a greenlet, asyncpg's protocol or
+    asyncio's own cleanup), which could leave the shutdown stuck or half done. Only the first one counts: later
+    ones, which a supervisor or a test may send while the worker stops, are ignored, so that nothing interrupts
+    the cleanup, and none is left to the default action (killing the process) once the event loop has closed."""
     from service.db import make_engine
     from service.fhir.export_runner import ExportRunner
     from service.webhooks.dispatcher import Dispatcher
 
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        # ignored from now on, by the process itself: the event loop's own handlers (``add_signal_handler``) go
+        # back to the default action when removed or when the loop closes, and a SIGTERM then would kill it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        loop.call_soon_threadsafe(stopping.set)
+
+    signal.signal(signal.SIGTERM, stop)
     engine = make_engine(settings.database_url or "", settings,
                          set_role=settings.app_role if not settings.migration_database_url else None)
     heartbeat = Heartbeat()
@@ -97,9 +114,15 @@ async def run_worker(settings: Settings) -> None:
     dispatcher = Dispatcher(engine, settings, beat=heartbeat.beater("webhooks"))
     runner = ExportRunner(engine, settings, beat=heartbeat.beater("bulk_export"))
     tasks = [asyncio.create_task(dispatcher.run_forever()), asyncio.create_task(runner.run_forever())]
+    stopped = asyncio.create_task(stopping.wait())
     try:
-        await asyncio.gather(*tasks)
+        # the loops run until stopped; one that ends has failed, and its error ends the worker
+        await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                task.result()
     finally:
+        stopped.cancel()
         for task in tasks:
             task.cancel()
         with contextlib.suppress(BaseException):

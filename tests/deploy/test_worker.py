@@ -4,7 +4,9 @@ a Bulk Data export alone (no export runner in the API)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
 from typing import Any
 
 import httpx
@@ -115,6 +117,30 @@ async def test_worker_command_runs_an_export_alone_and_answers_its_probes(db):
             worker.send_signal(signal.SIGTERM)
             stop(worker)
         assert worker.returncode == 0
+
+
+async def test_sigterms_sent_while_the_worker_stops_neither_interrupt_nor_kill_it(db):
+    """A supervisor, or a test's own stop, may send SIGTERM again while the worker stops. The first stops the loops
+    at their next await; the others are ignored, rather than raised into the cleanup or, once the event loop has
+    closed, left to the default action (killed by the signal). A burst of them, as the worker stops, each run:
+    status 0."""
+    env = {**env_for(db), "HOST": "127.0.0.1", "BULK_EXPORT_POLL_SECONDS": "0.1"}
+    for gap in (0.0, 0.005):
+        health = free_port()
+        worker = spawn(["worker"], {**env, "WORKER_HEALTH_PORT": str(health)})
+        try:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await probe(health, "/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            deadline = time.monotonic() + 15
+            while worker.poll() is None and time.monotonic() < deadline:
+                worker.send_signal(signal.SIGTERM)
+                await asyncio.sleep(gap)
+        finally:
+            stop(worker)
+        assert worker.returncode == 0, (gap, worker.returncode)
 
 
 async def test_worker_killed_mid_export_another_finishes_it(db):
