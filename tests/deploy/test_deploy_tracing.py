@@ -22,7 +22,6 @@ from service.settings import PROJECT_ROOT
 from tests.support.factories import client_with, create
 from tests.support.fastread import READER
 from tests.support.harness import Api
-from tests.support.metrics import families, value
 
 NAME = "Zephyrine Quillfeather"
 FUTURE = "Walking the Ridgeway with my granddaughter by spring"
@@ -92,8 +91,6 @@ async def test_each_read_that_shared_a_statement_has_it_in_its_own_trace(db):
         assert (await reader.get(f"/v1/clients/{made[0]['id']}")).status_code == 200  # the token's first use
         answers = await asyncio.gather(*(reader.get(f"/v1/clients/{c['id']}?include=strengths") for c in made))
         assert [r.status_code for r in answers] == [200] * len(made)
-        assert value(families((await api.http.get("/metrics")).text)["db_coalesced_reads_per_statement"],
-                     "db_coalesced_reads_per_statement_count") < len(made) + 1  # some reads did share
     spans = exporter.get_finished_spans()
 
     route = "/v1/clients/{client_id}"
@@ -116,7 +113,7 @@ async def test_each_read_that_shared_a_statement_has_it_in_its_own_trace(db):
             first = [s for s in spans if s.context.span_id == link.context.span_id]
             assert len(first) == 1
             assert first[0].context.trace_id != server.context.trace_id
-    assert shared, "no read's trace shows a shared statement"
+    assert shared, "no read's trace shows a shared statement"  # so some did share
     for span in spans:
         leaked = [c["id"] for c in made if c["id"] in everything_in(span)] + \
                  [c["display_name"] for c in made if c["display_name"] in everything_in(span)]
