@@ -105,7 +105,7 @@ async def run_worker(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         loop.call_soon_threadsafe(stopping.set)
 
-    signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
     engine = make_engine(settings.database_url or "", settings,
                          set_role=settings.app_role if not settings.migration_database_url else None)
     heartbeat = Heartbeat()
@@ -122,6 +122,8 @@ async def run_worker(settings: Settings) -> None:
             if task.done():
                 task.result()
     finally:
+        if not stopping.is_set():  # a loop failed: the process ends as it would have without this handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         stopped.cancel()
         for task in tasks:
             task.cancel()

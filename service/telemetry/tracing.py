@@ -107,8 +107,8 @@ class Tracing:
                 yield
                 return
             first = trace.get_current_span().get_span_context()
-            attributes: dict[str, str | int] = {"db.system": "postgresql", "db.statement": statement,
-                          "db.coalesced_reads": len(others) + 1}
+            attributes: dict[str, str | int] = {
+                "db.system": "postgresql", "db.statement": statement, "db.coalesced_reads": len(others) + 1}
             started = time.time_ns()
             failed = False
             try:
