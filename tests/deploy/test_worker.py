@@ -26,6 +26,17 @@ async def probe(port: int, path: str) -> httpx.Response:
         return await http.get(path)
 
 
+async def until_ready(port: int, within: float) -> None:
+    """Until the worker's ``/readyz`` answers 200 (its health server up, every loop's last iteration fine)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await probe(port, "/readyz")).status_code == 200:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the worker was not ready within {within} s")
+
+
 async def test_health_follows_the_heartbeat():
     now = [100.0]
     heartbeat = Heartbeat(clock=lambda: now[0])
@@ -104,13 +115,7 @@ async def test_worker_command_runs_an_export_alone_and_answers_its_probes(db):
         try:
             files = await download(c, await wait_for_manifest(c, status, within=90))
             assert [p["id"] for p in files["Patient"]] == [patient["id"]]
-            for _ in range(100):
-                try:
-                    if (await probe(health, "/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+            await until_ready(health, within=10)
             assert (await probe(health, "/healthz")).status_code == 200
             assert (await probe(health, "/readyz")).json()["status"] == "ready"
         finally:
@@ -129,11 +134,7 @@ async def test_sigterms_sent_while_the_worker_stops_neither_interrupt_nor_kill_i
         health = free_port()
         worker = spawn(["worker"], {**env, "WORKER_HEALTH_PORT": str(health)})
         try:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await probe(health, "/readyz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await until_ready(health, within=30)
             deadline = time.monotonic() + 15
             while worker.poll() is None and time.monotonic() < deadline:
                 worker.send_signal(signal.SIGTERM)
