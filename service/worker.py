@@ -122,7 +122,7 @@ async def run_worker(settings: Settings) -> None:
             if task.done():
                 task.result()
     finally:
-        if not stopping.is_set():  # a loop failed: the process ends as it would have without this handler
+        if signal.getsignal(signal.SIGTERM) is stop:  # no SIGTERM yet (a loop failed): as without this handler
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         stopped.cancel()
         for task in tasks:
