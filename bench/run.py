@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=2000, help="size of the seeded caseload (issue 14: 2,000)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each measured run")
+    p.add_argument("--prime", type=int, default=1,
+                   help="unmeasured rounds of every workload (the service and its twins) before the first repeat")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent connections (HTTP and raw)")
     p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
                    help="auto: wrk when installed, else the Python generator")
@@ -280,14 +282,25 @@ RAW_WRITE_PLANS = 3000  # W3's raw twin: distinct plans per run (each replayed o
 
 
 def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
-    """A fresh instance (nothing logged); per repeat: the generator's ceiling, /healthz, then per workload the
-    HTTP load and right after it the raw twin."""
-    args, db = setup.args, setup.db
+    """A fresh instance (nothing logged); ``--prime`` rounds of every workload, measured and dropped; then per
+    repeat: the generator's ceiling, /healthz, then per workload the HTTP load and right after it the raw twin
+    (and the limit twin).
+
+    The priming round takes what the first writes after PostgreSQL's start pay: the start follows a checkpoint
+    (the last run's shutdown), after which the first change to each page writes the whole page to the WAL. In six
+    runs of W3 alone, the first repeat's service paid 19-32 ms of PostgreSQL's CPU per batch against 14-17 in
+    the repeats after it, while the twins, which ran after it, did not (bench/README.md, sixteenth round)."""
+    args = setup.args
     out = Measurements({w.name: [] for w in setup.workloads}, [], [])
     pg_cpu = functools.partial(postgres_cpu, setup.data_dir)
     with Service(setup.data_dir, workers=args.workers, server=args.server) as svc:
-        for rep in range(args.repeats):
+        for rep in range(-args.prime, args.repeats):
             ctx = setup.context(svc)
+            if rep < 0:  # priming: every workload measured as in a repeat, and dropped
+                for w in setup.workloads:
+                    measure_workload(setup, svc, ctx, captured[w.name], w,
+                                     f"priming {rep + args.prime + 1}/{args.prime}", pg_cpu)
+                continue
             out.ceilings.append(generator_ceiling(setup.tool, args, setup.work_dir))
             out.healthz.append(measure_http(setup.tool, svc.base_url, [loadgen.Request("GET", "/healthz")], args,
                                             setup.work_dir, svc.pid))
@@ -295,55 +308,8 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
                 f"server), service GET /healthz {out.healthz[-1].rps:.0f} rps "
                 f"({out.healthz[-1].cpu_ms_per_req} ms CPU/request)")
             for w in setup.workloads:
-                args = argparse.Namespace(**{**vars(setup.args),
-                                             "duration": setup.args.duration * w.duration_factor,
-                                             "concurrency": min(setup.args.concurrency,
-                                                                w.concurrency or setup.args.concurrency)})
-                variants = w.variants(ctx)
-                if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
-                    warm = [v.request for v in w.variants(ctx)]
-                    n_plans = setup.args.write_plans or w.write_plans or RAW_WRITE_PLANS
-                    raw_subst = [v.subst for _ in range(-(-n_plans // len(variants)))
-                                 for v in w.variants(ctx)][:n_plans]
-                else:
-                    warm, raw_subst = None, [v.subst for v in variants]
-                plans = captured[w.name].plans(db.app_dsn, db.settings, raw_subst)
-                before = coalesced(svc.base_url)
-                http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
-                                    svc.pid, sequential=w.writes, warmup_requests=warm, pg_cpu=pg_cpu)
-                shared = reads_per_statement(before, coalesced(svc.base_url))
-                twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
-                                             concurrency=args.concurrency, duration=args.duration,
-                                             warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),
-                                             pg_cpu=pg_cpu, session=w.session)
-                ratio = http.rps / twin.rps if twin.rps else 0.0
-                out.runs[w.name].append({
-                    "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
-                             "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None,
-                             "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req, "reads_per_coalesced_statement": shared},
-                    "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
-                            "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req},
-                    "ratio": round(ratio, 3),
-                })
-                log(f"repeat {rep + 1}/{args.repeats}: {w.name} ({args.duration:g} s, c{args.concurrency}) "
-                    f"{http.rps:.0f} rps "
-                    f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
-                    f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}"
-                    f"{'' if shared is None else f', {shared} reads per coalesced statement'}), "
-                    f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL "
-                    f"{twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
-                if w.name in limit.LIMITS:
-                    measure_limit(setup, ctx, w, variants, args, out.runs[w.name][-1], rep, pg_cpu)
-                if args.ladder and not w.writes:
-                    sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
-                                            concurrency=args.concurrency, duration=args.duration,
-                                            warmup=args.warmup)
-                    out.runs[w.name][-1]["sqlalchemy"] = {
-                        **sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
-                        "ratio_to_raw": round(sa.rps / twin.rps, 3) if twin.rps else 0.0}
-                    log(f"repeat {rep + 1}/{args.repeats}: {w.name} same statements through SQLAlchemy "
-                        f"{sa.rps:.0f} rps ({sa.errors} errors, client CPU {sa.cpu_ms_per_req} ms/request), "
-                        f"{sa.rps / twin.rps if twin.rps else 0:.2f} of raw")
+                out.runs[w.name].append(measure_workload(setup, svc, ctx, captured[w.name], w,
+                                                         f"repeat {rep + 1}/{args.repeats}", pg_cpu))
         args = setup.args
         if args.profile and svc.pid:
             ctx = setup.context(svc)
@@ -352,11 +318,62 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
     return out
 
 
+def measure_workload(setup: Setup, svc: Service, ctx: Context, captured: raw.Capture, w: Workload, label: str,
+                     pg_cpu: raw.PgCpu) -> dict[str, Any]:
+    """One repeat of ``w``: the HTTP load, right after it the raw twin, then the limit twin (and with ``--ladder``
+    the replay through SQLAlchemy)."""
+    db = setup.db
+    args = argparse.Namespace(**{**vars(setup.args),
+                                 "duration": setup.args.duration * w.duration_factor,
+                                 "concurrency": min(setup.args.concurrency, w.concurrency or setup.args.concurrency)})
+    variants = w.variants(ctx)
+    if w.writes:  # fresh bodies for the warm-up and for the twin; fresh ids in every raw plan
+        warm = [v.request for v in w.variants(ctx)]
+        n_plans = setup.args.write_plans or w.write_plans or RAW_WRITE_PLANS
+        raw_subst = [v.subst for _ in range(-(-n_plans // len(variants))) for v in w.variants(ctx)][:n_plans]
+    else:
+        warm, raw_subst = None, [v.subst for v in variants]
+    plans = captured.plans(db.app_dsn, db.settings, raw_subst)
+    before = coalesced(svc.base_url)
+    http = measure_http(setup.tool, svc.base_url, [v.request for v in variants], args, setup.work_dir,
+                        svc.pid, sequential=w.writes, warmup_requests=warm, pg_cpu=pg_cpu)
+    shared = reads_per_statement(before, coalesced(svc.base_url))
+    twin = raw.run_raw_processes(db.app_dsn, db.settings, plans, processes=args.workers,
+                                 concurrency=args.concurrency, duration=args.duration,
+                                 warmup=args.warmup, sequential=w.writes, tenant=ctx.org(w.name),
+                                 pg_cpu=pg_cpu, session=w.session)
+    ratio = http.rps / twin.rps if twin.rps else 0.0
+    run: dict[str, Any] = {
+        "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
+                 "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None,
+                 "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req, "reads_per_coalesced_statement": shared},
+        "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
+                "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req},
+        "ratio": round(ratio, 3),
+    }
+    log(f"{label}: {w.name} ({args.duration:g} s, c{args.concurrency}) {http.rps:.0f} rps "
+        f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
+        f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}"
+        f"{'' if shared is None else f', {shared} reads per coalesced statement'}), "
+        f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL "
+        f"{twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
+    if w.name in limit.LIMITS:
+        measure_limit(setup, ctx, w, variants, args, run, label, pg_cpu)
+    if args.ladder and not w.writes:
+        sa = raw.run_sqlalchemy(db.settings.database_url or "", db.settings, plans,
+                                concurrency=args.concurrency, duration=args.duration, warmup=args.warmup)
+        run["sqlalchemy"] = {**sa.as_dict(), "client_cpu_ms_per_req": sa.cpu_ms_per_req,
+                             "ratio_to_raw": round(sa.rps / twin.rps, 3) if twin.rps else 0.0}
+        log(f"{label}: {w.name} same statements through SQLAlchemy {sa.rps:.0f} rps ({sa.errors} errors, "
+            f"client CPU {sa.cpu_ms_per_req} ms/request), {sa.rps / twin.rps if twin.rps else 0:.2f} of raw")
+    return run
+
+
 LIMIT_WRITE_PLANS = 8000  # W3's limit twin: distinct plans per run (it is faster than the service and the replay)
 
 
 def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Variant], args: argparse.Namespace,
-                  run: dict[str, Any], rep: int, pg_cpu: raw.PgCpu) -> None:
+                  run: dict[str, Any], label: str, pg_cpu: raw.PgCpu) -> None:
     """The limit twin (bench/limit.py) right after the replay twin, at the same concurrency for as long."""
     plans = limit.plans(w.name, ctx, variants, LIMIT_WRITE_PLANS if w.writes else None)
     finish = limit.signer(ctx, asyncio.run(limit.signing_jwk(setup.db.owner_dsn, setup.db.settings))) \
@@ -368,7 +385,7 @@ def measure_limit(setup: Setup, ctx: Context, w: Workload, variants: list[Varian
     run["limit"] = {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
                     "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req}
     run["limit_ratio"] = round(ratio, 3)
-    log(f"repeat {rep + 1}/{args.repeats}: {w.name} limit twin {twin.rps:.0f} rps ({twin.errors} errors, client "
+    log(f"{label}: {w.name} limit twin {twin.rps:.0f} rps ({twin.errors} errors, client "
         f"CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL {twin.pg_cpu_ms_per_req}), ratio to the limit {ratio:.2f}")
 
 
@@ -400,6 +417,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
         "config": {
             "command": getattr(args, "command", "python -m bench.run"),
             "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
+            "prime": args.prime,
             "concurrency": args.concurrency, "generator": setup.tool, "service_workers": args.workers,
             "server": args.server or os.environ.get("SERVER", "default"),
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",

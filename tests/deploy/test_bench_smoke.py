@@ -141,7 +141,7 @@ async def test_the_twins_of_a_pinned_read_have_its_connections_session(db) -> No
 # bench.run at the tiny size; 500 write plans are plenty for one second (a run that sent more writes than it has
 # plans would fail: raw.RepeatedWrites)
 TINY_RUN = ("--repeats", "1", "--clients", "3", "--duration", "1", "--warmup", "0.2", "--concurrency", "2",
-            "--generator", "python", "--write-plans", "500")
+            "--generator", "python", "--write-plans", "500", "--prime", "0")
 
 
 def bench(module: str, *args: str, data_dir: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -197,11 +197,16 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
 def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
     """`--rls-cost` (both roles, raw and through the service) and `--server granian`, at the tiny size (its own
     data dir: xdist may run it beside the test above)."""
-    out = bench("bench.run", *TINY_RUN, "--workloads", "W1", "--server", "granian", "--rls-cost",
+    out = bench("bench.run", *TINY_RUN, "--workloads", "W1", "--server", "granian", "--rls-cost", "--prime", "1",
                 "--out-dir", str(tmp_path), data_dir="bench-smoke-rls", timeout=240)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
     assert result["config"]["server"] == "granian"
+    # One priming round of each side, measured and dropped: the one repeat is all the result holds.
+    assert "priming 1/1: W1" in out.stderr
+    assert "priming 1/1: W1 limit twin" in out.stderr
+    assert result["config"]["prime"] == 1
+    assert len(result["workloads"]["W1"]["runs"]) == 1
     cost = result["rls_cost"]["W1"]
     for side in ("raw_rls", "raw_bypassrls", "http_rls", "http_bypassrls"):
         assert cost[side]["rps"] > 0, side
