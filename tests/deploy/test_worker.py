@@ -4,7 +4,6 @@ a Bulk Data export alone (no export runner in the API)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from typing import Any
@@ -18,23 +17,12 @@ from service.worker import Heartbeat, health_server
 from tests.support.bulk import download, kick_off, wait_for_manifest
 from tests.support.factories import create
 from tests.support.harness import Api
-from tests.support.servers import env_for, free_port, spawn, stop
+from tests.support.servers import env_for, free_port, spawn, stop, wait_ready
 
 
 async def probe(port: int, path: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         return await http.get(path)
-
-
-async def until_ready(port: int, within: float) -> None:
-    """Until the worker's ``/readyz`` answers 200 (its health server up, every loop's last iteration fine)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if (await probe(port, "/readyz")).status_code == 200:
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the worker was not ready within {within} s")
 
 
 async def test_health_follows_the_heartbeat():
@@ -115,7 +103,7 @@ async def test_worker_command_runs_an_export_alone_and_answers_its_probes(db):
         try:
             files = await download(c, await wait_for_manifest(c, status, within=90))
             assert [p["id"] for p in files["Patient"]] == [patient["id"]]
-            await until_ready(health, within=10)
+            await wait_ready(worker, f"http://127.0.0.1:{health}", within=10)
             assert (await probe(health, "/healthz")).status_code == 200
             assert (await probe(health, "/readyz")).json()["status"] == "ready"
         finally:
@@ -134,7 +122,7 @@ async def test_sigterms_sent_while_the_worker_stops_neither_interrupt_nor_kill_i
         health = free_port()
         worker = spawn(["worker"], {**env, "WORKER_HEALTH_PORT": str(health)})
         try:
-            await until_ready(health, within=30)
+            await wait_ready(worker, f"http://127.0.0.1:{health}", within=30)
             deadline = time.monotonic() + 15
             while worker.poll() is None and time.monotonic() < deadline:
                 worker.send_signal(signal.SIGTERM)

@@ -63,16 +63,18 @@ def serve(port: int, cwd: Path, *args: str, **env: str) -> subprocess.Popen[byte
 
 
 def output(proc: subprocess.Popen[bytes]) -> str:
-    """The end of what a process started by ``serve`` wrote."""
-    return proc.log_path.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined,no-any-return]
+    """The end of what a process started by ``serve`` wrote (nothing for one started by ``spawn``)."""
+    log: Path | None = getattr(proc, "log_path", None)
+    return log.read_text(errors="replace")[-3000:] if log else ""
 
 
 async def wait_ready(proc: subprocess.Popen[bytes], base: str, within: float) -> None:
+    """Until ``base``'s ``/readyz`` answers 200: the API's (``serve``) or the worker's health server (``spawn``)."""
     deadline = time.monotonic() + within
     async with httpx.AsyncClient(base_url=base) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {output(proc)}")
+                raise AssertionError(f"{proc.args} exited early ({proc.returncode}): {output(proc)}")
             try:
                 if (await http.get("/readyz")).status_code == 200:
                     return
@@ -80,7 +82,7 @@ async def wait_ready(proc: subprocess.Popen[bytes], base: str, within: float) ->
                 pass
             await asyncio.sleep(0.2)
     proc.kill()
-    raise AssertionError("serve did not become ready")
+    raise AssertionError(f"{proc.args} did not become ready within {within} s")
 
 
 def env_for(db: Database, port: int | None = None) -> dict[str, str]:
