@@ -22,7 +22,10 @@ statements, beside the limit twin in the same run (``--bound``; bench.run's W1, 
   compiles it) on connections whose session holds the tenant, with the pinned connections' settings;
 - ``pinned read, group commit``: the same, then the request's audit rows (one for the client, one for its
   strengths, as ``AuditTrail`` writes them) through the service's ``GroupCommit``, awaited before the next read as
-  the service awaits it before answering.
+  the service awaited it before answering until the seventeenth round;
+- ``pinned read writing its audit rows``: the statement the service sends now, which also writes those rows (a
+  data-modifying CTE, ``graphql.sql.audited_reads``) and commits them with the read, one read per statement (the
+  service shares one among the reads that wait together, ``db.PinnedTenants.coalesced``).
 
 Each is also priced in PostgreSQL's CPU per read (every backend and background process over the run). The last
 figure's share of the limit twin's is the most W1's ratio to the limit could be if HTTP and every layer of
@@ -31,7 +34,8 @@ reach.
 
 ``--cost [--statements 3000]`` prices the same statements in PostgreSQL's CPU (every backend and background process,
 ``bench.env.postgres_cpu``), one at a time on one connection, so that nothing else runs beside them: the limit twin's
-statement and the service's read, each ``statements`` times, then the group commit's transaction (the one statement
+statement and the service's read (without its audit rows, then writing them), each ``statements`` times, then the
+group commit's transaction (the one statement
 ``GroupCommit`` sends, ``commits.GROUPED``: ``audit_append`` with the rows, its own transaction) holding the audit
 rows of 1, 8 and 16 reads. What a read's PostgreSQL side costs at the least: its statement and its share of a commit.
 """
@@ -171,12 +175,22 @@ async def main(argv: list[str] | None = None) -> None:
     await engine.dispose()
 
 
+def _read_values(who: Principal, client: Any) -> dict[str, Any]:
+    """The arrays of one read's id and audit values, as the service sends a read by id that writes its audit rows
+    (``jsonread.read``, through ``CompiledRead.fetch_one_of``)."""
+    trail = AuditTrail(request_id="bench-audited", method="GET", path=f"/v1/clients/{client}",
+                       remote="127.0.0.1")
+    return {"ids": [client], **{name: [value] for name, value in trail.read_values(who).items()}}
+
+
 async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
     """W1's statements as the service sends them, against the limit twin, in one run (see the module's doc)."""
     settings = db.settings
     who = Principal(org_id=org, app_id="bench", subject="bench")
-    plan = _json_read("clients", ("strengths",))
+    plan = _json_read("clients", ("strengths",), False)
     sql, names, defaults = plan.statement._compile(engine.dialect, False)
+    audited_sql, audited_names, audited_defaults = _json_read("clients", ("strengths",), True).statement._compile(
+        engine.dialect, False)
     group = GroupCommit(engine)
     size = {"min_size": args.concurrency, "max_size": args.concurrency}
     limit_pool = await twin_pool(db.owner_dsn, settings, **size, session=PINNED_SESSION_SETTINGS)
@@ -212,9 +226,18 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
         assert rows is not None
         await group.write(org, rows)
 
+    async def pinned_audited(conn: asyncpg.Connection | None) -> None:
+        assert conn is not None
+        client = random.choice(clients)
+        values = {**audited_defaults, **_read_values(who, client), "org_id": org, "patient_id": None}
+        row = (await conn.fetch(audited_sql, *[values[name] for name in audited_names]))[0]
+        if row["version"] is None or row["audited"] != 2:
+            raise RuntimeError(f"the audited read did not find client {client}, or did not write its rows")
+
     runs: list[tuple[str, asyncpg.Pool, Callable[[asyncpg.Connection | None], Awaitable[None]], bool]] = [
         ("limit twin", limit_pool, limit_twin, True), ("pinned read", pinned, pinned_read, True),
-        ("pinned read, group commit", pinned, pinned_grouped, False)]
+        ("pinned read, group commit", pinned, pinned_grouped, False),
+        ("pinned read writing its audit rows", pinned, pinned_audited, True)]
     shares: dict[str, list[float]] = {name: [] for name, *_ in runs}
     for repeat in range(args.repeats):  # the three in turn, each repeat's shares of its own limit twin's rate
         rates: dict[str, float] = {}
@@ -236,8 +259,9 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
 async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
     """W1's statements and the group commit's transaction in PostgreSQL's CPU, one at a time (``--cost``)."""
     who = Principal(org_id=org, app_id="bench", subject="bench")
-    plan = _json_read("clients", ("strengths",))
-    sql, names, defaults = plan.statement._compile(engine.dialect, False)
+    sql, names, defaults = _json_read("clients", ("strengths",), False).statement._compile(engine.dialect, False)
+    audited_sql, audited_names, audited_defaults = _json_read("clients", ("strengths",), True).statement._compile(
+        engine.dialect, False)
     one = {"min_size": 1, "max_size": 1, "session": PINNED_SESSION_SETTINGS}
     limit_pool = await twin_pool(db.owner_dsn, db.settings, **one)
     pinned = await twin_pool(db.app_dsn, db.settings, **one, tenant=org)
@@ -248,6 +272,10 @@ async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: ar
     async def service_read(conn: asyncpg.Connection, client: Any) -> None:
         values = {**defaults, "org_id": org, "patient_id": None, "ids": [client]}
         await conn.fetch(sql, *[values[name] for name in names])
+
+    async def audited_read(conn: asyncpg.Connection, client: Any) -> None:
+        values = {**audited_defaults, **_read_values(who, client), "org_id": org, "patient_id": None}
+        await conn.fetch(audited_sql, *[values[name] for name in audited_names])
 
     def rows_of(client: Any) -> str:  # a read's audit rows, as the service's trail writes them
         trail = AuditTrail(request_id="bench-cost", method="GET", path=f"/v1/clients/{client}?include=strengths",
@@ -262,7 +290,8 @@ async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: ar
     loop = asyncio.get_running_loop()
     n = args.statements
     for repeat in range(args.repeats):
-        for name, pool, body in (("limit twin", limit_pool, limit_twin), ("service's read", pinned, service_read)):
+        for name, pool, body in (("limit twin", limit_pool, limit_twin), ("service's read", pinned, service_read),
+                                 ("service's read writing its audit rows", pinned, audited_read)):
             async with pool.acquire() as conn:
                 for client in clients[:20]:  # warm: plans, caches
                     await body(conn, client)

@@ -320,10 +320,12 @@ class PinnedTenants:
     - each statement runs and commits on its own (autocommit): one whose audit rows are written by the statement
       itself (a data-modifying CTE) reads and records in one transaction, durable as any other commit;
     - reads by ids of the same statement, arguments and tenant that wait together share one statement
-      (``coalesced``): at most ``in_flight`` (``DB_COALESCED_IN_FLIGHT``) such statements are under way at once,
-      so that under load the reads that arrive meanwhile go together in the next one; each read picks its own
-      record's row out of the statement's. The statement runs in the first read's trace; with tracing on, each
-      other read's trace gets a span of the statement too, linked to the first (``trace_shared``).
+      (``coalesced``): at most ``in_flight`` (``DB_COALESCED_IN_FLIGHT``) such statements of one tenant and shape
+      are under way at once, so that under load the reads that arrive meanwhile go together in the next one (and
+      its commit, the reads' audit rows being written by it), while other tenants' and shapes' reads do not wait
+      behind them; each read picks its own record's row out of the statement's. The statement runs in the first
+      read's trace; with tracing on, each other read's trace gets a span of the statement too, linked to the first
+      (``trace_shared``).
 
     Off (None from ``from_settings``) with ``DB_PINNED_POOL_SIZE=0``, or behind PgBouncer in transaction mode
     (``DB_STATEMENT_CACHE_SIZE`` set), where a session's settings would stay on a server connection that other
@@ -341,10 +343,10 @@ class PinnedTenants:
         event.listen(engine.sync_engine, "connect", self._opened)
         # Reads by ids waiting to share a statement (``coalesced``), by statement, arguments and tenant, in order.
         self.in_flight = in_flight
-        self._waiting: dict[tuple[str, tuple[str, str], tuple[Any, ...], int],
-                            list[tuple[Any, asyncio.Future[Any], contextvars.Context]]] = {}
+        self._waiting: dict[tuple[str, tuple[str, str], tuple[Any, ...], tuple[int, ...]],
+                            list[tuple[tuple[Any, ...], asyncio.Future[Any], contextvars.Context]]] = {}
         self._scheduled = False
-        self._running = 0
+        self._running: dict[tuple[str, tuple[str, str], tuple[Any, ...], tuple[int, ...]], int] = {}  # by key
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when tracing is on (``telemetry.tracing.Tracing.shared_statements``): around a statement shared by
         # several reads, given it and the contexts of the reads other than the first, in whose trace it runs.
@@ -420,12 +422,13 @@ class PinnedTenants:
         if raw is not None:
             self._tenant.pop(raw, None)
 
-    async def coalesced(self, tenant: tuple[str, str], sql: str, args: tuple[Any, ...], at: int,
-                        item: Any) -> tuple[list[asyncpg.Record], asyncpg.Connection]:
-        """The rows of ``sql`` (its arguments ``args``, the one at ``at`` an array of items: records' ids), run for
-        ``item`` and for every other read of the same statement, arguments and tenant waiting with it: those
-        asked for in the same turn of the event loop, and those asked for while ``in_flight`` such statements are
-        already under way, up to ``MAX_COALESCED`` items a statement. Each read gets the whole statement's rows
+    async def coalesced(self, tenant: tuple[str, str], sql: str, args: tuple[Any, ...], at: tuple[int, ...],
+                        item: tuple[Any, ...]) -> tuple[list[asyncpg.Record], asyncpg.Connection]:
+        """The rows of ``sql`` (its arguments ``args``, those at the positions ``at`` arrays with an element per read:
+        records' ids, and their reads' audit values), run for ``item`` (this read's element of each) and for every
+        other read of the same statement, arguments and tenant waiting with it, in order: those asked for in the
+        same turn of the event loop, and those asked for while ``in_flight`` statements of theirs are already under
+        way, up to ``MAX_COALESCED`` items a statement. Each read gets the whole statement's rows
         (its own are those of its item) and the connection it ran on. A read that is cancelled while it waits
         leaves the others' statement alone; one whose statement fails gets its error, and one whose statement is
         cancelled (the process exiting) is cancelled too."""
@@ -442,34 +445,41 @@ class PinnedTenants:
         return await future
 
     def _start(self) -> None:
-        """Start a statement for the reads waiting longest, while fewer than ``in_flight`` are under way."""
+        """Start a statement for the reads of each statement, arguments and tenant waiting (those waiting longest
+        first), while fewer than ``in_flight`` of theirs are under way."""
         self._scheduled = False
         loop = asyncio.get_running_loop()
-        while self._waiting and self._running < self.in_flight:
-            key = next(iter(self._waiting))
-            waiting = self._waiting.pop(key)
-            if len(waiting) > MAX_COALESCED:
-                self._waiting[key] = waiting[MAX_COALESCED:]  # after the other statements' reads
-                waiting = waiting[:MAX_COALESCED]
-            batch = [read for read in waiting if not read[1].done()]  # done: cancelled
-            if not batch:
-                continue
-            self._running += 1
-            # in the context of the first read waiting (its trace, its request id in a log line), a copy of it
-            task = loop.create_task(self._run(key, batch), context=batch[0][2])
-            self._tasks.add(task)  # held until done (the loop keeps only weak references to tasks)
-            task.add_done_callback(self._tasks.discard)
+        for key in list(self._waiting):
+            while key in self._waiting and self._running.get(key, 0) < self.in_flight:
+                waiting = self._waiting.pop(key)
+                if len(waiting) > MAX_COALESCED:
+                    self._waiting[key] = waiting[MAX_COALESCED:]  # for the next statement
+                    waiting = waiting[:MAX_COALESCED]
+                batch = [read for read in waiting if not read[1].done()]  # done: cancelled
+                if batch:
+                    self._start_one(loop, key, batch)
 
-    async def _run(self, key: tuple[str, tuple[str, str], tuple[Any, ...], int],
-                   batch: list[tuple[Any, asyncio.Future[Any], contextvars.Context]]) -> None:
+    def _start_one(self, loop: asyncio.AbstractEventLoop,
+                   key: tuple[str, tuple[str, str], tuple[Any, ...], tuple[int, ...]],
+                   batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], contextvars.Context]]) -> None:
+        self._running[key] = self._running.get(key, 0) + 1
+        # in the context of the first read waiting (its trace, its request id in a log line), a copy of it
+        task = loop.create_task(self._run(key, batch), context=batch[0][2])
+        self._tasks.add(task)  # held until done (the loop keeps only weak references to tasks)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: tuple[str, tuple[str, str], tuple[Any, ...], tuple[int, ...]],
+                   batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], contextvars.Context]]) -> None:
         sql, tenant, args, at = key
         traced = self.trace_shared(sql, [context for _, _, context in batch[1:]]) \
             if self.trace_shared is not None and len(batch) > 1 else nullcontext()
+        sent = list(args)
+        for position, elements in zip(at, zip(*(item for item, _, _ in batch), strict=True), strict=True):
+            sent[position] = list(elements)
         try:
             with traced:
                 async with self.taken(tenant) as raw:
-                    rows = await raw.fetch(sql, *args[:at], list(dict.fromkeys(item for item, _, _ in batch)),
-                                           *args[at + 1:])
+                    rows = await raw.fetch(sql, *sent)
         except Exception as exc:  # noqa: BLE001 - each read answers its statement's error
             for _, future, _ in batch:
                 if not future.done():
@@ -484,8 +494,11 @@ class PinnedTenants:
                 if not future.done():
                     future.set_result((rows, raw))
         finally:
-            self._running -= 1
-            if self._waiting and not self._scheduled:
+            if self._running[key] == 1:
+                del self._running[key]
+            else:
+                self._running[key] -= 1
+            if key in self._waiting and not self._scheduled:
                 self._start()
 
 
@@ -516,7 +529,8 @@ class PinnedConnection:
             self.used = raw
             return await raw.fetchrow(sql, *args)
 
-    async def coalesced(self, sql: str, args: tuple[Any, ...], at: int, item: Any) -> list[asyncpg.Record]:
+    async def coalesced(self, sql: str, args: tuple[Any, ...], at: tuple[int, ...],
+                        item: tuple[Any, ...]) -> list[asyncpg.Record]:
         rows, self.used = await self.pinned.coalesced(self.tenant, sql, args, at, item)
         return rows
 

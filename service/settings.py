@@ -65,9 +65,9 @@ class Settings(BaseSettings):
         "(such reads open a transaction); "
         "off behind PgBouncer in transaction mode (DB_STATEMENT_CACHE_SIZE set)")
     db_coalesced_in_flight: int = Field(
-        default=2, ge=1, description="Statements of reads by id (GET /v1/<collection>/<id>) under way at once per "
-        "worker on the pinned connections; the reads of one tenant and shape asked for meanwhile wait and go in one "
-        "statement (up to 50). About the database server's cores")
+        default=1, ge=1, description="Statements of reads by id (GET /v1/<collection>/<id>) of one tenant and "
+        "shape under way at once per worker on the pinned connections; the reads of that tenant and shape asked for "
+        "meanwhile wait and go in one statement (up to 50), which also writes and commits their audit rows")
     statement_timeout_ms: int = 15000
     database_read_url: str | None = Field(
         default=None,

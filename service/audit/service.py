@@ -8,11 +8,14 @@ version it writes (``wrote_many``, from ``record_changes``). The trail is writte
   GraphQL mutation and each bulk-import chunk call it), so a write and its audit row commit together; the batch
   ingest's unit of work (``uow.write_unit_of_work``) sends the same INSERT in the COMMIT's round trip
   (``closing``);
-- for a read on the driver path (``uow.driver_unit_of_work``: the direct REST read, compiled GraphQL queries),
-  once its transaction has ended and before the response is sent, by the group commit
+- by the read's own statement, in its transaction or, on a pinned connection, its own commit (``read_values``,
+  ``written``): a REST read by id (``service.graphql.sql.audited_reads``: the rows of every read sharing the
+  statement, each with its own request's values) and a compiled GraphQL query of one root field
+  (``service.graphql.sql.audited``);
+- for another read on the driver path (``uow.driver_unit_of_work``: a REST list page, a GraphQL query of several
+  root fields), once its transaction has ended and before the response is sent, by the group commit
   (``service.audit.commits``): a read changes nothing for its row to commit with, and the rows of concurrent reads
-  then share one commit; a compiled GraphQL query of one root field instead has its statement write the rows
-  itself, in its transaction (``read_values``, ``written``; ``service.graphql.sql.audited``);
+  then share one commit;
 - otherwise, once the response is sent, in one short transaction of its own (``finish``): reads that
   ran outside a unit of work (GraphQL loaders, bulk export), and refusals (401, 403, 404, 410 ...),
   whose transaction rolled back or never began.
@@ -86,18 +89,25 @@ def append_text(org_id: Any, rows: str) -> str:
 _ANONYMOUS = "SELECT audit_anonymous(CAST($1 AS jsonb))"
 
 
-def own_rows(who: Principal, per_type: Subquery, *where: Any) -> CTE:
-    """The INSERT, as a data-modifying CTE, of a read's audit rows written by the read's own statement (a compiled
-    GraphQL query of one root field, ``graphql.sql.audited``): one row per row of
-    ``per_type`` (``k``, ``resource_type``, ``resource_ids``, ``client_ids``) that meets ``where``, in ``k`` order,
-    the request's values bound as ``a_<column>`` (``AuditTrail.read_values``); ``RETURNING`` one row for each."""
+# A read's audit row but its type, ids and clients (``AuditTrail.read_values``, as ``a_<name>``).
+READ_VALUES = ("app_id", "subject", "action", "outcome", "request_id", "remote_addr", "method", "path")
+
+
+def own_rows(who: Principal, per_type: Subquery, *where: Any, per_read: bool = False) -> CTE:
+    """The INSERT, as a data-modifying CTE, of a read's audit rows written by the read's own statement: one row per
+    row of ``per_type`` (``k``, ``resource_type``, ``resource_ids``, ``client_ids``) that meets ``where``, in ``k``
+    order, the request's values bound as ``a_<column>`` (``AuditTrail.read_values``): a compiled GraphQL query of one
+    root field (``graphql.sql.audited``). ``per_read``: the rows of several reads, each read's values (``READ_VALUES``)
+    and its order (``n``) columns of ``per_type`` (REST's reads by id, ``graphql.sql.audited_reads``).
+    ``RETURNING`` one row for each."""
     values: dict[str, Any] = {
         "org_id": type_coerce(who.org_id, Uuid), "resource_type": per_type.c.resource_type,
         "resource_ids": per_type.c.resource_ids, "client_ids": per_type.c.client_ids,
         "status_code": cast(null(), Integer)}
-    for name in ("app_id", "subject", "action", "outcome", "request_id", "remote_addr", "method", "path"):
-        values[name] = bindparam(f"a_{name}", None, type_=Text)
-    chosen = select(*(v.label(n) for n, v in values.items())).where(*where).order_by(per_type.c.k)
+    for name in READ_VALUES:
+        values[name] = per_type.c[name] if per_read else bindparam(f"a_{name}", None, type_=Text)
+    order = (per_type.c.n, per_type.c.k) if per_read else (per_type.c.k,)
+    chosen = select(*(v.label(n) for n, v in values.items())).where(*where).order_by(*order)
     return (insert(AuditEvent.__table__).from_select(list(values), chosen)
             .returning(literal_column("1").label("one")).cte("audit_w"))
 

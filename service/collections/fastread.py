@@ -15,7 +15,8 @@ same order with the same functions:
    (``uow.pinned_read``: no transaction, the statement checks the session's tenant, and under load carries the other
    reads of the same tenant and shape that wait with it, ``db.PinnedTenants.coalesced``); otherwise
    ``driver_unit_of_work`` (``BEGIN;``, the tenant ``set_config`` with the revocation check, ``COMMIT;``); either
-   way the request's audit row by the group commit, before the response is sent;
+   way the request's audit rows are written by the read's own statement and committed with it, before the response
+   is sent;
 4. the route's own ``?include=`` dependency (422 for unknown names) and the route's own endpoint function
    (``jsonread.read``: child scope checks, then the record and its child lists as JSON PostgreSQL writes, in one
    statement; ETag).

@@ -10,8 +10,10 @@ writes and for FHIR; a test per collection holds the two to each other key for k
 (``tests/collections/test_pinned_reads.py``).
 
 Each statement is gated on ``tenant_guard``: on a pinned connection whose session holds another tenant it reads
-nothing and the read raises ``TenantMismatch``. What it read is noted in the audit trail from its side channel
-(``reads.note``), whose rows the caller's unit of work (or the group commit) writes.
+nothing and the read raises ``TenantMismatch``. A read by id, in a request, writes its own audit rows in its statement
+(``sql.audited_reads``: from the side channel, with the request's values, so they commit with the read); a list page
+has what it read noted in the audit trail from its side channel (``reads.note``), whose rows the caller's unit of
+work (or the group commit) writes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from functools import cache, lru_cache
 from typing import Any
 from uuid import UUID
 
+from service.audit import service as audit
 from service.auth.principal import Principal
 from service.auth.scopes import require
 from service.collections.registry import REGISTRY
@@ -67,7 +70,7 @@ def record_shape(coll_name: str) -> RecordShape:
 
 
 @cache
-def _json_read(coll_name: str, children: tuple[str, ...]) -> JsonRead:
+def _json_read(coll_name: str, children: tuple[str, ...], audited: bool) -> JsonRead:
     relations = relations_of(coll_name)
     rels = tuple(Rel(REGISTRY[c].key, False, relations[REGISTRY[c].key], record_shape(c)) for c in children)
     shape = RecordShape(coll_name, record_shape(coll_name).entries + rels)
@@ -76,7 +79,7 @@ def _json_read(coll_name: str, children: tuple[str, ...]) -> JsonRead:
     def build(who: Principal) -> Any:
         builder = Builder(who)
         builder.types = types
-        return builder.by_ids(shape)
+        return builder.by_ids(shape, audited)
 
     return JsonRead(CompiledRead(build), types)
 
@@ -122,15 +125,20 @@ async def read(conn: Any, who: Principal, coll_name: str, record_id: UUID,
     kids = tuple(REGISTRY[name.replace("_", "-")] for name in names)
     for child in kids:
         require(who, child.resource, "s")
-    plan = _json_read(coll_name, tuple(c.name for c in kids))
-    rows = await plan.statement.fetch_one_of(conn, who, "ids", record_id)
+    trail = audit.current()
+    plan = _json_read(coll_name, tuple(c.name for c in kids), trail is not None)
+    item = {"ids": record_id} if trail is None else {"ids": record_id, **trail.read_values(who)}
+    rows = await plan.statement.fetch_one_of(conn, who, item)
     if not rows[0]["ok"]:
         raise TenantMismatch
     row = next((r for r in rows if r["id"] == record_id), None)
     must_be_live(REGISTRY[coll_name].type_name.replace("_", " "), record_id, row is not None,
                  None if row is None else row["deleted_at"])
     assert row is not None
+    if trail is not None:
+        if not row["audited"]:  # a live record found has its rows written with it: never answer one without
+            raise RuntimeError(f"the read of {coll_name} {record_id} wrote no audit row")
+        trail.written()
     version = row["version"]
-    note(plan.types, row)
     body: bytes = row["j"]
     return version, body

@@ -106,16 +106,20 @@ class CompiledRead:
         sql, _, args = self._statement(conn, who, params)
         return await (await driver(conn)).fetch(sql, *args)
 
-    async def fetch_one_of(self, conn: AsyncConnection | PinnedConnection, who: Principal, name: str, item: Any,
+    async def fetch_one_of(self, conn: AsyncConnection | PinnedConnection, who: Principal, item: dict[str, Any],
                            **params: Any) -> list[Any]:
-        """The rows of a statement over an array parameter ``name`` (records' ids) for one of its items: in a
-        transaction the array of that item; on a pinned connection it may carry other reads' items too
-        (``db.PinnedTenants.coalesced``), whose rows the caller leaves aside."""
-        sql, names, args = self._statement(conn, who, {**params, name: None})
-        at = names.index(name)
+        """The rows of a statement over array parameters (``item``'s names: records' ids, and the audit values of the
+        reads of them) for one read, ``item`` its element of each: in a transaction the arrays of that read alone; on
+        a pinned connection they may carry other reads' elements too (``db.PinnedTenants.coalesced``), whose rows
+        the caller leaves aside."""
+        sql, names, args = self._statement(conn, who, {**params, **dict.fromkeys(item)})
+        at = tuple(names.index(name) for name in item)
+        if len(set(names)) != len(names):  # an array sent at one position only must be the statement's only use of it
+            raise AssertionError(f"a parameter appears twice in a statement by ids: {names}")
         if isinstance(conn, PinnedConnection):
-            return await conn.coalesced(sql, tuple(args), at, item)
-        args[at] = [item]
+            return await conn.coalesced(sql, tuple(args), at, tuple(item.values()))
+        for position, value in zip(at, item.values(), strict=True):
+            args[position] = [value]
         return await (await driver(conn)).fetch(sql, *args)
 
 

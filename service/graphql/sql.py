@@ -20,7 +20,7 @@ none read); an absent record is no row. It is compiled once per shape, dialect a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     FromClause,
     Integer,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal_column,
     null,
@@ -105,6 +107,37 @@ def audited(root: Select[Any], types: tuple[str, ...], who: Principal) -> Select
                     _distinct_uuids("c").label("client_ids")).where(per_type.c.i.is_not(None), ok).subquery("audit_a")
     count = audit.written_count(audit.own_rows(who, arrays))
     return select(guard.c.ok, r.c.j, count.label("audited")).select_from(guard.outerjoin(r, true()))
+
+
+def _reads() -> CTE:
+    """The reads an audited statement by ids carries (``Builder.by_ids``): per read, in order (``n``), its record's id
+    (parameter ``ids``) and its audit row's values (``a_<name>``, ``AuditTrail.read_values``), each an array with one
+    element per read (``db.PinnedTenants.coalesced`` passes one per read sharing the statement)."""
+    arrays = [bindparam("ids", None, type_=ARRAY(Uuid))]
+    arrays += [bindparam(f"a_{name}", None, type_=ARRAY(Text)) for name in audit.READ_VALUES]
+    columns = [column("id", Uuid), *(column(name, Text) for name in audit.READ_VALUES)]
+    unnested = func.unnest(*arrays).table_valued(*columns, with_ordinality="n").render_derived(name="read_values")
+    return select(unnested).cte("reads")
+
+
+def audited_reads(rows: Select[Any], reads: CTE, types: tuple[str, ...], who: Principal) -> Select[Any]:
+    """``by_ids``' rows (``rows``, of the records of ``reads``) and, in the same statement, each read's audit rows: one
+    per type its record's row read, naming the ids and the clients of the side channel (each once, in the order first
+    read), with that read's own values; in the order of the reads, then of the types. Only a live record found is
+    recorded here: a read whose record is deleted or missing has no row, and is answered 410 or 404, a refusal the
+    trail records once answered. Every row gets ``audited``: how many audit rows the statement wrote, for all the
+    reads it carries (none when the session held another tenant: ``by_ids`` then reads nothing)."""
+    r = rows.cte("r").prefix_with("MATERIALIZED")
+    per_type = union_all(*(
+        select(reads.c.n, literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
+               r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"), *(reads.c[name] for name in audit.READ_VALUES))
+        .select_from(reads.join(r, r.c.id == reads.c.id)).where(r.c.deleted_at.is_(None))
+        for k, name in enumerate(types))).subquery("audit_t")
+    arrays = select(per_type.c.n, per_type.c.k, per_type.c.resource_type, _distinct_uuids("i").label("resource_ids"),
+                    _distinct_uuids("c").label("client_ids"), *(per_type.c[name] for name in audit.READ_VALUES)) \
+        .where(per_type.c.i.is_not(None)).subquery("audit_a")
+    count = audit.written_count(audit.own_rows(who, arrays, per_read=True))
+    return select(*r.c, count.label("audited"))
 
 
 def _distinct_uuids(column: str) -> ColumnElement[Any]:
@@ -218,18 +251,26 @@ class Builder:
             base = base.where(after_row(coll, self.who, bindparam("after", None, type_=Uuid)))
         return base
 
-    def by_ids(self, shape: RecordShape) -> Select[Any]:
+    def by_ids(self, shape: RecordShape, audited: bool = False) -> Select[Any]:
         """Records by id (parameter ``ids``, an array), live or deleted, behind ``tenant_guard`` (REST's read: 404, 410
         and the ETag are told apart from the row; several reads of one tenant answered by one statement,
         ``db.PinnedTenants.coalesced``). A row per record found, at least one: ``(j, i<k>, c<k> ..., ok, version,
         deleted_at, id)``: ``ok`` false when the session holds another tenant (nothing read), an id not found has no
-        row (the one row when none is found has ``id`` null), relations read only for a live record."""
+        row (the one row when none is found has ``id`` null), relations read only for a live record. ``audited``:
+        ``ids`` is one per read, and the statement also writes each read's audit rows (``audited_reads``)."""
+        if audited:
+            reads = _reads()
+            rows = self._by_ids(shape, lambda record_id: record_id.in_(select(reads.c.id)))
+            return audited_reads(rows, reads, self.types, self.who)
+        return self._by_ids(shape, lambda record_id: record_id == any_(bindparam("ids", None, type_=ARRAY(Uuid))))
+
+    def _by_ids(self, shape: RecordShape, wanted: Callable[[Any], ColumnElement[bool]]) -> Select[Any]:
         coll = REGISTRY[shape.coll]
         table = coll.table
         guard = tenant_ok(self.who)
         base = self._readable(coll, [shape]).add_columns(
             table.c.version.label("_version"), table.c.deleted_at.label("_deleted_at")).where(
-            table.c.id == any_(bindparam("ids", None, type_=ARRAY(Uuid))), select(guard.c.ok).scalar_subquery())
+            wanted(table.c.id), select(guard.c.ok).scalar_subquery())
         rows = base.subquery(self.name("t"))
         frm, j, audit = self.record(shape, rows, gate=rows.c._deleted_at.is_(None))
         rec = select(_utf8(j).label("j"), *self._audit_values(audit), rows.c._version, rows.c._deleted_at,

@@ -8,6 +8,7 @@ tests drive the coalescing itself, for what HTTP cannot time: a read cancelled w
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import asyncpg
@@ -114,7 +115,7 @@ async def test_a_read_cancelled_while_it_waits_leaves_the_others_statement_alone
         tenant = (str(uuid.uuid4()), "")
 
         async def read(item: int) -> list[int]:
-            rows = await pinned.lane(uuid.UUID(tenant[0]), None).coalesced(SLOW, (0.2, None), 1, item)
+            rows = await pinned.lane(uuid.UUID(tenant[0]), None).coalesced(SLOW, (0.2, None), (1,), (item,))
             return sorted(r["x"] for r in rows)
 
         first = asyncio.create_task(read(1))
@@ -128,7 +129,30 @@ async def test_a_read_cancelled_while_it_waits_leaves_the_others_statement_alone
         with pytest.raises(asyncio.CancelledError):
             await waiting[0]
         assert pinned._waiting == {}
-        assert pinned._running == 0
+        assert pinned._running == {}
+
+
+async def test_another_tenants_reads_do_not_wait_behind_a_statement_under_way(db):
+    """``DB_COALESCED_IN_FLIGHT`` counts the statements of one tenant and shape: while one organization's statement
+    is under way its next reads wait for it, and another organization's read runs at once beside it."""
+    async with Api.start(db, db_pinned_pool_size=2, db_coalesced_in_flight=1) as api:
+        pinned = api.app.state.ctx.pinned
+        slow, other = uuid.uuid4(), uuid.uuid4()
+
+        async def read(org: uuid.UUID, seconds: float, item: int) -> tuple[list[int], float]:
+            rows = await pinned.lane(org, None).coalesced(SLOW, (seconds, None), (1,), (item,))
+            return sorted(r["x"] for r in rows), time.perf_counter()
+
+        first = asyncio.create_task(read(slow, 1.0, 1))
+        await asyncio.sleep(0.2)  # its statement under way
+        behind = asyncio.create_task(read(slow, 1.0, 2))
+        beside = asyncio.create_task(read(other, 0, 3))
+        (rows_beside, beside_done), (rows_first, first_done) = await beside, await first
+        rows_behind, behind_done = await behind
+        assert (rows_first, rows_beside, rows_behind) == ([1], [3], [2])
+        assert beside_done < first_done < behind_done  # the other tenant's read did not wait; the same tenant's did
+        assert pinned._running == {}
+        assert pinned._waiting == {}
 
 
 async def test_every_read_of_a_failed_statement_gets_its_error_and_the_next_statement_runs(db):
@@ -136,10 +160,10 @@ async def test_every_read_of_a_failed_statement_gets_its_error_and_the_next_stat
         pinned = api.app.state.ctx.pinned
         lane = pinned.lane(uuid.uuid4(), None)
         failing = "SELECT 1 / (x - 2) AS y FROM unnest($1::int[]) AS x"
-        results = await asyncio.gather(*(lane.coalesced(failing, (None,), 0, i) for i in (1, 2, 3)),
+        results = await asyncio.gather(*(lane.coalesced(failing, (None,), (0,), (i,)) for i in (1, 2, 3)),
                                        return_exceptions=True)
         assert all(isinstance(r, asyncpg.DivisionByZeroError) for r in results), results
-        rows = await lane.coalesced(failing, (None,), 0, 3)
+        rows = await lane.coalesced(failing, (None,), (0,), (3,))
         assert [r["y"] for r in rows] == [1]
 
 
@@ -149,12 +173,12 @@ async def test_the_reads_of_a_statement_cancelled_under_way_are_cancelled_and_th
     async with Api.start(db, db_pinned_pool_size=1, db_coalesced_in_flight=1) as api:
         pinned = api.app.state.ctx.pinned
         lane = pinned.lane(uuid.uuid4(), None)
-        reads = [asyncio.create_task(lane.coalesced(SLOW, (1.0, None), 1, i)) for i in (1, 2)]
+        reads = [asyncio.create_task(lane.coalesced(SLOW, (1.0, None), (1,), (i,))) for i in (1, 2)]
         await asyncio.sleep(0.2)
         (statement,) = pinned._tasks
         statement.cancel()
         for read in reads:
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(read, 5)
-        rows = await asyncio.wait_for(lane.coalesced(SLOW, (0, None), 1, 3), 5)
+        rows = await asyncio.wait_for(lane.coalesced(SLOW, (0, None), (1,), (3,)), 5)
         assert [r["x"] for r in rows] == [3]

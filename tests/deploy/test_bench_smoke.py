@@ -185,9 +185,9 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     assert any("FROM clients" in s for s in sqls)
     assert any("FROM strengths" in s for s in sqls)
     # The read in one statement on a pinned connection (its session holds the tenant, which the statement checks),
-    # and the audit row by the group commit.
-    assert any("app_org()" in s for s in sqls)
-    assert any("audit_append(" in s for s in sqls)
+    # which also writes the read's audit rows: nothing is left for the group commit.
+    assert [s for s in sqls if "app_org()" in s and "INSERT INTO audit_events" in s] == sqls
+    assert not any("audit_append(" in s for s in sqls)
     assert result["generator"]["ceiling_rps"] > 0
     assert "| W1 " in (tmp_path / "latest.md").read_text()
     assert "| CPU ratio (measured) to the limit |" in (tmp_path / "latest.md").read_text()
@@ -251,25 +251,30 @@ def test_layers_prices_the_whole_read_and_batch_on_a_database() -> None:
 
 
 def test_audit_commit_bounds_w1_by_its_own_statements() -> None:
-    """``bench.audit_commit --bound``: the service's W1 statement and its group-committed audit rows, and the limit
-    twin, each run on a database of its own (the tiny size), and each one's share of the limit twin's rate."""
+    """``bench.audit_commit --bound``: the service's W1 statement alone, with its audit rows group-committed, and
+    writing them itself (what the service sends), and the limit twin, on a database of its own (the tiny size),
+    and each one's share of the limit twin's rate."""
     out = bench("bench.audit_commit", "--bound", "--clients", "3", "--duration", "0.3", "--repeats", "1",
                 "--concurrency", "2", data_dir="bench-smoke-bound")
     assert out.returncode == 0, out.stderr[-4000:]
     shares = dict(re.findall(r"median: (.+?)\s+([0-9.]+) of the limit twin", out.stdout))
-    assert set(shares) == {"limit twin", "pinned read", "pinned read, group commit"}, out.stdout
+    assert set(shares) == {"limit twin", "pinned read", "pinned read, group commit",
+                           "pinned read writing its audit rows"}, out.stdout
     assert float(shares["limit twin"]) == 1.0
     assert float(shares["pinned read, group commit"]) > 0
+    assert float(shares["pinned read writing its audit rows"]) > 0  # each read checked its two rows written
     assert "reads per commit" in out.stdout
 
 
 def test_audit_commit_prices_w1s_statements_in_postgres_cpu() -> None:
-    """``bench.audit_commit --cost``: the limit twin's statement, the service's read and the group commit's
-    transaction of 1, 8 and 16 reads' rows, one at a time, each priced in PostgreSQL's CPU."""
+    """``bench.audit_commit --cost``: the limit twin's statement, the service's read (alone, and writing its audit
+    rows) and the group commit's transaction of 1, 8 and 16 reads' rows, one at a time, each priced in PostgreSQL's
+    CPU."""
     out = bench("bench.audit_commit", "--cost", "--clients", "3", "--statements", "30", "--repeats", "1",
                 data_dir="bench-smoke-bound")
     assert out.returncode == 0, out.stderr[-4000:]
     priced = dict(re.findall(r"1: (.+?)\s+PostgreSQL ([0-9.]+) ms of CPU per", out.stdout))
-    assert set(priced) == {"limit twin", "service's read", *(f"group commit of {n} reads' rows" for n in (1, 8, 16))}
+    assert set(priced) == {"limit twin", "service's read", "service's read writing its audit rows",
+                           *(f"group commit of {n} reads' rows" for n in (1, 8, 16))}
     assert all(float(ms) >= 0 for ms in priced.values()), out.stdout  # CPU counted in ticks: a tiny run may see 0
-    assert [float(ms) > 0 for ms in re.findall(r"per statement, ([0-9.]+) ms each", out.stdout)] == [True, True]
+    assert [float(ms) > 0 for ms in re.findall(r"per statement, ([0-9.]+) ms each", out.stdout)] == [True] * 3

@@ -137,7 +137,7 @@ async def test_a_shared_statement_that_fails_is_an_error_in_every_read_s_trace(d
 
         async def read(i: int) -> None:
             with tracer.start_as_current_span(f"request {i}"), pytest.raises(asyncpg.DivisionByZeroError):
-                await lane.coalesced(failing, (None,), 0, i)
+                await lane.coalesced(failing, (None,), (0,), (i,))
 
         await asyncio.gather(*(read(i) for i in (1, 2, 3)))
     requests = {s.context.span_id: s.name for s in callers.get_finished_spans()}
