@@ -97,16 +97,30 @@ def audited(root: Select[Any], types: tuple[str, ...], who: Principal) -> Select
     principal's tenant; nothing is written otherwise), ``j`` (null when the record is absent) and ``audited``, the
     number of rows written (none when nothing was read)."""
     guard = tenant_ok(who)
-    ok = select(guard.c.ok).scalar_subquery()
     r = root.cte("r").prefix_with("MATERIALIZED")
-    per_type = union_all(*(
-        select(literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
-               r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"))
-        for k, name in enumerate(types))).subquery("audit_t")
-    arrays = select(per_type.c.k, per_type.c.resource_type, _distinct_uuids("i").label("resource_ids"),
-                    _distinct_uuids("c").label("client_ids")).where(per_type.c.i.is_not(None), ok).subquery("audit_a")
-    count = audit.written_count(audit.own_rows(who, arrays))
+    count = audit.written_count(_side_channel_rows(who, r, types, select(guard.c.ok).scalar_subquery()))
     return select(guard.c.ok, r.c.j, count.label("audited")).select_from(guard.outerjoin(r, true()))
+
+
+def _side_channel_rows(who: Principal, r: CTE, types: tuple[str, ...], *where: Any, reads: CTE | None = None) -> CTE:
+    """The INSERT of the audit rows of the side channel of ``r`` (a statement's rows, ``i<k>`` and ``c<k>`` per type
+    of ``types``): one per type read, naming its ids and its clients, each once, in the order first read
+    (``audit.own_rows``). Without ``reads``, the request's (its values bound); with them, one per read of ``reads``
+    whose record ``r`` holds live, with that read's values, in the order of the reads."""
+    per_read = [] if reads is None else [reads.c.n, *(reads.c[name] for name in audit.READ_VALUES)]
+
+    def of_type(k: int, name: str) -> Select[Any]:
+        chosen = select(literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
+                        r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"), *per_read)
+        if reads is None:
+            return chosen
+        return chosen.select_from(reads.join(r, r.c.id == reads.c.id)).where(r.c.deleted_at.is_(None))
+
+    per_type = union_all(*(of_type(k, name) for k, name in enumerate(types))).subquery("audit_t")
+    kept = [c for c in per_type.c if c.key not in ("i", "c")]
+    arrays = select(*kept, _distinct_uuids("i").label("resource_ids"), _distinct_uuids("c").label("client_ids")) \
+        .where(per_type.c.i.is_not(None), *where).subquery("audit_a")
+    return audit.own_rows(who, arrays, per_read=reads is not None)
 
 
 def _reads() -> CTE:
@@ -128,15 +142,7 @@ def audited_reads(rows: Select[Any], reads: CTE, types: tuple[str, ...], who: Pr
     trail records once answered. Every row gets ``audited``: how many audit rows the statement wrote, for all the
     reads it carries (none when the session held another tenant: ``by_ids`` then reads nothing)."""
     r = rows.cte("r").prefix_with("MATERIALIZED")
-    per_type = union_all(*(
-        select(reads.c.n, literal_column(str(k), Integer).label("k"), _key(name).label("resource_type"),
-               r.c[f"i{k}"].label("i"), r.c[f"c{k}"].label("c"), *(reads.c[name] for name in audit.READ_VALUES))
-        .select_from(reads.join(r, r.c.id == reads.c.id)).where(r.c.deleted_at.is_(None))
-        for k, name in enumerate(types))).subquery("audit_t")
-    arrays = select(per_type.c.n, per_type.c.k, per_type.c.resource_type, _distinct_uuids("i").label("resource_ids"),
-                    _distinct_uuids("c").label("client_ids"), *(per_type.c[name] for name in audit.READ_VALUES)) \
-        .where(per_type.c.i.is_not(None)).subquery("audit_a")
-    count = audit.written_count(audit.own_rows(who, arrays, per_read=True))
+    count = audit.written_count(_side_channel_rows(who, r, types, reads=reads))
     return select(*r.c, count.label("audited"))
 
 
