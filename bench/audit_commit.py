@@ -175,22 +175,30 @@ async def main(argv: list[str] | None = None) -> None:
     await engine.dispose()
 
 
-def _read_values(who: Principal, client: Any) -> dict[str, Any]:
-    """The arrays of one read's id and audit values, as the service sends a read by id that writes its audit rows
-    (``jsonread.read``, through ``CompiledRead.fetch_one_of``)."""
-    trail = AuditTrail(request_id="bench-audited", method="GET", path=f"/v1/clients/{client}",
-                       remote="127.0.0.1")
-    return {"ids": [client], **{name: [value] for name, value in trail.read_values(who).items()}}
+def _w1_statement(engine: Any, who: Principal, audited: bool) -> tuple[str, Callable[[Any], list[Any]]]:
+    """The service's W1 statement (``jsonread``'s for ``?include=strengths``, compiled as the service compiles it;
+    ``audited``: the one that also writes the read's audit rows), and the arguments of one read of a client, as
+    ``CompiledRead.fetch_one_of`` sends them (with ``audited``, the read's audit values, each a one-element array)."""
+    sql, names, defaults = _json_read("clients", ("strengths",), audited).statement._compile(engine.dialect, False)
+
+    def args_of(client: Any) -> list[Any]:
+        values = {**defaults, "org_id": who.org_id, "patient_id": None, "ids": [client]}
+        if audited:
+            trail = AuditTrail(request_id="bench-audited", method="GET", path=f"/v1/clients/{client}",
+                               remote="127.0.0.1")
+            values.update({name: [value] for name, value in trail.read_values(who).items()})
+        return [values[name] for name in names]
+
+    return sql, args_of
 
 
 async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
     """W1's statements as the service sends them, against the limit twin, in one run (see the module's doc)."""
     settings = db.settings
     who = Principal(org_id=org, app_id="bench", subject="bench")
-    plan = _json_read("clients", ("strengths",), False)
-    sql, names, defaults = plan.statement._compile(engine.dialect, False)
-    audited_sql, audited_names, audited_defaults = _json_read("clients", ("strengths",), True).statement._compile(
-        engine.dialect, False)
+    types = _json_read("clients", ("strengths",), False).types
+    sql, args_of = _w1_statement(engine, who, False)
+    audited_sql, audited_args_of = _w1_statement(engine, who, True)
     group = GroupCommit(engine)
     size = {"min_size": args.concurrency, "max_size": args.concurrency}
     limit_pool = await twin_pool(db.owner_dsn, settings, **size, session=PINNED_SESSION_SETTINGS)
@@ -202,15 +210,14 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
 
     async def read(conn: asyncpg.Connection) -> AuditTrail:
         client = random.choice(clients)
-        values = {**defaults, "org_id": org, "patient_id": None, "ids": [client]}
-        row = (await conn.fetch(sql, *[values[name] for name in names]))[0]
+        row = (await conn.fetch(sql, *args_of(client)))[0]
         if not row["ok"] or row["version"] is None:
             raise RuntimeError(f"the pinned read did not find client {client}")
         trail = AuditTrail(request_id="bench-bound", method="GET", path=f"/v1/clients/{client}?include=strengths",
                            remote="127.0.0.1")
-        token = audit.begin(trail)  # what the read notes, as jsonread.read notes it
+        token = audit.begin(trail)  # what the group commit writes: the side channel noted, as a list page notes it
         try:
-            note(plan.types, row)
+            note(types, row)
         finally:
             audit.end(token)
         return trail
@@ -229,8 +236,7 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
     async def pinned_audited(conn: asyncpg.Connection | None) -> None:
         assert conn is not None
         client = random.choice(clients)
-        values = {**audited_defaults, **_read_values(who, client), "org_id": org, "patient_id": None}
-        row = (await conn.fetch(audited_sql, *[values[name] for name in audited_names]))[0]
+        row = (await conn.fetch(audited_sql, *audited_args_of(client)))[0]
         if row["version"] is None or row["audited"] != 2:
             raise RuntimeError(f"the audited read did not find client {client}, or did not write its rows")
 
@@ -239,7 +245,7 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
         ("pinned read, group commit", pinned, pinned_grouped, False),
         ("pinned read writing its audit rows", pinned, pinned_audited, True)]
     shares: dict[str, list[float]] = {name: [] for name, *_ in runs}
-    for repeat in range(args.repeats):  # the three in turn, each repeat's shares of its own limit twin's rate
+    for repeat in range(args.repeats):  # the four in turn, each repeat's shares of its own limit twin's rate
         rates: dict[str, float] = {}
         for name, pool, body, hold in runs:
             before, pg = group.commits, postgres_cpu(db.data_dir)
@@ -259,9 +265,8 @@ async def bound(db: Database, engine: Any, org: Any, clients: list[Any], args: a
 async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: argparse.Namespace) -> None:
     """W1's statements and the group commit's transaction in PostgreSQL's CPU, one at a time (``--cost``)."""
     who = Principal(org_id=org, app_id="bench", subject="bench")
-    sql, names, defaults = _json_read("clients", ("strengths",), False).statement._compile(engine.dialect, False)
-    audited_sql, audited_names, audited_defaults = _json_read("clients", ("strengths",), True).statement._compile(
-        engine.dialect, False)
+    sql, args_of = _w1_statement(engine, who, False)
+    audited_sql, audited_args_of = _w1_statement(engine, who, True)
     one = {"min_size": 1, "max_size": 1, "session": PINNED_SESSION_SETTINGS}
     limit_pool = await twin_pool(db.owner_dsn, db.settings, **one)
     pinned = await twin_pool(db.app_dsn, db.settings, **one, tenant=org)
@@ -270,12 +275,10 @@ async def cost(db: Database, engine: Any, org: Any, clients: list[Any], args: ar
         await conn.fetchval(W1, org, client)
 
     async def service_read(conn: asyncpg.Connection, client: Any) -> None:
-        values = {**defaults, "org_id": org, "patient_id": None, "ids": [client]}
-        await conn.fetch(sql, *[values[name] for name in names])
+        await conn.fetch(sql, *args_of(client))
 
     async def audited_read(conn: asyncpg.Connection, client: Any) -> None:
-        values = {**audited_defaults, **_read_values(who, client), "org_id": org, "patient_id": None}
-        await conn.fetch(audited_sql, *[values[name] for name in audited_names])
+        await conn.fetch(audited_sql, *audited_args_of(client))
 
     def rows_of(client: Any) -> str:  # a read's audit rows, as the service's trail writes them
         trail = AuditTrail(request_id="bench-cost", method="GET", path=f"/v1/clients/{client}?include=strengths",

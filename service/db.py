@@ -494,10 +494,9 @@ class PinnedTenants:
                 if not future.done():
                     future.set_result((rows, raw))
         finally:
-            if self._running[key] == 1:
+            self._running[key] -= 1
+            if not self._running[key]:
                 del self._running[key]
-            else:
-                self._running[key] -= 1
             if key in self._waiting and not self._scheduled:
                 self._start()
 

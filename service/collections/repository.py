@@ -113,9 +113,7 @@ class CompiledRead:
         a pinned connection they may carry other reads' elements too (``db.PinnedTenants.coalesced``), whose rows
         the caller leaves aside."""
         sql, names, args = self._statement(conn, who, {**params, **dict.fromkeys(item)})
-        at = tuple(names.index(name) for name in item)
-        if len(set(names)) != len(names):  # an array sent at one position only must be the statement's only use of it
-            raise AssertionError(f"a parameter appears twice in a statement by ids: {names}")
+        at = tuple(names.index(name) for name in item)  # each name once: its every use in the SQL is that one $n
         if isinstance(conn, PinnedConnection):
             return await conn.coalesced(sql, tuple(args), at, tuple(item.values()))
         for position, value in zip(at, item.values(), strict=True):
