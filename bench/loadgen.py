@@ -41,6 +41,7 @@ class Result:
     error_detail: dict[str, int] = field(default_factory=dict)
     cpu_s: float | None = None  # CPU seconds of the process measured (service or raw client), when known
     pg_cpu_s: float | None = None  # CPU seconds PostgreSQL used over the measured window, when known
+    sharing: dict[str, float | None] | None = None  # how the cores were shared over it (run.Sharing), when known
 
     @property
     def cpu_ms_per_req(self) -> float | None:

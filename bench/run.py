@@ -129,11 +129,14 @@ def measure_http(tool: str, base_url: str, requests: list[loadgen.Request], args
                          duration=max(1.0, args.warmup) if tool == "wrk" else args.warmup, **kw)
     cpu0 = process_tree_cpu(pid) if pid else 0.0
     pg0 = pg_cpu() if pg_cpu else 0.0
+    shares0 = Sharing.now(pid) if pid else None
     result = loadgen.run_load(tool, base_url, requests, duration=args.duration, **kw)
     if pg_cpu:
         result.pg_cpu_s = pg_cpu() - pg0
     if pid:
         result.cpu_s = process_tree_cpu(pid) - cpu0
+    if shares0 is not None and pid:
+        result.sharing = shares0.until(Sharing.now(pid))
     if sequential:
         raw.refuse_repeats(result.requests, len(requests), "bodies")
     return result
@@ -166,6 +169,62 @@ def process_tree_cpu(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+SHARING = ("machine_idle", "loop_util", "loop_wait")  # Sharing.until's figures, per run and their medians
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How the machine's cores were shared over a measured window (Linux's ``/proc``): the jiffies of all its cores,
+    idle and in all, and per thread of the service's process tree the nanoseconds it ran on a core and those it
+    waited on a run queue, ready to run (``/proc/<pid>/task/<tid>/schedstat``)."""
+
+    idle: int
+    total: int
+    threads: dict[int, tuple[int, int]]
+
+    @classmethod
+    def now(cls, pid: int) -> Sharing | None:
+        """None where the kernel does not tell (no ``/proc/stat``)."""
+        try:
+            cores = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal (a guest's time is counted in user's already)
+        jiffies = [int(v) for v in cores]
+        threads: dict[int, tuple[int, int]] = {}
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for proc in procs:
+            for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+                try:
+                    ran, waited = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+                except (OSError, ValueError):  # gone meanwhile, or no schedstat in this kernel
+                    continue
+                threads[int(task.name)] = (ran, waited)
+        return cls(idle=jiffies[3] + jiffies[4], total=sum(jiffies), threads=threads)
+
+    def until(self, after: Sharing | None) -> dict[str, float | None]:
+        """``machine_idle``: the share of the machine's cores idle over the window. Of the service's busiest thread
+        in it (its event loop; the busiest of all workers' with several), ``loop_util``: its time on a core over
+        the window's, ``loop_wait``: the time it waited for a core, ready to run, per unit of time it ran. A loop
+        near 1.0 is held by its own CPU; one well below 1.0 that waited about as long as it ran is held by the
+        cores it shares with PostgreSQL (and wrk); one below 1.0 that did not wait, by waits of its own."""
+        if after is None or after.total <= self.total:
+            return dict.fromkeys(SHARING)
+        out: dict[str, float | None] = {"machine_idle": round((after.idle - self.idle) / (after.total - self.total), 3)}
+        spent = {tid: (ran - self.threads[tid][0], waited - self.threads[tid][1])
+                 for tid, (ran, waited) in after.threads.items() if tid in self.threads}
+        busiest = max(spent.values(), default=(0, 0))
+        if busiest[0] <= 0:
+            return {**out, "loop_util": None, "loop_wait": None}
+        seconds = (after.total - self.total) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
+        return {**out, "loop_util": round(busiest[0] / 1e9 / seconds, 2),
+                "loop_wait": round(busiest[1] / busiest[0], 2)}
 
 
 def generator_ceiling(tool: str, args: argparse.Namespace, work_dir: Path) -> loadgen.Result:
@@ -345,6 +404,7 @@ def measure_workload(setup: Setup, svc: Service, ctx: Context, captured: raw.Cap
     run: dict[str, Any] = {
         "http": {**http.as_dict(), "service_cpu_ms_per_req": http.cpu_ms_per_req,
                  "service_cpu_util": round(http.cpu_s / http.duration_s, 2) if http.cpu_s else None,
+                 **(http.sharing or {}),
                  "pg_cpu_ms_per_req": http.pg_cpu_ms_per_req, "reads_per_coalesced_statement": shared},
         "raw": {**twin.as_dict(), "client_cpu_ms_per_req": twin.cpu_ms_per_req,
                 "pg_cpu_ms_per_req": twin.pg_cpu_ms_per_req},
@@ -353,9 +413,9 @@ def measure_workload(setup: Setup, svc: Service, ctx: Context, captured: raw.Cap
     log(f"{label}: {w.name} ({args.duration:g} s, c{args.concurrency}) {http.rps:.0f} rps "
         f"(p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, {http.errors} errors, "
         f"service CPU {http.cpu_ms_per_req} ms/request, PostgreSQL {http.pg_cpu_ms_per_req}"
-        f"{'' if shared is None else f', {shared} reads per coalesced statement'}), "
-        f"raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, PostgreSQL "
-        f"{twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
+        f"{'' if shared is None else f', {shared} reads per coalesced statement'}"
+        f"{_sharing_note(http.sharing)}), raw {twin.rps:.0f} rps (client CPU {twin.cpu_ms_per_req} ms/request, "
+        f"PostgreSQL {twin.pg_cpu_ms_per_req}), ratio {ratio:.2f}")
     if w.name in limit.LIMITS:
         measure_limit(setup, ctx, w, variants, args, run, label, pg_cpu)
     if args.ladder and not w.writes:
@@ -366,6 +426,14 @@ def measure_workload(setup: Setup, svc: Service, ctx: Context, captured: raw.Cap
         log(f"{label}: {w.name} same statements through SQLAlchemy {sa.rps:.0f} rps ({sa.errors} errors, "
             f"client CPU {sa.cpu_ms_per_req} ms/request), {sa.rps / twin.rps if twin.rps else 0:.2f} of raw")
     return run
+
+
+def _sharing_note(sharing: dict[str, float | None] | None) -> str:
+    if not sharing or sharing.get("machine_idle") is None:
+        return ""
+    loop = "" if sharing.get("loop_util") is None else \
+        f", event loop on a core {sharing['loop_util']:.2f} and waiting {sharing['loop_wait']:.2f} per unit run"
+    return f", cores idle {sharing['machine_idle']:.2f}{loop}"
 
 
 LIMIT_WRITE_PLANS = 8000  # W3's limit twin: distinct plans per run (it is faster than the service and the replay)
@@ -451,6 +519,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
             "concurrency": min(args.concurrency, w.concurrency or args.concurrency),
             "service_cpu_ms_per_req": median_opt([r["http"]["service_cpu_ms_per_req"] for r in reps]),
             "service_cpu_util": median_opt([r["http"]["service_cpu_util"] for r in reps]),
+            **{key: median_opt([r["http"].get(key) for r in reps]) for key in SHARING},
             "raw_client_cpu_ms_per_req": median_opt([r["raw"]["client_cpu_ms_per_req"] for r in reps]),
             "service_pg_cpu_ms_per_req": median_opt([r["http"].get("pg_cpu_ms_per_req") for r in reps]),
             "raw_pg_cpu_ms_per_req": median_opt([r["raw"].get("pg_cpu_ms_per_req") for r in reps]),
@@ -545,18 +614,21 @@ def cpu_table(workloads: dict[str, Any]) -> list[str]:
              "process over the measured window; the load generator's aside). CPU ratio: the twin's total over the "
              "service's, what the measured ratio would be if the machine's cores were all that limited both. One core "
              "per worker: the ratio to the limit if each service worker (one event loop) kept one core busy and "
-             "nothing else held it back, the most its own CPU per request allows.", "",
+             "nothing else held it back, the most its own CPU per request allows. While the service ran: the share "
+             "of the machine's cores idle, and its event loop's time on a core over the run's and the time it "
+             "waited for one, ready to run, per unit of time it ran (`run.Sharing`).", "",
              "| workload | service | its PostgreSQL | replay client | its PostgreSQL | limit client | its PostgreSQL "
              "| CPU ratio (measured) to the replay | CPU ratio (measured) to the limit "
-             "| one core per worker, to the limit |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| one core per worker, to the limit | cores idle | event loop on a core | it waited per unit run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, w in workloads.items():
         lines.append(
             f"| {name} | {ms(w, 'service_cpu_ms_per_req')} | {ms(w, 'service_pg_cpu_ms_per_req')} | "
             f"{ms(w, 'raw_client_cpu_ms_per_req')} | {ms(w, 'raw_pg_cpu_ms_per_req')} | "
             f"{ms(w, 'limit_client_cpu_ms_per_req')} | {ms(w, 'limit_pg_cpu_ms_per_req')} | "
             f"{ratio(w, 'cpu_ratio')} ({ratio(w, 'ratio')}) | "
-            f"{ratio(w, 'limit_cpu_ratio')} ({ratio(w, 'limit_ratio')}) | {ratio(w, 'limit_core_ratio')} |")
+            f"{ratio(w, 'limit_cpu_ratio')} ({ratio(w, 'limit_ratio')}) | {ratio(w, 'limit_core_ratio')} | "
+            f"{ratio(w, 'machine_idle')} | {ratio(w, 'loop_util')} | {ratio(w, 'loop_wait')} |")
     return lines
 
 

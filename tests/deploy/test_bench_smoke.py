@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -177,6 +178,10 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
             / (limit["service_cpu_ms_per_req"] + limit["service_pg_cpu_ms_per_req"]), abs=0.002), name
         assert limit["limit_core_ratio"] == pytest.approx(
             1000 / limit["service_cpu_ms_per_req"] / limit["limit_rps"], rel=0.01), name
+        # How the cores were shared while the service ran (run.Sharing): its event loop ran, and waited or not.
+        assert 0 <= limit["machine_idle"] <= 1, name
+        assert 0 < limit["loop_util"] <= 1.05, name
+        assert limit["loop_wait"] >= 0, name
     # The captured statements stay on the machine (raw/, git-ignored); the committed figures leave them out.
     assert "statements" not in w1
     full = json.loads((tmp_path / "raw" / "latest.full.json").read_text())
@@ -191,7 +196,34 @@ def test_bench_end_to_end_tiny(tmp_path: Path) -> None:
     assert result["generator"]["ceiling_rps"] > 0
     assert "| W1 " in (tmp_path / "latest.md").read_text()
     assert "| CPU ratio (measured) to the limit |" in (tmp_path / "latest.md").read_text()
+    assert "| cores idle | event loop on a core | it waited per unit run |" in (tmp_path / "latest.md").read_text()
     print(f"bench smoke: {elapsed:.1f} s")
+
+
+def test_sharing_finds_the_busiest_thread_and_what_it_waited() -> None:
+    """``run.Sharing`` over a window in which this thread kept a core busy and another thread slept: the busiest
+    thread (this one, the sleeper ran next to nothing) was on a core for much of the window (it may have waited for
+    one: CI runs tests beside it)."""
+    import threading
+
+    from bench.run import SHARING, Sharing
+
+    idle = threading.Thread(target=time.sleep, args=(0.5,))
+    idle.start()
+    before = Sharing.now(os.getpid())
+    assert before is not None
+    assert threading.get_native_id() in before.threads
+    assert idle.native_id in before.threads
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:
+        pass
+    shares = before.until(Sharing.now(os.getpid()))
+    idle.join()
+    assert set(shares) == set(SHARING)
+    assert 0 <= shares["machine_idle"] < 1
+    assert 0.2 < shares["loop_util"] <= 1.05
+    assert shares["loop_wait"] >= 0
+    assert before.until(before) == dict.fromkeys(SHARING)  # an empty window tells nothing
 
 
 def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
