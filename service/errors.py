@@ -159,3 +159,33 @@ class UnsupportedMediaType(DomainError):
 
 class TooManyRequests(DomainError):
     status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class TimedOut(DomainError):
+    """A statement ran past the database's time limit (``STATEMENT_TIMEOUT_MS``): its transaction was rolled back,
+    and the request may be sent again."""
+
+    status, code, title = 503, "query_timeout", "The request took too long"
+
+
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled, statement_timeout's among them
+RETRY_AFTER_TIMEOUT = "5"  # seconds
+
+
+def timed_out(exc: BaseException) -> TimedOut | None:
+    """What an unexpected error stands for when it is a statement the database cancelled for its time limit,
+    anywhere in its chain (asyncpg's error, as raised or wrapped by SQLAlchemy): a 503 to send again later, not
+    a 500. None for any other error."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if getattr(err, "sqlstate", None) == QUERY_CANCELED:
+            return TimedOut("A database statement ran past its time limit and its transaction was rolled back; "
+                            "send the request again later, or ask for less (a smaller page or range)",
+                            headers={"Retry-After": RETRY_AFTER_TIMEOUT})
+        stack += [err.__cause__, err.__context__, getattr(err, "orig", None)]
+    return None

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.http import SERVER_ERROR_HEADERS, ProblemOut
-from service.errors import PROBLEM_BASE, DomainError, field_error
+from service.errors import PROBLEM_BASE, DomainError, field_error, timed_out
 
 log = structlog.get_logger("service.errors")
 
@@ -76,6 +76,11 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> ProblemOut:
         # Sent by Starlette's outermost ServerErrorMiddleware, past every middleware of ours: it says itself that
         # the connection closes (the server closes it after an unhandled error).
+        late = timed_out(exc)
+        if late is not None:  # the database's time limit: a 503 to send again, not a bug
+            log.warning("statement timeout", path=request.url.path, method=request.method)
+            return problem_response(late.status, late.code, late.title, late.detail,
+                                    headers={**late.headers, **SERVER_ERROR_HEADERS})
         log.exception("unhandled error", path=request.url.path, method=request.method)
         return problem_response(500, "internal_error", "Internal server error",
                                 "The error was logged; no details are given to clients.", headers=SERVER_ERROR_HEADERS)

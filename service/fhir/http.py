@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.http import SERVER_ERROR_HEADERS, JSONOut, StrictRoute
-from service.errors import MAX_FIELD, DomainError, excerpt
+from service.errors import MAX_FIELD, DomainError, excerpt, timed_out
 
 log = structlog.get_logger("service.fhir")
 
@@ -23,7 +23,8 @@ FHIR_JSON = "application/fhir+json"
 # OperationOutcome.issue.code (http://hl7.org/fhir/issue-type) for each status we answer.
 ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                406: "not-supported", 409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly",
-               415: "not-supported", 422: "processing", 429: "throttled", 500: "exception"}
+               415: "not-supported", 422: "processing", 429: "throttled", 500: "exception",
+               503: "timeout"}
 
 
 class FhirOut(JSONOut):
@@ -78,6 +79,11 @@ def render(exc: Exception, request: Request) -> Response:
                                 expressions=pairs)
     if isinstance(exc, StarletteHTTPException):
         return outcome_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    late = timed_out(exc)
+    if late is not None:  # the database's time limit: a 503 to send again, not a bug
+        log.warning("statement timeout", path=request.url.path, method=request.method)
+        return outcome_response(late.status, late.detail, headers={**late.headers, **SERVER_ERROR_HEADERS},
+                                reason=late.code)
     log.exception("unhandled FHIR error", path=request.url.path, method=request.method)
     return outcome_response(500, "Internal server error; the error was logged.", headers=SERVER_ERROR_HEADERS)
 

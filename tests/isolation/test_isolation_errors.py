@@ -13,7 +13,8 @@ import pytest
 
 from service.app import create_app
 from service.fhir import rest as fhir_routes
-from tests.support.harness import Api
+from tests.support.fhir import FHIR
+from tests.support.harness import ALL, Api
 from tests.support.servers import free_port, serve_app
 
 SECRET = "secret internals: password=hunter2"
@@ -133,3 +134,39 @@ async def test_a_live_server_answers_a_500_then_closes_the_connection_cleanly(db
         assert after == b""  # the server ended the connection in order, after the whole answer
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200  # and serves the next connection
+
+
+# ---------------------------------------------------------------- the database's time limit is a 503, not a bug
+
+
+async def test_a_statement_past_the_time_limit_is_a_503_to_send_again(db):
+    """A statement the database cancels for its time limit (``STATEMENT_TIMEOUT_MS``; here a lock another session
+    holds keeps it waiting) is answered 503 ``query_timeout`` with ``Retry-After``, over REST (the read's fast path,
+    a write in its transaction) and FHIR, and logged as a warning; the write changed nothing."""
+    app = create_app(db.settings(statement_timeout_ms=400))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            api = Api(app=app, http=http, db=db)
+            c = api.client(await api.token(await api.org("A"), ALL))
+            ana = (await c.post("/v1/clients", json={"display_name": "Ana"})).json()
+            lock = await db.connect()
+            try:
+                async with lock.transaction():
+                    await lock.execute("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE")
+                    answers = [await c.get(f"/v1/clients/{ana['id']}"),
+                               await c.patch(f"/v1/clients/{ana['id']}", json={"display_name": "Bea"}),
+                               await c.get(f"{FHIR}/Patient/{ana['id']}")]
+            finally:
+                await lock.close()
+            after = (await c.get(f"/v1/clients/{ana['id']}")).json()
+    for resp in answers:
+        assert resp.status_code == 503, resp.text[:500]
+        assert resp.headers["retry-after"] == "5"
+        assert SECRET not in resp.text
+    read, write, fhir = (r.json() for r in answers)
+    assert read["code"] == write["code"] == "query_timeout"
+    assert answers[0].headers["content-type"] == "application/problem+json"
+    assert fhir["resourceType"] == "OperationOutcome"
+    assert fhir["issue"][0]["code"] == "timeout"
+    assert after["display_name"] == "Ana"  # the PATCH's transaction was rolled back
