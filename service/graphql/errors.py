@@ -57,7 +57,7 @@ def from_domain(exc: DomainError) -> GraphQLError:
         return forbidden(exc.scope)
     code = "CONFLICT" if isinstance(exc, Conflict) else \
         "PRECONDITION_FAILED" if isinstance(exc, PreconditionFailed) else \
-        "FORBIDDEN" if exc.status == 403 else "BAD_REQUEST"
+        "FORBIDDEN" if exc.status == 403 else "SERVICE_UNAVAILABLE" if exc.status == 503 else "BAD_REQUEST"
     extensions: dict[str, Any] = {"code": code, "reason": reason}
     if exc.errors:
         extensions["errors"] = [{**e, "field": camel_path(e["field"])} for e in exc.errors]

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from service.collections import service
 from service.collections.registry import REGISTRY, Collection
 from service.collections.types import list_of
-from service.errors import DomainError, Gone, NotFound
+from service.errors import DomainError, Gone, NotFound, timed_out
 from service.graphql.context import GraphQLContext
 from service.graphql.errors import forbidden, from_domain, from_pydantic
 from service.graphql.limits import DEFAULT_FIRST, ROOT_FIRST, check_page
@@ -47,6 +47,9 @@ class _DomainErrors:
             return True
         if isinstance(exc, DomainError):
             raise from_domain(exc) from exc
+        late = timed_out(exc) if exc is not None else None
+        if late is not None:  # the database's time limit: an error to send again, not one masked as a bug
+            raise from_domain(late) from exc
         return False
 
 

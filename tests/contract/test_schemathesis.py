@@ -122,7 +122,7 @@ def _register_peers(tokens: dict[str, str], tmp: Path) -> None:
 # carries none of the contract's codes (CONTRACT.md section 5) -- INTERNAL_SERVER_ERROR is what the service
 # tags a masked resolver exception with, so it fails too.
 GRAPHQL_CODES = {"BAD_USER_INPUT", "UNAUTHENTICATED", "FORBIDDEN", "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED",
-                 "CONFLICT", "PRECONDITION_FAILED", "BAD_REQUEST", "QUERY_TOO_COSTLY"}
+                 "CONFLICT", "PRECONDITION_FAILED", "BAD_REQUEST", "QUERY_TOO_COSTLY", "SERVICE_UNAVAILABLE"}
 graphql_schema = schemathesis.graphql.from_path(
     str(PROJECT_ROOT / "schema" / "schema.graphql"), config=CONFIG)
 

@@ -142,7 +142,7 @@ async def test_a_live_server_answers_a_500_then_closes_the_connection_cleanly(db
 async def test_a_statement_past_the_time_limit_is_a_503_to_send_again(db):
     """A statement the database cancels for its time limit (``STATEMENT_TIMEOUT_MS``; here a lock another session
     holds keeps it waiting) is answered 503 ``query_timeout`` with ``Retry-After``, over REST (the read's fast path,
-    a write in its transaction) and FHIR, and logged as a warning; the write changed nothing."""
+    a write in its transaction) and FHIR, and GraphQL codes it ``SERVICE_UNAVAILABLE``; the write changed nothing."""
     app = create_app(db.settings(statement_timeout_ms=400))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -157,11 +157,13 @@ async def test_a_statement_past_the_time_limit_is_a_503_to_send_again(db):
                     answers = [await c.get(f"/v1/clients/{ana['id']}"),
                                await c.patch(f"/v1/clients/{ana['id']}", json={"display_name": "Bea"}),
                                await c.get(f"{FHIR}/Patient/{ana['id']}")]
+                    graphql = await c.post("/graphql", json={"query": "{ clients { edges { node { id } } } }"})
             finally:
                 await lock.close()
             after = (await c.get(f"/v1/clients/{ana['id']}")).json()
     for resp in answers:
         assert resp.status_code == 503, resp.text[:500]
+        assert "canceling statement" not in resp.text
         assert resp.headers["retry-after"] == "5"
         assert SECRET not in resp.text
     read, write, fhir = (r.json() for r in answers)
@@ -170,3 +172,10 @@ async def test_a_statement_past_the_time_limit_is_a_503_to_send_again(db):
     assert fhir["resourceType"] == "OperationOutcome"
     assert fhir["issue"][0]["code"] == "timeout"
     assert after["display_name"] == "Ana"  # the PATCH's transaction was rolled back
+    # GraphQL answers 200 with the error in its list (as every GraphQL error), coded, not masked as a bug.
+    assert graphql.status_code == 200, graphql.text[:500]
+    error = graphql.json()["errors"][0]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert error["extensions"]["reason"] == "query_timeout"
+    assert "time limit" in error["message"]
+    assert "canceling statement" not in graphql.text  # PostgreSQL's own message stays in the log
