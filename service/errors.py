@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import structlog
+
 PROBLEM_BASE = "https://strengths-api.dev/problems/"
 MAX_DETAIL = 500  # characters of a problem's detail or an error's message: a short excerpt of any input it names
 MAX_FIELD = 200  # characters of an error's field path (a JSON key sent by the client may be in it)
@@ -175,7 +177,8 @@ RETRY_AFTER_TIMEOUT = "5"  # seconds
 def timed_out(exc: BaseException) -> TimedOut | None:
     """What an unexpected error stands for when it is a statement the database cancelled for its time limit,
     anywhere in its chain (asyncpg's error, as raised or wrapped by SQLAlchemy): a 503 to send again later, not
-    a 500. None for any other error."""
+    a 500, logged as a warning. None for any other error. Every transport asks it of the errors it would
+    otherwise answer as a bug (REST's outermost handler, FHIR's ``render``, GraphQL's resolver guard)."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -184,6 +187,8 @@ def timed_out(exc: BaseException) -> TimedOut | None:
             continue
         seen.add(id(err))
         if getattr(err, "sqlstate", None) == QUERY_CANCELED:
+            # logged here, for every transport (the line carries the request id; the access line its path)
+            structlog.get_logger("service.errors").warning("statement timeout", error=type(err).__name__)
             return TimedOut("A database statement ran past its time limit and its transaction was rolled back; "
                             "send the request again later, or ask for less (a smaller page or range)",
                             headers={"Retry-After": RETRY_AFTER_TIMEOUT})

@@ -78,9 +78,8 @@ def install(app: FastAPI) -> None:
         # the connection closes (the server closes it after an unhandled error).
         late = timed_out(exc)
         if late is not None:  # the database's time limit: a 503 to send again, not a bug
-            log.warning("statement timeout", path=request.url.path, method=request.method)
-            return problem_response(late.status, late.code, late.title, late.detail,
-                                    headers={**late.headers, **SERVER_ERROR_HEADERS})
+            late.headers.update(SERVER_ERROR_HEADERS)
+            return domain_problem(late)
         log.exception("unhandled error", path=request.url.path, method=request.method)
         return problem_response(500, "internal_error", "Internal server error",
                                 "The error was logged; no details are given to clients.", headers=SERVER_ERROR_HEADERS)

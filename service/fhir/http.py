@@ -80,10 +80,8 @@ def render(exc: Exception, request: Request) -> Response:
     if isinstance(exc, StarletteHTTPException):
         return outcome_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     late = timed_out(exc)
-    if late is not None:  # the database's time limit: a 503 to send again, not a bug
-        log.warning("statement timeout", path=request.url.path, method=request.method)
-        return outcome_response(late.status, late.detail, headers={**late.headers, **SERVER_ERROR_HEADERS},
-                                reason=late.code)
+    if late is not None:  # the database's time limit: a 503 to send again, not a bug; Connection: close as on
+        return render(late, request)  # every 5xx (service.api.middleware)
     log.exception("unhandled FHIR error", path=request.url.path, method=request.method)
     return outcome_response(500, "Internal server error; the error was logged.", headers=SERVER_ERROR_HEADERS)
 

@@ -165,6 +165,7 @@ async def test_a_statement_past_the_time_limit_is_a_503_to_send_again(db):
         assert resp.status_code == 503, resp.text[:500]
         assert "canceling statement" not in resp.text
         assert resp.headers["retry-after"] == "5"
+        assert resp.headers["connection"] == "close"
         assert SECRET not in resp.text
     read, write, fhir = (r.json() for r in answers)
     assert read["code"] == write["code"] == "query_timeout"
