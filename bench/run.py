@@ -159,11 +159,17 @@ def reads_per_statement(before: tuple[float, float], after: tuple[float, float])
     return round((after[0] - before[0]) / statements, 2) if statements else None
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children (uvicorn's workers when --workers > 1)."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its children (uvicorn's workers when --workers > 1); ``psutil.NoSuchProcess`` once it has
+    exited."""
     root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children."""
     total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in process_tree(pid):
         try:
             total += sum(proc.cpu_times()[:2])
         except psutil.NoSuchProcess:
@@ -195,8 +201,7 @@ class Sharing:
         jiffies = [int(v) for v in cores]
         threads: dict[int, tuple[int, int]] = {}
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            procs = process_tree(pid)
         except psutil.NoSuchProcess:
             procs = []
         for proc in procs:
