@@ -310,3 +310,43 @@ def test_audit_commit_prices_w1s_statements_in_postgres_cpu() -> None:
                            *(f"group commit of {n} reads' rows" for n in (1, 8, 16))}
     assert all(float(ms) >= 0 for ms in priced.values()), out.stdout  # CPU counted in ticks: a tiny run may see 0
     assert [float(ms) > 0 for ms in re.findall(r"per statement, ([0-9.]+) ms each", out.stdout)] == [True] * 3
+
+
+FAKE_VALGRIND = """\
+import sys
+args = sys.argv[1:]
+out = next(a.split("=", 1)[1] for a in args if a.startswith("--callgrind-out-file="))
+batches, reads = int(args[args.index("--batches") + 1]), int(args[args.index("--reads") + 1])
+assert args[args.index("-m") + 1: args.index("-m") + 3] == ["bench.layers", "--write"], args
+with open(out, "w") as f:
+    f.write(f"version: 1\\ncmd: python\\nsummary: {5_000 + 300 * batches + 2 * reads}\\n")
+"""
+
+
+def test_instructions_take_each_requests_count_from_three_counted_runs(tmp_path: Path) -> None:
+    """``bench.instructions``: three runs of ``bench.layers --write`` under callgrind (here a stand-in that writes a
+    count of its own: 300 per batch, 2 per ``GET /healthz``, 5,000 besides), and what one batch and one ``GET
+    /healthz`` cost from their differences, start-up cancelled out."""
+    from bench import instructions
+
+    fake = tmp_path / "valgrind"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_VALGRIND}")
+    fake.chmod(0o755)
+    report = instructions.main(["--valgrind", str(fake), "--batches", "16", "--more-batches", "32",
+                                "--healthz", "32", "--more-healthz", "64"])
+    assert report == {"instructions_per_batch": 300, "instructions_per_healthz": 2, "batch_in_healthz": 150.0}
+
+
+def test_instructions_read_callgrinds_summary_and_refuse_what_cannot_be_priced() -> None:
+    from bench.instructions import Counts, instructions, main
+
+    assert instructions("version: 1\ncreator: callgrind\nsummary: 17056507540\n") == 17056507540
+    assert instructions("events: Ir\nfl=(1) x.c\ntotals: 42\n") == 42
+    with pytest.raises(ValueError, match="not a callgrind output file"):
+        instructions("events: Ir\n")
+    with pytest.raises(ValueError, match="no more instructions"):
+        Counts(base=100, more_batches=100, more_healthz=150, batches=16, healthz=16).report()
+    for argv in (["--batches", "20"], ["--more-healthz", "100"], ["--batches", "96", "--more-batches", "80"]):
+        with pytest.raises(SystemExit) as refused:  # before any run: valgrind is never asked
+            main(argv + ["--valgrind", "/nonexistent"])
+        assert refused.value.code == 2, argv
