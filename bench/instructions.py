@@ -37,6 +37,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.layers import warm_up
 from service.settings import PROJECT_ROOT
 
 _TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -98,13 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data" / "bench"), help="the bench's database")
     p.add_argument("--valgrind", default=shutil.which("valgrind") or "valgrind")
     args = p.parse_args(argv)
-    for name in ("batches", "more_batches", "healthz", "more_healthz"):
-        # bench.layers sends count // concurrency * concurrency of each, after a warm-up of max(batches // 10,
-        # concurrency) of each: the same in all three runs only while batches stay below 10 * (concurrency + 1)
+    for name in ("batches", "more_batches", "healthz", "more_healthz"):  # bench.layers sends whole rounds
         if getattr(args, name) % args.concurrency:
             p.error(f"--{name.replace('_', '-')} must be a multiple of --concurrency ({args.concurrency})")
-    if args.batches + args.more_batches >= 10 * (args.concurrency + 1):
-        p.error("--batches + --more-batches must stay below 10 * (--concurrency + 1), for the same warm-up in each run")
+    if warm_up(args.batches, args.concurrency) != warm_up(args.batches + args.more_batches, args.concurrency):
+        p.error("--batches and --batches + --more-batches get different warm-ups in bench.layers: fewer batches")
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         work_dir = Path(tmp)
         counts = Counts(

@@ -215,9 +215,15 @@ async def in_process(args: argparse.Namespace, access_lines: Any) -> list[dict[s
 
         measured, count = (w3, args.batches) if args.write else (page if args.list else w1, args.reads)
         for request in (measured, healthz):  # warm-up: connections, prepared statements, caches
-            await run(request, max(count // 10, args.concurrency))
+            await run(request, warm_up(count, args.concurrency))
         return [{"request": await run(measured, count), "healthz": await run(healthz, args.reads)}
                 for _ in range(args.repeats)]
+
+
+def warm_up(count: int, concurrency: int) -> int:
+    """How many of the measured request and of ``GET /healthz`` ``in_process`` sends before it measures ``count``
+    of the request (``bench.instructions`` keeps it the same in the runs it compares)."""
+    return max(count // 10, concurrency)
 
 
 def main(argv: list[str] | None = None) -> None:
