@@ -103,9 +103,6 @@ class InstrumentDef:
     def max_total(self) -> int:
         return self.n_items * self.item_max
 
-    def score(self, items: list[int]) -> int:
-        return sum(items)
-
     def band(self, total: float) -> str:
         for band in self.bands:
             if band.low <= total <= band.high:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import Field, create_model
-from sqlalchemy import ColumnElement, FromClause, Uuid, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, FromClause, Uuid, cast, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, array_agg
 
 from service.collections.registry import Collection, Ref, RuleContext
@@ -116,7 +116,71 @@ async def marker_kind_matches_instrument(ctx: RuleContext) -> None:
         raise RuleViolation("max", "max is below min", "min_above_max")
 
 
+def fit_join(instrument: str, low: str, high: str, items: str, value: str) -> str:
+    """The rule that a measurement fits its marker, as SQL: ``LEFT JOIN LATERAL (...) AS fit ON true`` over five
+    SQL expressions (the marker's instrument, min and max; the measurement's items and value), giving
+    ``fit.code`` (null when it fits, else the rule it breaks), ``fit.value`` (what is stored: an instrument's
+    total, which the service scores, else the value sent), ``fit.total`` (an instrument's item sum) and
+    ``fit.bad`` (the 0-based indices of out-of-range items). The one place this rule lives: a single write asks it
+    with one row (``measurement_fits_marker``), a batch in its write statement for every item
+    (``measurement_batch``); ``fit_problem`` words what it answers. The instruments' item counts and ranges are the
+    registry's, rendered inline. Checked in the order a client fixes them: the items' presence, their count,
+    their range, the value sent against the total, then the marker's range."""
+    specs = ", ".join(f"('{s.key}', {s.n_items}, {s.item_min}, {s.item_max})" for s in INSTRUMENTS.values())
+    return f"""LEFT JOIN LATERAL (
+  SELECT CASE WHEN spec.key IS NOT NULL THEN
+           CASE WHEN {items} IS NULL THEN 'items_required'
+                WHEN cardinality({items}) <> spec.n_items THEN 'items_incomplete'
+                WHEN cardinality(s.bad) > 0 THEN 'item_out_of_range'
+                WHEN {value} IS NOT NULL AND {value} <> s.total THEN 'value_mismatch'
+                WHEN s.total < {low} OR s.total > {high} THEN 'value_out_of_range' END
+         WHEN {items} IS NOT NULL THEN 'items_not_allowed'
+         WHEN {value} IS NULL THEN 'value_required'
+         WHEN {value} < {low} OR {value} > {high} THEN 'value_out_of_range' END AS code,
+         CASE WHEN spec.key IS NOT NULL THEN CAST(s.total AS float8) ELSE {value} END AS value,
+         s.total, s.bad
+  FROM (VALUES {specs}) AS spec(key, n_items, item_min, item_max)
+  RIGHT JOIN (SELECT) AS one ON spec.key = CAST({instrument} AS text)
+  LEFT JOIN LATERAL (
+    SELECT (SELECT sum(x) FROM unnest({items}) AS x) AS total,
+           ARRAY(SELECT n - 1 FROM unnest({items}) WITH ORDINALITY AS u(x, n)
+                  WHERE x NOT BETWEEN spec.item_min AND spec.item_max) AS bad
+  ) AS s ON spec.key IS NOT NULL
+) AS fit ON true"""
+
+
+def fit_problem(marker: dict[str, Any], items: list[int] | None, value: float | None, code: str | None,
+                total: int | None, bad: list[int] | None) -> ValidationFailed | None:
+    """The problem of a measurement ``fit_join`` found not to fit ``marker`` (None when it fits), in words."""
+    if code is None:
+        return None
+    spec = INSTRUMENTS[marker["instrument"]] if marker["instrument"] else None
+    if code == "value_out_of_range":
+        shown = float(total) if spec is not None and total is not None else value
+        return RuleViolation("value", f"value {shown:g} is outside the marker's range [{marker['min']}, "
+                             f"{marker['max']}]", code)
+    if spec is None:
+        return RuleViolation("items", "Item responses belong to instrument markers only", code) \
+            if code == "items_not_allowed" else RuleViolation("value", "A measurement needs a value", code)
+    if code == "items_required":
+        return RuleViolation("items", f"{spec.name} needs its {spec.n_items} item responses", code)
+    if code == "items_incomplete":
+        return RuleViolation("items", f"{spec.name} has {spec.n_items} items, got {len(items or [])}", code)
+    if code == "item_out_of_range":
+        return ValidationFailed(f"{spec.name} item responses are out of range", errors=[
+            field_error(f"items.{i}", f"must be between {spec.item_min} and {spec.item_max}", code)
+            for i in bad or []])
+    return RuleViolation("value", f"value {value:g} is not the {spec.name} total {total}", code)  # value_mismatch
+
+
+_FIT_ONE = text(
+    "SELECT fit.code, fit.value, fit.total, fit.bad FROM (VALUES (CAST(:instrument AS text), CAST(:low AS float8), "
+    "CAST(:high AS float8), CAST(:items AS smallint[]), CAST(:value AS float8))) AS x(instrument, low, high, items, "
+    "value)\n" + fit_join("x.instrument", "x.low", "x.high", "x.items", "x.value"))
+
+
 async def measurement_fits_marker(ctx: RuleContext) -> None:
+    """A single write's measurement against its marker, asked of ``fit_join`` (a batch asks it in its statement)."""
     marker = ctx.ref("marker_id")
     if marker is None:
         return
@@ -124,34 +188,13 @@ async def measurement_fits_marker(ctx: RuleContext) -> None:
     value = ctx.data.get("value")
     if ctx.current is not None and ctx.changed("items") and not ctx.changed("value"):
         value = None  # corrected items without a new value: the stored total is recomputed, not compared
+    fit = (await ctx.conn.execute(_FIT_ONE, {"instrument": marker["instrument"], "low": marker["min"],
+                                             "high": marker["max"], "items": items, "value": value})).one()
+    problem = fit_problem(marker, items, value, fit.code, fit.total, fit.bad)
+    if problem is not None:
+        raise problem
     if marker["instrument"]:
-        spec = INSTRUMENTS[marker["instrument"]]
-        if items is None:
-            raise RuleViolation("items", f"{spec.name} needs its {spec.n_items} item responses", "items_required")
-        if len(items) != spec.n_items:
-            raise RuleViolation("items", f"{spec.name} has {spec.n_items} items, got {len(items)}", "items_incomplete")
-        bad = [
-            field_error(f"items.{i}", f"must be between {spec.item_min} and {spec.item_max}", "item_out_of_range")
-            for i, v in enumerate(items)
-            if isinstance(v, bool) or not isinstance(v, int) or not spec.item_min <= v <= spec.item_max
-        ]
-        if bad:
-            raise ValidationFailed(f"{spec.name} item responses are out of range", errors=bad)
-        total = spec.score(items)
-        if value is not None and value != total:
-            raise RuleViolation("value", f"value {value:g} is not the {spec.name} total {total}", "value_mismatch")
-        value = float(total)
-        ctx.extra["value"] = value
-        ctx.data["value"] = value
-    else:
-        if items is not None:
-            raise RuleViolation("items", "Item responses belong to instrument markers only", "items_not_allowed")
-        if value is None:
-            raise RuleViolation("value", "A measurement needs a value", "value_required")
-    low, high = marker["min"], marker["max"]
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise RuleViolation("value", f"value {value:g} is outside the marker's range [{low}, {high}]",
-                            "value_out_of_range")
+        ctx.extra["value"] = ctx.data["value"] = fit.value
 
 
 # ---------------------------------------------------------------- measurement time zones

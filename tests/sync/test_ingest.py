@@ -171,10 +171,15 @@ async def test_fifty_concurrent_risk_measurements_open_fifty_alerts(setup):
     ("gad7", [2, 2, 2, 2, 2, 2, 2], 14, "moderate"),
     ("gad7", [3, 3, 3, 3, 3, 0, 0], 15, "severe"),
 ])
-def test_scoring_and_bands_by_hand(instrument, items, total, band):
-    spec = INSTRUMENTS[instrument]
-    assert spec.score(items) == total
-    assert spec.band(total) == band
+async def test_scoring_and_bands_by_hand(setup, instrument, items, total, band):
+    """The service scores the items (their sum) and bands the total as the published bands do."""
+    _, c, _ = setup
+    marker = await create(c, "outcome-markers", kind="instrument", name=instrument, instrument=instrument)
+    r = await c.post("/v1/measurements", json={"client_id": marker["client_id"], "marker_id": marker["id"],
+                                               "observed_at": AT, "items": items})
+    assert r.status_code == 201, r.text
+    assert (r.json()["value"], r.json()["band"]) == (total, band)
+    assert INSTRUMENTS[instrument].band(total) == band
 
 
 def test_risk_rules_by_hand():
@@ -273,3 +278,84 @@ async def test_item_responses_are_whole_numbers_in_range_each_refused_with_its_o
         ("error", [("items.0", "greater_than_equal", "Input should be greater than or equal to -32768")]),
         ("error", [("items.0", "less_than_equal", "Input should be less than or equal to 32767")]),
     ]
+
+
+# Each body against its marker's rule at the rule's edges (``outcomes.fit_join``, asked by a single write with one row
+# and by a batch in its statement): (marker, body fields, the problem's code or None, the stored value).
+PHQ9_ALL_3, GAD7_ALL_3 = [3] * 9, [3] * 7
+EDGES = [
+    ("mood", {"value": 0}, None, 0),
+    ("mood", {"value": 10}, None, 10),  # exactly the marker's max
+    ("mood", {"value": -0.001}, "value_out_of_range", None),
+    ("mood", {"value": 10.001}, "value_out_of_range", None),
+    ("mood", {"value": None}, "value_required", None),
+    ("mood", {"value": 3, "items": [1]}, "items_not_allowed", None),
+    ("phq9", {"items": PHQ9_ALL_3}, None, 27),  # the instrument's whole range: item max on every item
+    ("phq9", {"items": [0] * 9}, None, 0),
+    ("phq9", {"items": PHQ9_ALL_3, "value": 27}, None, 27),  # the total sent, exactly
+    ("phq9", {"items": PHQ9_ALL_3, "value": 26}, "value_mismatch", None),
+    ("phq9", {"items": [0] * 8 + [4]}, "validation_error", None),  # one above the item max: item_out_of_range
+    ("phq9", {"items": [-1, 0, 0, 0, 0, 0, 0, 0, 5]}, "validation_error", None),  # two, each named
+    ("phq9", {"items": [1] * 8}, "items_incomplete", None),
+    ("phq9", {"items": [1] * 10}, "items_incomplete", None),
+    ("phq9", {"value": 12}, "items_required", None),
+    ("gad7", {"items": GAD7_ALL_3}, None, 21),
+    ("gad7", {"items": PHQ9_ALL_3}, "items_incomplete", None),  # a PHQ-9's nine on a GAD-7
+]
+
+
+async def test_a_measurement_fits_its_marker_alike_alone_and_in_a_batch_at_the_rules_edges(setup):
+    """The rule a measurement meets against its marker (value in range, instrument items complete and in range, a
+    value sent equal to the items' total) answers the same problem, word for word, to a single POST and to a batch
+    item, and stores the same value; at its edges (a value exactly at the marker's max, every item at its max, the
+    exact total sent) the body is taken, one step beyond it is refused."""
+    api, c, mood = setup
+    markers = {"mood": mood,
+               "phq9": await create(c, "outcome-markers", kind="instrument", name="PHQ-9", instrument="phq9",
+                                    client_id=mood["client_id"]),
+               "gad7": await create(c, "outcome-markers", kind="instrument", name="GAD-7", instrument="gad7",
+                                    client_id=mood["client_id"])}
+    bodies = [{**item(markers[m], n, value=None), **fields} for n, (m, fields, _, _) in enumerate(EDGES)]
+    singles = [await c.post("/v1/measurements", json={**b, "external_id": f"single-{n}"})
+               for n, b in enumerate(bodies)]
+    r = await c.post("/v1/measurements/batch", json={"measurements": bodies})
+    assert r.status_code == 200, r.text
+    for (marker, fields, code, stored), single, result in zip(EDGES, singles, r.json()["results"], strict=True):
+        case = (marker, fields)
+        if code is None:
+            assert (single.status_code, result["status"]) == (201, "created"), (case, single.text, result)
+            assert single.json()["value"] == stored, case
+            assert (await c.get(f"/v1/measurements/{result['id']}")).json()["value"] == stored, case
+        else:
+            assert (single.status_code, single.json()["code"]) == (422, code), (case, single.text)
+            assert result["status"] == "error", (case, result)
+            assert {k: result["problem"][k] for k in ("code", "detail", "errors")} == \
+                {k: single.json()[k] for k in ("code", "detail", "errors")}, case
+    one_bad, two_bad = (r.json()["results"][n]["problem"]["errors"] for n in (10, 11))
+    assert [(e["field"], e["code"]) for e in one_bad] == [("items.8", "item_out_of_range")]
+    assert [(e["field"], e["code"]) for e in two_bad] == [("items.0", "item_out_of_range"),
+                                                         ("items.8", "item_out_of_range")]
+    created = sum(1 for _, _, code, _ in EDGES if code is None)
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 2 * created
+
+
+async def test_a_batch_item_of_a_deleted_marker_or_client_is_refused_as_a_single_post_is(setup):
+    """A marker or a client deleted since the app last synced: the batch item gets the single POST's problem, and
+    the batch's other items are stored."""
+    api, c, mood = setup
+    gone_marker = await create(c, "outcome-markers", min=0, max=10, name="Gone", kind="mood",
+                               client_id=mood["client_id"])
+    gone_client = await create(c, "clients")
+    orphan = await create(c, "outcome-markers", min=0, max=10, name="Orphan", kind="mood",
+                          client_id=gone_client["id"])
+    assert (await c.delete(f"/v1/outcome-markers/{gone_marker['id']}")).status_code == 204
+    assert (await c.delete(f"/v1/clients/{gone_client['id']}")).status_code == 204
+    bad = [item(gone_marker, 1), item(orphan, 2)]
+    r = await c.post("/v1/measurements/batch", json={"measurements": [item(mood, 0), *bad]})
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["created", "error", "error"]
+    for body, result in zip(bad, results[1:], strict=True):
+        single = (await c.post("/v1/measurements", json=body)).json()
+        assert {k: result["problem"][k] for k in ("code", "detail", "errors")} == \
+            {k: single[k] for k in ("code", "detail", "errors")}, body
+    assert await api.db.fetchval("SELECT count(*) FROM measurements") == 1
