@@ -6,7 +6,9 @@ variant, each transaction ``BEGIN``, the statements, ``COMMIT`` (durable, as the
 measurements of 100 clients' frequency markers per transaction, into W3's own caseload (``bench.run`` seeds
 it; so does this, if it is missing). The variants add one kind of row at a time:
 
-1. the measurements only (one ``INSERT ... SELECT FROM jsonb_array_elements ... ON CONFLICT DO NOTHING``);
+1. the measurements only (one ``INSERT ... SELECT FROM jsonb_array_elements ... ON CONFLICT DO NOTHING``, after
+   the checks every item meets in the service's statement: a live client, a live marker of that client, the
+   marker's rule, the first of its external id in the batch, none holding it in another compartment);
 2. with their history rows (the snapshot built by the statement, as ``measurement_batch`` builds it);
 3. with their change-feed rows;
 4. with the webhook outbox: the service's whole write statement (``measurement_batch._WRITE``), which writes
@@ -37,6 +39,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from bench.env import Database, postgres_cpu
 from bench.seed import ensure_seed, frequency_markers
 from service.audit.service import _APPEND as AUDIT_APPEND
+from service.collections.identifiers import ORG_WIDE
 from service.collections.records import FEED_CTE, HISTORY_CTE
 from service.domain import measurement_batch
 from service.domain.measurement_batch import ROWS_CTES, SNAPSHOT_CTE
@@ -82,7 +85,7 @@ async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]],
     async def one(conn: asyncpg.Connection) -> None:
         batch = rows()
         body = orjson.dumps(batch).decode()
-        params = {"rows": body, "org_id": org, "compartment": "00000000-0000-0000-0000-000000000000",
+        params = {"rows": body, "org_id": org, "compartment": ORG_WIDE, "org_wide": ORG_WIDE, "patient_id": None,
                   "collection": "measurements", "action": "created", "who": "rowcost",
                   "type_name": "measurement", "opened": False}
         async with conn.transaction():

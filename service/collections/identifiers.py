@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import FromClause, Select, and_, false, or_, select, text, tuple_
+from sqlalchemy import Select, false, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -163,14 +163,15 @@ async def natural_key_holder(conn: AsyncConnection, who: Principal, coll: Collec
     return (await conn.execute(stmt.with_only_columns(table.c.id))).scalar()
 
 
-def held_elsewhere(who: Principal, coll: Collection, keys: FromClause) -> Select[Any]:
-    """For the (client_id, *natural key) rows of ``keys``, the records holding that key in a compartment other than
-    the writer's where the client's records see it, as (client_id, *natural key, id): ``natural_key_holder`` for
-    many at once, a part of the statement that reads them; the writer's own compartment is left to the unique
-    index."""
-    table = coll.table
-    on = and_(table.c.org_id == who.org_id, *(table.c[name] == keys.c[name] for name in coll.natural_key),
-              table.c.compartment != compartment(who),
-              or_(table.c.compartment == ORG_WIDE, table.c.compartment == keys.c.client_id))
-    return select(keys.c.client_id, *(keys.c[name] for name in coll.natural_key), table.c.id).join_from(
-        keys, table, on)
+def held_elsewhere(coll: Collection, keys: str) -> str:
+    """For a row ``keys`` (an SQL alias with ``client_id`` and the natural key's columns), the record holding that key
+    in a compartment other than the writer's where the client's records see it, as a scalar subquery over the
+    parameters ``:org_id``, ``:compartment`` (``compartment(who)``) and ``:org_wide`` (``ORG_WIDE``):
+    ``natural_key_holder`` for many rows at once, a part of the statement that writes them (the writer's own
+    compartment is left to the unique index). One at most: besides the writer's, the organization's compartment
+    and the client's own are the only ones the client's records see, and one of them is the writer's."""
+    table = coll.table.name
+    same = " AND ".join(f"h.{name} = {keys}.{name}" for name in coll.natural_key)
+    return (f"(SELECT h.id FROM {table} AS h WHERE h.org_id = :org_id AND {same} "
+            f"AND h.compartment <> CAST(:compartment AS uuid) "
+            f"AND (h.compartment = CAST(:org_wide AS uuid) OR h.compartment = {keys}.client_id) LIMIT 1)")
