@@ -79,7 +79,8 @@ class BatchOut(Out):
 # check per element; PostgreSQL reads each value with the column's type: a float's shortest text reads back as the
 # same float8, a time with its offset as the same instant), each checked against what every write of a measurement
 # is checked against (``chk``: a live client, a live marker of that client, ``outcomes.fit_join``; the clients and
-# markers as ``readable()`` reads them, the organization's and a patient token's patient's only), the first of
+# markers as ``readable()`` reads them, the organization's and a patient token's patient's only: the client is
+# the patient, and the marker the item's client's), the first of
 # each (source, external_id) in the batch and no record of another compartment holding it (``ok``,
 # ``identifiers.held_elsewhere``), the rest inserted with their history, change-feed and outbox rows
 # (``records.CHANGES_CTES``, fed by the INSERT's RETURNING: its snapshot is the columns sent, as ``serialize``
@@ -112,14 +113,15 @@ ROWS_CTES = f"""t AS (
                                  observed_at timestamptz, observed_offset smallint, source text, external_id text,
                                  note text)
 ), chk AS (
-  SELECT t.*, c.id IS NOT NULL AS client_live, m.id AS found_marker, m.instrument, m.min AS low, m.max AS high,
+  SELECT t.*, c.id IS NOT NULL AS client_live, m.id IS NOT NULL AS marker_found, m.instrument, m.min AS low,
+         m.max AS high,
          fit.code AS fit_code, fit.value AS fit_value, fit.total AS fit_total, fit.bad AS fit_bad,
          c.id IS NOT NULL AND m.id IS NOT NULL AND fit.code IS NULL AS passes
   FROM t
   LEFT JOIN clients AS c ON c.org_id = :org_id AND c.id = t.client_id AND c.deleted_at IS NULL
    AND (CAST(:patient_id AS uuid) IS NULL OR c.id = CAST(:patient_id AS uuid))
   LEFT JOIN outcome_markers AS m ON m.org_id = :org_id AND m.id = t.marker_id AND m.client_id = t.client_id
-   AND m.deleted_at IS NULL AND (CAST(:patient_id AS uuid) IS NULL OR m.client_id = CAST(:patient_id AS uuid))
+   AND m.deleted_at IS NULL
   {fit_join("m.instrument", "m.min", "m.max", "t.items", "t.value")}
 ), ok AS (
   SELECT chk.*, first_value(chk.i) OVER same AS first_i, held.id AS held_by,
@@ -149,7 +151,7 @@ SNAPSHOT_CTE = f"""v AS (
 )"""
 _WRITE = text(f"""
 WITH {ROWS_CTES}, {SNAPSHOT_CTE},{CHANGES_CTES}
-SELECT chk.client_live, chk.found_marker IS NOT NULL, chk.instrument, chk.low, chk.high, chk.fit_code,
+SELECT chk.client_live, chk.marker_found, chk.instrument, chk.low, chk.high, chk.fit_code,
        chk.fit_value, chk.fit_total, chk.fit_bad, ok.first_i, ok.held_by,
        ins.id IS NOT NULL AS created,
        CASE WHEN ok.writes AND ins.id IS NULL THEN
