@@ -353,7 +353,7 @@ def measure_all(setup: Setup, captured: dict[str, raw.Capture]) -> Measurements:
     The priming round takes what the first writes after PostgreSQL's start pay: the start follows a checkpoint
     (the last run's shutdown), after which the first change to each page writes the whole page to the WAL. In six
     runs of W3 alone, the first repeat's service paid 19-32 ms of PostgreSQL's CPU per batch against 14-17 in
-    the repeats after it, while the limit twin, run last, did not (bench/README.md, sixteenth round)."""
+    the repeats after it, while the limit twin, run last, did not (bench/JOURNAL.md, sixteenth round)."""
     args = setup.args
     out = Measurements({w.name: [] for w in setup.workloads}, [], [])
     pg_cpu = functools.partial(postgres_cpu, setup.data_dir)

@@ -42,8 +42,8 @@ SESSION_TENANT_SQL = "SELECT set_config('app.org_id', $1, false), set_config('ap
 # A pinned connection's other session settings. Its statements are reads in one statement, sent again and again in
 # the same few shapes (a record by id with its lists; a GraphQL query of one root field); with PostgreSQL's default
 # plan cache mode it plans a compiled dashboard query afresh on every execution (about 1 ms: a custom plan keeps
-# looking cheaper than the generic one), which was a fifth of its CPU per dashboard (bench/README.md). The generic
-# plan is built once per connection and statement.
+# looking cheaper than the generic one), which was a fifth of its CPU per dashboard (bench/JOURNAL.md, sixth
+# round). The generic plan is built once per connection and statement.
 PINNED_SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 

@@ -6,7 +6,7 @@ as simple-query text: with the write's COMMIT (the rows as a literal), or as the
 INSERT afresh each time. ``audit_append`` runs the same INSERT from PL/pgSQL, which plans it once per session, after
 setting ``app.org_id`` for the transaction as the group commit did; called alone it is its own transaction, so the
 group commit is one prepared statement (``service.audit.commits``). Measured one commit at a time with eight reads'
-rows (``bench/README.md``, eleventh round): 0.47-0.53 ms of PostgreSQL's CPU per commit before, 0.33 after.
+rows (``bench/JOURNAL.md``, eleventh round): 0.47-0.53 ms of PostgreSQL's CPU per commit before, 0.33 after.
 
 It runs as its caller (no ``SECURITY DEFINER``): under the service role's row-level security, ``tenant_append``
 admits a row only of the organization set, so it can write nothing the role could not write with the INSERT itself.

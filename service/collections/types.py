@@ -125,7 +125,7 @@ def _integral(value: Any) -> Any:
 
 # The bounds before ``_integral`` in the metadata: pydantic then checks them in its own int validator; after a
 # before-validator it would check each bound with a Python function of its own (3.6 against 1.1 µs for a PHQ-9's
-# nine items; bench/README.md, eleventh round). The errors and the JSON Schema are the same either way.
+# nine items; bench/JOURNAL.md, eleventh round). The errors and the JSON Schema are the same either way.
 SmallInt = Annotated[int, NoCoercion(), Field(ge=-32768, le=32767), BeforeValidator(_integral)]
 Rating = Annotated[int, NoCoercion(), Field(ge=0, le=10), BeforeValidator(_integral)]
 Flag = Annotated[bool, NoCoercion()]
@@ -164,7 +164,7 @@ def uuid7s(count: int) -> list[UUID]:
     """``count`` UUIDs as ``uuid7`` makes them, with one read of the system's randomness for all: 48 bits of Unix
     milliseconds, the version, 12 random bits, the variant, 62 random bits. Each UUID gets its two attributes (``int``,
     ``is_safe``) as ``UUID(int=...)`` sets them, without ``UUID.__init__``'s checks of arguments that are built here:
-    4 % of the instructions of W3's batch of 100 (bench/README.md, nineteenth round)."""
+    4 % of the instructions of W3's batch of 100 (bench/JOURNAL.md, nineteenth round)."""
     head = ((time.time_ns() // 1_000_000) & ((1 << 48) - 1)) << 80 | _VERSION_VARIANT
     random = os.urandom(10 * count)
     made: list[UUID] = []
