@@ -169,9 +169,12 @@ def held_elsewhere(coll: Collection, keys: str) -> str:
     parameters ``:org_id``, ``:compartment`` (``compartment(who)``) and ``:org_wide`` (``ORG_WIDE``):
     ``natural_key_holder`` for many rows at once, a part of the statement that writes them (the writer's own
     compartment is left to the unique index). One at most: besides the writer's, the organization's compartment
-    and the client's own are the only ones the client's records see, and one of them is the writer's."""
+    and the client's own are the only ones the client's records see, and one of them is the writer's. The holder
+    is a record of the row's client, as ``natural_key_holder`` finds it through ``readable()`` (a patient token's
+    patient's records; for any other writer the client's compartment holds that client's records only), stated
+    here rather than left to row-level security."""
     table = coll.table.name
     same = " AND ".join(f"h.{name} = {keys}.{name}" for name in coll.natural_key)
-    return (f"(SELECT h.id FROM {table} AS h WHERE h.org_id = :org_id AND {same} "
+    return (f"(SELECT h.id FROM {table} AS h WHERE h.org_id = :org_id AND {same} AND h.client_id = {keys}.client_id "
             f"AND h.compartment <> CAST(:compartment AS uuid) "
             f"AND (h.compartment = CAST(:org_wide AS uuid) OR h.compartment = {keys}.client_id) LIMIT 1)")
