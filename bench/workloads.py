@@ -251,7 +251,9 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             name="W6", title="token issuance",
             description="POST /oauth/token, client_credentials with client_secret_basic",
-            scopes="", variants=_w6,
+            # a token must carry a scope the app holds (an app holding none gets invalid_scope): run alone, W6
+            # gets the bench app this one; beside other workloads, their scopes too
+            scopes="system/Client.r", variants=_w6,
         ),
         Workload(
             name="W7", title="bulk import of 500 NDJSON lines",
