@@ -7,14 +7,15 @@ import base64
 import binascii
 import contextlib
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from fastapi import Request
-from sqlalchemy import text
 
 from service.api.http import JSONOut
 from service.api.ratelimit import address_key
+from service.db import driver
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 T = TypeVar("T")
@@ -72,12 +73,16 @@ def presented_client_id(request: Request, form: dict[str, str]) -> str | None:
 
 
 async def find_app(request: Request, client_id: str) -> Any:
-    """The enabled app with this client_id, or None (``auth_app()``: the one row, before the tenant is known)."""
+    """The enabled app with this client_id, or None (``auth_app()``: the one row, before the tenant is known).
+
+    One statement in one round trip, on the pool's connection with no transaction around it (``driver``): it reads
+    one row and writes nothing, so SQLAlchemy's ``BEGIN`` and ``ROLLBACK`` around it bought nothing. The row's
+    columns are the app's attributes, as the callers read them."""
     async with request.app.state.ctx.engine.connect() as conn:
-        app = (await conn.execute(text("SELECT * FROM auth_app(:cid)"), {"cid": client_id})).first()
-    if app is None or app.disabled_at is not None:
+        row = await (await driver(conn)).fetchrow("SELECT * FROM auth_app($1)", client_id)
+    if row is None or row["disabled_at"] is not None:
         return None
-    return app
+    return SimpleNamespace(**dict(row.items()))
 
 
 def source_address(request: Request) -> str:

@@ -3,6 +3,7 @@ tokens with each client authentication method; private_key_jwt assertions are ch
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
+from tests.support.gqlkit import statements_on_the_wire
 from tests.support.oauth import (
     ASSERTION_TYPE,
     TOKEN_URL,
@@ -192,3 +194,20 @@ async def test_the_same_assertion_sent_concurrently_gets_one_token(api):
     form = assertion_form(key, creds["client_id"])
     results = await asyncio.gather(*(api.http.post("/oauth/token", data=form) for _ in range(6)))
     assert sorted(r.status_code for r in results) == [200, 401, 401, 401, 401, 401]
+
+
+async def test_a_token_for_a_secret_is_one_statement(api):
+    """``client_secret_basic``: the app is found by one statement (``auth_app``) in one round trip, with no
+    transaction around it; a wrong secret is refused after the same one statement, an unknown client likewise."""
+    org = await api.org()
+    creds = await register(api, org, "system/Client.rs")
+    cases = [((creds["client_id"], creds["client_secret"]), 200), ((creds["client_id"], "wrong"), 401),
+             ("unknown-client", 401)]
+    for auth, status in cases:
+        basic = auth if isinstance(auth, tuple) else (auth, "x")
+        with statements_on_the_wire(api.app.state.ctx.engine) as sent:
+            resp = await api.http.post(TOKEN_URL, data={"grant_type": "client_credentials"}, auth=basic)
+            await asyncio.sleep(0)  # asyncpg calls its query loggers soon after a statement, not at once
+        assert resp.status_code == status, resp.text
+        assert sent == ["SELECT * FROM auth_app($1)"], sent
+    assert resp.json()["error"] == "invalid_client"
