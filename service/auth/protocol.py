@@ -15,7 +15,7 @@ from fastapi import Request
 
 from service.api.http import JSONOut
 from service.api.ratelimit import address_key
-from service.db import driver
+from service.db import driver, end_failed
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 T = TypeVar("T")
@@ -79,7 +79,12 @@ async def find_app(request: Request, client_id: str) -> Any:
     one row and writes nothing, so SQLAlchemy's ``BEGIN`` and ``ROLLBACK`` around it bought nothing. The row's
     columns are the app's attributes, as the callers read them."""
     async with request.app.state.ctx.engine.connect() as conn:
-        row = await (await driver(conn)).fetchrow("SELECT * FROM auth_app($1)", client_id)
+        raw = await driver(conn)
+        try:
+            row = await raw.fetchrow("SELECT * FROM auth_app($1)", client_id)
+        except BaseException:
+            await end_failed(conn, raw)  # a connection left in an unknown state is not lent out again
+            raise
     if row is None or row["disabled_at"] is not None:
         return None
     return SimpleNamespace(**dict(row.items()))
