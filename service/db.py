@@ -234,15 +234,24 @@ async def driver_transaction(
     SQLAlchemy does not know of this transaction, so a ``conn.execute`` inside it fails loudly (asyncpg
     refuses to nest its own transaction in a manually started one) rather than running outside it.
     """
+    async with driver_connection(engine) as (conn, raw):
+        await _begin(raw, org_id, patient_id, token)
+        yield conn
+        if await raw.execute("COMMIT;") == "ROLLBACK":
+            return  # a statement of the body failed and was answered: nothing committed
+        if after_commit is not None:
+            after_commit()
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[tuple[AsyncConnection, asyncpg.Connection]]:
+    """A connection of the pool and the asyncpg connection under it (``driver``), for statements sent on the driver
+    itself; one that fails under them goes through ``end_failed`` (rolled back, or invalidated when its state is
+    unknown). Begins nothing: a statement sent alone is its own transaction."""
     async with engine.connect() as conn:
         raw = await driver(conn)
         try:
-            await _begin(raw, org_id, patient_id, token)
-            yield conn
-            if await raw.execute("COMMIT;") == "ROLLBACK":
-                return  # a statement of the body failed and was answered: nothing committed
-            if after_commit is not None:
-                after_commit()
+            yield conn, raw
         except BaseException:
             await end_failed(conn, raw)
             raise

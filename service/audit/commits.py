@@ -23,7 +23,7 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db import driver, end_failed
+from service.db import driver_connection
 
 log = structlog.get_logger("service.audit")
 
@@ -76,13 +76,8 @@ class GroupCommit:
         for org_id, rows, _ in batch:
             by_org.setdefault(org_id, []).append(rows[1:-1])  # the array's elements, without its brackets
         arrays = ["[" + ",".join(elements) + "]" for elements in by_org.values()]
-        async with self.engine.connect() as conn:
-            raw = await driver(conn)
-            try:
-                await raw.execute(GROUPED, list(by_org), arrays)
-            except BaseException:
-                await end_failed(conn, raw)
-                raise
+        async with driver_connection(self.engine) as (_, raw):
+            await raw.execute(GROUPED, list(by_org), arrays)
         self.commits += 1
 
 

@@ -15,7 +15,7 @@ from fastapi import Request
 
 from service.api.http import JSONOut
 from service.api.ratelimit import address_key
-from service.db import driver, end_failed
+from service.db import driver_connection
 
 TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 T = TypeVar("T")
@@ -75,16 +75,11 @@ def presented_client_id(request: Request, form: dict[str, str]) -> str | None:
 async def find_app(request: Request, client_id: str) -> Any:
     """The enabled app with this client_id, or None (``auth_app()``: the one row, before the tenant is known).
 
-    One statement in one round trip, on the pool's connection with no transaction around it (``driver``): it reads
-    one row and writes nothing, so SQLAlchemy's ``BEGIN`` and ``ROLLBACK`` around it bought nothing. The row's
-    columns are the app's attributes, as the callers read them."""
-    async with request.app.state.ctx.engine.connect() as conn:
-        raw = await driver(conn)
-        try:
-            row = await raw.fetchrow("SELECT * FROM auth_app($1)", client_id)
-        except BaseException:
-            await end_failed(conn, raw)  # a connection left in an unknown state is not lent out again
-            raise
+    One statement in one round trip, on the pool's connection with no transaction around it
+    (``driver_connection``): it reads one row and writes nothing, so SQLAlchemy's ``BEGIN`` and ``ROLLBACK`` around
+    it bought nothing. The row's columns are the app's attributes, as the callers read them."""
+    async with driver_connection(request.app.state.ctx.engine) as (_, raw):
+        row = await raw.fetchrow("SELECT * FROM auth_app($1)", client_id)
     if row is None or row["disabled_at"] is not None:
         return None
     return SimpleNamespace(**dict(row.items()))

@@ -186,8 +186,6 @@ async def test_authlib_client_introspects_and_revokes(api):
 
 async def test_the_same_assertion_sent_concurrently_gets_one_token(api):
     """The primary key of used_assertions is the replay check, so a race cannot mint two tokens."""
-    import asyncio
-
     org = await api.org()
     key = rsa_key()
     creds = await register(api, org, "system/Client.rs", jwks=public_jwks(key))
