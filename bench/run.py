@@ -1,7 +1,8 @@
 """`python -m bench.run --repeats N`: seed, capture, measure, write bench/results/latest.{json,md,svg}.
 
 See bench/README.md. In short: the service runs as `strengths-api serve` (one worker) on the bench's own
-embedded PostgreSQL (DATA_DIR=.data/bench); a caseload is seeded once and reused; an app is registered with
+embedded PostgreSQL (DATA_DIR=.data/bench); the caseloads are seeded once, kept as a template database and
+copied back at the start of every run (``start_from_seed``); an app is registered with
 `strengths-api apps create` and a token obtained from /oauth/token; for each workload the statements the
 service sends are captured from PostgreSQL's log, then the HTTP load and the raw-asyncpg twin of those
 statements are measured back to back in the same run, ``repeats`` times; medians are reported.
@@ -31,9 +32,12 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import capture, chart, limit, loadgen, profile, raw, rls
+from bench import seed as seed_template
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, postgres_cpu, token
-from bench.seed import Seed, ensure_seed, frequency_markers
+from bench.seed import Seed, ensure_seed, frequency_markers, measurement_count, seed_key
 from bench.workloads import WORKLOADS, Context, Variant, Workload
+from service.auth.keycrypt import configured_keys
+from service.ops import migrate
 from service.settings import PROJECT_ROOT
 
 
@@ -268,6 +272,8 @@ class Setup:
     markers: dict[Any, Any] = field(default_factory=dict)
     own_creds: dict[str, dict[str, str]] = field(default_factory=dict)  # workloads with an organization of their own
     caseloads: dict[str, tuple[list[Any], dict[Any, Any]]] = field(default_factory=dict)  # and its caseload
+    from_template: bool = False  # the database restored as seeded (``start_from_seed``)
+    caseload_measurements: dict[str, int] = field(default_factory=dict)  # in each own caseload, at the start
 
     def context(self, svc: Service) -> Context:
         """A fresh token through the real token endpoint of this service instance (the issuer is its URL)."""
@@ -278,6 +284,37 @@ class Setup:
                        orgs={name: UUID(c["org_id"]) for name, c in self.own_creds.items()},
                        caseloads=self.caseloads,
                        creds=(self.creds["client_id"], self.creds["client_secret"]))
+
+
+def start_from_seed(db: Database, clients: int) -> tuple[Seed, bool, dict[str, int]]:
+    """The service's database as it was right after seeding (``bench.seed.restore``), whatever earlier runs wrote;
+    when there is no template for this size, seed and migrations, a fresh database is seeded (the main caseload and
+    every workload's own) and kept as the template first (``bench.seed.keep``). Returns the main caseload's seed,
+    whether the database was restored, and the measurements each workload's own caseload holds at the start."""
+    key = seed_key(clients)
+    restored = asyncio.run(seed_template.restore(db.superuser_dsn, key))
+    if restored:
+        log(f"the database restored from its template, as seeded ({key})")
+    else:
+        asyncio.run(seed_template.empty(db.superuser_dsn))
+        settings = db.settings
+        migrate.upgrade(settings.migration_database_url or "", app_role=settings.app_role,
+                        encryption_keys=configured_keys(settings))
+    seed = asyncio.run(ensure_seed(db.owner_dsn, clients))
+    log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
+        f"in {seed.seconds:.1f} s (org {seed.org_id})")
+    held: dict[str, int] = {}
+    for w in WORKLOADS.values():
+        if w.caseload:
+            own = asyncio.run(ensure_seed(db.owner_dsn, clients, purpose=w.name))
+            held[w.name] = asyncio.run(measurement_count(db.owner_dsn, own.org_id))
+            log(f"{w.name}: its caseload of {len(own.client_ids)} clients "
+                f"{'seeded' if own.created else 'reused'} in {own.seconds:.1f} s (org {own.org_id}, "
+                f"{held[w.name]} measurements)")
+    if not restored:
+        asyncio.run(seed_template.keep(db.superuser_dsn, key))
+        log(f"the database kept as seeded, as the template of later runs ({key})")
+    return seed, restored, held
 
 
 def prepare(args: argparse.Namespace) -> Setup:
@@ -293,9 +330,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     log(f"embedded PostgreSQL and migrations in {data_dir}")
     db = Database.start(data_dir)
     asyncio.run(capture.set_statement_logging(db.superuser_dsn, APP_ROLE, False))  # in case a run was cut short
-    seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients))
-    log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
-        f"in {seed.seconds:.1f} s (org {seed.org_id})")
+    seed, from_template, held = start_from_seed(db, args.clients)
     scopes = " ".join(sorted({s for w in workloads for s in w.scopes.split()}))
     creds = json.loads(cli(data_dir, "apps", "create", "--org", str(seed.org_id), "--name", "bench",
                            "--scopes", scopes))
@@ -307,16 +342,15 @@ def prepare(args: argparse.Namespace) -> Setup:
             name = f"bench:{w.name}:{datetime.now(UTC):%Y%m%d%H%M%S}"
             org_id = json.loads(cli(data_dir, "orgs", "create", name))["id"]
         elif w.caseload:
-            own_seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients, purpose=w.name))
-            log(f"{w.name}: its caseload of {len(own_seed.client_ids)} clients "
-                f"{'seeded' if own_seed.created else 'reused'} in {own_seed.seconds:.1f} s (org {own_seed.org_id})")
+            own_seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients, purpose=w.name))  # in the template
             org_id = str(own_seed.org_id)
             caseloads[w.name] = (own_seed.client_ids, asyncio.run(frequency_markers(db.owner_dsn, own_seed.org_id)))
         else:
             continue
         own[w.name] = json.loads(cli(data_dir, "apps", "create", "--org", str(org_id), "--name", f"bench-{w.name}",
                                      "--scopes", w.scopes))
-    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own, caseloads)
+    return Setup(args, tool, workloads, data_dir, data_dir / "work", db, seed, creds, markers, own, caseloads,
+                 from_template, held)
 
 
 def capture_all(setup: Setup) -> dict[str, raw.Capture]:
@@ -494,6 +528,7 @@ def summarize(setup: Setup, mach: dict[str, Any], captured: dict[str, raw.Captur
             "server": args.server or os.environ.get("SERVER", "default"),
             "db_pool": f"{db.settings.db_pool_size}+{db.settings.db_max_overflow} overflow",
             "clients": len(setup.seed.client_ids), "seeded": setup.seed.created,
+            "from_template": setup.from_template, "caseload_measurements": setup.caseload_measurements,
         },
         "generator": {
             "tool": m.ceilings[0].tool if m.ceilings else setup.tool,

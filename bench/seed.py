@@ -8,6 +8,12 @@ severe total), so no safety alert is owed.
 
 A seed is an organization named ``bench:<clients>c:v<SEED_VERSION>``; it is committed all at once or not at
 all, so finding it means it is complete, and it is reused by later runs.
+
+``bench.run`` starts every run from the same data: the database as it was right after seeding, kept as a template
+database (``TEMPLATE``, ``keep``) and copied back over the service's database at the start of each run (``restore``).
+What earlier runs wrote (W3's batches, W1's audit rows, apps, W7's organizations) would otherwise stay, and W3's
+ratio moved with its caseload's size (bench/JOURNAL.md, twenty-third round). The template is made again, from a
+fresh database, when it is missing or was made for another size, seed version or migration head (``seed_key``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.ops.embedded import DATABASE, OWNER_ROLE
+from service.ops.migrate import head_revision
+
 SEED_VERSION = 1
+TEMPLATE = f"{DATABASE}_bench_seed"  # the service's database right after seeding (``keep``)
 STRENGTHS, GOALS, MILESTONES, MARKERS, MEASUREMENTS = 5, 3, 4, 3, 100
 DOMAINS = ["personal", "relational", "community", "cultural", "spiritual", "practical"]
 KINDS = ["skill", "value", "character", "external_support"]
@@ -64,6 +74,61 @@ async def ensure_seed(owner_dsn: str, clients: int, purpose: str = "") -> Seed:
     finally:
         await conn.close()
     return Seed(org_id=org_id, client_ids=ids, created=created, seconds=time.perf_counter() - t0)
+
+
+def seed_key(clients: int) -> str:
+    """What a template was made for: the caseloads' size, the seed's version and the schema's migration head."""
+    return f"clients={clients} seed=v{SEED_VERSION} migrations={head_revision()}"
+
+
+async def _maintenance(superuser_dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(superuser_dsn, database="postgres")
+
+
+async def restore(superuser_dsn: str, key: str) -> bool:
+    """The service's database replaced by a copy of the template made for ``key`` (True), or left as it is when there
+    is none (False). Connections to it are closed first (``FORCE``): nothing else may use the data folder meanwhile."""
+    conn = await _maintenance(superuser_dsn)
+    try:
+        made_for = await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", TEMPLATE)
+        if made_for != key:
+            return False
+        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE} OWNER {OWNER_ROLE} STRATEGY FILE_COPY")
+        return True
+    finally:
+        await conn.close()
+
+
+async def empty(superuser_dsn: str) -> None:
+    """The service's database dropped and made again, empty (for a fresh seed; the caller runs the migrations)."""
+    conn = await _maintenance(superuser_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}")
+    finally:
+        await conn.close()
+
+
+async def keep(superuser_dsn: str, key: str) -> None:
+    """The service's database, as it is now (just seeded), kept as the template for ``key``."""
+    conn = await _maintenance(superuser_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE} TEMPLATE {DATABASE} OWNER {OWNER_ROLE} STRATEGY FILE_COPY")
+        quoted = key.replace("'", "''")
+        await conn.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{quoted}'")
+    finally:
+        await conn.close()
+
+
+async def measurement_count(dsn: str, org_id: Any) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM measurements WHERE org_id = $1", org_id))
+    finally:
+        await conn.close()
 
 
 async def frequency_markers(dsn: str, org_id: Any) -> dict[Any, Any]:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -350,3 +351,22 @@ def test_instructions_read_callgrinds_summary_and_refuse_what_cannot_be_priced()
         with pytest.raises(SystemExit) as refused:  # before any run: valgrind is never asked
             main(argv + ["--valgrind", "/nonexistent"])
         assert refused.value.code == 2, argv
+
+
+def test_every_run_starts_from_the_seed(tmp_path: Path) -> None:
+    """What a run writes (W3's batches into its own caseload) is gone at the start of the next: the database is
+    copied back from the template kept right after seeding (bench.seed.restore), so runs measure the same data."""
+    data_dir = PROJECT_ROOT / ".data" / "bench-smoke-seed"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a fresh data folder: the first run seeds and keeps the template
+    runs = []
+    for n in (1, 2):
+        out = bench("bench.run", *TINY_RUN, "--workloads", "W3", "--out-dir", str(tmp_path / str(n)),
+                    data_dir="bench-smoke-seed")
+        assert out.returncode == 0, out.stderr[-4000:]
+        runs.append(json.loads((tmp_path / str(n) / "latest.json").read_text()))
+    first, second = runs
+    assert first["config"]["from_template"] is False
+    assert first["config"]["caseload_measurements"] == {"W3": 3 * 100}  # 3 clients, 100 measurements each
+    assert first["workloads"]["W3"]["rps"] > 0  # it wrote batches into that caseload
+    assert second["config"]["from_template"] is True
+    assert second["config"]["caseload_measurements"] == {"W3": 3 * 100}
