@@ -342,7 +342,7 @@ def prepare(args: argparse.Namespace) -> Setup:
             name = f"bench:{w.name}:{datetime.now(UTC):%Y%m%d%H%M%S}"
             org_id = json.loads(cli(data_dir, "orgs", "create", name))["id"]
         elif w.caseload:
-            own_seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients, purpose=w.name))  # in the template
+            own_seed = asyncio.run(ensure_seed(db.owner_dsn, args.clients, purpose=w.name))  # start_from_seed seeded it
             org_id = str(own_seed.org_id)
             caseloads[w.name] = (own_seed.client_ids, asyncio.run(frequency_markers(db.owner_dsn, own_seed.org_id)))
         else:
