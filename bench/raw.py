@@ -397,7 +397,7 @@ async def _run_sqlalchemy(url: str, settings: Settings, plans: list[Plan], concu
 
     cpu: list[float] = []
     try:
-        await asyncio.gather(_mark_cpu(start, stop, cpu), *(worker() for _ in range(concurrency)))
+        await asyncio.gather(_mark_cpu(start, stop, cpu, [], None), *(worker() for _ in range(concurrency)))
     finally:
         await engine.dispose()
     latencies.sort()

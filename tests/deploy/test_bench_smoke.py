@@ -228,10 +228,10 @@ def test_sharing_finds_the_busiest_thread_and_what_it_waited() -> None:
 
 
 def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
-    """`--rls-cost` (both roles, raw and through the service) and `--server granian`, at the tiny size (its own
-    data dir: xdist may run it beside the test above)."""
+    """`--rls-cost` (both roles, raw and through the service), `--server granian` and `--ladder` (the same
+    statements through SQLAlchemy too), at the tiny size (its own data dir: xdist may run it beside the test above)."""
     out = bench("bench.run", *TINY_RUN, "--workloads", "W1", "--server", "granian", "--rls-cost", "--prime", "1",
-                "--out-dir", str(tmp_path), data_dir="bench-smoke-rls", timeout=240)
+                "--ladder", "--out-dir", str(tmp_path), data_dir="bench-smoke-rls", timeout=240)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
     assert result["config"]["server"] == "granian"
@@ -240,6 +240,7 @@ def test_bench_rls_cost_on_granian_tiny(tmp_path: Path) -> None:
     assert "priming 1/1: W1 limit twin" in out.stderr
     assert result["config"]["prime"] == 1
     assert len(result["workloads"]["W1"]["runs"]) == 1
+    assert result["workloads"]["W1"]["sqlalchemy_rps"] > 0  # --ladder
     cost = result["rls_cost"]["W1"]
     for side in ("raw_rls", "raw_bypassrls", "http_rls", "http_bypassrls"):
         assert cost[side]["rps"] > 0, side
