@@ -36,8 +36,7 @@ from bench import seed as seed_template
 from bench.env import APP_ROLE, Database, Service, cli, free_port, machine, postgres_cpu, token
 from bench.seed import Seed, ensure_seed, frequency_markers, measurement_count, seed_key
 from bench.workloads import WORKLOADS, Context, Variant, Workload
-from service.auth.keycrypt import configured_keys
-from service.ops import migrate
+from service.ops.lifecycle import prepare_database
 from service.settings import PROJECT_ROOT
 
 
@@ -297,9 +296,7 @@ def start_from_seed(db: Database, clients: int) -> tuple[Seed, bool, dict[str, i
         log(f"the database restored from its template, as seeded ({key})")
     else:
         asyncio.run(seed_template.empty(db.superuser_dsn))
-        settings = db.settings
-        migrate.upgrade(settings.migration_database_url or "", app_role=settings.app_role,
-                        encryption_keys=configured_keys(settings))
+        prepare_database(db.settings)  # its migrations, into the empty database (the server already runs)
     seed = asyncio.run(ensure_seed(db.owner_dsn, clients))
     log(f"caseload of {len(seed.client_ids)} clients {'seeded' if seed.created else 'reused'} "
         f"in {seed.seconds:.1f} s (org {seed.org_id})")

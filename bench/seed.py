@@ -21,6 +21,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -81,46 +83,47 @@ def seed_key(clients: int) -> str:
     return f"clients={clients} seed=v{SEED_VERSION} migrations={head_revision()}"
 
 
-async def _maintenance(superuser_dsn: str) -> asyncpg.Connection:
-    return await asyncpg.connect(superuser_dsn, database="postgres")
+@asynccontextmanager
+async def _maintenance(superuser_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser's connection to the server's maintenance database, from which databases are dropped and made."""
+    conn = await asyncpg.connect(superuser_dsn, database="postgres")
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def restore(superuser_dsn: str, key: str) -> bool:
     """The service's database replaced by a copy of the template made for ``key`` (True), or left as it is when there
     is none (False). Connections to it are closed first (``FORCE``): nothing else may use the data folder meanwhile."""
-    conn = await _maintenance(superuser_dsn)
-    try:
+    async with _maintenance(superuser_dsn) as conn:
         made_for = await conn.fetchval(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", TEMPLATE)
         if made_for != key:
             return False
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE} OWNER {OWNER_ROLE} STRATEGY FILE_COPY")
+        await _replace(conn, f"TEMPLATE {TEMPLATE} OWNER {OWNER_ROLE} STRATEGY FILE_COPY")
         return True
-    finally:
-        await conn.close()
 
 
 async def empty(superuser_dsn: str) -> None:
     """The service's database dropped and made again, empty (for a fresh seed; the caller runs the migrations)."""
-    conn = await _maintenance(superuser_dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}")
-    finally:
-        await conn.close()
+    async with _maintenance(superuser_dsn) as conn:
+        await _replace(conn, f"OWNER {OWNER_ROLE}")
+
+
+async def _replace(conn: asyncpg.Connection, made: str) -> None:
+    """The service's database dropped (its sessions ended: ``FORCE``) and created again ``made`` so."""
+    await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {DATABASE} {made}")
 
 
 async def keep(superuser_dsn: str, key: str) -> None:
     """The service's database, as it is now (just seeded), kept as the template for ``key``."""
-    conn = await _maintenance(superuser_dsn)
-    try:
+    async with _maintenance(superuser_dsn) as conn:
         await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         await conn.execute(f"CREATE DATABASE {TEMPLATE} TEMPLATE {DATABASE} OWNER {OWNER_ROLE} STRATEGY FILE_COPY")
         quoted = key.replace("'", "''")
         await conn.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{quoted}'")
-    finally:
-        await conn.close()
 
 
 async def measurement_count(dsn: str, org_id: Any) -> int:
