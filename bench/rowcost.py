@@ -9,14 +9,14 @@ it; so does this, if it is missing). The variants add one kind of row at a time:
 1. the measurements only (one ``INSERT ... SELECT FROM jsonb_array_elements ... ON CONFLICT DO NOTHING``, after
    the checks every item meets in the service's statement: a live client, a live marker of that client, the
    marker's rule, the first of its external id in the batch, none holding it in another compartment);
-2. with their history rows (the snapshot built by the statement, as ``measurement_batch`` builds it);
-3. with their change-feed rows;
-4. with the webhook outbox: the service's whole write statement (``measurement_batch._WRITE``), which writes
+2. with their change-feed rows;
+3. with the webhook outbox: the service's whole write statement (``measurement_batch._WRITE``), which writes
    outbox and delivery rows only for events an active subscription wants (the seeded organization has none, so
    this is the subscription lookup);
-5. with the audit row (the service's audit ``INSERT``, one row naming the 100 records) in the same transaction.
+4. with the audit row (the service's audit ``INSERT``, one row naming the 100 records) in the same transaction.
 
-Variants 1-3 are the service's write statement (``measurement_batch``'s and ``records``' parts) cut short.
+Variants 1-2 are the service's write statement (``measurement_batch``'s and ``records``' parts) cut short. A batch
+writes no history rows: a new measurement's first version is its own row (migration 0017).
 
 Per variant: transactions (batches) per second and PostgreSQL's CPU per batch (the postmaster's process tree);
 the difference between two lines is what the added rows cost. Run it with nothing else on the machine.
@@ -40,9 +40,9 @@ from bench.env import Database, postgres_cpu
 from bench.seed import ensure_seed, frequency_markers
 from service.audit.service import _APPEND as AUDIT_APPEND
 from service.collections.identifiers import ORG_WIDE
-from service.collections.records import FEED_CTE, HISTORY_CTE
+from service.collections.records import FEED_CTE
 from service.domain import measurement_batch
-from service.domain.measurement_batch import ROWS_CTES, SNAPSHOT_CTE
+from service.domain.measurement_batch import ROWS_CTES, VERSIONS_CTE
 from service.settings import PROJECT_ROOT
 
 
@@ -68,8 +68,7 @@ async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]],
                concurrency: int) -> dict[str, float]:
     sql, names = {
         "measurements": _statement(ROWS_CTES),
-        "+ history": _statement(ROWS_CTES, SNAPSHOT_CTE, HISTORY_CTE),
-        "+ change feed": _statement(ROWS_CTES, SNAPSHOT_CTE, HISTORY_CTE, FEED_CTE),
+        "+ change feed": _statement(ROWS_CTES, VERSIONS_CTE, FEED_CTE),
     }.get(variant) or _service_write()
     nonce = secrets.token_hex(4)
     counter = iter(range(10**9))
@@ -114,7 +113,7 @@ async def _run(dsn: str, data_dir: Path, org: Any, pairs: list[tuple[Any, Any]],
     return {"batches_per_s": done[0] / elapsed, "pg_cpu_ms_per_batch": 1000 * cpu / max(done[0], 1)}
 
 
-VARIANTS = ("measurements", "+ history", "+ change feed", "+ outbox (the service's write statement)", "+ audit row")
+VARIANTS = ("measurements", "+ change feed", "+ outbox (the service's write statement)", "+ audit row")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -19,10 +19,10 @@ from service.db import driver
 
 # What each new version writes besides the record itself, from a CTE ``v`` (record_id, version, client_id, data):
 # its history row, its change-feed entry, and its webhook events with their deliveries. ``record_changes`` feeds it
-# from a JSON array of snapshots; a write that makes its records in the same statement feeds it from its INSERT's
-# RETURNING (``measurement_batch``), so the rows are the same whichever statement writes them.
-# Over ``v`` (record_id, version, client_id, data): each version in the history, each change in the feed, each
-# change as the webhook events some subscription wants. Apart, so that bench/rowcost.py prices each kind of row.
+# from a JSON array of snapshots. The batch of measurements, which makes its records in its own statement, feeds the
+# feed and the outbox from its INSERT's RETURNING, the same rows, and writes no history row: a new measurement's
+# first version is its own row until a change supersedes it (``models.records.RECORD_VERSIONS``, which every reader
+# of versions reads). Apart, so that bench/rowcost.py prices each kind of row.
 HISTORY_CTE = """h AS (
   INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_by)
   SELECT :org_id, :collection, record_id, version, client_id, :action, data, :who FROM v

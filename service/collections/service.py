@@ -46,7 +46,8 @@ from service.collections.repository import (
 from service.collections.types import uuid7
 from service.db import PinnedConnection, TenantMismatch
 from service.errors import Conflict, Gone, NotFound, PreconditionFailed, ValidationFailed, field_error
-from service.models import ExternalId, History
+from service.models import ExternalId
+from service.models.records import RECORD_VERSIONS
 
 INTERNAL = ("org_id", "deleted_at")
 MAX_INCLUDE = 500
@@ -57,6 +58,7 @@ def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict
     deleted_at = data.pop("deleted_at", None)
     data.pop("org_id", None)
     data.pop("compartment", None)  # where its identifier lives (service.collections.identifiers): internal
+    data.pop("first_version_by", None)  # a measurement's: whether its first version is its row (models.records)
     external_ids = data.pop("external_ids", None)
     if coll.ext_field in coll.out_fields:  # measurements have a single (source, external_id) instead
         data[coll.ext_field] = external_ids or []
@@ -172,7 +174,7 @@ def list_statement(
 
 
 async def history(conn: AsyncConnection, who: Principal, coll: Collection, record_id: UUID) -> list[dict[str, Any]]:
-    hist = History.__table__
+    hist = RECORD_VERSIONS
     stmt = readable(hist, who).where(hist.c.collection == coll.name, hist.c.record_id == record_id)
     rows = (await conn.execute(stmt.order_by(hist.c.version))).all()
     if not rows:

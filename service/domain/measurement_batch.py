@@ -13,21 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from sqlalchemy import (
-    literal_column,
-    text,
-)
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.http import dumps
 from service.api.problems import validation_problem
 from service.auth.principal import Principal
 from service.collections import identifiers
-from service.collections.records import CHANGES_CTES, audit_written, changes_params, compiled
+from service.collections.records import FEED_CTE, OUTBOX_CTES, audit_written, changes_params, compiled
 from service.collections.registry import Collection, Written
 from service.collections.service import bind_refs, client_missing
-from service.collections.sqljson import iso_datetime
 from service.collections.types import Out, Strict, list_of, uuid7s
 from service.db import driver
 from service.domain.outcomes import (
@@ -82,9 +77,8 @@ class BatchOut(Out):
 # markers as ``readable()`` reads them, the organization's and a patient token's patient's only: the client is
 # the patient, and the marker the item's client's), the first of
 # each (source, external_id) in the batch and no record of another compartment holding it (``ok``,
-# ``identifiers.held_elsewhere``), the rest inserted with their history, change-feed and outbox rows
-# (``records.CHANGES_CTES``, fed by the INSERT's RETURNING: its snapshot is the columns sent, as ``serialize``
-# renders them, the instrument's total as the service scored it, and those the database set). Its answer is one
+# ``identifiers.held_elsewhere``), the rest inserted with their change-feed and outbox rows (``records``' CTEs, fed
+# by the INSERT's RETURNING) and as their own first version (``VERSIONS_CTE``: no history row). Its answer is one
 # row per item, in order: what the checks found, and for an item the unique index refused, the record of the
 # writer's compartment that holds its (source, external_id) as this statement's snapshot sees it. Python words the
 # problems (``service.client_missing``, ``bind_refs``, ``outcomes.fit_problem``).
@@ -96,19 +90,12 @@ _stored = itemgetter(*_STORED)
 _STORED_KEYS = frozenset(_STORED)
 
 
-def _iso(column_name: str) -> str:
-    """``sqljson.iso_datetime`` of a column, as SQL text (a timestamp as the service's JSON writes it)."""
-    return str(iso_datetime(literal_column(column_name)).compile(dialect=PGDialect(),
-                                                                 compile_kwargs={"literal_binds": True}))
-
-
 # The write's first parts (bench/rowcost.py prices them alone): the rows, their checks, the measurements inserted
-# (duplicates skipped), and ``v``, each new version's snapshot as ``CHANGES_CTES`` records it. ``passes`` and
-# ``writes`` are columns, not filters on their conditions: PostgreSQL keeps no statistics of a CTE and takes half its
-# rows for a boolean column but 0.5 % for an ``IS NULL``; expecting one row to insert, it joined the inserted rows
-# to their snapshots in a nested loop (1.9 ms of ``EXPLAIN ANALYZE`` for 100, against 0.7 hashed).
+# (duplicates skipped), each with who wrote it (its first version's author, ``Measurement.first_version_by``).
+# ``passes`` and ``writes`` are columns, not filters on their conditions: PostgreSQL keeps no statistics of a CTE and
+# takes half its rows for a boolean column but 0.5 % for an ``IS NULL``.
 ROWS_CTES = f"""t AS (
-  SELECT e.i, e.j, r.* FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(j, i),
+  SELECT e.i, r.* FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(j, i),
        jsonb_to_record(e.j) AS r(id uuid, client_id uuid, marker_id uuid, value float8, items smallint[],
                                  observed_at timestamptz, observed_offset smallint, source text, external_id text,
                                  note text)
@@ -133,24 +120,23 @@ ROWS_CTES = f"""t AS (
   SELECT * FROM ok WHERE ok.writes
 ), ins AS (
   INSERT INTO measurements (org_id, id, client_id, marker_id, value, items, observed_at, observed_offset, source,
-                            external_id, note, compartment)
+                            external_id, note, compartment, first_version_by)
   SELECT :org_id, id, client_id, marker_id, fit_value, items, observed_at, observed_offset, source, external_id,
-         note, :compartment
+         note, :compartment, :who
   FROM w
   ON CONFLICT (org_id, source, external_id, compartment) WHERE external_id IS NOT NULL DO NOTHING
-  RETURNING id, client_id, version, created_at, updated_at
+  RETURNING id, client_id, version
 )"""
-# An instrument's total is whole: written as the float the service's JSON writes (20.0), as a single write's is.
-SNAPSHOT_CTE = f"""v AS (
-  SELECT ins.id AS record_id, ins.version, ins.client_id,
-         (w.j - 'observed_offset') || jsonb_build_object(
-           'value', CASE WHEN w.instrument IS NULL THEN w.j -> 'value' ELSE CAST(w.fit_total || '.0' AS jsonb) END,
-           'created_at', {_iso("ins.created_at")}, 'updated_at', {_iso("ins.updated_at")}, 'version', ins.version,
-           'deleted_at', NULL) AS data
-  FROM ins JOIN w USING (id)
+# Each new version as ``records``' CTEs take it (``v``: record_id, version, client_id, data): the change feed's row and
+# the outbox's events. No history row: a new measurement's version 1 is its row, read as the history would hold it
+# (``models.records.RECORD_VERSIONS``, migration 0017) until a change supersedes it (the table's trigger then writes
+# it to the history), so ``data`` is null here (no event of a new measurement reads it).
+VERSIONS_CTE = """v AS (
+  SELECT ins.id AS record_id, ins.version, ins.client_id, CAST(NULL AS jsonb) AS data FROM ins
 )"""
 _WRITE = text(f"""
-WITH {ROWS_CTES}, {SNAPSHOT_CTE},{CHANGES_CTES}
+WITH {ROWS_CTES}, {VERSIONS_CTE},
+{FEED_CTE}, {OUTBOX_CTES}
 SELECT chk.client_live, chk.marker_found, chk.instrument, chk.low, chk.high, chk.fit_code,
        chk.fit_value, chk.fit_total, chk.fit_bad, ok.first_i, ok.held_by,
        ins.id IS NOT NULL AS created,

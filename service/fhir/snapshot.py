@@ -1,4 +1,4 @@
-"""Records as they were at an instant, read from the history table (every version of every record).
+"""Records as they were at an instant, read from every version of every record (``RECORD_VERSIONS``).
 
 A Bulk Data export reads each record's latest version whose ``changed_at`` is at or before its
 ``transactionTime``, in keyset pages of record ids, so that a job resumed by another worker reads exactly what
@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
 from service.collections.repository import readable
-from service.models import History
+from service.models.records import RECORD_VERSIONS
 
-HIST = History.__table__
+HIST = RECORD_VERSIONS
 
 
 def page_statement(who: Principal, collection: str, after: UUID | None, limit: int, as_of: datetime) -> Select[Any]:

@@ -61,6 +61,9 @@ class Measurement(ClientOwnedMixin, Base):
     external_id: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
     compartment: Mapped[UUID] = compartment_column()  # of (source, external_id): see ExternalId
+    # Who wrote version 1 while version 1 is this row itself, without a history row (a batch-created measurement
+    # not changed since); null once the history holds version 1 (migration 0017; models.records.RECORD_VERSIONS).
+    first_version_by: Mapped[str | None] = mapped_column(Text)
 
 
 class SafetyAlert(ClientOwnedMixin, Base):

@@ -6,7 +6,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, LargeBinary, Text, Uuid, func, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -14,7 +28,9 @@ from service.models.base import Base, compartment_column
 
 
 class History(Base):
-    """Every version of every record, the deletion included."""
+    """Every superseded version of every record, the deletion included, and the current one of every record but a
+    batch-created measurement not changed since (whose version 1 is the record itself: ``RECORD_VERSIONS``). Written
+    to; read through ``RECORD_VERSIONS``."""
 
     __tablename__ = "history"
 
@@ -27,6 +43,16 @@ class History(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     changed_by: Mapped[str | None] = mapped_column(Text)
+
+
+# Every version of every record (migration 0017's view): the history's rows and the first versions that are still
+# their measurement's row (``Measurement.first_version_by``), rendered as the history would hold them. Every reader
+# of versions reads this; it runs as its caller, under both tables' row-level security. In a MetaData of its own:
+# a view, not a table the schema's comparison or ``create_all`` should see.
+RECORD_VERSIONS = Table(
+    "record_versions", MetaData(),
+    *(Column(c.name, c.type) for c in History.__table__.columns),
+)
 
 
 class Change(Base):

@@ -14,9 +14,9 @@ IN_WINDOW = "x.observed_at >= :since AND x.observed_at <= now()"
 ORDER = "array_position(ARRAY[" + ", ".join(f"'{key}'" for key in INSTRUMENTS) + "]::text[], {column})"
 
 # The time an experiment's current `done` status was recorded: the first version of its latest run of `done`.
-DONE_AT = """(SELECT min(h.changed_at) FROM history h
+DONE_AT = """(SELECT min(h.changed_at) FROM record_versions h
    WHERE h.org_id = :org AND h.collection = 'experiments' AND h.record_id = x.id AND h.data ->> 'status' = 'done'
-     AND h.version > coalesce((SELECT max(h2.version) FROM history h2
+     AND h.version > coalesce((SELECT max(h2.version) FROM record_versions h2
                                WHERE h2.org_id = :org AND h2.collection = 'experiments' AND h2.record_id = x.id
                                  AND h2.data ->> 'status' IS DISTINCT FROM 'done'), 0))"""
 

@@ -112,8 +112,14 @@ async def test_every_tenant_table_has_row_level_security(api):
                               TENANT_TABLES)
     assert {r["relname"]: r["relrowsecurity"] for r in rows} == dict.fromkeys(TENANT_TABLES, True)
     with_org = await api.db.fetch(
-        "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'org_id'")
-    assert {r["table_name"] for r in with_org} <= set(TENANT_TABLES)
+        "SELECT c.relname, CAST(c.relkind AS text) AS relkind, c.reloptions FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id' AND NOT a.attisdropped "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')")
+    assert {r["relname"] for r in with_org if r["relkind"] != "v"} <= set(TENANT_TABLES)
+    # A view of tenant rows runs as its caller, under its tables' policies (a view runs as its owner otherwise).
+    views = {r["relname"]: r["reloptions"] for r in with_org if r["relkind"] == "v"}
+    assert views == {"record_versions": ["security_invoker=true"]}
 
 
 async def test_the_service_itself_connects_as_the_service_role(api):

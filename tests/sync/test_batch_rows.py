@@ -1,6 +1,8 @@
 """The batch ingest stores, row for row, what POST /v1/measurements stores for the same items (measurements,
-safety alerts, history, change feed, webhook outbox and deliveries), and its audit row commits with its writes or
-not at all (the batch runs on ``uow.write_unit_of_work``: the audit INSERT goes with the COMMIT)."""
+safety alerts, versions, change feed, webhook outbox and deliveries), and its audit row commits with its writes or
+not at all (the batch runs on ``uow.write_unit_of_work``: the audit INSERT goes with the COMMIT). The one difference:
+a batch-created measurement's first version is its own row (``first_version_by``), where a single create writes it
+to the history; both read the same from ``record_versions``."""
 
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ async def _stored(api: Any, org: Any, names: dict[str, str]) -> dict[str, list[A
     """The organization's rows, each as JSON with its ids named (``names``: the known ones; the measurements by
     value, the alert) and the times the database set left out; each table's rows sorted."""
     tables = {
-        "measurements": "SELECT to_jsonb(t) FROM measurements t WHERE org_id = $1",
+        "measurements": "SELECT to_jsonb(t) - 'first_version_by' FROM measurements t WHERE org_id = $1",
         "safety_alerts": "SELECT to_jsonb(t) FROM safety_alerts t WHERE org_id = $1",
-        "history": f"SELECT to_jsonb(t) - 'id' FROM history t WHERE org_id = $1 AND collection IN {WRITTEN}",
+        "versions": f"SELECT to_jsonb(t) FROM record_versions t WHERE org_id = $1 AND collection IN {WRITTEN}",
         "changes": f"SELECT to_jsonb(t) - 'seq' - 'txid' FROM changes t WHERE org_id = $1 AND collection IN {WRITTEN}",
         "outbox": "SELECT to_jsonb(t) - 'id' - 'seq' FROM webhook_outbox t WHERE org_id = $1",
         "deliveries": "SELECT jsonb_build_object('event', event, 'subscription_id', subscription_id) "
@@ -119,6 +121,14 @@ async def test_a_batch_stores_what_single_creates_store(api):
     assert [len(stored_b[t]) for t in stored_b] == [3, 1, 4, 4, 5, 5]
     for table in stored_b:
         assert stored_b[table] == stored_s[table], table
+    # The batch's measurements are their own first versions (no history row), the single creates' are not.
+    for org, author, history_rows in ((org_b, {"the writer"}, 1), (org_s, {None}, 4)):
+        who = (await api.app.state.ctx.tokens.verify((batcher if org is org_b else single).token)).who
+        authors = {r[0] for r in await api.db.fetch("SELECT first_version_by FROM measurements WHERE org_id = $1",
+                                                     org.id)}
+        assert {"the writer" if a == who else a for a in authors} == author
+        assert await api.db.fetchval(f"SELECT count(*) FROM history WHERE org_id = $1 AND collection IN {WRITTEN}",
+                                     org.id) == history_rows  # the batch's: its alert's only
 
     # One audit row per resource type the batch wrote, naming what it created, in the items' order.
     created = [uuid.UUID(x["id"]) for x in results[:3]]
@@ -157,7 +167,7 @@ async def test_a_batch_and_its_audit_row_commit_together_or_not_at_all(api, fail
     assert await _post_failing(c, {"measurements": items}) == 500
     for table in ("measurements", "safety_alerts", "webhook_outbox"):
         assert await api.db.fetchval(f"SELECT count(*) FROM {table} WHERE org_id = $1", org.id) == 0, table
-    for table in ("history", "changes"):
+    for table in ("record_versions", "changes"):
         assert await api.db.fetchval(f"SELECT count(*) FROM {table} WHERE org_id = $1 AND collection IN {WRITTEN}",
                                      org.id) == 0, table
     batch_rows = [e for e in await events(api, org.id, method="POST") if e["path"] == "/v1/measurements/batch"]

@@ -57,7 +57,7 @@ async def test_batch_of_1000_with_invalid_and_duplicate_items(setup):
     dups = [x for x in results if x["status"] == "duplicate"]
     assert {d["id"] for d in dups} == {x["id"] for x in first.json()["results"]}
     assert await api.db.fetchval("SELECT count(*) FROM measurements") == before + 985
-    assert await api.db.fetchval("SELECT count(*) FROM history WHERE collection = 'measurements'") == 990
+    assert await api.db.fetchval("SELECT count(*) FROM record_versions WHERE collection = 'measurements'") == 990
     again = await c.post("/v1/measurements/batch", json={"measurements": batch})
     statuses = [x["status"] for x in again.json()["results"]]
     assert statuses.count("created") == 0
