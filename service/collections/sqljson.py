@@ -1,6 +1,10 @@
 """SQL expressions that write values as the service's JSON writes them (orjson and ``isoformat``), for reads whose
 JSON PostgreSQL builds (GraphQL compiled to SQL): the same text as the Python path, byte for byte for timestamps,
-cursors and whole-valued floats."""
+cursors and whole-valued floats.
+
+Migration 0017 holds a frozen copy of ``iso_datetime`` and ``float_json`` in ``measurement_first_version`` (a
+batch-created measurement's first version, read from its row): a change to the text these write needs a migration
+that replaces that function too (``tests/sync/test_batch_rows.py`` compares its versions with a single create's)."""
 
 from __future__ import annotations
 
