@@ -62,10 +62,17 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     'deleted_at', NULL)
 $$"""
 
-TRIGGER = """
+# The history's columns, in the order each statement below writes or selects them.
+COLUMNS = "org_id, collection, record_id, version, client_id, action, data, changed_at, changed_by"
+# Each first version that is still its measurement's row, as the history would hold it.
+FIRST_VERSIONS = """SELECT m.org_id, 'measurements', m.id, m.version, m.client_id, 'created',
+       public.measurement_first_version(m), m.created_at, m.first_version_by
+  FROM measurements m WHERE m.first_version_by IS NOT NULL"""
+
+TRIGGER = f"""
 CREATE FUNCTION public.measurement_keep_first_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO public.history (org_id, collection, record_id, version, client_id, action, data, changed_at, changed_by)
+  INSERT INTO public.history ({COLUMNS})
   VALUES (OLD.org_id, 'measurements', OLD.id, OLD.version, OLD.client_id, 'created',
           public.measurement_first_version(OLD), OLD.created_at, OLD.first_version_by);
   NEW.first_version_by := NULL;
@@ -76,13 +83,11 @@ CREATE TRIGGER measurement_keep_first_version BEFORE UPDATE ON measurements FOR 
   WHEN (OLD.first_version_by IS NOT NULL) EXECUTE FUNCTION public.measurement_keep_first_version();
 """
 
-VIEW = """
+VIEW = f"""
 CREATE VIEW record_versions WITH (security_invoker = true) AS
-SELECT org_id, collection, record_id, version, client_id, action, data, changed_at, changed_by FROM history
+SELECT {COLUMNS} FROM history
 UNION ALL
-SELECT m.org_id, 'measurements', m.id, m.version, m.client_id, 'created', public.measurement_first_version(m),
-       m.created_at, m.first_version_by
-  FROM measurements m WHERE m.first_version_by IS NOT NULL
+{FIRST_VERSIONS}
 """
 
 
@@ -96,11 +101,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("""
-INSERT INTO history (org_id, collection, record_id, version, client_id, action, data, changed_at, changed_by)
-SELECT m.org_id, 'measurements', m.id, m.version, m.client_id, 'created', public.measurement_first_version(m),
-       m.created_at, m.first_version_by
-  FROM measurements m WHERE m.first_version_by IS NOT NULL""")
+    op.execute(f"INSERT INTO history ({COLUMNS})\n{FIRST_VERSIONS}")  # every version kept in the history again
     op.execute("DROP VIEW record_versions")
     op.execute("DROP TRIGGER measurement_keep_first_version ON measurements")
     op.execute("DROP FUNCTION public.measurement_keep_first_version()")

@@ -30,7 +30,7 @@ from service.auth.principal import Principal
 from service.auth.scopes import require
 from service.collections.registry import REGISTRY
 from service.collections.repository import CompiledRead, decode_cursor, readable_record
-from service.collections.service import _TEMPLATE, INTERNAL, must_be_live
+from service.collections.service import _TEMPLATE, INTERNAL, STORAGE_ONLY, must_be_live
 from service.db import TenantMismatch
 from service.graphql.reads import note
 from service.graphql.relations import relations_of
@@ -58,7 +58,7 @@ def record_shape(coll_name: str) -> RecordShape:
     included) but the internal ones, then the identifiers."""
     coll = REGISTRY[coll_name]
     specs = {s.name: s for s in record_specs(coll_name).values()}
-    dropped = {*INTERNAL, "compartment", "external_ids"}
+    dropped = {*INTERNAL, *STORAGE_ONLY, "external_ids"}
     columns = readable_record(coll, _TEMPLATE).selected_columns.keys()
     keys = [c for c in columns if c not in dropped and c in specs]
     if coll.ext_field in specs and coll.ext_field not in keys:

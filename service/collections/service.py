@@ -50,15 +50,17 @@ from service.models import ExternalId
 from service.models.records import RECORD_VERSIONS
 
 INTERNAL = ("org_id", "deleted_at")
+# Columns that say how a record is stored, never part of it: where its identifier lives (``identifiers``), and
+# whether a measurement's first version is its own row (``models.records.RECORD_VERSIONS``).
+STORAGE_ONLY = ("compartment", "first_version_by")
 MAX_INCLUDE = 500
 
 
 def serialize(coll: Collection, row: Any, *, with_deleted: bool = False) -> dict[str, Any]:
     data = dict(row._mapping) if isinstance(row, Row) else dict(row)  # a Row, an asyncpg Record or a mapping
     deleted_at = data.pop("deleted_at", None)
-    data.pop("org_id", None)
-    data.pop("compartment", None)  # where its identifier lives (service.collections.identifiers): internal
-    data.pop("first_version_by", None)  # a measurement's: whether its first version is its row (models.records)
+    for name in ("org_id", *STORAGE_ONLY):
+        data.pop(name, None)
     external_ids = data.pop("external_ids", None)
     if coll.ext_field in coll.out_fields:  # measurements have a single (source, external_id) instead
         data[coll.ext_field] = external_ids or []
